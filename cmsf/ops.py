@@ -1,0 +1,188 @@
+"""Pure tensor operations shared by the pipelines: IoU, NMS over boxes or masks, and the
+cross-modal filter ``bind_filter``.
+
+Conventions: boxes are ``Tensor[N, 4]`` in pixel (x1, y1, x2, y2); masks are ``Tensor[N, H, W]``
+bool. Nothing here moves data between devices except where a docstring says so.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import Tensor
+
+BIND_MODES = ("softmax", "cosine")
+
+
+def check_boxes(boxes: Tensor, name: str = "boxes") -> Tensor:
+    """Check ``boxes (Tensor[N, 4])`` in (x1, y1, x2, y2): finite, floating point, x2 ≥ x1, y2 ≥ y1."""
+    if not isinstance(boxes, Tensor):
+        raise ValueError(f"{name}: expected Tensor[N, 4] in (x1, y1, x2, y2), got {type(boxes).__name__}")
+    if boxes.ndim != 2 or boxes.shape[1] != 4:
+        raise ValueError(f"{name}: expected Tensor[N, 4] in (x1, y1, x2, y2), got shape {tuple(boxes.shape)}")
+    if not boxes.is_floating_point():
+        boxes = boxes.to(torch.float32)
+    if not bool(torch.isfinite(boxes).all()):
+        raise ValueError(f"{name}: contains NaN or infinite coordinates")
+    if bool((boxes[:, 2] < boxes[:, 0]).any()) or bool((boxes[:, 3] < boxes[:, 1]).any()):
+        raise ValueError(f"{name}: negative-size box (expected x2 >= x1 and y2 >= y1)")
+    return boxes
+
+
+def _check_scores(scores: Tensor, count: int, name: str = "scores") -> None:
+    if not isinstance(scores, Tensor):
+        raise ValueError(f"{name}: expected Tensor[{count}], got {type(scores).__name__}")
+    if scores.ndim != 1 or scores.shape[0] != count:
+        raise ValueError(f"{name}: expected Tensor[{count}] (one score per item), got shape {tuple(scores.shape)}")
+    if not scores.is_floating_point():
+        raise ValueError(f"{name}: expected floating-point scores, got dtype {scores.dtype}")
+    if bool(torch.isnan(scores).any()):
+        raise ValueError(f"{name}: contains NaN")
+
+
+def mask_iou_matrix(masks_a: Tensor, masks_b: Tensor, chunk_pixels: int = 1 << 16) -> Tensor:
+    """Pairwise IoU of two sets of bool masks.
+
+    Args:
+        masks_a (Tensor[N, H, W]) bool, masks_b (Tensor[M, H, W]) bool, on the same device.
+        chunk_pixels: pixels handled per matrix product, to bound memory to (N + M) × chunk.
+
+    Returns:
+        Tensor[N, M] float32 on the masks' device. Two empty masks have IoU 0.
+
+    Intersections are counted by float32 matrix products over pixel chunks (exact for counts
+    below 2**24 per chunk), never by an N × M × H × W tensor.
+    """
+    n, m = masks_a.shape[0], masks_b.shape[0]
+    flat_a = masks_a.reshape(n, -1)
+    flat_b = masks_b.reshape(m, -1)
+    device = masks_a.device
+    inter = torch.zeros(n, m, dtype=torch.float64, device=device)
+    step = max(1, min(int(chunk_pixels), 1 << 24))
+    for start in range(0, flat_a.shape[1], step):
+        a = flat_a[:, start : start + step].to(torch.float32)
+        b = flat_b[:, start : start + step].to(torch.float32)
+        inter += (a @ b.T).to(torch.float64)
+    area_a = flat_a.sum(1, dtype=torch.float64)
+    area_b = flat_b.sum(1, dtype=torch.float64)
+    union = area_a[:, None] + area_b[None, :] - inter
+    iou = torch.where(union > 0, inter / union.clamp(min=1), torch.zeros_like(inter))
+    return iou.to(torch.float32)
+
+
+def box_iou_matrix(boxes_a: Tensor, boxes_b: Tensor) -> Tensor:
+    """Pairwise IoU ``Tensor[N, M]`` of boxes in (x1, y1, x2, y2) (``torchvision.ops.box_iou``)."""
+    from torchvision.ops import box_iou
+
+    return box_iou(boxes_a, boxes_b)
+
+
+def nms(items: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
+    """Non-maximum suppression over boxes or masks.
+
+    Args:
+        items: boxes ``Tensor[N, 4]`` in pixel (x1, y1, x2, y2), or masks ``Tensor[N, H, W]`` bool.
+        scores (Tensor[N]): higher is better; NaN is refused.
+        iou_threshold: an item is suppressed when its IoU with an already kept, higher-scoring
+            item is greater than this.
+
+    Returns:
+        Tensor[K] int64, the indices of the kept items, highest score first (on the items'
+        device). Boxes go through ``torchvision.ops.nms``; masks use a pairwise IoU matrix
+        computed on the masks' device (see :func:`mask_iou_matrix`) and one greedy pass over it
+        on the CPU. Among equal scores the lower index comes first for masks.
+    """
+    if not isinstance(items, Tensor):
+        raise ValueError(f"items: expected boxes Tensor[N, 4] or masks Tensor[N, H, W], got {type(items).__name__}")
+    if isinstance(iou_threshold, bool) or not isinstance(iou_threshold, (int, float)) or math.isnan(iou_threshold):
+        raise ValueError(f"iou_threshold: expected a number, got {iou_threshold!r}")
+    if items.ndim == 2:
+        boxes = check_boxes(items, "items")
+        _check_scores(scores, boxes.shape[0])
+        if boxes.shape[0] == 0:
+            return torch.empty(0, dtype=torch.int64, device=items.device)
+        from torchvision.ops import nms as box_nms
+
+        return box_nms(boxes, scores.to(device=boxes.device, dtype=boxes.dtype), float(iou_threshold))
+    if items.ndim == 3:
+        if items.dtype != torch.bool:
+            raise ValueError(f"items: masks must be bool Tensor[N, H, W], got dtype {items.dtype}")
+        _check_scores(scores, items.shape[0])
+        return _mask_nms(items, scores.to(items.device), float(iou_threshold))
+    raise ValueError(
+        f"items: expected boxes Tensor[N, 4] or masks Tensor[N, H, W], got shape {tuple(items.shape)}"
+    )
+
+
+def _mask_nms(masks: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
+    n = masks.shape[0]
+    if n == 0:
+        return torch.empty(0, dtype=torch.int64, device=masks.device)
+    order = torch.sort(scores, descending=True, stable=True).indices
+    overlaps = (mask_iou_matrix(masks[order], masks[order]) > iou_threshold).cpu().numpy()
+    suppressed = np.zeros(n, dtype=bool)
+    kept: list[int] = []
+    for i in range(n):
+        if suppressed[i]:
+            continue
+        kept.append(i)
+        suppressed |= overlaps[i]
+    return order[torch.tensor(kept, dtype=torch.int64, device=masks.device)]
+
+
+def bind_filter(
+    visual_embeddings: Tensor,
+    audio_embedding: Tensor,
+    threshold: float = 0.7,
+    mode: str = "softmax",
+) -> tuple[Tensor, Tensor]:
+    """Keep the visual proposals whose embedding matches the audio (the BIND step).
+
+    Args:
+        visual_embeddings (Tensor[K, D]): ImageBind image embeddings of the K proposals' masked
+            crops (L2-normalised, as ImageBind returns them).
+        audio_embedding (Tensor[D]): ImageBind audio embedding of the segment (L2-normalised and
+            multiplied by ImageBind's fixed logit scale 20, as ImageBind returns it).
+        threshold: keep proposals with score ≥ threshold; in [0, 1] for ``"softmax"``, in
+            [-1, 1] for ``"cosine"``.
+        mode: ``"softmax"`` (default; what the authors' OWOD-BIND code does): the softmax over the
+            K proposals of the dot products ``visual @ audio``, with no extra scaling (the audio
+            embedding already carries the logit scale). ``"cosine"`` (what the paper's text
+            says): the cosine similarity of each proposal with the audio.
+
+    Returns:
+        ``(keep, scores)``: ``keep (Tensor[K])`` bool and ``scores (Tensor[K])`` float32. K = 0
+        gives two empty tensors. With softmax and threshold > 0.5 at most one proposal is kept.
+    """
+    if mode not in BIND_MODES:
+        raise ValueError(f"mode: expected one of {BIND_MODES}, got {mode!r}")
+    low = 0.0 if mode == "softmax" else -1.0
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not (low <= threshold <= 1.0):
+        raise ValueError(f"threshold: expected a number in [{low:g}, 1] for mode {mode!r}, got {threshold!r}")
+    if not isinstance(visual_embeddings, Tensor) or visual_embeddings.ndim != 2:
+        shape = tuple(visual_embeddings.shape) if isinstance(visual_embeddings, Tensor) else type(visual_embeddings).__name__
+        raise ValueError(f"visual_embeddings: expected Tensor[K, D], got {shape}")
+    if not isinstance(audio_embedding, Tensor) or audio_embedding.ndim != 1:
+        shape = tuple(audio_embedding.shape) if isinstance(audio_embedding, Tensor) else type(audio_embedding).__name__
+        raise ValueError(f"audio_embedding: expected Tensor[D], got {shape}")
+    if visual_embeddings.shape[1] != audio_embedding.shape[0]:
+        raise ValueError(
+            f"visual_embeddings and audio_embedding: expected the same D, got Tensor{list(visual_embeddings.shape)} "
+            f"and Tensor{list(audio_embedding.shape)}"
+        )
+    for name, value in (("visual_embeddings", visual_embeddings), ("audio_embedding", audio_embedding)):
+        if not value.is_floating_point():
+            raise ValueError(f"{name}: expected floating point, got dtype {value.dtype}")
+        if not bool(torch.isfinite(value).all()):
+            raise ValueError(f"{name}: contains NaN or infinite values")
+    visual = visual_embeddings.to(torch.float32)
+    audio = audio_embedding.to(device=visual.device, dtype=torch.float32)
+    if visual.shape[0] == 0:
+        return torch.zeros(0, dtype=torch.bool, device=visual.device), torch.zeros(0, device=visual.device)
+    if mode == "softmax":
+        scores = torch.softmax(visual @ audio, dim=0)
+    else:
+        scores = torch.nn.functional.cosine_similarity(visual, audio[None, :], dim=1)
+    return scores >= threshold, scores
