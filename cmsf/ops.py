@@ -153,8 +153,10 @@ def bind_filter(
             says): the cosine similarity of each proposal with the audio.
 
     Returns:
-        ``(keep, scores)``: ``keep (Tensor[K])`` bool and ``scores (Tensor[K])`` float32. K = 0
-        gives two empty tensors. With softmax and threshold > 0.5 at most one proposal is kept.
+        ``(keep, scores)``: ``keep (Tensor[K])`` bool, ``scores >= threshold``, and
+        ``scores (Tensor[K])`` float64 (computed in float64 whatever the inputs' dtype). K = 0 gives
+        two empty tensors. With softmax and threshold > 0.5 at most one proposal is kept (the
+        best one), even where rounding puts two scores a hair above 0.5.
     """
     if mode not in BIND_MODES:
         raise ValueError(f"mode: expected one of {BIND_MODES}, got {mode!r}")
@@ -177,12 +179,15 @@ def bind_filter(
             raise ValueError(f"{name}: expected floating point, got dtype {value.dtype}")
         if not bool(torch.isfinite(value).all()):
             raise ValueError(f"{name}: contains NaN or infinite values")
-    visual = visual_embeddings.to(torch.float32)
-    audio = audio_embedding.to(device=visual.device, dtype=torch.float32)
-    if visual.shape[0] == 0:
-        return torch.zeros(0, dtype=torch.bool, device=visual.device), torch.zeros(0, device=visual.device)
+    visual = visual_embeddings.to(torch.float64)
+    audio = audio_embedding.to(device=visual.device, dtype=torch.float64)
     if mode == "softmax":
         scores = torch.softmax(visual @ audio, dim=0)
     else:
         scores = torch.nn.functional.cosine_similarity(visual, audio[None, :], dim=1)
-    return scores >= threshold, scores
+    keep = scores >= threshold
+    if mode == "softmax" and threshold > 0.5 and keep.any():
+        # Softmax scores sum to 1, so at most one exceeds 0.5; rounding must not break that.
+        keep = torch.zeros_like(keep)
+        keep[torch.argmax(scores)] = True
+    return keep, scores
