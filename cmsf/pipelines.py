@@ -13,7 +13,6 @@ next to the masks; the frame mask is always the union of the kept proposals' mas
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Sequence
 
@@ -104,25 +103,31 @@ class SegmentationResult:
 def masked_crops(image: Tensor, boxes: Tensor, masks: Tensor) -> list[Tensor]:
     """Cut each proposal out of ``image`` with the pixels outside its mask set to black.
 
+    As the authors' OWOD-BIND code does (black out everything outside the mask, then
+    ``PIL.Image.crop(box)``): the crop spans columns ``round(x1) .. round(x2) - 1`` and rows
+    ``round(y1) .. round(y2) - 1`` (Python's round, as PIL uses), clipped to the image and at
+    least one pixel wide and high.
+
     Args:
         image (Tensor[3, H, W]): uint8.
         boxes (Tensor[K, 4]): pixel (x1, y1, x2, y2) of ``image``.
         masks (Tensor[K, H, W]): bool.
 
     Returns:
-        K ``Tensor[3, h, w]`` uint8 crops. The crop covers the pixels whose centres lie in the box:
-        columns ``floor(x1) .. ceil(x2) - 1`` clipped to the image, at least one pixel wide (same
-        for rows).
+        K ``Tensor[3, h, w]`` uint8 crops, on ``image``'s device.
     """
     height, width = image.shape[-2:]
+    if boxes.shape[0] != masks.shape[0]:
+        raise ValueError(f"boxes and masks: expected one mask per box, got {boxes.shape[0]} and {masks.shape[0]}")
+    masks = masks.to(image.device)
     crops = []
-    for box, mask in zip(boxes.tolist(), masks):
-        x1 = min(max(int(math.floor(box[0])), 0), width - 1)
-        y1 = min(max(int(math.floor(box[1])), 0), height - 1)
-        x2 = max(min(int(math.ceil(box[2])), width), x1 + 1)
-        y2 = max(min(int(math.ceil(box[3])), height), y1 + 1)
-        region = mask[y1:y2, x1:x2].to(image.device)
-        crops.append(image[:, y1:y2, x1:x2] * region.unsqueeze(0).to(image.dtype))
+    for k, (x1, y1, x2, y2) in enumerate(boxes.tolist()):
+        left = min(max(round(x1), 0), width - 1)
+        top = min(max(round(y1), 0), height - 1)
+        right = max(min(round(x2), width), left + 1)
+        bottom = max(min(round(y2), height), top + 1)
+        region = masks[k, top:bottom, left:right]
+        crops.append(image[:, top:bottom, left:right] * region.unsqueeze(0).to(image.dtype))
     return crops
 
 

@@ -9,22 +9,29 @@ import torch
 from cmsf.pipelines import FrameEvidence, masked_crops
 
 
-def test_masked_crops_cut_the_box_and_black_out_the_rest():
-    image = torch.arange(3 * 6 * 8, dtype=torch.int64).reshape(3, 6, 8).remainder(250).add(1).to(torch.uint8)
-    masks = torch.zeros(2, 6, 8, dtype=torch.bool)
-    masks[0, 1:4, 2:5] = True
-    masks[0, 2, 3] = False
-    masks[1, 5, 7] = True
-    boxes = torch.tensor([[1.5, 0.2, 5.0, 4.0], [7.2, 5.1, 7.9, 5.9]])
-    first, second = masked_crops(image, boxes, masks)
-    # box 0 covers columns floor(1.5)=1 .. ceil(5.0)-1=4, rows 0 .. 3
-    assert first.shape == (3, 4, 4)
-    expected = image[:, 0:4, 1:5].clone()
-    expected[:, ~masks[0, 0:4, 1:5]] = 0
-    assert torch.equal(first, expected)
-    assert first.dtype == torch.uint8
-    # a sub-pixel box still yields one pixel
-    assert second.shape == (3, 1, 1) and torch.equal(second[:, 0, 0], image[:, 5, 7])
+def test_masked_crops_equal_pil_crop_of_the_blacked_out_frame():
+    """The authors' way: black out everything outside the mask, then PIL's crop(box)."""
+    from PIL import Image
+
+    generator = torch.Generator().manual_seed(0)
+    image = torch.randint(1, 256, (3, 9, 12), dtype=torch.uint8, generator=generator)
+    masks = torch.rand(4, 9, 12, generator=generator) > 0.4
+    boxes = torch.tensor([[1.5, 0.2, 5.0, 4.0], [2.5, 3.5, 11.4, 8.6], [0.0, 0.0, 12.0, 9.0], [3.3, 2.7, 7.7, 6.2]])
+    crops = masked_crops(image, boxes, masks)
+    for crop, box, mask in zip(crops, boxes.tolist(), masks):
+        blacked = (image * mask).permute(1, 2, 0).numpy()
+        expected = np.asarray(Image.fromarray(blacked).crop(tuple(box)))
+        assert crop.dtype == torch.uint8
+        np.testing.assert_array_equal(crop.permute(1, 2, 0).numpy(), expected)
+
+
+def test_masked_crops_never_empty():
+    image = torch.full((3, 6, 8), 5, dtype=torch.uint8)
+    masks = torch.ones(1, 6, 8, dtype=torch.bool)
+    (crop,) = masked_crops(image, torch.tensor([[7.2, 5.1, 7.4, 5.3]]), masks)
+    assert crop.shape == (3, 1, 1)
+    with pytest.raises(ValueError, match="one mask per box"):
+        masked_crops(image, torch.zeros(2, 4), masks)
 
 
 def test_masked_crops_clip_boxes_to_the_image():
