@@ -1,4 +1,5 @@
-"""Inputs: images and waveforms as tensors, resampling, mixdown, cutting audio into segments.
+"""Inputs: images and waveforms as tensors, resampling, mixdown, cutting audio into segments;
+reading video files (PyAV), frame folders and audio files; writing masks and overlays.
 
 Every stage of cmsf takes its inputs through the helpers here, so that all of them accept the
 same forms and reject bad input with the same clear errors:
@@ -6,11 +7,25 @@ same forms and reject bad input with the same clear errors:
 - images: a list of ``Tensor[3, H, W]`` uint8 or PIL images (sizes may differ), or one
   ``Tensor[B, 3, H, W]`` uint8;
 - waveforms: ``Tensor[C, S]`` or ``Tensor[S]`` float, with an explicit ``sample_rate`` in Hz.
+
+From disk (all errors name the file and say what was expected):
+
+- :func:`load_clip` reads a video file (:func:`read_video`: T frames sampled as AVSBench does,
+  the audio track at 16 kHz) or a folder of frames plus an audio file (:func:`read_frame_folder`)
+  into a :class:`Clip`;
+- :func:`read_wav` / :func:`read_audio` read audio, :func:`read_mask` a mask image;
+- :func:`write_png_mask` / :func:`write_png_image` write PNGs atomically (:mod:`cmsf.io`), and
+  :func:`overlay_mask` tints a mask over its frame.
 """
 
 from __future__ import annotations
 
-from typing import Sequence, Union
+import io
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Sequence, Union
 
 import torch
 from torch import Tensor
@@ -163,3 +178,509 @@ def split_segments(waveform: Tensor, num_segments: int, name: str = "waveform") 
         )
     bounds = [t * total // num_segments for t in range(num_segments + 1)]
     return [waveform[:, bounds[t] : bounds[t + 1]] for t in range(num_segments)]
+
+
+# ------------------------------------------------------------------------------------------------
+# Reading inputs from disk: video files, frame folders, audio files; writing masks and overlays.
+# ------------------------------------------------------------------------------------------------
+
+DEFAULT_SAMPLE_RATE = 16_000
+"""The sample rate (Hz) audio is resampled to when read: what the pipelines' audio models use."""
+
+FRAME_SUFFIXES = (".png", ".jpg", ".jpeg")
+"""Image files a frame folder may hold (case-insensitive)."""
+
+SAMPLE_POINT = 15 / 16
+"""Where in its span a sampled frame sits: AVSBench's preprocessing keeps, of 16 frames sampled
+per second, the last one, at 15/16 of the second."""
+
+_TIME_EPS = 1e-6
+
+
+@dataclass(frozen=True)
+class Clip:
+    """One video's worth of input for a pipeline.
+
+    Attributes:
+        frames (Tensor[T, 3, H, W]): uint8 RGB frames, all the same size.
+        waveform (Tensor[C, S]): float32 audio, ``sample_rate`` Hz. For a video file it spans
+            exactly the T frame spans (see :func:`read_video`), so that
+            :func:`split_segments` pairs segment t with frame t.
+        sample_rate: Hz.
+        source: where the clip came from (a path, or ``"frames: … + audio: …"``), for messages
+            and evidence.
+        frame_times: the presentation time in seconds of each frame in its video (relative to
+            the start of the audio track), or ``None`` for frames read from image files.
+    """
+
+    frames: Tensor
+    waveform: Tensor
+    sample_rate: int
+    source: str
+    frame_times: Optional[tuple[float, ...]] = None
+
+    @property
+    def num_frames(self) -> int:
+        """T, the number of frames."""
+        return int(self.frames.shape[0])
+
+    @property
+    def duration(self) -> float:
+        """The audio's length in seconds."""
+        return self.waveform.shape[-1] / self.sample_rate
+
+
+def natural_sort_key(name: str) -> tuple:
+    """A sort key that orders digit runs by value: ``x_2.png`` before ``x_10.png``."""
+    parts = re.split(r"(\d+)", name)
+    folded = tuple((0, int(p), "") if p.isdigit() else (1, 0, p.lower()) for p in parts)
+    return folded, name  # case-insensitive first; the exact name breaks ties
+
+
+def _exists(path: Path, what: str) -> Path:
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such {what}")
+    return path
+
+
+def _open_container(path: Path) -> "av.container.InputContainer":  # noqa: F821
+    import av
+
+    _exists(path, "file")
+    if path.is_dir():
+        raise ValueError(f"{path}: expected a media file, got a folder")
+    try:
+        return av.open(str(path), mode="r")
+    except (av.FFmpegError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path}: not a readable audio/video file ({error})") from None
+
+
+def _decode_audio(path: Path) -> tuple[Tensor, int, float]:
+    """Decode the first audio track of ``path``: ``(Tensor[C, S] float32, rate, start_seconds)``."""
+    import av
+    import numpy as np
+
+    with _open_container(path) as container:
+        if not container.streams.audio:
+            raise ValueError(f"{path}: has no audio track (expected a file with sound)")
+        stream = container.streams.audio[0]
+        resampler: Optional[av.AudioResampler] = None
+        chunks: list[np.ndarray] = []
+        rate: Optional[int] = None
+        start: Optional[float] = None
+        try:
+            for frame in container.decode(stream):
+                if rate is None:
+                    rate = int(frame.sample_rate)
+                    start = float(frame.time) if frame.time is not None else 0.0
+                    # planar float, the input's own layout and rate
+                    resampler = av.AudioResampler(format="fltp", layout=frame.layout, rate=rate)
+                elif int(frame.sample_rate) != rate:
+                    raise ValueError(
+                        f"{path}: the audio's sample rate changes mid-stream "
+                        f"({rate} Hz, then {frame.sample_rate} Hz)"
+                    )
+                for out in resampler.resample(frame):
+                    chunks.append(out.to_ndarray())
+            if resampler is not None:
+                for out in resampler.resample(None):
+                    chunks.append(out.to_ndarray())
+        except av.FFmpegError as error:
+            raise ValueError(f"{path}: the audio track cannot be decoded ({error})") from None
+    if rate is None or not chunks:
+        raise ValueError(f"{path}: the audio track holds no samples")
+    channels = {c.shape[0] for c in chunks}
+    if len(channels) != 1:
+        raise ValueError(f"{path}: the audio's channel count changes mid-stream ({sorted(channels)})")
+    waveform = torch.from_numpy(np.concatenate(chunks, axis=1).astype(np.float32, copy=False))
+    if waveform.shape[1] == 0:
+        raise ValueError(f"{path}: the audio track holds no samples")
+    return waveform, rate, float(start or 0.0)
+
+
+def read_wav(path: Union[str, Path]) -> tuple[Tensor, int]:
+    """Read an audio file (wav, or anything FFmpeg decodes) at its own sample rate.
+
+    Returns:
+        ``(waveform, sample_rate)``: ``Tensor[C, S]`` float32 in [-1, 1] for integer formats,
+        and the file's rate in Hz.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: unreadable, no audio track, or no samples; the message names the file.
+    """
+    waveform, rate, _ = _decode_audio(Path(path))
+    return waveform, rate
+
+
+def read_audio(path: Union[str, Path], sample_rate: Optional[int] = DEFAULT_SAMPLE_RATE) -> tuple[Tensor, int]:
+    """Read an audio file (or a video's audio track) resampled to ``sample_rate`` Hz.
+
+    Args:
+        sample_rate: the rate to return (default 16 kHz); ``None`` keeps the file's own rate.
+
+    Returns:
+        ``(Tensor[C, S] float32, rate)``.
+    """
+    waveform, rate = read_wav(path)
+    if sample_rate is not None:
+        sample_rate = check_sample_rate(sample_rate)
+        waveform = resample(waveform, rate, sample_rate).to(torch.float32)
+        rate = sample_rate
+    return waveform, rate
+
+
+def sample_times(duration: float, *, num_frames: Optional[int] = None, fps: Optional[float] = None) -> tuple[list[float], float]:
+    """Which instants of a clip become its frames.
+
+    The clip (``duration`` seconds of audio) is cut into T equal consecutive spans of ``L``
+    seconds and span k is represented by the frame showing at ``k·L + (15/16)·L``:
+
+    - default: one span per second (L = 1), over ``floor(duration)`` whole seconds: the frame
+      at k + 15/16 s for k = 0 … T-1, which is the frame AVSBench's preprocessing picks;
+    - ``fps=F``: spans of 1/F s, ``T = floor(duration · F)``;
+    - ``num_frames=N``: N spans of ``duration / N`` s that cover the whole clip.
+
+    Returns:
+        ``(times, span)``: the T sample instants in seconds from the start of the audio, and L.
+
+    Raises:
+        ValueError: both options given, a non-positive option, or a clip too short for one span.
+    """
+    if num_frames is not None and fps is not None:
+        raise ValueError("num_frames and fps: give at most one of them")
+    if not (duration > 0) or math.isinf(duration):
+        raise ValueError(f"duration: expected a positive number of seconds, got {duration!r}")
+    if num_frames is not None:
+        if isinstance(num_frames, bool) or int(num_frames) != num_frames or num_frames <= 0:
+            raise ValueError(f"num_frames: expected a positive integer, got {num_frames!r}")
+        count = int(num_frames)
+        span = duration / count
+    else:
+        rate = 1.0 if fps is None else float(fps)
+        if not (rate > 0) or math.isinf(rate):
+            raise ValueError(f"fps: expected a positive number of frames per second, got {fps!r}")
+        span = 1.0 / rate
+        count = int(math.floor(duration * rate + 1e-9))
+        if count == 0:
+            option = "the default one frame per second" if fps is None else f"fps={fps}"
+            raise ValueError(
+                f"the audio lasts {duration:.3f} s, too short for one frame at {option}; "
+                "ask for num_frames instead"
+            )
+    times = [k * span + SAMPLE_POINT * span for k in range(count)]
+    return times, span
+
+
+def read_video(
+    path: Union[str, Path],
+    *,
+    num_frames: Optional[int] = None,
+    fps: Optional[float] = None,
+    sample_rate: Optional[int] = DEFAULT_SAMPLE_RATE,
+) -> Clip:
+    """Read a video file (mp4, mkv, webm, mov, avi, …; anything FFmpeg decodes) with PyAV.
+
+    Frames are sampled as described in :func:`sample_times` — by default one per second of
+    audio: for second k (k = 1 … floor(duration)) the last frame whose presentation time is at
+    most k − 1/16 s, exactly what AVSBench's preprocessing keeps for videos with a whole-number
+    frame rate. Times are measured from the start of the audio track, so a frame is paired with
+    the sound it was shown with. A span whose instant lies after the last frame gets the last
+    frame (so does AVSBench); one before the first frame gets the first.
+
+    The audio is the first audio track, cut to the T spans (``T · L`` seconds; with
+    ``num_frames`` nothing is cut) and resampled to ``sample_rate``.
+
+    Args:
+        path: the video file.
+        num_frames: N frames, one per each of N equal spans of the audio.
+        fps: F frames per second of audio.
+        sample_rate: the audio rate to return (default 16 kHz); ``None`` keeps the file's.
+
+    Returns:
+        a :class:`Clip` with ``frames (Tensor[T, 3, H, W]) uint8``, ``waveform (Tensor[C, S])
+        float32`` and ``frame_times``.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: unreadable, no video or no audio track, no frames, frames of different sizes,
+            or audio too short; the message names the file.
+    """
+    import av
+
+    path = Path(path)
+    waveform, rate, audio_start = _decode_audio(path)
+    duration = waveform.shape[1] / rate
+    try:
+        times, span = sample_times(duration, num_frames=num_frames, fps=fps)
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from None
+    targets = [audio_start + t for t in times]
+
+    chosen: list[Any] = [None] * len(targets)
+    with _open_container(path) as container:
+        if not container.streams.video:
+            raise ValueError(f"{path}: has no video track (expected a video file)")
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        frame_rate = float(stream.average_rate) if stream.average_rate else 25.0
+        j = 0
+        previous = None
+        try:
+            for index, frame in enumerate(container.decode(stream)):
+                when = float(frame.time) if frame.time is not None else index / frame_rate
+                while j < len(targets) and when > targets[j] + _TIME_EPS:
+                    chosen[j] = (previous or (frame, when))
+                    j += 1
+                if j == len(targets):
+                    break
+                previous = (frame, when)
+        except av.FFmpegError as error:
+            raise ValueError(f"{path}: the video track cannot be decoded ({error})") from None
+    if previous is None and chosen[0] is None:
+        raise ValueError(f"{path}: the video track holds no frames")
+    for k in range(j, len(targets)):
+        chosen[k] = previous
+
+    converted: dict[int, Tensor] = {}
+    frames: list[Tensor] = []
+    for frame, _ in chosen:
+        key = id(frame)
+        if key not in converted:
+            converted[key] = torch.from_numpy(frame.to_ndarray(format="rgb24")).permute(2, 0, 1)
+        frames.append(converted[key])
+    sizes = {tuple(f.shape[1:]) for f in frames}
+    if len(sizes) != 1:
+        raise ValueError(
+            f"{path}: the sampled frames differ in size ({sorted(sizes)} as (H, W)); "
+            "expected one frame size throughout the video"
+        )
+    if num_frames is None:
+        keep = int(round(len(targets) * span * rate))
+        waveform = waveform[:, : max(1, min(keep, waveform.shape[1]))]
+    if sample_rate is not None:
+        sample_rate = check_sample_rate(sample_rate)
+        waveform = resample(waveform, rate, sample_rate).to(torch.float32)
+        rate = sample_rate
+    return Clip(
+        frames=torch.stack(frames).contiguous(),
+        waveform=waveform.contiguous(),
+        sample_rate=rate,
+        source=str(path),
+        frame_times=tuple(when - audio_start for _, when in chosen),
+    )
+
+
+def list_frame_files(folder: Union[str, Path]) -> list[Path]:
+    """The image files (png / jpg / jpeg) directly in ``folder``, sorted naturally.
+
+    Raises:
+        FileNotFoundError: no such folder.
+        ValueError: not a folder, or no image in it.
+    """
+    folder = _exists(Path(folder), "folder")
+    if not folder.is_dir():
+        raise ValueError(f"{folder}: expected a folder of frames")
+    files = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in FRAME_SUFFIXES]
+    if not files:
+        raise ValueError(f"{folder}: no frames in this folder (expected {', '.join(FRAME_SUFFIXES)} files)")
+    return sorted(files, key=lambda p: natural_sort_key(p.name))
+
+
+def read_image(path: Union[str, Path]) -> Tensor:
+    """Read an image file as ``Tensor[3, H, W]`` uint8 RGB (alpha dropped, palettes applied)."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = _exists(Path(path), "file")
+    try:
+        with Image.open(path) as image:
+            rgb = image.convert("RGB")
+    except (UnidentifiedImageError, OSError) as error:
+        raise ValueError(f"{path}: not a readable image ({error})") from None
+    import numpy as np
+
+    return torch.from_numpy(np.asarray(rgb, dtype=np.uint8).copy()).permute(2, 0, 1).contiguous()
+
+
+def read_frames(paths: Sequence[Union[str, Path]]) -> Tensor:
+    """Read image files, in the given order, into ``Tensor[T, 3, H, W]`` uint8.
+
+    Raises:
+        ValueError: no paths, an unreadable file, or a frame whose size differs from the
+            first's (the message names both files).
+    """
+    if len(paths) == 0:
+        raise ValueError("frames: expected at least one image file")
+    frames = [read_image(p) for p in paths]
+    first = tuple(frames[0].shape[1:])
+    for p, f in zip(paths, frames):
+        if tuple(f.shape[1:]) != first:
+            raise ValueError(
+                f"{p}: frame of size {tuple(f.shape[1:])} (H, W), expected {first} like {paths[0]}; "
+                "all frames must have one size"
+            )
+    return torch.stack(frames)
+
+
+def read_frame_folder(
+    folder: Union[str, Path],
+    audio: Union[str, Path],
+    *,
+    sample_rate: Optional[int] = DEFAULT_SAMPLE_RATE,
+) -> Clip:
+    """Read a folder of frames (png / jpg, sorted naturally: ``x_2.png`` before ``x_10.png``)
+    and an audio file (wav or any audio FFmpeg decodes).
+
+    The audio is used whole: the pipelines cut it into T equal segments, one per frame (how
+    AVSBench pairs its 5 frames with 5 s of sound).
+
+    Returns:
+        a :class:`Clip` (``frame_times`` is None).
+    """
+    files = list_frame_files(folder)
+    frames = read_frames(files)
+    waveform, rate = read_audio(audio, sample_rate)
+    return Clip(frames=frames, waveform=waveform, sample_rate=rate, source=f"frames: {folder} + audio: {audio}")
+
+
+def find_audio_for_frames(folder: Union[str, Path]) -> Optional[Path]:
+    """The audio that goes with a frame folder, when there is exactly one obvious candidate.
+
+    Looks for, in order: AVSBench's own layout (``…/visual_frames/…/{video}/`` → the matching
+    ``…/audio_wav/…/{video}.wav``, see :func:`cmsf.avsbench.audio_for_frame_folder`); a single
+    ``.wav`` file inside the folder; ``{folder}.wav`` next to it. Returns None when none is found.
+    """
+    from cmsf.avsbench import audio_for_frame_folder
+
+    folder = Path(folder)
+    found = audio_for_frame_folder(folder)
+    if found is not None:
+        return found
+    inside = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() == ".wav")
+    if len(inside) == 1:
+        return inside[0]
+    beside = folder.with_name(folder.name + ".wav")
+    if beside.is_file():
+        return beside
+    return None
+
+
+def load_clip(
+    path: Union[str, Path],
+    *,
+    audio: Optional[Union[str, Path]] = None,
+    num_frames: Optional[int] = None,
+    fps: Optional[float] = None,
+    sample_rate: Optional[int] = DEFAULT_SAMPLE_RATE,
+) -> Clip:
+    """Read any supported input: a video file, or a folder of frames with its audio.
+
+    Args:
+        path: a video file (see :func:`read_video`) or a folder of frames (see
+            :func:`read_frame_folder`).
+        audio: the audio file for a frame folder; when omitted it is found with
+            :func:`find_audio_for_frames`. Refused with a video file (its own track is used).
+        num_frames, fps: frame sampling of a video file (see :func:`sample_times`); refused with a
+            frame folder, whose frames are all used.
+        sample_rate: the audio rate to return (default 16 kHz).
+    """
+    path = Path(path)
+    _exists(path, "file or folder")
+    if path.is_dir():
+        if num_frames is not None or fps is not None:
+            raise ValueError(f"{path}: num_frames / fps apply to video files; a frame folder's frames are all used")
+        if audio is None:
+            audio = find_audio_for_frames(path)
+            if audio is None:
+                raise ValueError(
+                    f"{path}: a folder of frames needs its audio: pass an audio file (no single .wav "
+                    "was found in the folder, next to it, or in AVSBench's audio_wav layout)"
+                )
+        return read_frame_folder(path, audio, sample_rate=sample_rate)
+    if audio is not None:
+        raise ValueError(f"{path}: an audio file goes with a folder of frames; a video file brings its own track")
+    return read_video(path, num_frames=num_frames, fps=fps, sample_rate=sample_rate)
+
+
+def as_mask(mask: Tensor, name: str = "mask") -> Tensor:
+    """Check one mask and return it as ``Tensor[H, W]`` bool on the CPU (non-zero = foreground)."""
+    if not isinstance(mask, Tensor):
+        raise ValueError(f"{name}: expected Tensor[H, W], got {type(mask).__name__}")
+    if mask.ndim != 2 or mask.shape[0] == 0 or mask.shape[1] == 0:
+        raise ValueError(f"{name}: expected a non-empty Tensor[H, W], got shape {tuple(mask.shape)}")
+    return (mask.detach().cpu() != 0)
+
+
+def encode_png(array: "np.ndarray") -> bytes:  # noqa: F821
+    """Encode a uint8 ``[H, W]`` (grey) or ``[H, W, 3]`` (RGB) array as PNG bytes."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def write_png_mask(path: Union[str, Path], mask: Tensor) -> Path:
+    """Write ``mask (Tensor[H, W])`` as a single-channel 8-bit PNG, 255 = foreground, 0 =
+    background, atomically (see :mod:`cmsf.io`). Any non-zero value counts as foreground."""
+    from cmsf.io import atomic_write_bytes
+
+    binary = as_mask(mask, f"mask for {path}")
+    return atomic_write_bytes(path, encode_png(binary.to(torch.uint8).mul_(255).numpy()))
+
+
+def write_png_image(path: Union[str, Path], image: Tensor) -> Path:
+    """Write ``image (Tensor[3, H, W]) uint8`` as an RGB PNG, atomically."""
+    from cmsf.io import atomic_write_bytes
+
+    image = _as_image(image, f"image for {path}").detach().cpu()
+    return atomic_write_bytes(path, encode_png(image.permute(1, 2, 0).contiguous().numpy()))
+
+
+def read_mask(path: Union[str, Path]) -> Tensor:
+    """Read a mask image as ``Tensor[H, W]`` bool: any non-zero pixel is foreground.
+
+    Grey (L, I, 1, …) images: value ≠ 0. Palette images: the colour the index maps to ≠ black.
+    RGB(A) images: any colour channel ≠ 0 (alpha is ignored).
+    """
+    from PIL import Image, UnidentifiedImageError
+    import numpy as np
+
+    path = _exists(Path(path), "file")
+    try:
+        with Image.open(path) as image:
+            image.load()
+            if image.mode in ("P", "PA", "RGB", "RGBA", "LA", "CMYK", "YCbCr", "LAB", "HSV"):
+                if image.mode == "LA":
+                    array = np.asarray(image.getchannel("L"))
+                else:
+                    array = np.asarray(image.convert("RGB")).max(axis=2)
+            else:
+                array = np.asarray(image)
+    except (UnidentifiedImageError, OSError) as error:
+        raise ValueError(f"{path}: not a readable image ({error})") from None
+    if array.ndim != 2:
+        raise ValueError(f"{path}: expected a single-channel or RGB mask image, got array shape {array.shape}")
+    return torch.from_numpy(array != 0)
+
+
+def overlay_mask(
+    frame: Tensor,
+    mask: Tensor,
+    color: tuple[int, int, int] = (255, 0, 0),
+    alpha: float = 0.5,
+) -> Tensor:
+    """Tint the foreground of ``mask (Tensor[H, W])`` over ``frame (Tensor[3, H, W]) uint8``.
+
+    Foreground pixels become ``(1 - alpha) · frame + alpha · color`` (default: red at 50 %);
+    background pixels are unchanged. Returns ``Tensor[3, H, W]`` uint8.
+    """
+    frame = _as_image(frame, "frame").detach().cpu()
+    mask = as_mask(mask)
+    if tuple(mask.shape) != tuple(frame.shape[1:]):
+        raise ValueError(f"mask: expected the frame's size {tuple(frame.shape[1:])}, got {tuple(mask.shape)}")
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha: expected a number in [0, 1], got {alpha}")
+    tint = torch.tensor(color, dtype=torch.float32).view(3, 1, 1)
+    blended = ((1 - alpha) * frame.float() + alpha * tint).round().clamp(0, 255).to(torch.uint8)
+    return torch.where(mask.unsqueeze(0), blended, frame)
