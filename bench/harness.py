@@ -1,0 +1,254 @@
+"""Shared machinery of the benchmark suite: the (preset, device, dtype) cases, the inputs,
+timing with CUDA synchronisation, peak GPU memory, and mask agreement.
+
+Nothing here is cmsf API; it is what every ``bench/test_bench_*.py`` module needs to measure
+cmsf the same way.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+import torch
+from torch import Tensor
+
+PRESETS = ("tiny", "paper-random")
+DEVICES = ("cpu", "cuda")
+DTYPES = ("float32", "bfloat16")
+
+PAPER_ON_CPU_ENV = "CMSF_BENCH_PAPER_ON_CPU"
+
+# One AVSBench video: 5 frames of 224×224 (the paper resizes every frame to 224×224) and 5 s of
+# 16 kHz mono audio, one second per frame.
+VIDEO_FRAMES = 5
+FRAME_SIZE = 224
+SAMPLE_RATE = 16000
+VIDEO_SECONDS = 5.0
+
+# AVSBench S4 (AVSBench-object, single source): 4932 videos, split 3452 / 740 / 740
+# (train / val / test); every video has 5 frames (24 660 frames; 10 852 ground-truth masks =
+# 3452 train videos × 1 annotated frame + 1480 val/test videos × 5). The S4 test split is thus
+# 740 videos = 3700 frames. MS3: 424 videos, 296 / 64 / 64.
+S4_TEST_VIDEOS = 740
+
+
+@dataclass(frozen=True)
+class Case:
+    """One measured configuration: a model preset on a device at a precision."""
+
+    preset: str
+    device: str
+    dtype: str
+
+    @property
+    def id(self) -> str:
+        return f"{self.preset}-{self.device}-{self.dtype}"
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return getattr(torch, self.dtype)
+
+    @property
+    def is_cuda(self) -> bool:
+        return self.device.startswith("cuda")
+
+    def skip_reason(self) -> Optional[str]:
+        """Why this machine cannot run the case, or ``None`` when it can."""
+        return device_skip_reason(self.device) or dtype_skip_reason(self.device, self.dtype) or preset_skip_reason(
+            self.preset, self.device
+        )
+
+
+def device_skip_reason(device: str) -> Optional[str]:
+    """``None`` when ``device`` is usable here, else why not."""
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        return "GPU case: CUDA is not available on this machine (no GPU)"
+    return None
+
+
+def dtype_skip_reason(device: str, dtype: str) -> Optional[str]:
+    """bfloat16 is measured on CUDA only."""
+    if dtype == "bfloat16" and not device.startswith("cuda"):
+        return (
+            "bfloat16 is measured on CUDA only: CPU bfloat16 matmuls are slower than float32 on "
+            "most CPUs and CPU is not a bfloat16 deployment target"
+        )
+    return None
+
+
+def preset_skip_reason(preset: str, device: str) -> Optional[str]:
+    """The paper's full architectures run on CUDA only unless ``CMSF_BENCH_PAPER_ON_CPU=1``."""
+    if preset == "paper-random" and not device.startswith("cuda") and os.environ.get(PAPER_ON_CPU_ENV) != "1":
+        return (
+            "paper-random (the paper's full architectures: SAM ViT-H, GroundingDINO, OWLv2, AST, "
+            f"ImageBind-Huge) is too slow on CPU; set {PAPER_ON_CPU_ENV}=1 to run it anyway"
+        )
+    return None
+
+
+def all_cases() -> list[Case]:
+    """Every (preset, device, dtype) combination, in a stable order (cheap ones first)."""
+    return [Case(p, d, t) for p in PRESETS for d in DEVICES for t in DTYPES]
+
+
+# ---------------------------------------------------------------------------------------------
+# Inputs
+# ---------------------------------------------------------------------------------------------
+
+
+def avsbench_video(
+    seed: int = 0,
+    frames: int = VIDEO_FRAMES,
+    size: int = FRAME_SIZE,
+    seconds: float = VIDEO_SECONDS,
+    sample_rate: int = SAMPLE_RATE,
+) -> tuple[Tensor, Tensor, int]:
+    """A deterministic AVSBench-shaped video: ``(frames, waveform, sample_rate)``.
+
+    Frames are ``Tensor[T, 3, size, size]`` uint8: a smooth random background with a few
+    coloured rectangles and discs that drift between frames (so that proposal models and SAM
+    see edges and regions, not white noise). The waveform is ``Tensor[1, S]`` float32 in
+    [-1, 1]: a mix of tones whose pitch changes each second, plus a little noise.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    coarse = torch.rand(frames, 3, 7, 7, generator=generator)
+    background = torch.nn.functional.interpolate(coarse, size=(size, size), mode="bicubic", align_corners=False)
+    images = background.clamp(0, 1).mul(160).add(40)
+    ys = torch.arange(size).view(size, 1).float()
+    xs = torch.arange(size).view(1, size).float()
+    num_shapes = 4
+    centres = torch.rand(num_shapes, 2, generator=generator) * size * 0.6 + size * 0.2
+    radii = torch.rand(num_shapes, generator=generator) * size * 0.15 + size * 0.08
+    colours = torch.rand(num_shapes, 3, generator=generator) * 255
+    drift = (torch.rand(num_shapes, 2, generator=generator) - 0.5) * size * 0.05
+    for t in range(frames):
+        for k in range(num_shapes):
+            cy, cx = (centres[k] + drift[k] * t).tolist()
+            r = float(radii[k])
+            if k % 2 == 0:
+                region = ((ys - cy) ** 2 + (xs - cx) ** 2) <= r * r
+            else:
+                region = ((ys - cy).abs() <= r * 0.7) & ((xs - cx).abs() <= r)
+            images[t][:, region] = colours[k].view(3, 1)
+    video = images.round().clamp(0, 255).to(torch.uint8)
+
+    samples = int(round(seconds * sample_rate))
+    time_axis = torch.arange(samples, dtype=torch.float64) / sample_rate
+    pitches = 200.0 + 600.0 * torch.rand(max(1, math.ceil(seconds)), generator=generator, dtype=torch.float64)
+    second = torch.clamp((time_axis).floor().long(), max=pitches.numel() - 1)
+    tone = torch.sin(2 * math.pi * pitches[second] * time_axis) + 0.5 * torch.sin(
+        2 * math.pi * 2.5 * pitches[second] * time_axis
+    )
+    noise = torch.randn(samples, generator=generator, dtype=torch.float64) * 0.05
+    waveform = (0.3 * tone + noise).clamp(-1, 1).to(torch.float32).unsqueeze(0)
+    return video, waveform, sample_rate
+
+
+# ---------------------------------------------------------------------------------------------
+# Timing and memory
+# ---------------------------------------------------------------------------------------------
+
+
+def synchronize(device: str) -> None:
+    """Wait for the device's queued work (a no-op on the CPU)."""
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def timed(fn: Callable[[], Any], device: str) -> tuple[float, Any]:
+    """Run ``fn()`` once and return ``(seconds, result)``, synchronising CUDA before and after."""
+    synchronize(device)
+    start = time.perf_counter()
+    result = fn()
+    synchronize(device)
+    return time.perf_counter() - start, result
+
+
+def with_peak_memory(fn: Callable[[], Any], device: str) -> tuple[Any, dict[str, Optional[int]]]:
+    """Run ``fn()`` once; return its result and the peak GPU memory it used.
+
+    Returns:
+        ``(result, info)`` with ``info["peak_gpu_mem_bytes"]`` (``torch.cuda.max_memory_allocated``
+        after a ``reset_peak_memory_stats``: everything allocated at the peak, weights included)
+        and ``info["peak_gpu_mem_above_start_bytes"]`` (the peak minus what was allocated before
+        the call: the stage's own working memory). Both ``None`` on the CPU.
+    """
+    if not device.startswith("cuda"):
+        return fn(), {"peak_gpu_mem_bytes": None, "peak_gpu_mem_above_start_bytes": None}
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    start = torch.cuda.memory_allocated()
+    result = fn()
+    torch.cuda.synchronize()
+    peak = torch.cuda.max_memory_allocated()
+    return result, {"peak_gpu_mem_bytes": int(peak), "peak_gpu_mem_above_start_bytes": int(peak - start)}
+
+
+def run_benchmark(
+    benchmark: Any,
+    fn: Callable[[], Any],
+    device: str,
+    *,
+    rounds: Optional[int] = None,
+    extra_info: Optional[dict[str, Any]] = None,
+) -> Any:
+    """Benchmark ``fn`` with CUDA synchronisation and record its peak GPU memory.
+
+    With benchmarking enabled, one untimed warm-up call (which also measures peak GPU memory)
+    precedes the timed rounds: ``rounds`` fixed rounds through ``benchmark.pedantic`` for slow
+    calls, or pytest-benchmark's own calibration when ``rounds`` is ``None`` (fast calls). With
+    ``--benchmark-disable`` ``fn`` runs exactly once (the smoke run), memory measured on it.
+
+    Returns ``fn``'s result (of the last call).
+    """
+
+    def target() -> Any:
+        out = fn()
+        synchronize(device)
+        return out
+
+    info: dict[str, Any] = dict(extra_info or {})
+    if benchmark.disabled:
+        result, memory = with_peak_memory(lambda: benchmark.pedantic(target, rounds=1, iterations=1), device)
+    else:
+        _, memory = with_peak_memory(target, device)
+        if rounds is None:
+            result = benchmark(target)
+        else:
+            result = benchmark.pedantic(target, rounds=rounds, iterations=1, warmup_rounds=0)
+    info.update(memory)
+    benchmark.extra_info.update(info)
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# Agreement of two sets of masks
+# ---------------------------------------------------------------------------------------------
+
+
+def frame_agreement(a: Tensor, b: Tensor) -> list[float]:
+    """Per-frame IoU of two ``Tensor[T, H, W]`` bool mask stacks; a frame where both masks are
+    empty counts as full agreement (1.0), one empty and one not as 0.0."""
+    if a.shape != b.shape:
+        raise ValueError(f"masks: expected the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
+    a = a.bool().cpu().flatten(1)
+    b = b.bool().cpu().flatten(1)
+    inter = (a & b).sum(1).double()
+    union = (a | b).sum(1).double()
+    iou = torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))
+    return [float(v) for v in iou]
+
+
+def mask_agreement(a: Tensor, b: Tensor) -> float:
+    """Mean over frames of :func:`frame_agreement`."""
+    values = frame_agreement(a, b)
+    return sum(values) / len(values)
+
+
+def coverage(masks: Tensor) -> float:
+    """Fraction of pixels set in ``masks`` (any shape, bool): tells empty/full masks apart."""
+    return float(masks.float().mean()) if masks.numel() else 0.0
