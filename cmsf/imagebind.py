@@ -432,6 +432,19 @@ def _download_checkpoint() -> str:
     return path
 
 
+def _load_state(path: str) -> object:
+    """``torch.load`` of a weights-only file, memory-mapped where the format allows (the zip format
+    of torch ≥ 1.6), so that the other modalities' tensors are never read."""
+    if not os.path.isfile(path):
+        raise ValueError(f"checkpoint: no such file {path!r}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError as error:
+        if "mmap" not in str(error):
+            raise
+        return torch.load(path, map_location="cpu", weights_only=True)  # legacy format
+
+
 def load_imagebind(
     checkpoint: Union[str, "os.PathLike[str]", Mapping[str, Tensor], None] = None,
     *,
@@ -470,7 +483,7 @@ def load_imagebind(
     if isinstance(checkpoint, Mapping):
         state = checkpoint
     else:
-        state = torch.load(os.fspath(checkpoint), map_location="cpu", weights_only=True, mmap=True)
+        state = _load_state(os.fspath(checkpoint))
         if not isinstance(state, Mapping):
             raise ValueError(f"checkpoint: expected a state dict in {checkpoint}, got {type(state).__name__}")
 

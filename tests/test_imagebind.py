@@ -272,6 +272,18 @@ def test_checkpoint_for_other_sizes_is_refused(meta_model):
         load_imagebind(meta_model.state_dict(), device="cpu", **{**SIZES, "vision_embed_dim": 64})
 
 
+def test_legacy_format_and_missing_file(meta_model, tmp_path):
+    path = tmp_path / "legacy.pth"
+    torch.save(meta_model.state_dict(), path, _use_new_zipfile_serialization=False)
+    pixels = torch.randn(1, 3, 224, 224)
+    torch.testing.assert_close(
+        load_imagebind(path, device="cpu", **SIZES).embed_vision(pixels),
+        meta_forward(meta_model, "vision", pixels), atol=1e-4, rtol=0,
+    )  # fmt: skip
+    with pytest.raises(ValueError, match="checkpoint: no such file"):
+        load_imagebind(tmp_path / "absent.pth", device="cpu", **SIZES)
+
+
 def test_bad_dtype_is_refused(checkpoint):
     with pytest.raises(ValueError, match="dtype"):
         load_imagebind(checkpoint, device="cpu", dtype=torch.float16, **SIZES)
