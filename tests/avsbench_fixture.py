@@ -66,6 +66,8 @@ def write_video(
     sine track of ``audio_seconds`` (default ``seconds``) when ``audio``."""
     import av
 
+    if frames:
+        size = frames[0].shape[:2]
     height, width = size
     count = len(frames) if frames is not None else int(round(seconds * fps))
     with av.open(str(path), "w") as out:
