@@ -23,7 +23,6 @@ import torchaudio.functional as AF
 from PIL import Image
 from torchvision import transforms
 
-from cmsf import imagebind as ib
 from cmsf.imagebind import ImageBind, audio_clip_bounds, imagebind_audio_inputs, imagebind_vision_inputs, load_imagebind
 
 SIZES = dict(
