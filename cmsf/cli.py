@@ -69,18 +69,22 @@ def _parse_pairs(values: Sequence[str], option: str) -> dict[str, str]:
     return pairs
 
 
+def _keyword_defaults(pipeline: str) -> dict[str, Any]:
+    """The pipeline function's keyword-only settings and their defaults."""
+    return {
+        name: parameter.default
+        for name, parameter in inspect.signature(PIPELINES[pipeline]).parameters.items()
+        if parameter.kind is inspect.Parameter.KEYWORD_ONLY
+    }
+
+
 def pipeline_settings(pipeline: str, values: Sequence[str]) -> dict[str, Any]:
     """Parse ``--set KEY=VALUE`` options against the pipeline's keyword arguments.
 
     A value whose default is a number is parsed as a float; other values stay strings. Unknown
     keys and bad numbers are usage errors listing what the pipeline accepts.
     """
-    function = PIPELINES[pipeline]
-    accepted = {
-        name: parameter.default
-        for name, parameter in inspect.signature(function).parameters.items()
-        if parameter.kind is inspect.Parameter.KEYWORD_ONLY
-    }
+    accepted = _keyword_defaults(pipeline)
     settings: dict[str, Any] = {}
     for key, raw in _parse_pairs(values, "--set").items():
         if key not in accepted:
@@ -95,6 +99,11 @@ def pipeline_settings(pipeline: str, values: Sequence[str]) -> dict[str, Any]:
         else:
             settings[key] = raw
     return settings
+
+
+def effective_settings(pipeline: str, overrides: dict[str, Any]) -> dict[str, Any]:
+    """All of the pipeline's keyword settings: its defaults, updated with ``overrides``."""
+    return {**_keyword_defaults(pipeline), **overrides}
 
 
 def _models(preset: str, device: Optional[str], dtype: str, model_overrides: Sequence[str]) -> Any:
@@ -269,7 +278,7 @@ def segment(
             "preset": preset,
             "device": str(models.device),
             "dtype": dtype,
-            "settings": thresholds,
+            "settings": effective_settings(pipeline, thresholds),
             "frames": clip.num_frames,
             "frame_size": [int(height), int(width)],
             "frame_times_s": list(clip.frame_times) if clip.frame_times is not None else None,
@@ -462,7 +471,7 @@ def eval_command(
             "pipeline": pipeline,
             "preset": preset,
             "dtype": dtype,
-            "settings": thresholds,
+            "settings": effective_settings(pipeline, thresholds),
             "models": dict(sorted(_parse_pairs(model_overrides, "--model").items())),
         }
         with _data_errors():
@@ -503,7 +512,7 @@ def eval_command(
             "preset": preset if pipeline is not None else None,
             "dtype": dtype if pipeline is not None else None,
             "device": str(models.device) if models is not None else None,
-            "settings": thresholds,
+            "settings": effective_settings(pipeline, thresholds) if pipeline is not None else None,
             "root": str(root),
             "pred_dir": str(predictions),
             "limit": limit,

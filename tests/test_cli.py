@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -124,20 +125,47 @@ def test_segment_tiny_end_to_end(video, tmp_path):
     assert no_temporaries(out)
 
 
-def test_segment_as_a_subprocess(video, tmp_path):
+DEMO = Path(__file__).resolve().parents[1] / "examples" / "demo.mp4"
+
+
+def test_shipped_demo_clip():
+    assert DEMO.stat().st_size < 500 * 1024
+    from cmsf.media import read_video
+
+    clip = read_video(DEMO)
+    assert clip.frames.shape == (5, 3, 224, 224) and clip.waveform.shape == (1, 80_000)
+    assert float(clip.waveform.abs().max()) > 0.1  # it speaks
+
+
+def test_segment_demo_as_a_subprocess(tmp_path):
+    """The README's offline smoke run, as a real process (the console script when installed)."""
     out = tmp_path / "out"
+    script = shutil.which("cmsf")
+    command = [script] if script else [sys.executable, "-m", "cmsf.cli"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     done = subprocess.run(
-        [sys.executable, "-m", "cmsf.cli", "segment", str(video), "-p", "owod-bind", "--preset", "tiny", "--out", str(out)],
+        [*command, "segment", str(DEMO), "--pipeline", "owod-bind", "--preset", "tiny", "--out", str(out)],
         capture_output=True,
         text=True,
         env=env,
         timeout=300,
     )
     assert done.returncode == 0, done.stderr
-    assert "3 frames" in done.stdout
-    assert sorted(p.name for p in out.glob("mask_*.png")) == ["mask_0000.png", "mask_0001.png", "mask_0002.png"]
-    assert json.loads((out / "evidence.json").read_text())["frames"] == 3
+    assert done.stdout.startswith("5 frames")
+    assert "Traceback" not in done.stderr
+    assert sorted(p.name for p in out.glob("mask_*.png")) == [f"mask_{t:04d}.png" for t in range(5)]
+    assert len(list(out.glob("overlay_*.png"))) == 5
+    assert json.loads((out / "evidence.json").read_text())["frame_size"] == [224, 224]
+
+
+def test_module_entry_point_reports_usage_errors_with_status_2(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "cmsf.cli", "segment", str(tmp_path / "none.mp4"), "-p", "owod-bind", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2 and "none.mp4" in done.stderr and "Traceback" not in done.stderr
 
 
 def test_segment_frame_folder_with_audio(fake, tmp_path):
