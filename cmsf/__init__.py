@@ -1,18 +1,56 @@
 """cmsf: training-free audio-visual segmentation by Cross-Modality Semantic Filtering.
 
-The public API; every name is documented where it is defined.
+The public API; every name is documented where it is defined::
+
+    from cmsf import load_models, owod_bind
+    models = load_models("paper")            # or "tiny" for an offline smoke run
+    result = owod_bind(frames, waveform, sample_rate, models)
+    result.masks                             # Tensor[T, H, W] bool
 """
 
+from cmsf.imagebind import ImageBind, imagebind_audio_inputs, imagebind_vision_inputs, load_imagebind
 from cmsf.metrics import DatasetScores, dataset_scores, fscore, miou
+from cmsf.models import (
+    Detections,
+    MaskSet,
+    ModelLoadError,
+    Models,
+    Proposals,
+    ground,
+    load_models,
+    propose_boxes,
+    sam_masks,
+    tag_audio,
+)
 from cmsf.ops import bind_filter, nms
+from cmsf.pipelines import FrameEvidence, SegmentationResult, at_gdino_sam, owod_bind, sam_bind
 
 __version__ = "0.1.0"
 
 __all__ = [
     "DatasetScores",
+    "Detections",
+    "FrameEvidence",
+    "ImageBind",
+    "MaskSet",
+    "ModelLoadError",
+    "Models",
+    "Proposals",
+    "SegmentationResult",
+    "at_gdino_sam",
     "bind_filter",
     "dataset_scores",
     "fscore",
+    "ground",
+    "imagebind_audio_inputs",
+    "imagebind_vision_inputs",
+    "load_imagebind",
+    "load_models",
     "miou",
     "nms",
+    "owod_bind",
+    "propose_boxes",
+    "sam_bind",
+    "sam_masks",
+    "tag_audio",
 ]

@@ -253,14 +253,21 @@ def sam_bind(
     nms_threshold: float = 0.5,
     bind_threshold: float = 0.7,
     bind_mode: str = "softmax",
+    points_per_side: int = 32,
 ) -> SegmentationResult:
-    """SAM-BIND: SAM's automatic point-grid masks (de-duplicated by NMS at ``nms_threshold``)
-    as proposals, then the same masked crops and ImageBind filter as :func:`owod_bind`."""
+    """SAM-BIND: SAM's automatic point-grid masks (a ``points_per_side``² grid, segment-anything's
+    automatic-generator defaults otherwise, de-duplicated by NMS at ``nms_threshold``) as
+    proposals, then the same masked crops and ImageBind filter as :func:`owod_bind`."""
     from cmsf.models import sam_masks
 
     images, segments, sample_rate = _video(frames, waveform, sample_rate)
-    mask_sets = sam_masks(images, models, nms_threshold=nms_threshold)
-    settings = {"nms_threshold": nms_threshold, "bind_threshold": bind_threshold, "bind_mode": bind_mode}
+    mask_sets = sam_masks(images, models, nms_threshold=nms_threshold, points_per_side=points_per_side)
+    settings = {
+        "nms_threshold": nms_threshold,
+        "bind_threshold": bind_threshold,
+        "bind_mode": bind_mode,
+        "points_per_side": points_per_side,
+    }
     return _bind(
         "sam-bind",
         images,

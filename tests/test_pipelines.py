@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 import torch
+import torchvision
 
 from cmsf.pipelines import FrameEvidence, masked_crops
 
@@ -53,3 +54,158 @@ def test_frame_union_is_the_union_of_kept_masks():
     none = FrameEvidence(boxes=torch.zeros(0, 4), proposal_scores=torch.zeros(0),
                          masks=torch.zeros(0, 4, 5, dtype=torch.bool), kept=torch.zeros(0, dtype=torch.bool))
     assert none.union(4, 5).shape == (4, 5) and not none.union(4, 5).any()
+
+
+# ---------------------------------------------------------------- the pipelines, tiny preset
+from cmsf import at_gdino_sam, bind_filter, load_models, owod_bind, sam_bind  # noqa: E402
+from cmsf.imagebind import imagebind_audio_inputs, imagebind_vision_inputs  # noqa: E402
+from cmsf.media import split_segments  # noqa: E402
+from cmsf.models import _clean_prompt  # noqa: E402
+
+T, H, W = 3, 56, 72  # non-square on purpose
+SAMPLE_RATE = 16000
+
+
+@pytest.fixture(scope="module")
+def models():
+    return load_models("tiny", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def video():
+    generator = torch.Generator().manual_seed(7)
+    frames = torch.randint(0, 256, (T, 3, H, W), dtype=torch.uint8, generator=generator)
+    frames[:, :, 10:40, 20:50] = torch.tensor([250, 30, 30], dtype=torch.uint8)[None, :, None, None]
+    waveform = 0.1 * torch.randn(2, T * SAMPLE_RATE, generator=generator)
+    return frames, waveform
+
+
+def check_evidence(result, pipeline):
+    assert result.pipeline == pipeline
+    assert result.masks.shape == (T, H, W) and result.masks.dtype == torch.bool
+    assert len(result.frames) == T
+    for t, evidence in enumerate(result.frames):
+        k = evidence.boxes.shape[0]
+        assert evidence.boxes.shape == (k, 4) and evidence.proposal_scores.shape == (k,)
+        assert evidence.masks.shape == (k, H, W) and evidence.kept.shape == (k,)
+        union = evidence.masks[evidence.kept].any(0) if k else torch.zeros(H, W, dtype=torch.bool)
+        assert torch.equal(result.masks[t], union)
+    json.dumps(result.to_json())  # serialisable
+
+
+import json  # noqa: E402
+
+
+def test_owod_bind_evidence_and_composition(models, video):
+    frames, waveform = video
+    result = owod_bind(frames, waveform, SAMPLE_RATE, models, bind_threshold=0.0)
+    check_evidence(result, "owod-bind")
+    # threshold 0 keeps every proposal: the mask is the union of all proposal masks
+    for t, evidence in enumerate(result.frames):
+        assert bool(evidence.kept.all())
+        assert evidence.boxes.shape[0] >= 1  # the best proposal is kept when none passes τ_BB
+    # the bind scores are bind_filter of the masked crops' embeddings against segment t's audio
+    t = 1
+    evidence = result.frames[t]
+    crops = masked_crops(frames[t], evidence.boxes, evidence.masks)
+    visual = models.imagebind.embed_vision(imagebind_vision_inputs(crops))
+    segment = split_segments(waveform, T)[t]
+    audio = models.imagebind.embed_audio(imagebind_audio_inputs(segment, SAMPLE_RATE)[None])[0]
+    _, scores = bind_filter(visual, audio, 0.0)
+    torch.testing.assert_close(evidence.bind_scores, scores.float(), rtol=1e-4, atol=1e-5)
+
+
+def test_owod_bind_softmax_above_half_keeps_at_most_one_per_frame(models, video):
+    frames, waveform = video
+    result = owod_bind(frames, waveform, SAMPLE_RATE, models, bind_threshold=0.51)
+    check_evidence(result, "owod-bind")
+    assert all(int(e.kept.sum()) <= 1 for e in result.frames)
+    strict = owod_bind(frames, waveform, SAMPLE_RATE, models, bind_threshold=1.0)
+    # bind scores do not depend on the threshold; kept sets shrink with it
+    for loose_e, strict_e in zip(result.frames, strict.frames):
+        torch.testing.assert_close(loose_e.bind_scores, strict_e.bind_scores)
+        assert bool((strict_e.kept <= loose_e.kept).all())
+
+
+def test_whole_video_equals_frame_by_frame(models, video):
+    """Batching a video's frames changes nothing: frame t of the video equals a one-frame video
+    made of frame t and audio segment t."""
+    frames, waveform = video
+    whole = owod_bind(frames, waveform, SAMPLE_RATE, models, bind_threshold=0.0)
+    segments = split_segments(waveform, T)
+    for t in range(T):
+        single = owod_bind(frames[t : t + 1], segments[t], SAMPLE_RATE, models, bind_threshold=0.0)
+        torch.testing.assert_close(single.frames[0].boxes, whole.frames[t].boxes, rtol=1e-4, atol=1e-3)
+        torch.testing.assert_close(single.frames[0].bind_scores, whole.frames[t].bind_scores, rtol=1e-3, atol=1e-4)
+        agreement = (single.masks[0] == whole.masks[t]).float().mean()
+        assert agreement > 0.999
+
+
+def test_each_model_sees_the_video_in_one_batch(models, video, monkeypatch):
+    frames, waveform = video
+    calls = {"vision": 0, "audio": 0, "sam": 0}
+    imagebind = models.imagebind
+    sam = models.sam.model
+    for name, obj, attr in (("vision", imagebind, "embed_vision"), ("audio", imagebind, "embed_audio"),
+                            ("sam", sam, "get_image_embeddings")):
+        original = getattr(obj, attr)
+
+        def counted(*args, _original=original, _name=name, **kwargs):
+            calls[_name] += 1
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(obj, attr, counted)
+    owod_bind(frames, waveform, SAMPLE_RATE, models, bind_threshold=0.0)
+    assert calls == {"vision": 1, "audio": 1, "sam": 1}
+
+
+def test_sam_bind_evidence(models, video):
+    frames, waveform = video
+    result = sam_bind(frames, waveform, SAMPLE_RATE, models, bind_threshold=0.0, points_per_side=4)
+    check_evidence(result, "sam-bind")
+    assert result.settings["nms_threshold"] == 0.5
+    for evidence in result.frames:
+        # automatic proposals are de-duplicated: kept boxes overlap at most at the NMS IoU
+        if evidence.boxes.shape[0] > 1:
+            iou = torchvision.ops.box_iou(evidence.boxes, evidence.boxes)
+            assert bool((iou.triu(1) <= 0.5 + 1e-6).all())
+
+
+def test_at_gdino_sam_evidence(models, video):
+    frames, waveform = video
+    result = at_gdino_sam(frames, waveform, SAMPLE_RATE, models, tag_threshold=0.0, box_threshold=0.6)
+    check_evidence(result, "at-gdino-sam")
+    for evidence in result.frames:
+        assert len(evidence.tags) == 527  # threshold 0: every AudioSet label, most probable first
+        probabilities = [p for _, p in evidence.tags]
+        assert probabilities == sorted(probabilities, reverse=True)
+        assert len(evidence.phrases) == evidence.boxes.shape[0]
+        # each box is grounded to one of the frame's tags (GroundingDINO's lowercase prompt form)
+        assert set(evidence.phrases) <= {_clean_prompt(label, "tag") for label, _ in evidence.tags}
+
+
+def test_at_gdino_sam_without_tags_gives_empty_masks_and_skips_grounding(models, video, monkeypatch):
+    frames, waveform = video
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("GroundingDINO must not run for a frame without tags")
+
+    monkeypatch.setattr(models.grounding_dino.model, "forward", forbidden)
+    result = at_gdino_sam(frames, waveform, SAMPLE_RATE, models, tag_threshold=1.0)
+    check_evidence(result, "at-gdino-sam")
+    assert not result.masks.any()
+    assert all(e.tags == [] and e.boxes.shape[0] == 0 for e in result.frames)
+
+
+def test_pipelines_reject_bad_input(models, video):
+    frames, waveform = video
+    with pytest.raises(ValueError, match="sample_rate"):
+        owod_bind(frames, waveform, 0, models)
+    with pytest.raises(ValueError, match="waveform"):
+        owod_bind(frames, torch.tensor([math.nan] * 100), SAMPLE_RATE, models)
+    with pytest.raises(ValueError, match="frames"):
+        owod_bind(frames[:, :2], waveform, SAMPLE_RATE, models)
+    with pytest.raises(ValueError, match="one size"):
+        owod_bind([frames[0], frames[1, :, :40]], waveform, SAMPLE_RATE, models)
+    with pytest.raises(ValueError, match="threshold"):
+        owod_bind(frames, waveform, SAMPLE_RATE, models, bind_threshold=2.0)
