@@ -22,6 +22,7 @@ images, or one ``Tensor[B, 3, H, W]`` uint8; boxes are ``Tensor[K, 4]`` float32 
 
 from __future__ import annotations
 
+import importlib
 import math
 import os
 import string
@@ -586,7 +587,7 @@ class Models:
 
     def _load_imagebind(self, spec: _Spec) -> nn.Module:
         try:
-            from cmsf import imagebind as imagebind_module
+            imagebind_module = importlib.import_module("cmsf.imagebind")
         except ImportError as error:
             raise ModelLoadError(
                 f"could not load ImageBind (component 'imagebind'): cmsf.imagebind cannot be imported "
