@@ -15,7 +15,7 @@ import io
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 import click
 import torch
@@ -45,6 +45,8 @@ def _data_errors(context: str = "") -> Iterator[None]:
         raise
     except (ValueError, OSError, ModelLoadError) as error:
         message = str(error) or type(error).__name__
+        if isinstance(error, ModelLoadError):
+            message += " On the command line, a local copy is passed as --model COMPONENT=PATH."
         raise click.ClickException(f"{context}{message}") from None
 
 
@@ -187,7 +189,7 @@ _model_option = click.option(
 # ------------------------------------------------------------------------------------ segment
 
 
-@main.command()
+@main.command(short_help="Segment the sounding objects of one video.")
 @click.argument("input_path", metavar="INPUT", type=click.Path(exists=True, path_type=Path))
 @_pipeline_option
 @click.option(
@@ -366,7 +368,7 @@ def _check_run_config(out_dir: Path, config: dict[str, Any]) -> None:
     atomic_write_json(path, config)
 
 
-@main.command(name="eval")
+@main.command(name="eval", short_help="Evaluate on AVSBench S4 / MS3 (mIoU, F-score).")
 @click.option(
     "--root",
     required=True,
@@ -418,11 +420,16 @@ def eval_command(
     """Evaluate on AVSBench S4 or MS3 with the benchmark's mIoU and F-score.
 
     With --pipeline: runs it on every video of the split (models loaded once), saves the
-    predicted masks as AVSBench's test script does, under OUT/pred_masks/ ({category}/{video}/
-    {video}_{k}.png for S4, {video}/{video}_{k}.png for MS3, k = 0 … 4: predictions are numbered
-    from 0, ground truth from 1), then scores them. Resumable: a video whose 5 masks exist is not
-    recomputed, only scored (every file is written atomically, so an interrupted run leaves no
-    half-written file; OUT/run.json refuses a resume with other settings).
+    predicted masks as AVSBench's test script does, then scores them:
+
+    \b
+      OUT/pred_masks/{category}/{video}/{video}_{k}.png   (S4)
+      OUT/pred_masks/{video}/{video}_{k}.png              (MS3)
+
+    with k = 0 … 4 (predictions are numbered from 0, AVSBench's frames and ground truth from 1).
+    Resumable: a video whose 5 masks exist is not recomputed, only scored (every file is written
+    atomically, so an interrupted run leaves no half-written file; OUT/run.json refuses a resume
+    with other settings).
 
     With --pred-dir: scores masks made by anything, in that layout, without loading a model; any
     non-zero pixel is foreground; a prediction of another size than its ground truth is refused

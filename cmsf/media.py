@@ -243,7 +243,7 @@ def _exists(path: Path, what: str) -> Path:
     return path
 
 
-def _open_container(path: Path) -> "av.container.InputContainer":  # noqa: F821
+def _open_container(path: Path) -> Any:
     import av
 
     _exists(path, "file")
@@ -264,7 +264,7 @@ def _decode_audio(path: Path) -> tuple[Tensor, int, float]:
         if not container.streams.audio:
             raise ValueError(f"{path}: has no audio track (expected a file with sound)")
         stream = container.streams.audio[0]
-        resampler: Optional[av.AudioResampler] = None
+        resampler: Optional[Any] = None  # av.AudioResampler
         chunks: list[np.ndarray] = []
         rate: Optional[int] = None
         start: Optional[float] = None
@@ -611,7 +611,7 @@ def as_mask(mask: Tensor, name: str = "mask") -> Tensor:
     return (mask.detach().cpu() != 0)
 
 
-def encode_png(array: "np.ndarray") -> bytes:  # noqa: F821
+def encode_png(array: Any) -> bytes:
     """Encode a uint8 ``[H, W]`` (grey) or ``[H, W, 3]`` (RGB) array as PNG bytes."""
     from PIL import Image
 

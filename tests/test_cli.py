@@ -465,3 +465,33 @@ def test_eval_tiny_end_to_end_matches_pred_dir_scoring(mini, tmp_path):
     assert rescored.exit_code == 0, rescored.output
     again = json.loads((tmp_path / "again" / "summary.json").read_text())
     assert (again["miou"], again["fscore"]) == (summary["miou"], summary["fscore"])
+
+
+def test_eval_limit(mini, tmp_path):
+    for video in mini.split("s4", "test"):
+        write_predictions(tmp_path / "p", video, video.gt)
+    result = run("eval", "--root", mini.root, "--subset", "s4", "--pred-dir", tmp_path / "p", "--limit", "2", "--out", tmp_path / "o")
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert summary["videos"] == 2 and summary["limit"] == 2
+
+
+def test_model_that_cannot_load_is_a_data_error(video, tmp_path, monkeypatch):
+    from cmsf.models import ModelLoadError
+
+    def unloadable(*args, **kwargs):
+        raise ModelLoadError("could not load the SAM segmenter (component 'sam') from 'x'")
+
+    monkeypatch.setitem(cli.PIPELINES, "sam-bind", unloadable)
+    result = run("segment", video, "-p", "sam-bind", "--preset", "tiny", "--out", tmp_path / "o")
+    assert result.exit_code == 1 and "component 'sam'" in result.output and "--model" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_segment_avsbench_frame_folder_finds_its_wav(mini, fake, tmp_path):
+    folder = mini.root / "Multi-sources/ms3_data/visual_frames/ms3_b"
+    result = run("segment", folder, "-p", "owod-bind", "--out", tmp_path / "o")
+    assert result.exit_code == 0, result.output
+    evidence = json.loads((tmp_path / "o" / "evidence.json").read_text())
+    assert evidence["frames"] == 5 and "audio_wav/test/ms3_b.wav" in evidence["source"]
+    assert evidence["audio_seconds"] == pytest.approx(5.0)
