@@ -890,7 +890,7 @@ def _postprocess_grounding(
         valid = token_phrase[r] >= 0
         best_token = torch.where(valid[None, :], kept, torch.full_like(kept, -1.0)).argmax(dim=-1)
         phrase_indices = token_phrase[r][best_token]
-        above = (kept > text_threshold) & valid[None, :]
+        above = ((kept > text_threshold) & valid[None, :]).cpu()
         ids = input_ids[r].tolist()
         phrases = [
             processor.tokenizer.decode([ids[t] for t in torch.nonzero(row).flatten().tolist()]).strip()
@@ -970,9 +970,10 @@ def ground(
         inputs = {k: v.to(device) for k, v in inputs.items()}
         inputs["pixel_values"] = inputs["pixel_values"].to(models.dtype)
         raw = model(**inputs)
-        outputs = _GroundingOutputs(raw.logits.float(), raw.pred_boxes.float())
+        # post-processing walks the boxes one by one: do it on the CPU after one transfer
+        outputs = _GroundingOutputs(raw.logits.float().cpu(), raw.pred_boxes.float().cpu())
         row_results = _postprocess_grounding(
-            processor, outputs, inputs["input_ids"], sizes, box_threshold, text_threshold
+            processor, outputs, inputs["input_ids"].cpu(), sizes, box_threshold, text_threshold
         )
 
     collected: list[list[tuple[int, _GroundingRow]]] = [[] for _ in image_list]
@@ -1054,11 +1055,13 @@ def _select_proposals(
     drop_full_frame: bool,
     keep_best_if_none: bool,
 ) -> Proposals:
-    """Choose among one image's pixel boxes ``Tensor[N, 4]`` and objectness ``Tensor[N]``."""
-    usable = torch.ones_like(scores, dtype=torch.bool)
+    """Choose among one image's pixel boxes ``Tensor[N, 4]`` (clipped to the image) and
+    objectness ``Tensor[N]``: boxes of zero width or height (e.g. predicted inside OWLv2's
+    padding and clipped away) are never proposals; see :func:`propose_boxes` for the rest."""
+    box_width, box_height = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+    usable = (box_width > 0) & (box_height > 0)
     if drop_full_frame:
-        full = (boxes[:, 2] - boxes[:, 0] >= _FULL_FRAME * width) & (boxes[:, 3] - boxes[:, 1] >= _FULL_FRAME * height)
-        usable = ~full
+        usable &= ~((box_width >= _FULL_FRAME * width) & (box_height >= _FULL_FRAME * height))
     keep = usable & (scores >= threshold)
     if keep_best_if_none and not bool(keep.any()) and bool(usable.any()):
         masked = torch.where(usable, scores, torch.full_like(scores, -1.0))
@@ -1067,7 +1070,6 @@ def _select_proposals(
     index = torch.nonzero(keep).flatten()
     order = index[torch.sort(scores[index], descending=True, stable=True).indices]
     return Proposals(boxes[order], scores[order])
-
 
 
 def propose_boxes(
@@ -1089,14 +1091,15 @@ def propose_boxes(
         threshold: keep boxes with objectness = sigmoid(logit) ≥ threshold (τ_BB, 0.5 in the
             paper), in [0, 1].
         drop_full_frame: drop boxes that span the whole frame, defined as width ≥ 0.98·W and
-            height ≥ 0.98·H (after clipping to the image), as the authors' code does.
-        keep_best_if_none: when no box passes the threshold, keep the single most objectness-y
-            one (among those not dropped as full-frame), so every frame has a proposal.
+            height ≥ 0.98·H (after clipping to the image), following the authors' code.
+        keep_best_if_none: when no box passes the threshold, keep the single box of highest
+            objectness (among the usable ones), so that every frame has a proposal.
 
     Returns:
         one :class:`Proposals` per image, in that image's pixels (OWLv2's processor pads to a
         square at the bottom/right, so normalised boxes scale by max(H, W)), highest objectness
-        first. A higher threshold gives a subset. No NMS is applied.
+        first. Boxes that clip to zero width or height (predicted in the padding) are dropped.
+        A higher threshold gives a subset. No NMS is applied.
     """
     models = _check_models(models)
     image_list = media.as_image_list(images)
@@ -1139,14 +1142,14 @@ class MaskSet:
             boxes; for automatic masks, the mask's bounds (``x2``/``y2`` one past the last
             pixel; ``(0, 0, 0, 0)`` for an empty mask).
         points: ``Tensor[K, 2]`` float32 pixel (x, y) of the grid point that produced each
-            automatic mask; ``Tensor[K, 2]`` of NaN with box prompts.
+            automatic mask; ``None`` with box prompts.
     """
 
     masks: Tensor
     iou_scores: Tensor
     stability_scores: Tensor
     boxes: Tensor
-    points: Tensor
+    points: Optional[Tensor] = None
 
     def __len__(self) -> int:
         return int(self.masks.shape[0])
@@ -1309,7 +1312,6 @@ def _empty_mask_set(image: Tensor, device: torch.device) -> MaskSet:
         iou_scores=torch.zeros(0, device=device),
         stability_scores=torch.zeros(0, device=device),
         boxes=torch.zeros(0, 4, device=device),
-        points=torch.zeros(0, 2, device=device),
     )
 
 
@@ -1325,7 +1327,6 @@ def _masks_for_boxes(
         iou_scores=out.iou_scores[0, :, 0].float(),
         stability_scores=_stability_scores(logits, mask_threshold, float(stability_offset)),
         boxes=boxes,
-        points=torch.full((boxes.shape[0], 2), float("nan"), device=boxes.device),
     )
 
 

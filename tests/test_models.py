@@ -352,11 +352,12 @@ def test_ground_results_per_image(tiny):
 
 def test_ground_thresholds_are_monotone(tiny):
     images = _images()
-    low = ground(images, ["dog", "music"], tiny, box_threshold=0.0)
-    high = ground(images, ["dog", "music"], tiny, box_threshold=0.999)
+    low = ground(images, ["dog", "music"], tiny, box_threshold=0.3)
+    high = ground(images, ["dog", "music"], tiny, box_threshold=0.9)
     for lo, hi in zip(low, high):
-        assert len(hi) <= len(lo)
-        assert bool((hi.scores > 0.999).all())
+        assert bool((lo.scores > 0.3).all() and (hi.scores > 0.9).all())
+        assert {tuple(b) for b in hi.boxes.tolist()} <= {tuple(b) for b in lo.boxes.tolist()}
+        assert 0 < len(hi) < len(lo)
 
 
 def test_ground_skips_images_without_prompts():
@@ -465,6 +466,9 @@ def test_proposal_selection_rules():
     assert len(kept) == 0
     only_full = M._select_proposals(boxes[:1], scores[:1], 50, 100, 0.5, True, True)
     assert len(only_full) == 0
+    flat = torch.tensor([[10.0, 50.0, 20.0, 50.0], [3.0, 3.0, 6.0, 7.0]])  # the first clipped to nothing
+    kept = M._select_proposals(flat, torch.tensor([0.9, 0.2]), 50, 100, 0.5, True, True)
+    assert kept.boxes.tolist() == [[3.0, 3.0, 6.0, 7.0]]
 
 
 def test_propose_boxes_in_image_pixels_sorted_and_monotone(tiny):
@@ -661,3 +665,5 @@ def test_bfloat16_models_run_and_return_float32():
     assert masks.masks.shape == (1, 48, 80) and masks.iou_scores.dtype == torch.float32
     (proposals,) = propose_boxes(_images()[:1], models, threshold=0.5)
     assert proposals.boxes.dtype == torch.float32
+    (detections,) = ground(_images()[:1], ["dog"], models, box_threshold=0.0)
+    assert len(detections) > 0 and detections.scores.dtype == torch.float32
