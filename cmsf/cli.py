@@ -50,11 +50,27 @@ def _data_errors(context: str = "") -> Iterator[None]:
         raise click.ClickException(f"{context}{message}") from None
 
 
-def _progress(iterable: Sequence[Any], desc: str, unit: str) -> Any:
-    """A tqdm progress bar on stderr (shown only when stderr is a terminal)."""
-    from tqdm import tqdm
+LOG_EVERY = 25
+"""Without a terminal, long loops log one progress line per this many items instead of a bar."""
 
-    return tqdm(iterable, desc=desc, unit=unit, file=sys.stderr, disable=None, leave=False, dynamic_ncols=True)
+
+def _progress(items: Sequence[Any], desc: str, unit: str) -> Iterator[Any]:
+    """Iterate ``items`` with progress on stderr: a tqdm bar on a terminal; otherwise (a log
+    file, a batch job) a line every :data:`LOG_EVERY` items and at the end, when there are more
+    than :data:`LOG_EVERY` of them."""
+    if sys.stderr.isatty():
+        from tqdm import tqdm
+
+        yield from tqdm(items, desc=desc, unit=unit, file=sys.stderr, leave=False, dynamic_ncols=True)
+        return
+    total = len(items)
+    started = time.perf_counter()
+    for index, item in enumerate(items, start=1):
+        yield item
+        if total > LOG_EVERY and (index % LOG_EVERY == 0 or index == total):
+            elapsed = time.perf_counter() - started
+            left = elapsed / index * (total - index)
+            _info(f"{desc}: {index}/{total} {unit}s, {elapsed:.0f} s elapsed, about {left:.0f} s left")
 
 
 def _info(message: str) -> None:

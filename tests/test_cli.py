@@ -495,3 +495,13 @@ def test_segment_avsbench_frame_folder_finds_its_wav(mini, fake, tmp_path):
     evidence = json.loads((tmp_path / "o" / "evidence.json").read_text())
     assert evidence["frames"] == 5 and "audio_wav/test/ms3_b.wav" in evidence["source"]
     assert evidence["audio_seconds"] == pytest.approx(5.0)
+
+
+def test_progress_lines_without_a_terminal(mini, tmp_path, monkeypatch):
+    for video in mini.split("s4", "test"):
+        write_predictions(tmp_path / "p", video, video.gt)
+    monkeypatch.setattr(cli, "LOG_EVERY", 2)
+    result = run("eval", "--root", mini.root, "--subset", "s4", "--pred-dir", tmp_path / "p", "--out", tmp_path / "o")
+    assert result.exit_code == 0, result.output
+    assert "scoring: 2/3 videos" in result.stderr and "scoring: 3/3 videos" in result.stderr
+    assert "scoring" not in result.stdout  # stdout holds only the figures
