@@ -442,8 +442,8 @@ def eval_command(
       OUT/pred_masks/{category}/{video}/{video}_{k}.png   (S4)
       OUT/pred_masks/{video}/{video}_{k}.png              (MS3)
 
-    with k = 0 … 4 (predictions are numbered from 0, AVSBench's frames and ground truth from 1).
-    Resumable: a video whose 5 masks exist is not recomputed, only scored (every file is written
+    with k = 0 … 4 (predictions are numbered from 0, AVSBench's frames and ground truth from 1),
+    and each video's evidence as OUT/evidence/…/{video}.json. Resumable: a video whose 5 masks exist is not recomputed, only scored (every file is written
     atomically, so an interrupted run leaves no half-written file; OUT/run.json refuses a resume
     with other settings).
 
