@@ -21,9 +21,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import datetime  # noqa: E402
 import subprocess  # noqa: E402
-import time  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import Any, Callable  # noqa: E402
+from typing import Any  # noqa: E402
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
@@ -31,23 +30,7 @@ import torch  # noqa: E402
 from bench import harness  # noqa: E402
 from bench.harness import Case  # noqa: E402
 
-_MODELS: dict[tuple[str, str, str], Any] = {}
-LOAD_SECONDS: dict[tuple[str, str, str], float] = {}
-SUMMARY: list[dict[str, Any]] = []
-"""Rows the pipeline benchmarks add (cmsf vs reference); printed at the end of the run."""
-
-
-def load_case_models(preset: str, device: str, dtype: str) -> Any:
-    """``cmsf.models.load_models`` for (preset, device, dtype), loaded once per session."""
-    key = (preset, device, dtype)
-    if key not in _MODELS:
-        from cmsf.models import load_models
-
-        start = time.perf_counter()
-        _MODELS[key] = load_models(preset, device=device, dtype=getattr(torch, dtype))
-        harness.synchronize(device)
-        LOAD_SECONDS[key] = time.perf_counter() - start
-    return _MODELS[key]
+load_case_models = harness.load_case_models
 
 
 @pytest.fixture(params=harness.all_cases(), ids=lambda case: case.id)
@@ -64,12 +47,6 @@ def case(request: pytest.FixtureRequest) -> Case:
 def models(case: Case) -> Any:
     """The loaded ``Models`` of ``case`` (cached for the session)."""
     return load_case_models(case.preset, case.device, case.dtype)
-
-
-@pytest.fixture
-def model_loader() -> Callable[[str, str, str], Any]:
-    """``load_case_models`` itself, for tests that need a second precision (bf16 vs f32)."""
-    return load_case_models
 
 
 @pytest.fixture(params=harness.DEVICES)
@@ -129,12 +106,12 @@ def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: di
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     """Print cmsf-vs-reference rows of the pipeline benchmarks (also in the JSON's extra_info)."""
-    if not SUMMARY:
+    if not harness.SUMMARY:
         return
     terminalreporter.section("cmsf vs reference loop (pipelines, one AVSBench video)")
     header = f"{'pipeline':<14}{'case':<28}{'cmsf s':>10}{'ref s':>10}{'speedup':>9}{'mask IoU':>10}"
     terminalreporter.write_line(header)
-    for row in SUMMARY:
+    for row in harness.SUMMARY:
         terminalreporter.write_line(
             f"{row['pipeline']:<14}{row['case']:<28}{row['cmsf_s']:>10.3f}{row['reference_s']:>10.3f}"
             f"{row['speedup']:>9.2f}{row['agreement']:>10.4f}"

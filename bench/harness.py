@@ -96,6 +96,32 @@ def all_cases() -> list[Case]:
 
 
 # ---------------------------------------------------------------------------------------------
+# Models, loaded once per session per (preset, device, dtype)
+# ---------------------------------------------------------------------------------------------
+
+_MODELS: dict[tuple[str, str, str], Any] = {}
+LOAD_SECONDS: dict[tuple[str, str, str], float] = {}
+"""Seconds each (preset, device, dtype) took to build (reported, never benchmarked)."""
+
+SUMMARY: list[dict[str, Any]] = []
+"""Rows the pipeline benchmarks add (cmsf vs reference), printed at the end of the run."""
+
+
+def load_case_models(preset: str, device: str, dtype: str) -> Any:
+    """``cmsf.models.load_models(preset, device, dtype)`` with every component loaded, once per
+    session per (preset, device, dtype): loading never falls inside a timed region."""
+    key = (preset, device, dtype)
+    if key not in _MODELS:
+        from cmsf.models import load_models
+
+        start = time.perf_counter()
+        _MODELS[key] = load_models(preset, device=device, dtype=getattr(torch, dtype)).load()
+        synchronize(device)
+        LOAD_SECONDS[key] = time.perf_counter() - start
+    return _MODELS[key]
+
+
+# ---------------------------------------------------------------------------------------------
 # Inputs
 # ---------------------------------------------------------------------------------------------
 

@@ -1,0 +1,163 @@
+"""One benchmark per pipeline on one AVSBench-shaped video (5 frames of 224×224, 5 s of 16 kHz
+audio), against the reference loop (``bench/reference.py``) measured in the same run.
+
+Each round runs the reference loop (float32, frame by frame, untimed by pytest-benchmark) and
+then cmsf's pipeline (timed by pytest-benchmark), alternating, so both see the same machine
+state. ``extra_info`` gets:
+
+- ``cmsf_s``, ``reference_s``: median seconds per video of each path (same timer, CUDA
+  synchronised), ``speedup`` = reference_s / cmsf_s (throughput ratio per video);
+- ``agreement``: mean over frames of the IoU of the two paths' masks (a frame where both are
+  empty counts 1), ``agreement_per_frame``, and the masks' ``coverage`` (fraction of pixels set)
+  so that empty/full results are visible;
+- ``agreement_vs_cmsf_float32`` for bfloat16 cases (cmsf bfloat16 vs cmsf float32);
+- peak GPU memory of each path, the settings (see ``bench/workload.py``) and the proposal counts.
+
+Assertions: float32 agreement ≥ 0.99 everywhere. On CUDA with the paper's architectures
+(paper-random): bfloat16 masks within mean IoU 0.98 of float32, and OWOD-BIND / SAM-BIND in
+bfloat16 at least 5× the reference loop's throughput per video (the reference loop is float32
+by definition; cmsf's float32 speedup is recorded, not asserted).
+"""
+
+from __future__ import annotations
+
+import statistics
+from typing import Any
+
+import pytest
+import torch
+
+from bench.harness import SUMMARY, Case, coverage, frame_agreement, load_case_models, synchronize, timed, with_peak_memory
+from bench.reference import REFERENCES
+from bench.workload import pipeline_settings, sam_automatic_defaults, split_settings
+from cmsf.pipelines import PIPELINE_NAMES, PIPELINES
+
+FLOAT32_AGREEMENT = 0.99
+BFLOAT16_AGREEMENT = 0.98
+SPEEDUP_GOAL = 5.0
+SPEEDUP_PIPELINES = ("owod-bind", "sam-bind")
+
+_SETTINGS: dict[tuple[str, str, str], dict[str, Any]] = {}
+
+
+def settings_for(pipeline: str, case: Case, video: tuple) -> dict[str, Any]:
+    """The pipeline's settings for this preset and device, from the float32 models (cached)."""
+    key = (pipeline, case.preset, case.device)
+    if key not in _SETTINGS:
+        frames, waveform, sample_rate = video
+        models = load_case_models(case.preset, case.device, "float32")
+        _SETTINGS[key] = pipeline_settings(pipeline, case.preset, frames, waveform, sample_rate, models)
+    return _SETTINGS[key]
+
+
+def _rounds(case: Case) -> int:
+    return 5 if case.is_cuda else 3
+
+
+@pytest.mark.parametrize("pipeline", PIPELINE_NAMES)
+def test_pipeline(benchmark, case: Case, models, video, pipeline: str) -> None:
+    frames, waveform, sample_rate = video
+    settings = settings_for(pipeline, case, video)
+    kwargs, sam_defaults, reference_kwargs = split_settings(settings)
+    reference_models = load_case_models(case.preset, case.device, "float32")
+    pipeline_fn = PIPELINES[pipeline]
+    reference_fn = REFERENCES[pipeline]
+
+    def run_cmsf() -> Any:
+        with sam_automatic_defaults(sam_defaults):
+            out = pipeline_fn(frames, waveform, sample_rate, models, **kwargs)
+        synchronize(case.device)
+        return out
+
+    def run_reference() -> torch.Tensor:
+        return reference_fn(frames, waveform, sample_rate, reference_models, **reference_kwargs)
+
+    memory: dict[str, Any] = {}
+    if case.is_cuda or not benchmark.disabled:  # warm-up both paths (also measures their memory)
+        _, cmsf_memory = with_peak_memory(run_cmsf, case.device)
+        _, reference_memory = with_peak_memory(run_reference, case.device)
+        memory = {
+            "peak_gpu_mem_bytes": cmsf_memory["peak_gpu_mem_bytes"],
+            "peak_gpu_mem_above_start_bytes": cmsf_memory["peak_gpu_mem_above_start_bytes"],
+            "reference_peak_gpu_mem_bytes": reference_memory["peak_gpu_mem_bytes"],
+            "reference_peak_gpu_mem_above_start_bytes": reference_memory["peak_gpu_mem_above_start_bytes"],
+        }
+
+    reference_times: list[float] = []
+    cmsf_times: list[float] = []
+    reference_out: list[torch.Tensor] = []
+
+    def setup() -> None:  # untimed by pytest-benchmark: the reference loop of this round
+        seconds, masks = timed(run_reference, case.device)
+        reference_times.append(seconds)
+        reference_out[:] = [masks]
+
+    def target() -> Any:
+        seconds, out = timed(run_cmsf, case.device)
+        cmsf_times.append(seconds)
+        return out
+
+    benchmark.group = f"pipeline-{pipeline}"
+    try:
+        result = benchmark.pedantic(target, setup=setup, rounds=_rounds(case), iterations=1, warmup_rounds=0)
+    except ValueError as error:
+        if case.preset == "tiny" and "Expected more than 1 value per channel" in str(error):
+            pytest.xfail(
+                "known cmsf bug: the tiny preset's GroundingDINO fails on a single square image "
+                "(GroupNorm over a 1×1 feature map, ground([224×224 frame]) raises); the reference "
+                f"loop grounds one frame at a time: {error}"
+            )
+        raise
+    reference_masks = reference_out[0]
+
+    cmsf_s = statistics.median(cmsf_times)
+    reference_s = statistics.median(reference_times)
+    per_frame = frame_agreement(result.masks, reference_masks)
+    agreement = sum(per_frame) / len(per_frame)
+    info: dict[str, Any] = {
+        "pipeline": pipeline,
+        "preset": case.preset,
+        "device": case.device,
+        "dtype": case.dtype,
+        "reference_dtype": "float32",
+        "frames": int(frames.shape[0]),
+        "frame_size": list(frames.shape[-2:]),
+        "audio_seconds": waveform.shape[-1] / sample_rate,
+        "cmsf_s": cmsf_s,
+        "reference_s": reference_s,
+        "speedup": reference_s / cmsf_s,
+        "cmsf_times_s": cmsf_times,
+        "reference_times_s": reference_times,
+        "agreement": agreement,
+        "agreement_per_frame": per_frame,
+        "coverage_cmsf": coverage(result.masks),
+        "coverage_reference": coverage(reference_masks),
+        "proposals_per_frame": [int(f.boxes.shape[0]) for f in result.frames],
+        "kept_per_frame": [int(f.kept.sum()) for f in result.frames],
+        "settings": {k: v for k, v in settings.items()},
+        **memory,
+    }
+    if case.dtype != "float32":
+        with sam_automatic_defaults(sam_defaults):
+            float32_result = pipeline_fn(frames, waveform, sample_rate, reference_models, **kwargs)
+        info["agreement_vs_cmsf_float32"] = sum(frame_agreement(result.masks, float32_result.masks)) / len(per_frame)
+    benchmark.extra_info.update(info)
+    SUMMARY.append(
+        {"pipeline": pipeline, "case": case.id, "cmsf_s": cmsf_s, "reference_s": reference_s,
+         "speedup": reference_s / cmsf_s, "agreement": agreement}
+    )
+
+    # A comparison of two empty (or two full) results shows nothing: the workload settings
+    # are chosen so that both paths produce partial masks; check that they did.
+    assert 0.0 < info["coverage_reference"] < 1.0, f"reference masks are all empty or all full: {info}"
+    if case.dtype == "float32":
+        assert agreement >= FLOAT32_AGREEMENT, f"cmsf vs reference mask IoU {agreement:.4f} < {FLOAT32_AGREEMENT}"
+    if case.is_cuda and case.preset == "paper-random":
+        if case.dtype == "bfloat16":
+            assert info["agreement_vs_cmsf_float32"] >= BFLOAT16_AGREEMENT, (
+                f"bfloat16 vs float32 mask IoU {info['agreement_vs_cmsf_float32']:.4f} < {BFLOAT16_AGREEMENT}"
+            )
+            if pipeline in SPEEDUP_PIPELINES:
+                assert info["speedup"] >= SPEEDUP_GOAL, (
+                    f"{pipeline}: {info['speedup']:.2f}× the reference loop's throughput, goal {SPEEDUP_GOAL}×"
+                )

@@ -1,0 +1,186 @@
+"""One benchmark per model-backed stage, on one AVSBench-shaped video's worth of inputs:
+5 frames of 224×224 and 5 one-second audio segments at 16 kHz.
+
+- ``tag_audio``: the 5 segments (AST).
+- ``ground``: the 5 frames, 3 AudioSet label prompts each (GroundingDINO).
+- ``propose_boxes``: the 5 frames (OWLv2 objectness).
+- ``sam_masks`` with boxes: the 5 frames, 8 box prompts each; automatic: the 5 frames with the
+  automatic options of ``bench/workload.py`` (random weights: quality filters off).
+- ImageBind image embedding: 40 masked crops (5 frames × 8), split into the input preparation
+  (``imagebind_vision_inputs``, PIL on the CPU) and the vision tower (``embed_vision``).
+- ImageBind audio embedding: the 5 segments, input preparation (``imagebind_audio_inputs``,
+  Kaldi fbank) and the audio tower (``embed_audio``).
+
+Every case is (preset, device, dtype), see ``bench/conftest.py``; ``extra_info`` records the
+case, the batch sizes and the peak GPU memory.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import torch
+from torch import Tensor
+
+from bench.harness import Case, run_benchmark
+from bench.workload import SAM_AUTOMATIC_OPTIONS
+from cmsf.imagebind import imagebind_audio_inputs, imagebind_vision_inputs
+from cmsf.media import split_segments
+from cmsf.models import ground, propose_boxes, sam_masks, tag_audio
+from cmsf.pipelines import masked_crops
+
+BOXES_PER_FRAME = 8
+PROMPTS = ["Speech", "Dog", "Acoustic guitar"]
+
+
+def _rounds(case: Case) -> Optional[int]:
+    """pytest-benchmark's calibration for the tiny preset (fast calls), 5 fixed rounds else."""
+    return None if case.preset == "tiny" else 5
+
+
+def _info(case: Case, **extra: Any) -> dict[str, Any]:
+    return {"preset": case.preset, "device": case.device, "dtype": case.dtype, **extra}
+
+
+def frame_boxes(count: int, size: int = 224, seed: int = 0) -> list[Tensor]:
+    """``count`` lists of BOXES_PER_FRAME random boxes (10–60 % of the frame) per frame."""
+    generator = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(count):
+        wh = (torch.rand(BOXES_PER_FRAME, 2, generator=generator) * 0.5 + 0.1) * size
+        xy = torch.rand(BOXES_PER_FRAME, 2, generator=generator) * (size - wh)
+        out.append(torch.cat([xy, xy + wh], dim=1))
+    return out
+
+
+def _inside(boxes: Tensor, height: int, width: int) -> bool:
+    limits = torch.tensor([width, height, width, height], dtype=boxes.dtype, device=boxes.device)
+    return bool((boxes >= 0).all() and (boxes <= limits).all())
+
+
+def test_tag_audio(benchmark, case: Case, models, video) -> None:
+    frames, waveform, sample_rate = video
+    segments = split_segments(waveform, frames.shape[0])
+    benchmark.group = "stage-tag_audio"
+    tags = run_benchmark(
+        benchmark, lambda: tag_audio(segments, sample_rate, models, threshold=0.5), case.device,
+        rounds=_rounds(case), extra_info=_info(case, segments=len(segments)),
+    )
+    assert len(tags) == len(segments)
+    for segment_tags in tags:
+        probabilities = [p for _, p in segment_tags]
+        assert probabilities == sorted(probabilities, reverse=True) and all(p >= 0.5 for p in probabilities)
+
+
+def test_ground(benchmark, case: Case, models, video) -> None:
+    frames, _, _ = video
+    prompts = [list(PROMPTS) for _ in range(frames.shape[0])]
+    benchmark.group = "stage-ground"
+    detections = run_benchmark(
+        benchmark, lambda: ground(frames, prompts, models), case.device,
+        rounds=_rounds(case), extra_info=_info(case, frames=int(frames.shape[0]), prompts_per_frame=len(PROMPTS)),
+    )
+    assert len(detections) == frames.shape[0]
+    assert all(_inside(d.boxes, 224, 224) for d in detections)
+    benchmark.extra_info["boxes_per_frame"] = [len(d) for d in detections]
+
+
+def test_propose_boxes(benchmark, case: Case, models, video) -> None:
+    frames, _, _ = video
+    benchmark.group = "stage-propose_boxes"
+    proposals = run_benchmark(
+        benchmark, lambda: propose_boxes(frames, models), case.device,
+        rounds=_rounds(case), extra_info=_info(case, frames=int(frames.shape[0])),
+    )
+    assert len(proposals) == frames.shape[0]
+    for p in proposals:
+        assert len(p) >= 1 and _inside(p.boxes, 224, 224)
+        assert bool((p.scores[:-1] >= p.scores[1:]).all())
+    benchmark.extra_info["boxes_per_frame"] = [len(p) for p in proposals]
+
+
+def test_sam_masks_boxes(benchmark, case: Case, models, video) -> None:
+    frames, _, _ = video
+    boxes = frame_boxes(frames.shape[0])
+    benchmark.group = "stage-sam_masks-boxes"
+    found = run_benchmark(
+        benchmark, lambda: sam_masks(frames, models, boxes=boxes), case.device,
+        rounds=_rounds(case), extra_info=_info(case, frames=int(frames.shape[0]), boxes_per_frame=BOXES_PER_FRAME),
+    )
+    assert [tuple(m.masks.shape) for m in found] == [(BOXES_PER_FRAME, 224, 224)] * frames.shape[0]
+    assert all(m.masks.dtype == torch.bool for m in found)
+
+
+def test_sam_masks_automatic(benchmark, case: Case, models, video) -> None:
+    frames, _, _ = video
+    options = dict(SAM_AUTOMATIC_OPTIONS[case.preset])
+    benchmark.group = "stage-sam_masks-automatic"
+    found = run_benchmark(
+        benchmark, lambda: sam_masks(frames, models, nms_threshold=0.5, **options), case.device,
+        rounds=_rounds(case) if case.preset != "tiny" else 3,
+        extra_info=_info(case, frames=int(frames.shape[0]), options=options),
+    )
+    assert len(found) == frames.shape[0]
+    for m in found:
+        assert m.masks.shape[1:] == (224, 224) and m.masks.shape[0] == m.boxes.shape[0]
+    benchmark.extra_info["masks_per_frame"] = [len(m) for m in found]
+
+
+def _crops(frames: Tensor) -> list[Tensor]:
+    """5 × 8 masked crops: each box's crop with an elliptical mask."""
+    crops = []
+    ys = torch.arange(224).view(224, 1).float() + 0.5
+    xs = torch.arange(224).view(1, 224).float() + 0.5
+    for image, boxes in zip(frames, frame_boxes(frames.shape[0], seed=1)):
+        cx, cy = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
+        rx, ry = (boxes[:, 2] - boxes[:, 0]) / 2, (boxes[:, 3] - boxes[:, 1]) / 2
+        masks = torch.stack(
+            [((xs - x) / a) ** 2 + ((ys - y) / b) ** 2 <= 1 for x, y, a, b in zip(cx, cy, rx, ry)]
+        )
+        crops.extend(masked_crops(image, boxes, masks))
+    return crops
+
+
+def test_imagebind_vision_inputs(benchmark, video) -> None:
+    """Input preparation runs on the CPU whatever the model (PIL resize of each crop)."""
+    crops = _crops(video[0])
+    benchmark.group = "stage-imagebind-vision-inputs"
+    pixels = run_benchmark(benchmark, lambda: imagebind_vision_inputs(crops), "cpu", extra_info={"crops": len(crops)})
+    assert pixels.shape == (len(crops), 3, 224, 224)
+
+
+def test_imagebind_embed_vision(benchmark, case: Case, models, video) -> None:
+    crops = _crops(video[0])
+    pixels = imagebind_vision_inputs(crops).to(case.device)
+    benchmark.group = "stage-imagebind-embed_vision"
+    embeddings = run_benchmark(
+        benchmark, lambda: models.imagebind.embed_vision(pixels), case.device,
+        rounds=_rounds(case), extra_info=_info(case, crops=len(crops)),
+    )
+    assert embeddings.shape == (len(crops), models.imagebind.out_embed_dim) and embeddings.dtype == torch.float32
+    torch.testing.assert_close(embeddings.norm(dim=1), torch.ones(len(crops), device=embeddings.device))
+
+
+def test_imagebind_audio_inputs(benchmark, video) -> None:
+    """Input preparation (resampling, Kaldi fbank of 3 clips per segment) on the CPU."""
+    frames, waveform, sample_rate = video
+    segments = split_segments(waveform, frames.shape[0])
+    benchmark.group = "stage-imagebind-audio-inputs"
+    features = run_benchmark(
+        benchmark, lambda: torch.stack([imagebind_audio_inputs(s, sample_rate) for s in segments]), "cpu",
+        extra_info={"segments": len(segments)},
+    )
+    assert features.shape == (len(segments), 3, 1, 128, 204)
+
+
+def test_imagebind_embed_audio(benchmark, case: Case, models, video) -> None:
+    frames, waveform, sample_rate = video
+    segments = split_segments(waveform, frames.shape[0])
+    features = torch.stack([imagebind_audio_inputs(s, sample_rate) for s in segments]).to(case.device)
+    benchmark.group = "stage-imagebind-embed_audio"
+    embeddings = run_benchmark(
+        benchmark, lambda: models.imagebind.embed_audio(features), case.device,
+        rounds=_rounds(case), extra_info=_info(case, segments=len(segments), clips_per_segment=3),
+    )
+    assert embeddings.shape == (len(segments), models.imagebind.out_embed_dim)
+    assert bool((embeddings.norm(dim=1) <= 20.0 + 1e-3).all())
