@@ -99,8 +99,9 @@ def _keyword_defaults(pipeline: str) -> dict[str, Any]:
 def pipeline_settings(pipeline: str, values: Sequence[str]) -> dict[str, Any]:
     """Parse ``--set KEY=VALUE`` options against the pipeline's keyword arguments.
 
-    A value whose default is a number is parsed as a float; other values stay strings. Unknown
-    keys and bad numbers are usage errors listing what the pipeline accepts.
+    A value whose default is an integer is parsed as an int, one whose default is a float as a
+    float; other values stay strings. Unknown keys and bad numbers are usage errors listing what
+    the pipeline accepts.
     """
     accepted = _keyword_defaults(pipeline)
     settings: dict[str, Any] = {}
@@ -109,7 +110,12 @@ def pipeline_settings(pipeline: str, values: Sequence[str]) -> dict[str, Any]:
             known = ", ".join(f"{k} (default {v!r})" for k, v in accepted.items()) or "none"
             raise click.BadParameter(f"{pipeline} has no setting {key!r}; it accepts: {known}", param_hint="--set")
         default = accepted[key]
-        if isinstance(default, (int, float)) and not isinstance(default, bool):
+        if isinstance(default, int) and not isinstance(default, bool):
+            try:
+                settings[key] = int(raw)
+            except ValueError:
+                raise click.BadParameter(f"{key}: expected an integer, got {raw!r}", param_hint="--set") from None
+        elif isinstance(default, float):
             try:
                 settings[key] = float(raw)
             except ValueError:

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import click
 import pytest
 import torch
 from click.testing import CliRunner
@@ -505,3 +506,15 @@ def test_progress_lines_without_a_terminal(mini, tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     assert "scoring: 2/3 videos" in result.stderr and "scoring: 3/3 videos" in result.stderr
     assert "scoring" not in result.stdout  # stdout holds only the figures
+
+
+def test_pipeline_settings_types():
+    settings = cli.pipeline_settings("sam-bind", ["points_per_side=8", "bind_threshold=0.6", "bind_mode=softmax"])
+    assert settings == {"points_per_side": 8, "bind_threshold": 0.6, "bind_mode": "softmax"}
+    assert isinstance(settings["points_per_side"], int)
+    with pytest.raises(click.BadParameter, match="expected an integer"):
+        cli.pipeline_settings("sam-bind", ["points_per_side=8.5"])
+    with pytest.raises(click.BadParameter, match="KEY=VALUE"):
+        cli.pipeline_settings("sam-bind", ["points_per_side"])
+    assert cli.effective_settings("owod-bind", {"bind_threshold": 0.5})["bind_threshold"] == 0.5
+    assert cli.effective_settings("owod-bind", {})["box_threshold"] == 0.5  # the paper's tau_BB
