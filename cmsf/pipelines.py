@@ -60,7 +60,7 @@ class FrameEvidence:
             "boxes": [[round(float(v), 2) for v in box] for box in self.boxes.tolist()],
             "proposal_scores": [round(float(s), 5) for s in self.proposal_scores.tolist()],
             "kept": [bool(k) for k in self.kept.tolist()],
-            "mask_pixels": [int(n) for n in self.masks.flatten(1).sum(1).tolist()] if self.masks.numel() else [],
+            "proposal_mask_pixels": [int(n) for n in self.masks.flatten(1).sum(1).tolist()],
         }
         if self.bind_scores is not None:
             out["bind_scores"] = [round(float(s), 5) for s in self.bind_scores.tolist()]

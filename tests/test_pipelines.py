@@ -209,3 +209,13 @@ def test_pipelines_reject_bad_input(models, video):
         owod_bind([frames[0], frames[1, :, :40]], waveform, SAMPLE_RATE, models)
     with pytest.raises(ValueError, match="threshold"):
         owod_bind(frames, waveform, SAMPLE_RATE, models, bind_threshold=2.0)
+
+
+def test_evidence_json_keeps_frame_and_proposal_pixel_counts_apart(models, video):
+    frames, waveform = video
+    result = owod_bind(frames, waveform, SAMPLE_RATE, models, bind_threshold=0.0)
+    document = result.to_json()
+    for t, frame in enumerate(document["frames"]):
+        assert frame["mask_pixels"] == int(result.masks[t].sum())
+        assert frame["proposal_mask_pixels"] == result.frames[t].masks.flatten(1).sum(1).tolist()
+        assert len(frame["kept"]) == len(frame["boxes"]) == len(frame["bind_scores"])
