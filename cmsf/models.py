@@ -1243,7 +1243,8 @@ def sam_masks(
             image with no box gets empty results ``(0, H, W)`` and is not embedded. ``None``:
             automatic mask generation (below).
         points_per_side, points_per_batch, pred_iou_threshold, stability_score_threshold,
-        stability_score_offset, nms_threshold: automatic mode only, segment-anything's
+        stability_score_offset, nms_threshold: automatic mode (the offset also sets the
+            returned stability scores with boxes), segment-anything's
             ``SamAutomaticMaskGenerator`` (defaults 32, 64, 0.88, 0.95, 1.0, 0.7) without crop
             layers or small-region removal: a ``points_per_side``² grid of single foreground
             points (:func:`_point_grid`) goes through the decoder ``points_per_batch`` at a time
@@ -1256,6 +1257,15 @@ def sam_masks(
     Returns:
         one :class:`MaskSet` per image; with boxes, in the order of the boxes; automatic masks
         in decreasing predicted IoU (NMS order).
+
+    Note:
+        Automatic mode differs from segment-anything in small, deliberate ways: the masks'
+        bounding boxes (used for NMS and returned) have ``x2``/``y2`` one past the last pixel
+        (segment-anything's are inclusive, so IoUs differ by about a pixel's width); a stability
+        score whose looser mask is empty is 0, not NaN; masks stay dense (no RLE); images are
+        prepared by the Hugging Face ``SamImageProcessor`` (resize the longest side, normalise,
+        pad bottom/right) and mask logits follow SAM's post-processing (upsample to the padded
+        input, crop, upsample to the image) before thresholds and stability are computed.
     """
     models = _check_models(models)
     image_list = media.as_image_list(images)
@@ -1266,7 +1276,7 @@ def sam_masks(
         pred_iou_threshold = _check_unit(pred_iou_threshold, "pred_iou_threshold")
         stability_score_threshold = _check_unit(stability_score_threshold, "stability_score_threshold")
         nms_threshold = _check_unit(nms_threshold, "nms_threshold")
-        stability_score_offset = _check_finite(stability_score_offset, "stability_score_offset", minimum=0.0)
+    stability_score_offset = _check_finite(stability_score_offset, "stability_score_offset", minimum=0.0)
     mask_threshold = _check_finite(mask_threshold, "mask_threshold")
 
     device = models.device
