@@ -1043,7 +1043,7 @@ def _owl_boxes_to_pixels(boxes: Tensor, height: int, width: int) -> Tensor:
     return torch.minimum(corners.clamp(min=0), limits)
 
 
-_FULL_FRAME = 0.98  # a box spanning ≥ 98 % of the frame's width and height is "the whole frame"
+_FULL_FRAME = 0.98  # a box spanning ≥ 98 % of the frame's width or height is "the whole frame"
 
 
 def _select_proposals(
@@ -1059,12 +1059,16 @@ def _select_proposals(
     objectness ``Tensor[N]``: boxes of zero width or height (e.g. predicted inside OWLv2's
     padding and clipped away) are never proposals; see :func:`propose_boxes` for the rest."""
     box_width, box_height = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
-    usable = (box_width > 0) & (box_height > 0)
+    non_empty = (box_width > 0) & (box_height > 0)
+    usable = non_empty
     if drop_full_frame:
-        usable &= ~((box_width >= _FULL_FRAME * width) & (box_height >= _FULL_FRAME * height))
+        usable = usable & (box_width < _FULL_FRAME * width) & (box_height < _FULL_FRAME * height)
     keep = usable & (scores >= threshold)
-    if keep_best_if_none and not bool(keep.any()) and bool(usable.any()):
-        masked = torch.where(usable, scores, torch.full_like(scores, -1.0))
+    if keep_best_if_none and not bool(keep.any()) and bool(non_empty.any()):
+        # the best usable box; the best box at all when every box spans the frame (as the
+        # authors' code falls back to its top detection)
+        candidates = usable if bool(usable.any()) else non_empty
+        masked = torch.where(candidates, scores, torch.full_like(scores, -1.0))
         keep = torch.zeros_like(keep)
         keep[masked.argmax()] = True
     index = torch.nonzero(keep).flatten()
@@ -1090,10 +1094,13 @@ def propose_boxes(
         models: the loaded models (uses ``models.owlv2``).
         threshold: keep boxes with objectness = sigmoid(logit) ≥ threshold (τ_BB, 0.5 in the
             paper), in [0, 1].
-        drop_full_frame: drop boxes that span the whole frame, defined as width ≥ 0.98·W and
-            height ≥ 0.98·H (after clipping to the image), following the authors' code.
-        keep_best_if_none: when no box passes the threshold, keep the single box of highest
-            objectness (among the usable ones), so that every frame has a proposal.
+        drop_full_frame: drop boxes that span the frame, defined as the authors' code does:
+            width ≥ 0.98·W *or* height ≥ 0.98·H (after clipping to the image; the authors
+            compare both sides with the image height, which is the same on AVSBench's square
+            frames).
+        keep_best_if_none: when no box passes, keep the single box of highest objectness among
+            the usable ones (among all non-empty boxes if every box spans the frame, as the
+            authors' code falls back to its top detection), so that every frame has a proposal.
 
     Returns:
         one :class:`Proposals` per image, in that image's pixels (OWLv2's processor pads to a

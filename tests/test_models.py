@@ -457,15 +457,21 @@ def test_proposal_selection_rules():
     boxes = torch.tensor([[0.0, 0.0, 99.0, 49.5], [10.0, 10.0, 20.0, 20.0], [0.0, 0.0, 99.0, 40.0], [5.0, 5.0, 9.0, 9.0]])
     scores = torch.tensor([0.9, 0.6, 0.7, 0.3])
     kept = M._select_proposals(boxes, scores, 50, 100, 0.5, drop_full_frame=True, keep_best_if_none=True)
-    assert kept.scores.tolist() == pytest.approx([0.7, 0.6])  # the full-frame box (0.9) is dropped
+    # 0.9 spans the frame both ways and 0.7 its whole width (99 >= 0.98 * 100): both dropped
+    assert kept.scores.tolist() == pytest.approx([0.6])
+    tall = torch.tensor([[40.0, 0.0, 50.0, 49.0]])  # the whole height (49 >= 0.98 * 50)
+    assert len(M._select_proposals(tall, torch.tensor([0.9]), 50, 100, 0.5, True, False)) == 0
+    narrow = torch.tensor([[0.0, 0.0, 97.9, 48.9]])  # just under 98 % both ways: kept
+    assert len(M._select_proposals(narrow, torch.tensor([0.9]), 50, 100, 0.5, True, False)) == 1
     kept = M._select_proposals(boxes, scores, 50, 100, 0.5, drop_full_frame=False, keep_best_if_none=True)
     assert kept.scores.tolist() == pytest.approx([0.9, 0.7, 0.6])
     kept = M._select_proposals(boxes, scores, 50, 100, 0.95, drop_full_frame=True, keep_best_if_none=True)
-    assert kept.boxes.tolist() == [[0.0, 0.0, 99.0, 40.0]]  # none passes: the best non-full-frame one
+    assert kept.boxes.tolist() == [[10.0, 10.0, 20.0, 20.0]]  # none passes: the best non-full-frame one
     kept = M._select_proposals(boxes, scores, 50, 100, 0.95, drop_full_frame=True, keep_best_if_none=False)
     assert len(kept) == 0
-    only_full = M._select_proposals(boxes[:1], scores[:1], 50, 100, 0.5, True, True)
-    assert len(only_full) == 0
+    only_full = M._select_proposals(boxes[[0, 2]], scores[[0, 2]], 50, 100, 0.5, True, True)
+    assert only_full.scores.tolist() == pytest.approx([0.9])  # every box spans the frame: the top one
+    assert len(M._select_proposals(boxes[[0, 2]], scores[[0, 2]], 50, 100, 0.5, True, False)) == 0
     flat = torch.tensor([[10.0, 50.0, 20.0, 50.0], [3.0, 3.0, 6.0, 7.0]])  # the first clipped to nothing
     kept = M._select_proposals(flat, torch.tensor([0.9, 0.2]), 50, 100, 0.5, True, True)
     assert kept.boxes.tolist() == [[3.0, 3.0, 6.0, 7.0]]
