@@ -359,7 +359,9 @@ def _random_processor(name: str, size: str, config) -> Any:
         side = config.vision_config.image_size
         return tf.Owlv2ImageProcessor(size={"height": side, "width": side})
     if name == "grounding_dino":
-        image_size = {"shortest_edge": 64, "longest_edge": 96} if tiny else {"shortest_edge": 800, "longest_edge": 1333}
+        # tiny: 128 px keeps the coarsest feature level (stride 64) at 2 x 2 or more; at 64 px a
+        # square image left it 1 x 1, where GroupNorm has one value per channel and refuses
+        image_size = {"shortest_edge": 128, "longest_edge": 192} if tiny else {"shortest_edge": 800, "longest_edge": 1333}
         return tf.GroundingDinoProcessor(
             image_processor=tf.GroundingDinoImageProcessor(size=image_size), tokenizer=_tiny_bert_tokenizer()
         )

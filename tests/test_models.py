@@ -673,3 +673,12 @@ def test_bfloat16_models_run_and_return_float32():
     assert proposals.boxes.dtype == torch.float32
     (detections,) = ground(_images()[:1], ["dog"], models, box_threshold=0.0)
     assert len(detections) > 0 and detections.scores.dtype == torch.float32
+
+
+@pytest.mark.parametrize("size", [(224, 224), (64, 64), (300, 120)])
+def test_ground_runs_on_a_single_image_of_any_shape(tiny, size):
+    """One square frame once left the tiny preset's coarsest feature map 1 x 1 (GroupNorm error)."""
+    image = torch.randint(0, 256, (1, 3, *size), dtype=torch.uint8, generator=torch.Generator().manual_seed(3))
+    (detections,) = ground(image, ["dog", "piano"], tiny, box_threshold=0.0)
+    assert detections.boxes.shape[1] == 4
+    assert bool((detections.boxes[:, 2] <= size[1]).all()) and bool((detections.boxes[:, 3] <= size[0]).all())
