@@ -51,7 +51,7 @@ def settings_for(pipeline: str, case: Case, video: tuple) -> dict[str, Any]:
 
 
 def _rounds(case: Case) -> int:
-    return 5 if case.is_cuda else 3
+    return 5
 
 
 @pytest.mark.parametrize("pipeline", PIPELINE_NAMES)
@@ -70,16 +70,7 @@ def test_pipeline(benchmark, case: Case, models, video, pipeline: str) -> None:
         return out
 
     def run_reference() -> torch.Tensor:
-        try:
-            return reference_fn(frames, waveform, sample_rate, reference_models, **reference_kwargs)
-        except ValueError as error:
-            if case.preset == "tiny" and "Expected more than 1 value per channel" in str(error):
-                pytest.xfail(
-                    "known cmsf bug: the tiny preset's GroundingDINO fails on a single square image "
-                    "(GroupNorm over a 1×1 feature map: ground([one 224×224 frame]) raises) and the "
-                    f"reference loop grounds one frame at a time: {error}"
-                )
-            raise
+        return reference_fn(frames, waveform, sample_rate, reference_models, **reference_kwargs)
 
     memory: dict[str, Any] = {}
     if case.is_cuda or not benchmark.disabled:  # warm-up both paths (also measures their memory)
