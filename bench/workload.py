@@ -67,22 +67,28 @@ def _unit(value: float) -> float:
 
 
 @contextlib.contextmanager
-def sam_automatic_defaults(options: dict[str, Any]) -> Iterator[None]:
+def sam_automatic_defaults(options: dict[str, Any]) -> Iterator[dict[str, int]]:
     """Within the block, ``cmsf.models.sam_masks`` without boxes uses ``options`` as defaults
     (explicit arguments still win). ``cmsf.pipelines.sam_bind`` looks ``sam_masks`` up in
-    ``cmsf.models`` at call time, so it sees the patched function."""
+    ``cmsf.models`` at call time, so it sees the patched function.
+
+    Yields ``{"automatic_calls": n}``, the number of automatic-mode calls that went through the
+    patch, so that a caller can check the patch took effect (it would not if ``sam_bind`` bound
+    ``sam_masks`` at import time)."""
     original = cmsf_models.sam_masks
+    counter = {"automatic_calls": 0}
 
     @functools.wraps(original)
     def patched(images: Any, models: Any, boxes: Any = None, **kwargs: Any) -> Any:
         if boxes is None:
+            counter["automatic_calls"] += 1
             for key, value in options.items():
                 kwargs.setdefault(key, value)
         return original(images, models, boxes, **kwargs)
 
     cmsf_models.sam_masks = patched
     try:
-        yield
+        yield counter
     finally:
         cmsf_models.sam_masks = original
 
@@ -109,8 +115,10 @@ def pipeline_settings(pipeline: str, preset: str, frames: Tensor, waveform: Tens
         probe_settings = {"pipeline": pipeline, "nms_threshold": 0.5, "bind_threshold": 0.0, "bind_mode": "softmax",
                           "sam_options": dict(SAM_AUTOMATIC_OPTIONS[preset])}
         kwargs, patched, _ = split_settings(probe_settings)
-        with sam_automatic_defaults(patched):
+        with sam_automatic_defaults(patched) as calls:
             probe = sam_bind(frames, waveform, sample_rate, models, **kwargs)
+        if patched and calls["automatic_calls"] == 0:
+            raise RuntimeError("sam_bind did not call cmsf.models.sam_masks through the patched defaults")
         bind_scores = torch.cat([f.bind_scores for f in probe.frames]).tolist()
         return dict(probe_settings, bind_threshold=_unit(threshold_keeping(bind_scores, KEPT_PER_FRAME * count)))
     if pipeline == "at-gdino-sam":
