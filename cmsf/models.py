@@ -1165,12 +1165,14 @@ class MaskSet:
 
 
 def _point_grid(points_per_side: int) -> Tensor:
-    """segment-anything's point grid: ``Tensor[n*n, 2]`` float32 (x, y) in [0, 1], the centres
-    of an n × n grid of cells (offset 1/(2n) from the borders), row by row (x varies fastest)."""
+    """segment-anything's point grid: ``Tensor[n*n, 2]`` float64 (x, y) in [0, 1], the centres
+    of an n × n grid of cells (offset 1/(2n) from the borders), row by row (x varies fastest).
+    float64 as in segment-anything, which scales the grid to pixels and to the model's input
+    frame in float64 and rounds to float32 only after dividing by the input size."""
     offset = 1.0 / (2 * points_per_side)
     side = torch.linspace(offset, 1 - offset, points_per_side, dtype=torch.float64)
     ys, xs = torch.meshgrid(side, side, indexing="ij")
-    return torch.stack([xs.reshape(-1), ys.reshape(-1)], dim=-1).to(torch.float32)
+    return torch.stack([xs.reshape(-1), ys.reshape(-1)], dim=-1)
 
 
 def _stability_scores(logits: Tensor, mask_threshold: float, offset: float) -> Tensor:
@@ -1302,12 +1304,14 @@ def sam_masks(
         prepared = processor(images=[image_list[i].to(device) for i in needed], return_tensors="pt")
         pixel_values = prepared["pixel_values"].to(device=device, dtype=models.dtype)
         input_size = (int(pixel_values.shape[-2]), int(pixel_values.shape[-1]))
-        embeddings = model.get_image_embeddings(pixel_values)
+        embeddings = torch.cat(
+            [model.get_image_embeddings(chunk) for chunk in pixel_values.split(_SAM_IMAGES_PER_FORWARD)]
+        )
         for slot, i in enumerate(needed):
             original = (int(image_list[i].shape[1]), int(image_list[i].shape[2]))
             resized = tuple(int(v) for v in prepared["reshaped_input_sizes"][slot])
             scale = torch.tensor(
-                [resized[1] / original[1], resized[0] / original[0]], dtype=torch.float32, device=device
+                [resized[1] / original[1], resized[0] / original[0]], dtype=torch.float64, device=device
             )
             embedding = embeddings[slot : slot + 1]
             if box_list is not None:
@@ -1324,6 +1328,12 @@ def sam_masks(
     return results  # type: ignore[return-value]
 
 
+# Images per forward of SAM's image encoder: a video's frames go together, in chunks this size,
+# so that a long clip does not need one encoder activation set per frame at once (ViT-H's
+# global-attention layers take about 1 GB per 1024 px image in float32).
+_SAM_IMAGES_PER_FORWARD = 8
+
+
 def _empty_mask_set(image: Tensor, device: torch.device) -> MaskSet:
     height, width = int(image.shape[1]), int(image.shape[2])
     return MaskSet(
@@ -1338,7 +1348,7 @@ def _masks_for_boxes(
     model, embedding: Tensor, boxes: Tensor, scale: Tensor, input_size, resized, original,
     mask_threshold: float, stability_offset: float,
 ) -> MaskSet:
-    model_boxes = (boxes.reshape(-1, 2, 2) * scale).reshape(1, -1, 4)
+    model_boxes = (boxes.reshape(-1, 2, 2) * scale.float()).reshape(1, -1, 4)
     out = model(image_embeddings=embedding, input_boxes=model_boxes, multimask_output=False)
     logits = _upscale_logits(out.pred_masks[0, :, 0], input_size, resized, original)
     return MaskSet(
@@ -1380,10 +1390,13 @@ def _filter_point_masks(
 
 
 def _deduplicate(masks: Tensor, iou: Tensor, stability: Tensor, points: Tensor, nms_threshold: float) -> MaskSet:
-    """Remove duplicate masks as segment-anything does: NMS on the masks' bounding boxes
-    (:func:`_mask_bounds`) scored by predicted IoU; survivors in NMS order."""
+    """Remove duplicate masks as segment-anything does: NMS on the masks' bounding boxes scored
+    by predicted IoU; survivors in NMS order. The NMS sees segment-anything's inclusive boxes
+    (x2/y2 the last True column/row); the returned boxes are cmsf's (one past the last)."""
     bounds = _mask_bounds(masks)
-    order = nms(bounds, iou, nms_threshold)
+    inclusive = bounds.clone()
+    inclusive[:, 2:] = torch.maximum(bounds[:, 2:] - 1, bounds[:, :2])
+    order = nms(inclusive, iou, nms_threshold)
     return MaskSet(
         masks=masks[order],
         iou_scores=iou[order],
@@ -1400,7 +1413,7 @@ def _automatic_masks(
 ) -> MaskSet:
     device = embedding.device
     height, width = original
-    grid = _point_grid(points_per_side).to(device) * torch.tensor([width, height], dtype=torch.float32, device=device)
+    grid = _point_grid(points_per_side).to(device) * torch.tensor([width, height], dtype=torch.float64, device=device)
     parts = []
     for points in grid.split(points_per_batch):
         count = points.shape[0]
@@ -1411,16 +1424,17 @@ def _automatic_masks(
             multimask_output=True,
         )
         per_point = out.pred_masks.shape[2]
-        logits = _upscale_logits(out.pred_masks[0].flatten(0, 1), input_size, resized, original)
+        low_res = out.pred_masks[0].flatten(0, 1)
+        iou = out.iou_scores[0].flatten().float()
+        point_of_mask = points.repeat_interleave(per_point, dim=0).float()
+        if pred_iou_threshold > 0.0:
+            # the IoU filter needs no mask: drop before upscaling (same result, less work)
+            passing = iou > pred_iou_threshold
+            low_res, iou, point_of_mask = low_res[passing], iou[passing], point_of_mask[passing]
+        logits = _upscale_logits(low_res, input_size, resized, original)
         parts.append(
             _filter_point_masks(
-                logits,
-                out.iou_scores[0].flatten().float(),
-                points.repeat_interleave(per_point, dim=0),
-                pred_iou_threshold,
-                stability_threshold,
-                stability_offset,
-                mask_threshold,
+                logits, iou, point_of_mask, 0.0, stability_threshold, stability_offset, mask_threshold
             )
         )
     masks, iou, stability, points = (torch.cat(column) for column in zip(*parts))

@@ -255,9 +255,11 @@ def sam_bind(
     bind_mode: str = "softmax",
     points_per_side: int = 32,
 ) -> SegmentationResult:
-    """SAM-BIND: SAM's automatic point-grid masks (a ``points_per_side``² grid, segment-anything's
-    automatic-generator defaults otherwise, de-duplicated by NMS at ``nms_threshold``) as
-    proposals, then the same masked crops and ImageBind filter as :func:`owod_bind`."""
+    """SAM-BIND: SAM's automatic point-grid masks (a ``points_per_side``² grid and
+    segment-anything's automatic-generator filters, see :func:`~cmsf.models.sam_masks`),
+    de-duplicated by NMS at ``nms_threshold`` (the paper's 0.5, where segment-anything's own
+    default is 0.7), as proposals; then the same masked crops and ImageBind filter as
+    :func:`owod_bind`."""
     from cmsf.models import sam_masks
 
     images, segments, sample_rate = _video(frames, waveform, sample_rate)

@@ -577,11 +577,25 @@ def test_sam_batch_equals_one_by_one(tiny):
 
 def test_point_grid_matches_segment_anything():
     grid = M._point_grid(4)
-    assert grid.shape == (16, 2)
-    torch.testing.assert_close(grid[0], torch.tensor([0.125, 0.125]))
-    torch.testing.assert_close(grid[1], torch.tensor([0.375, 0.125]))  # x varies fastest
-    torch.testing.assert_close(grid[4], torch.tensor([0.125, 0.375]))
-    torch.testing.assert_close(grid[-1], torch.tensor([0.875, 0.875]))
+    assert grid.shape == (16, 2) and grid.dtype == torch.float64  # float64, as segment-anything
+    f64 = dict(dtype=torch.float64)
+    torch.testing.assert_close(grid[0], torch.tensor([0.125, 0.125], **f64))
+    torch.testing.assert_close(grid[1], torch.tensor([0.375, 0.125], **f64))  # x varies fastest
+    torch.testing.assert_close(grid[4], torch.tensor([0.125, 0.375], **f64))
+    torch.testing.assert_close(grid[-1], torch.tensor([0.875, 0.875], **f64))
+
+
+def test_automatic_deduplication_uses_segment_anythings_inclusive_boxes():
+    """A 10x10 and a 10x14 mask: IoU of inclusive boxes (9x9 vs 9x13) is 0.692, of exclusive
+    boxes 0.714; at NMS 0.7 segment-anything keeps both, and so must cmsf."""
+    masks = torch.zeros(2, 20, 20, dtype=torch.bool)
+    masks[0, 0:10, 0:10] = True
+    masks[1, 0:10, 0:14] = True
+    iou, stability, points = torch.tensor([0.9, 0.8]), torch.ones(2), torch.zeros(2, 2)
+    kept = M._deduplicate(masks, iou, stability, points, 0.7)
+    assert len(kept) == 2
+    assert kept.boxes.tolist() == [[0.0, 0.0, 10.0, 10.0], [0.0, 0.0, 14.0, 10.0]]  # cmsf's boxes
+    assert len(M._deduplicate(masks, iou, stability, points, 0.69)) == 1
 
 
 def test_stability_score_and_mask_bounds():
