@@ -29,7 +29,7 @@ import torch
 
 from bench.harness import SUMMARY, Case, coverage, frame_agreement, load_case_models, synchronize, timed, with_peak_memory
 from bench.reference import REFERENCES
-from bench.workload import pipeline_settings, sam_automatic_defaults, split_settings
+from bench.workload import pipeline_settings, split_settings
 from cmsf.pipelines import PIPELINE_NAMES, PIPELINES
 
 FLOAT32_AGREEMENT = 0.99
@@ -58,14 +58,13 @@ def _rounds(case: Case) -> int:
 def test_pipeline(benchmark, case: Case, models, video, pipeline: str) -> None:
     frames, waveform, sample_rate = video
     settings = settings_for(pipeline, case, video)
-    kwargs, sam_defaults, reference_kwargs = split_settings(settings)
+    kwargs, reference_kwargs = split_settings(settings)
     reference_models = load_case_models(case.preset, case.device, "float32")
     pipeline_fn = PIPELINES[pipeline]
     reference_fn = REFERENCES[pipeline]
 
     def run_cmsf() -> Any:
-        with sam_automatic_defaults(sam_defaults):
-            out = pipeline_fn(frames, waveform, sample_rate, models, **kwargs)
+        out = pipeline_fn(frames, waveform, sample_rate, models, **kwargs)
         synchronize(case.device)
         return out
 
@@ -129,8 +128,7 @@ def test_pipeline(benchmark, case: Case, models, video, pipeline: str) -> None:
         **memory,
     }
     if case.dtype != "float32":
-        with sam_automatic_defaults(sam_defaults):
-            float32_result = pipeline_fn(frames, waveform, sample_rate, reference_models, **kwargs)
+        float32_result = pipeline_fn(frames, waveform, sample_rate, reference_models, **kwargs)
         info["agreement_vs_cmsf_float32"] = sum(frame_agreement(result.masks, float32_result.masks)) / len(per_frame)
     benchmark.extra_info.update(info)
     SUMMARY.append(

@@ -16,16 +16,13 @@ loop, in float32 and bfloat16, and are recorded in the benchmark's ``extra_info`
 
 SAM's automatic mask generator gets its quality filters switched off (threshold 0 skips a
 filter); the tiny preset also uses an 8 × 8 point grid instead of 32 × 32 to fit the CPU smoke
-run. ``sam_bind`` takes ``points_per_side`` but has no parameter for the filters, so
-:func:`sam_automatic_defaults` patches the defaults of ``cmsf.models.sam_masks`` for the
-duration of a cmsf call (the reference loop passes them to ``sam_masks`` directly).
+run. ``sam_bind`` takes these options as parameters; the reference loop passes them to
+``sam_masks`` directly.
 """
 
 from __future__ import annotations
 
-import contextlib
-import functools
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import Tensor
@@ -66,33 +63,6 @@ def _unit(value: float) -> float:
     return float(min(max(value, 0.0), 1.0))
 
 
-@contextlib.contextmanager
-def sam_automatic_defaults(options: dict[str, Any]) -> Iterator[dict[str, int]]:
-    """Within the block, ``cmsf.models.sam_masks`` without boxes uses ``options`` as defaults
-    (explicit arguments still win). ``cmsf.pipelines.sam_bind`` looks ``sam_masks`` up in
-    ``cmsf.models`` at call time, so it sees the patched function.
-
-    Yields ``{"automatic_calls": n}``, the number of automatic-mode calls that went through the
-    patch, so that a caller can check the patch took effect (it would not if ``sam_bind`` bound
-    ``sam_masks`` at import time)."""
-    original = cmsf_models.sam_masks
-    counter = {"automatic_calls": 0}
-
-    @functools.wraps(original)
-    def patched(images: Any, models: Any, boxes: Any = None, **kwargs: Any) -> Any:
-        if boxes is None:
-            counter["automatic_calls"] += 1
-            for key, value in options.items():
-                kwargs.setdefault(key, value)
-        return original(images, models, boxes, **kwargs)
-
-    cmsf_models.sam_masks = patched
-    try:
-        yield counter
-    finally:
-        cmsf_models.sam_masks = original
-
-
 def pipeline_settings(pipeline: str, preset: str, frames: Tensor, waveform: Tensor, sample_rate: int, models: Any) -> dict[str, Any]:
     """Keyword arguments for ``cmsf.pipelines.PIPELINES[pipeline]`` (and the reference loop)
     that make the random-weight ``models`` (float32) do a realistic amount of work.
@@ -114,11 +84,8 @@ def pipeline_settings(pipeline: str, preset: str, frames: Tensor, waveform: Tens
     if pipeline == "sam-bind":
         probe_settings = {"pipeline": pipeline, "nms_threshold": 0.5, "bind_threshold": 0.0, "bind_mode": "softmax",
                           "sam_options": dict(SAM_AUTOMATIC_OPTIONS[preset])}
-        kwargs, patched, _ = split_settings(probe_settings)
-        with sam_automatic_defaults(patched) as calls:
-            probe = sam_bind(frames, waveform, sample_rate, models, **kwargs)
-        if patched and calls["automatic_calls"] == 0:
-            raise RuntimeError("sam_bind did not call cmsf.models.sam_masks through the patched defaults")
+        kwargs, _ = split_settings(probe_settings)
+        probe = sam_bind(frames, waveform, sample_rate, models, **kwargs)
         bind_scores = torch.cat([f.bind_scores for f in probe.frames]).tolist()
         return dict(probe_settings, bind_threshold=_unit(threshold_keeping(bind_scores, KEPT_PER_FRAME * count)))
     if pipeline == "at-gdino-sam":
@@ -134,25 +101,16 @@ def pipeline_settings(pipeline: str, preset: str, frames: Tensor, waveform: Tens
     raise ValueError(f"pipeline: expected one of owod-bind, sam-bind, at-gdino-sam, got {pipeline!r}")
 
 
-def split_settings(settings: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+def split_settings(settings: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """Split :func:`pipeline_settings`' result for the pipeline ``settings["pipeline"]``.
 
     Returns:
-        ``(pipeline kwargs, patched sam defaults, reference kwargs)``: SAM automatic options
-        that ``sam_bind`` accepts as parameters (e.g. ``points_per_side``) go to its kwargs, the
-        others to :func:`sam_automatic_defaults`; the reference loop gets them all as
-        ``sam_options``.
+        ``(pipeline kwargs, reference kwargs)``: ``sam_bind`` takes the SAM automatic options
+        as keyword arguments; the reference loop gets them as ``sam_options``.
     """
-    import inspect
-
-    from cmsf.pipelines import PIPELINES
-
     kwargs = dict(settings)
-    pipeline = kwargs.pop("pipeline")
+    kwargs.pop("pipeline")
     options = kwargs.pop("sam_options", None)
     if options is None:
-        return kwargs, {}, dict(kwargs)
-    accepted = inspect.signature(PIPELINES[pipeline]).parameters
-    direct = {k: v for k, v in options.items() if k in accepted}
-    patched = {k: v for k, v in options.items() if k not in accepted}
-    return {**kwargs, **direct}, patched, {**kwargs, "sam_options": dict(options)}
+        return kwargs, dict(kwargs)
+    return {**kwargs, **options}, {**kwargs, "sam_options": dict(options)}

@@ -254,21 +254,34 @@ def sam_bind(
     bind_threshold: float = 0.7,
     bind_mode: str = "softmax",
     points_per_side: int = 32,
+    pred_iou_threshold: float = 0.88,
+    stability_score_threshold: float = 0.95,
 ) -> SegmentationResult:
     """SAM-BIND: SAM's automatic point-grid masks (a ``points_per_side``² grid and
-    segment-anything's automatic-generator filters, see :func:`~cmsf.models.sam_masks`),
+    segment-anything's automatic-generator quality filters, predicted IoU > ``pred_iou_threshold``
+    and stability ≥ ``stability_score_threshold``, 0 switching a filter off; see
+    :func:`~cmsf.models.sam_masks`),
     de-duplicated by NMS at ``nms_threshold`` (the paper's 0.5, where segment-anything's own
     default is 0.7), as proposals; then the same masked crops and ImageBind filter as
     :func:`owod_bind`."""
     from cmsf.models import sam_masks
 
     images, segments, sample_rate = _video(frames, waveform, sample_rate)
-    mask_sets = sam_masks(images, models, nms_threshold=nms_threshold, points_per_side=points_per_side)
+    mask_sets = sam_masks(
+        images,
+        models,
+        nms_threshold=nms_threshold,
+        points_per_side=points_per_side,
+        pred_iou_threshold=pred_iou_threshold,
+        stability_score_threshold=stability_score_threshold,
+    )
     settings = {
         "nms_threshold": nms_threshold,
         "bind_threshold": bind_threshold,
         "bind_mode": bind_mode,
         "points_per_side": points_per_side,
+        "pred_iou_threshold": pred_iou_threshold,
+        "stability_score_threshold": stability_score_threshold,
     }
     return _bind(
         "sam-bind",

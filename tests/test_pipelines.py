@@ -219,3 +219,14 @@ def test_evidence_json_keeps_frame_and_proposal_pixel_counts_apart(models, video
         assert frame["mask_pixels"] == int(result.masks[t].sum())
         assert frame["proposal_mask_pixels"] == result.frames[t].masks.flatten(1).sum(1).tolist()
         assert len(frame["kept"]) == len(frame["boxes"]) == len(frame["bind_scores"])
+
+
+def test_sam_bind_passes_the_quality_filters_to_sam(models, video):
+    frames, waveform = video
+    strict = sam_bind(frames, waveform, SAMPLE_RATE, models, bind_threshold=0.0, points_per_side=4)
+    loose = sam_bind(frames, waveform, SAMPLE_RATE, models, bind_threshold=0.0, points_per_side=4,
+                     pred_iou_threshold=0.0, stability_score_threshold=0.0)
+    assert loose.settings["pred_iou_threshold"] == 0.0 and strict.settings["stability_score_threshold"] == 0.95
+    # switching the filters off can only add proposals (before NMS); random tiny SAM passes few
+    assert sum(len(f.boxes) for f in loose.frames) >= sum(len(f.boxes) for f in strict.frames)
+    assert sum(len(f.boxes) for f in loose.frames) > 0
