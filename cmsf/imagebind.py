@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import math
 import os
+from concurrent.futures import ThreadPoolExecutor
 from fractions import Fraction
 from typing import Mapping, Optional, Union
 
@@ -536,20 +537,31 @@ def imagebind_vision_inputs(images: Images) -> Tensor:
 
     Returns:
         ``Tensor[B, 3, 224, 224]`` float32 on the CPU.
+
+    The PIL resizes of a batch run on a thread pool (PIL releases the GIL while resampling), so
+    the many masked crops of a video use every core; the result does not depend on it.
     """
+    image_list = [image.cpu() for image in as_image_list(images)]
+    if len(image_list) >= 8 and (os.cpu_count() or 1) > 1:
+        with ThreadPoolExecutor(max_workers=min(len(image_list), os.cpu_count() or 1)) as pool:
+            pixels = list(pool.map(_resize_and_crop, image_list))
+    else:
+        pixels = [_resize_and_crop(image) for image in image_list]
+    mean = torch.tensor(IMAGE_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGE_STD).view(1, 3, 1, 1)
+    return torch.stack(pixels).float().div(255).sub(mean).div(std)
+
+
+def _resize_and_crop(image: Tensor) -> Tensor:
+    """``Tensor[3, H, W]`` uint8 → Meta's ``Resize(224, bicubic)`` + ``CenterCrop(224)`` on the
+    PIL image → ``Tensor[3, 224, 224]`` uint8."""
     from torchvision.transforms import InterpolationMode
     from torchvision.transforms import functional as TF
 
-    mean = torch.tensor(IMAGE_MEAN).view(3, 1, 1)
-    std = torch.tensor(IMAGE_STD).view(3, 1, 1)
-    out = []
-    for image in as_image_list(images):
-        pil = TF.to_pil_image(image.cpu())
-        pil = TF.resize(pil, IMAGE_SIZE, interpolation=InterpolationMode.BICUBIC)
-        pil = TF.center_crop(pil, IMAGE_SIZE)
-        pixels = TF.pil_to_tensor(pil).float().div(255)
-        out.append(pixels.sub(mean).div(std))
-    return torch.stack(out)
+    pil = TF.to_pil_image(image)
+    pil = TF.resize(pil, IMAGE_SIZE, interpolation=InterpolationMode.BICUBIC)
+    pil = TF.center_crop(pil, IMAGE_SIZE)
+    return TF.pil_to_tensor(pil)
 
 
 def audio_clip_bounds(num_samples: int, sample_rate: int = AUDIO_SAMPLE_RATE) -> list[tuple[int, int]]:

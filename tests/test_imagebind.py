@@ -349,10 +349,11 @@ def test_vision_inputs_equal_meta_transform(size):
         torch.testing.assert_close(out[0], expected, atol=1e-6, rtol=0)
 
 
-def test_vision_inputs_batch_of_different_sizes():
-    images = [_random_image(300, 400, 1), _random_image(240, 180, 2)]
+@pytest.mark.parametrize("count", [2, 10])  # 10: the thread-pool path
+def test_vision_inputs_batch_of_different_sizes(count):
+    images = [_random_image(300 - 7 * i, 400 - 31 * i, i) for i in range(count)]
     out = imagebind_vision_inputs(images)
-    assert out.shape == (2, 3, 224, 224)
+    assert out.shape == (count, 3, 224, 224)
     for i, image in enumerate(images):
         pil = Image.fromarray(image.permute(1, 2, 0).numpy())
         torch.testing.assert_close(out[i], META_IMAGE_TRANSFORM(pil), atol=1e-6, rtol=0)
