@@ -126,6 +126,24 @@ def test_sam_masks_automatic(benchmark, case: Case, models, video) -> None:
     benchmark.extra_info["masks_per_frame"] = [len(m) for m in found]
 
 
+def test_sam_masks_automatic_default_filters(benchmark, case: Case, models, video) -> None:
+    """Automatic masks as SAM-BIND runs them: segment-anything's quality filters on (predicted
+    IoU > 0.88, stability ≥ 0.95), the full 32 × 32 grid (8 × 8 in the CPU smoke run)."""
+    frames, _, _ = video
+    points = 8 if benchmark.disabled and not case.is_cuda else 32
+    benchmark.group = "stage-sam_masks-automatic-default-filters"
+    found = run_benchmark(
+        benchmark, lambda: sam_masks(frames, models, nms_threshold=0.5, points_per_side=points), case.device,
+        rounds=_rounds(case) if case.preset != "tiny" else 3,
+        extra_info=_info(case, frames=int(frames.shape[0]), points_per_side=points),
+    )
+    assert len(found) == frames.shape[0]
+    for m in found:
+        assert m.masks.shape[1:] == (224, 224) and m.masks.shape[0] == m.boxes.shape[0]
+        assert bool((m.iou_scores > 0.88).all()) and bool((m.stability_scores >= 0.95).all())
+    benchmark.extra_info["masks_per_frame"] = [len(m) for m in found]
+
+
 def _crops(frames: Tensor) -> list[Tensor]:
     """5 × 8 masked crops: each box's crop with an elliptical mask."""
     crops = []
