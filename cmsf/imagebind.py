@@ -475,9 +475,10 @@ def load_imagebind(
             (text, depth, thermal, imu) are ignored.
         RuntimeError: the download failed (the message says how to provide the file instead).
     """
-    if dtype not in (torch.float32, torch.bfloat16):
-        raise ValueError(f"dtype: expected torch.float32 or torch.bfloat16, got {dtype}")
-    device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
+    from cmsf.models import resolve_device, resolve_dtype
+
+    dtype = resolve_dtype(dtype)
+    device = resolve_device(device)
 
     if checkpoint is None:
         checkpoint = _download_checkpoint()

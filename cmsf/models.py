@@ -446,13 +446,23 @@ def _load_error(name: str, spec: _Spec, error: BaseException) -> ModelLoadError:
 # --------------------------------------------------------------------------------------------
 
 
-def _as_device(device: Union[str, torch.device, None]) -> torch.device:
+def resolve_device(device: Union[str, torch.device, None]) -> torch.device:
+    """``device`` as a ``torch.device``: CUDA when available if ``None``. A CUDA device that this
+    machine does not have is a ``ValueError`` now, not a driver error at the first model."""
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        return torch.device(device)
+        resolved = torch.device(device)
     except (RuntimeError, TypeError) as error:
         raise ValueError(f"device: expected a torch device such as 'cpu' or 'cuda:0', got {device!r}") from error
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device: {device!r} asked for, but CUDA is not available on this machine (use 'cpu')")
+        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+            raise ValueError(
+                f"device: {device!r} asked for, but this machine has {torch.cuda.device_count()} CUDA device(s)"
+            )
+    return resolved
 
 
 _DTYPES = {
@@ -463,7 +473,9 @@ _DTYPES = {
 }
 
 
-def _as_dtype(dtype: Union[str, torch.dtype, None]) -> torch.dtype:
+def resolve_dtype(dtype: Union[str, torch.dtype, None]) -> torch.dtype:
+    """``dtype`` as ``torch.float32`` (the default, for ``None``) or ``torch.bfloat16``; the
+    strings ``"float32"``/``"bfloat16"`` are accepted; anything else is a ``ValueError``."""
     if dtype is None:
         return torch.float32
     if isinstance(dtype, torch.dtype) and dtype in (torch.float32, torch.bfloat16):
@@ -654,7 +666,7 @@ def load_models(
     specs = _preset_specs(preset)
     for name, value in overrides.items():
         specs[name] = _override_spec(name, value)
-    return Models(specs, _as_device(device), _as_dtype(dtype), preset)
+    return Models(specs, resolve_device(device), resolve_dtype(dtype), preset)
 
 
 # --------------------------------------------------------------------------------------------

@@ -696,3 +696,19 @@ def test_ground_runs_on_a_single_image_of_any_shape(tiny, size):
     (detections,) = ground(image, ["dog", "piano"], tiny, box_threshold=0.0)
     assert detections.boxes.shape[1] == 4
     assert bool((detections.boxes[:, 2] <= size[1]).all()) and bool((detections.boxes[:, 3] <= size[0]).all())
+
+
+def test_a_cuda_device_this_machine_lacks_is_a_clear_error(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="device: 'cuda' asked for, but CUDA is not available"):
+        load_models("tiny", device="cuda")
+    from cmsf.imagebind import load_imagebind
+
+    with pytest.raises(ValueError, match="device"):
+        load_imagebind({}, device="cuda:0")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(ValueError, match="has 1 CUDA device"):
+        load_models("tiny", device="cuda:3")
+    assert M.resolve_device("cpu") == torch.device("cpu")
+    assert M.resolve_dtype("bfloat16") is torch.bfloat16 and M.resolve_dtype(None) is torch.float32
