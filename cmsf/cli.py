@@ -12,6 +12,7 @@ import contextlib
 import csv
 import inspect
 import io
+import math
 import sys
 import time
 from pathlib import Path
@@ -120,6 +121,8 @@ def pipeline_settings(pipeline: str, values: Sequence[str]) -> dict[str, Any]:
                 settings[key] = float(raw)
             except ValueError:
                 raise click.BadParameter(f"{key}: expected a number, got {raw!r}", param_hint="--set") from None
+            if not math.isfinite(settings[key]):
+                raise click.BadParameter(f"{key}: expected a finite number, got {raw!r}", param_hint="--set")
         else:
             settings[key] = raw
     return settings

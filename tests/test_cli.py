@@ -518,3 +518,13 @@ def test_pipeline_settings_types():
         cli.pipeline_settings("sam-bind", ["points_per_side"])
     assert cli.effective_settings("owod-bind", {"bind_threshold": 0.5})["bind_threshold"] == 0.5
     assert cli.effective_settings("owod-bind", {})["box_threshold"] == 0.5  # the paper's tau_BB
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-Infinity"])
+def test_non_finite_setting_is_a_usage_error(video, tmp_path, value):
+    with pytest.raises(click.BadParameter, match="bind_threshold: expected a finite number"):
+        cli.pipeline_settings("owod-bind", [f"bind_threshold={value}"])
+    result = run("segment", video, "-p", "owod-bind", "--preset", "tiny", "--set", f"bind_threshold={value}", "--out", tmp_path / "o")
+    assert result.exit_code == 2, result.output
+    assert "--set" in result.output and "bind_threshold" in result.output and "JSON" not in result.output
+    assert not (tmp_path / "o").exists()
