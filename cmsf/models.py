@@ -1304,10 +1304,10 @@ def sam_masks(
 
     device = models.device
     needed = [i for i in range(len(image_list)) if box_list is None or box_list[i].shape[0] > 0]
-    results: list[Optional[MaskSet]] = [None] * len(image_list)
-    for i in range(len(image_list)):
-        if i not in needed:
-            results[i] = _empty_mask_set(image_list[i], device)
+    results: list[Optional[MaskSet]] = [
+        None if box_list is None or box_list[i].shape[0] > 0 else _empty_mask_set(image, device)
+        for i, image in enumerate(image_list)
+    ]
     if not needed:
         return results  # type: ignore[return-value]
 
@@ -1372,29 +1372,35 @@ def _masks_for_boxes(
 
 
 def _filter_point_masks(
-    logits: Tensor,
+    low_res: Tensor,
     iou: Tensor,
     points: Tensor,
     pred_iou_threshold: float,
     stability_threshold: float,
     stability_offset: float,
     mask_threshold: float,
+    upscale: Callable[[Tensor], Tensor] = lambda logits: logits,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """segment-anything's per-batch filtering of point-prompted masks.
 
     Args:
-        logits: ``Tensor[N, H, W]`` mask logits at image resolution; iou: ``Tensor[N]``
+        low_res: ``Tensor[N, h, w]`` mask logits as the decoder gives them; iou: ``Tensor[N]``
             predicted IoU; points: ``Tensor[N, 2]`` the prompt of each mask.
+        upscale: logits → logits at image resolution (:func:`_upscale_logits`).
 
     Returns:
         ``(masks, iou, stability, points)`` of the masks with iou > ``pred_iou_threshold``
         (not applied when it is 0) and stability ≥ ``stability_threshold`` (not applied when 0);
-        ``masks`` are ``logits > mask_threshold``.
+        ``masks`` are the upscaled ``logits > mask_threshold``. The IoU filter needs no mask, so
+        it runs before upscaling: only its survivors are upscaled and stability-scored (same
+        result as segment-anything, which upscales every mask first, for far less work).
     """
-    keep = torch.ones_like(iou, dtype=torch.bool)
     if pred_iou_threshold > 0.0:
-        keep &= iou > pred_iou_threshold
+        passing = iou > pred_iou_threshold
+        low_res, iou, points = low_res[passing], iou[passing], points[passing]
+    logits = upscale(low_res)
     stability = _stability_scores(logits, mask_threshold, stability_offset)
+    keep = torch.ones_like(iou, dtype=torch.bool)
     if stability_threshold > 0.0:
         keep &= stability >= stability_threshold
     index = torch.nonzero(keep).flatten()
@@ -1436,17 +1442,16 @@ def _automatic_masks(
             multimask_output=True,
         )
         per_point = out.pred_masks.shape[2]
-        low_res = out.pred_masks[0].flatten(0, 1)
-        iou = out.iou_scores[0].flatten().float()
-        point_of_mask = points.repeat_interleave(per_point, dim=0).float()
-        if pred_iou_threshold > 0.0:
-            # the IoU filter needs no mask: drop before upscaling (same result, less work)
-            passing = iou > pred_iou_threshold
-            low_res, iou, point_of_mask = low_res[passing], iou[passing], point_of_mask[passing]
-        logits = _upscale_logits(low_res, input_size, resized, original)
         parts.append(
             _filter_point_masks(
-                logits, iou, point_of_mask, 0.0, stability_threshold, stability_offset, mask_threshold
+                out.pred_masks[0].flatten(0, 1),
+                out.iou_scores[0].flatten().float(),
+                points.repeat_interleave(per_point, dim=0).float(),
+                pred_iou_threshold,
+                stability_threshold,
+                stability_offset,
+                mask_threshold,
+                upscale=lambda low_res: _upscale_logits(low_res, input_size, resized, original),
             )
         )
     masks, iou, stability, points = (torch.cat(column) for column in zip(*parts))

@@ -227,14 +227,15 @@ def owod_bind(
 
     images, segments, sample_rate = _video(frames, waveform, sample_rate)
     proposals = propose_boxes(images, models, threshold=box_threshold)
-    mask_sets = sam_masks(images, models, boxes=[p.boxes for p in proposals])
+    boxes = [p.boxes for p in proposals]
+    mask_sets = sam_masks(images, models, boxes=boxes)
     settings = {"box_threshold": box_threshold, "bind_threshold": bind_threshold, "bind_mode": bind_mode}
     return _bind(
         "owod-bind",
         images,
         segments,
         sample_rate,
-        boxes=[p.boxes for p in proposals],
+        boxes=boxes,
         proposal_scores=[p.scores for p in proposals],
         masks=[m.masks for m in mask_sets],
         models=models,
