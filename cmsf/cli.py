@@ -25,7 +25,8 @@ from cmsf import avsbench
 from cmsf.io import atomic_write_json, atomic_write_text, remove_stale_temporaries
 from cmsf.media import Clip, load_clip, overlay_mask, write_png_image, write_png_mask
 from cmsf.metrics import dataset_scores, fscore, miou
-from cmsf.models import PRESETS, ModelLoadError, load_models
+from cmsf.models import COMPONENTS, PRESETS, ModelLoadError, load_models
+from cmsf.ops import BIND_MODES
 from cmsf.pipelines import PIPELINE_NAMES, PIPELINES
 
 DTYPES = ("float32", "bfloat16")
@@ -125,7 +126,40 @@ def pipeline_settings(pipeline: str, values: Sequence[str]) -> dict[str, Any]:
                 raise click.BadParameter(f"{key}: expected a finite number, got {raw!r}", param_hint="--set")
         else:
             settings[key] = raw
+    check_settings(pipeline, settings)
     return settings
+
+
+UNIT_SETTINGS = (
+    "box_threshold",
+    "bind_threshold",
+    "tag_threshold",
+    "text_threshold",
+    "nms_threshold",
+    "pred_iou_threshold",
+    "stability_score_threshold",
+)
+"""Settings that are a number in [0, 1] (``bind_threshold`` in [-1, 1] with ``bind_mode=cosine``)."""
+
+
+def check_settings(pipeline: str, settings: dict[str, Any]) -> None:
+    """Check the values of ``--set`` settings before anything is computed or written: the
+    thresholds of :data:`UNIT_SETTINGS` in range, ``bind_mode`` one of
+    :data:`cmsf.ops.BIND_MODES`, ``points_per_side`` a positive integer. A bad value is a usage
+    error naming ``--set`` and the key."""
+    mode = effective_settings(pipeline, settings).get("bind_mode")
+    if "bind_mode" in settings and settings["bind_mode"] not in BIND_MODES:
+        raise click.BadParameter(
+            f"bind_mode: expected one of {', '.join(BIND_MODES)}, got {settings['bind_mode']!r}", param_hint="--set"
+        )
+    for key, value in settings.items():
+        if key in UNIT_SETTINGS:
+            low = -1.0 if key == "bind_threshold" and mode == "cosine" else 0.0
+            if not low <= value <= 1.0:
+                where = f" with bind_mode {mode}" if key == "bind_threshold" else ""
+                raise click.BadParameter(f"{key}: expected a number in [{low:g}, 1]{where}, got {value!r}", param_hint="--set")
+        elif key == "points_per_side" and value <= 0:
+            raise click.BadParameter(f"{key}: expected a positive integer, got {value!r}", param_hint="--set")
 
 
 def effective_settings(pipeline: str, overrides: dict[str, Any]) -> dict[str, Any]:
@@ -133,9 +167,20 @@ def effective_settings(pipeline: str, overrides: dict[str, Any]) -> dict[str, An
     return {**_keyword_defaults(pipeline), **overrides}
 
 
+def model_overrides_of(values: Sequence[str]) -> dict[str, str]:
+    """Parse ``--model COMPONENT=SOURCE`` options; an unknown component is a usage error."""
+    overrides = _parse_pairs(values, "--model")
+    unknown = [name for name in overrides if name not in COMPONENTS]
+    if unknown:
+        raise click.BadParameter(
+            f"unknown component {unknown[0]!r}; expected one of {', '.join(COMPONENTS)}", param_hint="--model"
+        )
+    return overrides
+
+
 def _models(preset: str, device: Optional[str], dtype: str, model_overrides: Sequence[str]) -> Any:
     """Load the preset's models once for the whole command (each component loads on first use)."""
-    overrides = _parse_pairs(model_overrides, "--model")
+    overrides = model_overrides_of(model_overrides)
     try:
         return load_models(preset, device=device, dtype=dtype, **overrides)
     except ValueError as error:
@@ -280,6 +325,7 @@ def segment(
     if input_path.is_file() and audio is not None:
         raise click.BadParameter("--audio goes with a folder of frames; a video file brings its own audio track.", param_hint="--audio")
     thresholds = pipeline_settings(pipeline, settings)
+    model_overrides_of(model_overrides)
     started = time.perf_counter()
 
     with _data_errors():
@@ -378,11 +424,17 @@ def _check_run_config(out_dir: Path, config: dict[str, Any]) -> None:
     import json
 
     path = out_dir / "run.json"
-    if path.is_file():
+    predictions = out_dir / "pred_masks"
+    has_predictions = predictions.is_dir() and any(p.is_file() for p in predictions.rglob("*.png"))
+    if path.is_file() and has_predictions:
         try:
             previous = json.loads(path.read_text(encoding="utf-8"))
         except ValueError as error:
             raise click.ClickException(f"{path}: unreadable ({error}); delete it to start over") from None
+        if not isinstance(previous, dict):
+            raise click.ClickException(
+                f"{path}: unreadable (expected a JSON object, got {type(previous).__name__}); delete it to start over"
+            )
         changed = {k: (previous.get(k), v) for k, v in config.items() if previous.get(k) != v}
         if changed:
             detail = ", ".join(f"{k}: {old!r} there, {new!r} now" for k, (old, new) in changed.items())
@@ -487,6 +539,7 @@ def eval_command(
         if given:
             raise click.UsageError(f"{', '.join(given)}: only with --pipeline (--pred-dir loads no model)")
     thresholds = pipeline_settings(pipeline, settings) if pipeline is not None else {}
+    model_overrides_of(model_overrides)
     started = time.perf_counter()
 
     with _data_errors():
@@ -504,7 +557,7 @@ def eval_command(
             "preset": preset,
             "dtype": dtype,
             "settings": effective_settings(pipeline, thresholds),
-            "models": dict(sorted(_parse_pairs(model_overrides, "--model").items())),
+            "models": dict(sorted(model_overrides_of(model_overrides).items())),
         }
         with _data_errors():
             out_dir.mkdir(parents=True, exist_ok=True)

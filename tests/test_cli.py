@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -528,3 +529,64 @@ def test_non_finite_setting_is_a_usage_error(video, tmp_path, value):
     assert result.exit_code == 2, result.output
     assert "--set" in result.output and "bind_threshold" in result.output and "JSON" not in result.output
     assert not (tmp_path / "o").exists()
+
+
+def test_setting_values_are_checked_before_anything_runs():
+    assert cli.pipeline_settings("sam-bind", ["bind_mode=cosine", "bind_threshold=-0.5"])["bind_threshold"] == -0.5
+    for values, needle in [
+        (["bind_mode=cos"], "bind_mode: expected one of softmax, cosine"),
+        (["bind_threshold=-0.5"], "bind_threshold: expected a number in [0, 1]"),
+        (["bind_mode=cosine", "bind_threshold=1.5"], "bind_threshold: expected a number in [-1, 1]"),
+        (["box_threshold=1.2"], "box_threshold"),
+        (["nms_threshold=-0.1"], "nms_threshold"),
+        (["pred_iou_threshold=2"], "pred_iou_threshold"),
+        (["stability_score_threshold=-1"], "stability_score_threshold"),
+        (["points_per_side=0"], "points_per_side: expected a positive integer"),
+    ]:
+        pipeline = "owod-bind" if values[0].startswith("box_threshold") else "sam-bind"
+        with pytest.raises(click.BadParameter, match=re.escape(needle)):
+            cli.pipeline_settings(pipeline, values)
+    for key in ("tag_threshold", "text_threshold", "box_threshold"):
+        with pytest.raises(click.BadParameter, match=key):
+            cli.pipeline_settings("at-gdino-sam", [f"{key}=1.01"])
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [(["--set", "bind_mode=cos"], "bind_mode"), (["--set", "bind_threshold=7"], "bind_threshold"), (["--model", "samm=x"], "samm")],
+)
+def test_eval_bad_settings_fail_before_run_json_and_do_not_lock_out(mini, tmp_path, fake, args, needle):
+    out = tmp_path / "run"
+    result = run("eval", "--root", mini.root, "--subset", "ms3", "-p", "owod-bind", *args, "--out", out)
+    assert result.exit_code == 2, result.output
+    assert args[0] in result.output and needle in result.output and "Traceback" not in result.output
+    assert fake.calls == [] and fake.loads == [] and not (out / "run.json").exists()
+    result = run("eval", "--root", mini.root, "--subset", "ms3", "-p", "owod-bind", "--out", out)
+    assert result.exit_code == 0, result.output
+
+
+def test_segment_unknown_model_component_is_a_usage_error(video, tmp_path, fake):
+    result = run("segment", video, "-p", "owod-bind", "--model", "samm=x", "--out", tmp_path / "o")
+    assert result.exit_code == 2 and "--model" in result.output and "samm" in result.output
+    assert fake.loads == [] and not (tmp_path / "o").exists()
+
+
+def test_run_json_without_predictions_is_overwritten(mini, tmp_path, fake):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "run.json").write_text(json.dumps({"pipeline": "sam-bind", "subset": "s4"}))
+    result = run("eval", "--root", mini.root, "--subset", "ms3", "-p", "owod-bind", "--out", out)
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "run.json").read_text())["pipeline"] == "owod-bind"
+
+
+@pytest.mark.parametrize("text", ["[]", "3", "not json"])
+def test_run_json_that_is_not_an_object_is_unreadable(mini, tmp_path, fake, text):
+    out = tmp_path / "run"
+    result = run("eval", "--root", mini.root, "--subset", "ms3", "-p", "owod-bind", "--out", out)
+    assert result.exit_code == 0, result.output
+    (out / "run.json").write_text(text)
+    result = run("eval", "--root", mini.root, "--subset", "ms3", "-p", "owod-bind", "--out", out)
+    assert result.exit_code == 1, result.output
+    assert "run.json: unreadable" in result.output and "delete it" in result.output
+    assert "Traceback" not in result.output and isinstance(result.exception, SystemExit)
