@@ -266,6 +266,22 @@ def existing_gt_mask_paths(root: PathLike, subset: str, entry: VideoEntry) -> li
     return paths[:count]
 
 
+def missing_gt_masks(root: PathLike, subset: str, entries: Iterable[VideoEntry]) -> list[Path]:
+    """The ground-truth files the videos need that do not exist, in order (file checks only,
+    nothing is read): a video's first mask when it has none, and any mask missing before a later
+    one that exists (a gap in the numbering)."""
+    missing: list[Path] = []
+    for entry in entries:
+        paths = gt_mask_paths(root, subset, entry)
+        present = [p.is_file() for p in paths]
+        if not any(present):
+            missing.append(paths[0])
+            continue
+        last = max(k for k, here in enumerate(present) if here)
+        missing.extend(p for p, here in zip(paths[: last + 1], present) if not here)
+    return missing
+
+
 def load_gt_masks(root: PathLike, subset: str, entry: VideoEntry) -> Tensor:
     """The video's ground truth as ``Tensor[K, H, W]`` bool (any non-zero pixel = foreground).
 

@@ -375,13 +375,24 @@ def segment(
 # ------------------------------------------------------------------------------------ eval
 
 
+def _listing(paths: Sequence[Path]) -> str:
+    shown = "\n".join(f"  {p}" for p in paths[:MAX_LISTED])
+    more = f"\n  … and {len(paths) - MAX_LISTED} more" if len(paths) > MAX_LISTED else ""
+    return shown + more
+
+
 def _missing_message(missing: list[Path], pred_dir: Path, subset: str) -> str:
     layout = "{category}/{video}/{video}_{k}.png" if subset == "s4" else "{video}/{video}_{k}.png"
-    shown = "\n".join(f"  {p}" for p in missing[:MAX_LISTED])
-    more = f"\n  … and {len(missing) - MAX_LISTED} more" if len(missing) > MAX_LISTED else ""
     return (
         f"{len(missing)} prediction file(s) missing under {pred_dir} (expected AVSBench's layout "
-        f"{layout}, k = 0 … 4):\n{shown}{more}"
+        f"{layout}, k = 0 … 4):\n{_listing(missing)}"
+    )
+
+
+def _missing_gt_message(missing: list[Path]) -> str:
+    return (
+        f"{len(missing)} ground-truth file(s) missing (AVSBench's gt_masks/…/{{video}}_{{k}}.png, "
+        f"numbered consecutively from 1):\n{_listing(missing)}"
     )
 
 
@@ -546,6 +557,10 @@ def eval_command(
         entries = avsbench.list_videos(root, subset, split)
     if limit is not None:
         entries = entries[:limit]
+    with _data_errors():
+        missing_gt = avsbench.missing_gt_masks(root, subset, entries)
+    if missing_gt:  # before any model is loaded or any video computed
+        raise click.ClickException(_missing_gt_message(missing_gt))
     computed = 0
     models = None
     if pipeline is not None:

@@ -160,3 +160,16 @@ def test_gt_gap_is_an_error(tmp_path):
     with pytest.raises(ValueError, match=r"ms3_a_2\.png.*consecutively"):
         avsbench.load_gt_masks(tmp_path, "ms3", VideoEntry("ms3_a", "test"))
     assert mini.root == tmp_path
+
+
+def test_missing_gt_masks_checks_files_only(tmp_path):
+    mini = make_avsbench(tmp_path)
+    entries = avsbench.list_videos(tmp_path, "ms3", "test") + [VideoEntry("ghost", "test")]
+    assert avsbench.missing_gt_masks(tmp_path, "ms3", entries) == [
+        tmp_path / "Multi-sources/ms3_data/gt_masks/test/ghost/ghost_1.png"
+    ]
+    gap = tmp_path / "Multi-sources/ms3_data/gt_masks/test/ms3_a/ms3_a_2.png"
+    gap.unlink()
+    assert avsbench.missing_gt_masks(tmp_path, "ms3", entries[:2]) == [gap]
+    assert avsbench.missing_gt_masks(tmp_path, "s4", avsbench.list_videos(tmp_path, "s4", "train")) == []
+    assert mini.root == tmp_path

@@ -590,3 +590,21 @@ def test_run_json_that_is_not_an_object_is_unreadable(mini, tmp_path, fake, text
     assert result.exit_code == 1, result.output
     assert "run.json: unreadable" in result.output and "delete it" in result.output
     assert "Traceback" not in result.output and isinstance(result.exception, SystemExit)
+
+
+@pytest.mark.parametrize("mode", ["pipeline", "pred-dir"])
+def test_eval_missing_ground_truth_is_found_before_any_model_runs(tmp_path, fake, mode):
+    mini = make_avsbench(tmp_path / "avs")
+    gt = mini.root / "Single-source/s4_data/gt_masks/test"
+    shutil.rmtree(gt / "guitar" / "s4_b")
+    (gt / "dog" / "s4_c" / "s4_c_2.png").unlink()  # a gap: _1 and _3 … _5 exist
+    for video in mini.split("s4", "test"):
+        write_predictions(tmp_path / "p", video, video.gt)
+    how = ["-p", "owod-bind"] if mode == "pipeline" else ["--pred-dir", tmp_path / "p"]
+    out = tmp_path / "o"
+    result = run("eval", "--root", mini.root, "--subset", "s4", *how, "--out", out)
+    assert result.exit_code == 1, result.output
+    assert "2 ground-truth file(s) missing" in result.output
+    assert "s4_b_1.png" in result.output and "s4_c_2.png" in result.output and "Traceback" not in result.output
+    assert fake.calls == [] and fake.loads == []
+    assert not (out / "pred_masks").exists() and not (out / "summary.json").exists()
