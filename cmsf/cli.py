@@ -184,7 +184,11 @@ def _models(preset: str, device: Optional[str], dtype: str, model_overrides: Seq
     try:
         return load_models(preset, device=device, dtype=dtype, **overrides)
     except ValueError as error:
-        raise click.UsageError(str(error)) from None
+        message = str(error) or type(error).__name__
+        if message.startswith("device:"):  # load_models names its argument; the option is --device
+            detail = message.removeprefix("device:").strip()
+            raise click.BadParameter(detail, param_hint="--device") from None
+        raise click.UsageError(message) from None
 
 
 def _run_pipeline(pipeline: str, clip: Clip, models: Any, settings: dict[str, Any], what: str) -> Any:

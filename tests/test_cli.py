@@ -608,3 +608,15 @@ def test_eval_missing_ground_truth_is_found_before_any_model_runs(tmp_path, fake
     assert "s4_b_1.png" in result.output and "s4_c_2.png" in result.output and "Traceback" not in result.output
     assert fake.calls == [] and fake.loads == []
     assert not (out / "pred_masks").exists() and not (out / "summary.json").exists()
+
+
+def test_cuda_device_without_cuda_is_a_usage_error(video, mini, tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    result = run("segment", video, "-p", "owod-bind", "--preset", "tiny", "--device", "cuda", "--out", tmp_path / "o")
+    assert result.exit_code == 2, result.output
+    assert "--device" in result.output and "CUDA is not available" in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "o").exists()
+    result = run("eval", "--root", mini.root, "--subset", "ms3", "-p", "owod-bind", "--preset", "tiny", "--device", "cuda", "--out", tmp_path / "e")
+    assert result.exit_code == 2, result.output
+    assert "--device" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "e" / "pred_masks").exists()
