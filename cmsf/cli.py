@@ -13,6 +13,7 @@ import csv
 import inspect
 import io
 import math
+import re
 import sys
 import time
 from pathlib import Path
@@ -346,6 +347,7 @@ def segment(
         for t in _progress(range(clip.num_frames), "writing", "frame"):
             write_png_mask(out_dir / f"mask_{t:04d}.png", masks[t])
             write_png_image(out_dir / f"overlay_{t:04d}.png", overlay_mask(clip.frames[t], masks[t]))
+        _remove_stale_outputs(out_dir, clip.num_frames)
         elapsed = time.perf_counter() - started
         coverage = [float(m.float().mean()) for m in masks]
         evidence = {
@@ -374,6 +376,24 @@ def segment(
         f"{clip.num_frames} frames ({nonempty} with a mask), {mean:.1f}% of pixels covered on average, "
         f"{elapsed:.1f} s → {out_dir}"
     )
+
+
+_OUTPUT_NAME = re.compile(r"(mask|overlay)_(\d{4,})\.png")
+
+
+def _remove_stale_outputs(out_dir: Path, num_frames: int) -> list[Path]:
+    """Delete the ``mask_{t:04d}.png`` / ``overlay_{t:04d}.png`` of an earlier, longer run (t ≥
+    ``num_frames``) from ``out_dir``; only files named exactly as cmsf names them are touched."""
+    removed = []
+    for path in sorted(out_dir.iterdir()):
+        match = _OUTPUT_NAME.fullmatch(path.name)
+        if match is None or not path.is_file():
+            continue
+        index = int(match.group(2))
+        if index >= num_frames and path.name == f"{match.group(1)}_{index:04d}.png":
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
 
 
 # ------------------------------------------------------------------------------------ eval

@@ -620,3 +620,20 @@ def test_cuda_device_without_cuda_is_a_usage_error(video, mini, tmp_path, monkey
     assert result.exit_code == 2, result.output
     assert "--device" in result.output and "Traceback" not in result.output
     assert not (tmp_path / "e" / "pred_masks").exists()
+
+
+def test_segment_removes_outputs_of_a_longer_earlier_run(video, tmp_path, fake):
+    out = tmp_path / "out"
+    result = run("segment", video, "-p", "owod-bind", "--num-frames", "5", "--out", out)
+    assert result.exit_code == 0, result.output
+    assert len(list(out.glob("mask_*.png"))) == 5
+    keep = ["mask_5.png", "mask_00004.png", "overlay_0004.jpg", "mask_0004.png.bak", "notes_0004.png", "my_mask_0004.png"]
+    for name in keep:
+        (out / name).write_bytes(b"x")
+    result = run("segment", video, "-p", "owod-bind", "--num-frames", "2", "--out", out)
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.glob("mask_????.png")) == ["mask_0000.png", "mask_0001.png"]
+    assert sorted(p.name for p in out.glob("overlay_????.png")) == ["overlay_0000.png", "overlay_0001.png"]
+    assert all((out / name).exists() for name in keep)  # not cmsf's exact naming: left alone
+    assert json.loads((out / "evidence.json").read_text())["masks"] == ["mask_0000.png", "mask_0001.png"]
+
