@@ -329,6 +329,12 @@ def segment(
         raise click.BadParameter("--num-frames / --fps apply to a video file; a frame folder's frames are all used.", param_hint="INPUT")
     if input_path.is_file() and audio is not None:
         raise click.BadParameter("--audio goes with a folder of frames; a video file brings its own audio track.", param_hint="--audio")
+    if input_path.is_dir() and out_dir.resolve() == input_path.resolve():
+        raise click.BadParameter(
+            "is the input frame folder; its masks and overlays would be read as frames next time. "
+            "Use another folder.",
+            param_hint="--out",
+        )
     thresholds = pipeline_settings(pipeline, settings)
     model_overrides_of(model_overrides)
     started = time.perf_counter()

@@ -637,3 +637,16 @@ def test_segment_removes_outputs_of_a_longer_earlier_run(video, tmp_path, fake):
     assert all((out / name).exists() for name in keep)  # not cmsf's exact naming: left alone
     assert json.loads((out / "evidence.json").read_text())["masks"] == ["mask_0000.png", "mask_0001.png"]
 
+
+def test_segment_refuses_the_input_frame_folder_as_out(tmp_path, fake):
+    folder = tmp_path / "frames"
+    for k in (1, 2):
+        write_png(folder / f"f_{k}.png", np.full((20, 30, 3), k, np.uint8))
+    audio = write_wav(tmp_path / "a.wav", tone(2.0, 16_000))
+    for out in (folder, tmp_path / "frames" / ".." / "frames"):
+        result = run("segment", folder, "--audio", audio, "-p", "owod-bind", "--out", out)
+        assert result.exit_code == 2, result.output
+        assert "--out" in result.output and "input frame folder" in result.output
+        assert sorted(p.name for p in folder.iterdir()) == ["f_1.png", "f_2.png"] and fake.calls == []
+    result = run("segment", folder, "--audio", audio, "-p", "owod-bind", "--out", folder / "out")
+    assert result.exit_code == 0, result.output
