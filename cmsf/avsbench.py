@@ -122,12 +122,16 @@ def read_metadata(root: PathLike, subset: str) -> list[VideoEntry]:
     category the third, as AVSBench's dataloaders read them.
 
     Raises:
-        ValueError: no ``split`` column, too few columns, or an empty name; names the csv and line.
+        ValueError: not a readable UTF-8 CSV, no ``split`` column, too few columns, or an empty
+            name; names the csv (and the line).
     """
     subset = check_subset(subset)
     path = metadata_csv(root, subset)
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        rows = list(csv.reader(f))
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            rows = list(csv.reader(f))
+    except (csv.Error, UnicodeDecodeError) as error:
+        raise ValueError(f"{path}: not a readable CSV ({error})") from None
     if not rows:
         raise ValueError(f"{path}: empty; expected a header with a 'split' column and one row per video")
     header = [h.strip() for h in rows[0]]

@@ -173,3 +173,15 @@ def test_missing_gt_masks_checks_files_only(tmp_path):
     assert avsbench.missing_gt_masks(tmp_path, "ms3", entries[:2]) == [gap]
     assert avsbench.missing_gt_masks(tmp_path, "s4", avsbench.list_videos(tmp_path, "s4", "train")) == []
     assert mini.root == tmp_path
+
+
+def test_unreadable_metadata_csv_names_the_file(tmp_path):
+    base = tmp_path / "Multi-sources"
+    base.mkdir()
+    csv_path = base / "ms3_meta_data.csv"
+    csv_path.write_text("video_id,split\n" + "x" * 200_000 + ",test\n")  # over csv's field size limit
+    with pytest.raises(ValueError, match=r"ms3_meta_data\.csv: not a readable CSV \(field larger"):
+        avsbench.read_metadata(tmp_path, "ms3")
+    csv_path.write_bytes(b"video_id,split\n\xff\xfe\xfa,test\n")
+    with pytest.raises(ValueError, match=r"ms3_meta_data\.csv: not a readable CSV \(.*utf-8"):
+        avsbench.read_metadata(tmp_path, "ms3")
