@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import io
 import math
+import numbers
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -169,8 +170,9 @@ def split_segments(waveform: Tensor, num_segments: int, name: str = "waveform") 
         a list of T ``Tensor[C, S_t]`` views.
     """
     waveform = as_waveform(waveform, name)
-    if num_segments <= 0:
-        raise ValueError(f"num_segments: expected a positive integer, got {num_segments}")
+    if isinstance(num_segments, bool) or not isinstance(num_segments, numbers.Integral) or num_segments <= 0:
+        raise ValueError(f"num_segments: expected a positive integer, got {num_segments!r}")
+    num_segments = int(num_segments)
     total = waveform.shape[-1]
     if total < num_segments:
         raise ValueError(

@@ -348,3 +348,12 @@ def test_remove_stale_temporaries(tmp_path):
     stale.write_bytes(b"half")
     assert cmsf_io.remove_stale_temporaries(tmp_path) == [stale]
     assert keep.exists() and not stale.exists()
+
+
+@pytest.mark.parametrize("count", [2.5, 2.0, True, "5", None])
+def test_split_segments_needs_an_integer_count(count):
+    from cmsf.media import split_segments
+
+    with pytest.raises(ValueError, match="num_segments: expected a positive integer"):
+        split_segments(torch.zeros(1, 100), count)
+    assert len(split_segments(torch.zeros(1, 100), np.int64(4))) == 4
