@@ -325,11 +325,15 @@ def read_audio(path: Union[str, Path], sample_rate: Optional[int] = DEFAULT_SAMP
         ``(Tensor[C, S] float32, rate)``.
     """
     waveform, rate = read_wav(path)
-    if sample_rate is not None:
-        sample_rate = check_sample_rate(sample_rate)
-        waveform = resample(waveform, rate, sample_rate).to(torch.float32)
-        rate = sample_rate
-    return waveform, rate
+    return _to_rate(waveform, rate, sample_rate)
+
+
+def _to_rate(waveform: Tensor, rate: int, sample_rate: Optional[int]) -> tuple[Tensor, int]:
+    """``(waveform, rate)`` resampled to ``sample_rate`` as float32; unchanged when it is None."""
+    if sample_rate is None:
+        return waveform, rate
+    sample_rate = check_sample_rate(sample_rate)
+    return resample(waveform, rate, sample_rate).to(torch.float32), sample_rate
 
 
 def sample_times(duration: float, *, num_frames: Optional[int] = None, fps: Optional[float] = None) -> tuple[list[float], float]:
@@ -460,10 +464,7 @@ def read_video(
     if num_frames is None:
         keep = int(round(len(targets) * span * rate))
         waveform = waveform[:, : max(1, min(keep, waveform.shape[1]))]
-    if sample_rate is not None:
-        sample_rate = check_sample_rate(sample_rate)
-        waveform = resample(waveform, rate, sample_rate).to(torch.float32)
-        rate = sample_rate
+    waveform, rate = _to_rate(waveform, rate, sample_rate)
     return Clip(
         frames=torch.stack(frames).contiguous(),
         waveform=waveform.contiguous(),
