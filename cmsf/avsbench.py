@@ -214,12 +214,20 @@ def gt_mask_paths(root: PathLike, subset: str, entry: VideoEntry) -> list[Path]:
     return [folder / f"{entry.name}_{k}.png" for k in range(1, NUM_FRAMES + 1)]
 
 
+def list_paths(paths: Sequence[PathLike], limit: int = 5, *, lines: bool = False) -> str:
+    """The first ``limit`` of ``paths`` for an error message, then a count of the rest: on one
+    line, comma-separated (``a, b and 3 more``), or with ``lines`` one indented path a line."""
+    shown = [str(p) for p in paths[:limit]]
+    rest = len(paths) - len(shown)
+    if lines:
+        return "\n".join(f"  {p}" for p in shown) + (f"\n  … and {rest} more" if rest > 0 else "")
+    return ", ".join(shown) + (f" and {rest} more" if rest > 0 else "")
+
+
 def _require(paths: Sequence[Path], what: str) -> None:
     missing = [p for p in paths if not p.is_file()]
     if missing:
-        shown = ", ".join(str(p) for p in missing[:5])
-        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
-        raise FileNotFoundError(f"missing {what}: {shown}{more}")
+        raise FileNotFoundError(f"missing {what}: {list_paths(missing)}")
 
 
 def load_video(

@@ -406,9 +406,7 @@ def _remove_stale_outputs(out_dir: Path, num_frames: int) -> list[Path]:
 
 
 def _listing(paths: Sequence[Path]) -> str:
-    shown = "\n".join(f"  {p}" for p in paths[:MAX_LISTED])
-    more = f"\n  … and {len(paths) - MAX_LISTED} more" if len(paths) > MAX_LISTED else ""
-    return shown + more
+    return avsbench.list_paths(paths, MAX_LISTED, lines=True)
 
 
 def _missing_message(missing: list[Path], pred_dir: Path, subset: str) -> str:

@@ -185,3 +185,11 @@ def test_unreadable_metadata_csv_names_the_file(tmp_path):
     csv_path.write_bytes(b"video_id,split\n\xff\xfe\xfa,test\n")
     with pytest.raises(ValueError, match=r"ms3_meta_data\.csv: not a readable CSV \(.*utf-8"):
         avsbench.read_metadata(tmp_path, "ms3")
+
+
+def test_list_paths_shows_a_limit_then_a_count():
+    paths = [f"p{i}.png" for i in range(7)]
+    assert avsbench.list_paths(paths[:2]) == "p0.png, p1.png"
+    assert avsbench.list_paths(paths) == "p0.png, p1.png, p2.png, p3.png, p4.png and 2 more"
+    assert avsbench.list_paths(paths, 3, lines=True) == "  p0.png\n  p1.png\n  p2.png\n  … and 4 more"
+    assert avsbench.list_paths(paths, 7, lines=True).count("\n") == 6
