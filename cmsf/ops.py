@@ -72,13 +72,6 @@ def mask_iou_matrix(masks_a: Tensor, masks_b: Tensor, chunk_pixels: int = 1 << 1
     return iou.to(torch.float32)
 
 
-def box_iou_matrix(boxes_a: Tensor, boxes_b: Tensor) -> Tensor:
-    """Pairwise IoU ``Tensor[N, M]`` of boxes in (x1, y1, x2, y2) (``torchvision.ops.box_iou``)."""
-    from torchvision.ops import box_iou
-
-    return box_iou(boxes_a, boxes_b)
-
-
 def nms(items: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
     """Non-maximum suppression over boxes or masks.
 
