@@ -108,11 +108,11 @@ SUMMARY: list[dict[str, Any]] = []
 
 
 def load_case_models(preset: str, device: str, dtype: str) -> Any:
-    """``cmsf.models.load_models(preset, device, dtype)`` with every component loaded, once per
+    """``cmsf.load_models(preset, device, dtype)`` with every component loaded, once per
     session per (preset, device, dtype): loading never falls inside a timed region."""
     key = (preset, device, dtype)
     if key not in _MODELS:
-        from cmsf.models import load_models
+        from cmsf.loading import load_models
 
         start = time.perf_counter()
         _MODELS[key] = load_models(preset, device=device, dtype=getattr(torch, dtype)).load()

@@ -30,7 +30,7 @@ import torch
 from bench.harness import SUMMARY, Case, coverage, frame_agreement, load_case_models, synchronize, timed, with_peak_memory
 from bench.reference import REFERENCES
 from bench.workload import pipeline_settings, split_settings
-from cmsf.pipelines import PIPELINE_NAMES, PIPELINES
+from cmsf.pipelines import PIPELINES
 
 FLOAT32_AGREEMENT = 0.99
 BFLOAT16_AGREEMENT = 0.98
@@ -54,7 +54,7 @@ def _rounds(case: Case) -> int:
     return 5
 
 
-@pytest.mark.parametrize("pipeline", PIPELINE_NAMES)
+@pytest.mark.parametrize("pipeline", tuple(PIPELINES))
 def test_pipeline(benchmark, case: Case, models, video, pipeline: str) -> None:
     frames, waveform, sample_rate = video
     settings = settings_for(pipeline, case, video)

@@ -26,8 +26,11 @@ from bench.harness import Case, run_benchmark
 from bench.workload import SAM_AUTOMATIC_OPTIONS
 from cmsf.imagebind import imagebind_audio_inputs, imagebind_vision_inputs
 from cmsf.media import split_segments
-from cmsf.models import ground, propose_boxes, sam_masks, tag_audio
-from cmsf.pipelines import masked_crops
+from cmsf.grounding import ground
+from cmsf.proposals import propose_boxes
+from cmsf.segmentation import sam_masks
+from cmsf.tagging import tag_audio
+from cmsf.binding import masked_crops
 
 BOXES_PER_FRAME = 8
 PROMPTS = ["Speech", "Dog", "Acoustic guitar"]

@@ -27,7 +27,9 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
-import cmsf.models as cmsf_models
+from cmsf.grounding import ground
+from cmsf.proposals import propose_boxes
+from cmsf.tagging import audio_tag_probabilities, tag_audio
 from cmsf.media import split_segments
 
 PROPOSALS_PER_FRAME = 8
@@ -68,13 +70,13 @@ def pipeline_settings(pipeline: str, preset: str, frames: Tensor, waveform: Tens
     that make the random-weight ``models`` (float32) do a realistic amount of work.
 
     The result also names the ``"pipeline"``; for ``sam-bind`` it has ``"sam_options"``, the
-    automatic-mask options of ``cmsf.models.sam_masks`` (see :func:`split_settings`).
+    automatic-mask options of ``cmsf.segmentation.sam_masks`` (see :func:`split_settings`).
     """
     from cmsf.pipelines import owod_bind, sam_bind
 
     count = frames.shape[0]
     if pipeline == "owod-bind":
-        proposals = cmsf_models.propose_boxes(frames, models, threshold=0.0)
+        proposals = propose_boxes(frames, models, threshold=0.0)
         scores = torch.cat([p.scores for p in proposals]).tolist()
         box_threshold = _unit(threshold_keeping(scores, PROPOSALS_PER_FRAME * count))
         probe = owod_bind(frames, waveform, sample_rate, models, box_threshold=box_threshold, bind_threshold=0.0)
@@ -90,11 +92,11 @@ def pipeline_settings(pipeline: str, preset: str, frames: Tensor, waveform: Tens
         return dict(probe_settings, bind_threshold=_unit(threshold_keeping(bind_scores, KEPT_PER_FRAME * count)))
     if pipeline == "at-gdino-sam":
         segments = split_segments(waveform, count)
-        probabilities = cmsf_models.audio_tag_probabilities(segments, sample_rate, models)
+        probabilities = audio_tag_probabilities(segments, sample_rate, models)
         tag_threshold = _unit(threshold_keeping(probabilities.flatten().tolist(), TAGS_PER_SEGMENT * count))
-        tags = cmsf_models.tag_audio(segments, sample_rate, models, threshold=tag_threshold)
+        tags = tag_audio(segments, sample_rate, models, threshold=tag_threshold)
         prompts = [[label for label, _ in frame_tags] for frame_tags in tags]
-        detections = cmsf_models.ground(frames, prompts, models, box_threshold=0.0, text_threshold=0.0)
+        detections = ground(frames, prompts, models, box_threshold=0.0, text_threshold=0.0)
         scores = torch.cat([d.scores for d in detections]).tolist()
         box_threshold = _unit(threshold_keeping(scores, GROUNDED_PER_FRAME * count))
         return {"pipeline": pipeline, "tag_threshold": tag_threshold, "box_threshold": box_threshold, "text_threshold": 0.25}

@@ -8,22 +8,16 @@ The public API; every name is documented where it is defined::
     result.masks                             # Tensor[T, H, W] bool
 """
 
+from cmsf.binding import masked_crops
+from cmsf.grounding import Detections, ground
 from cmsf.imagebind import ImageBind, imagebind_audio_inputs, imagebind_vision_inputs, load_imagebind
+from cmsf.loading import ModelLoadError, Models, load_models
 from cmsf.metrics import DatasetScores, dataset_scores, fscore, miou
-from cmsf.models import (
-    Detections,
-    MaskSet,
-    ModelLoadError,
-    Models,
-    Proposals,
-    ground,
-    load_models,
-    propose_boxes,
-    sam_masks,
-    tag_audio,
-)
 from cmsf.ops import bind_filter, nms
 from cmsf.pipelines import FrameEvidence, SegmentationResult, at_gdino_sam, owod_bind, sam_bind
+from cmsf.proposals import Proposals, propose_boxes
+from cmsf.segmentation import MaskSet, sam_masks
+from cmsf.tagging import tag_audio
 
 __version__ = "0.1.0"
 
@@ -46,6 +40,7 @@ __all__ = [
     "imagebind_vision_inputs",
     "load_imagebind",
     "load_models",
+    "masked_crops",
     "miou",
     "nms",
     "owod_bind",

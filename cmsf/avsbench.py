@@ -42,7 +42,15 @@ from typing import Iterable, Optional, Sequence, Union
 import torch
 from torch import Tensor
 
-from cmsf.media import DEFAULT_SAMPLE_RATE, Clip, read_audio, read_frames, read_mask, write_png_mask
+from cmsf.media import (  # audio_for_frame_folder: AVSBench's layout, used by media.load_clip
+    DEFAULT_SAMPLE_RATE,
+    Clip,
+    audio_for_frame_folder,
+    read_audio,
+    read_frames,
+    read_mask,
+    write_png_mask,
+)
 
 PathLike = Union[str, Path]
 
@@ -389,29 +397,3 @@ def read_pred_masks(
     if len(sizes) != 1:
         raise ValueError(f"predictions of video {entry.name}: masks of different sizes {sorted(sizes)}")
     return torch.stack(masks)
-
-
-def audio_for_frame_folder(folder: PathLike) -> Optional[Path]:
-    """The wav of an AVSBench frame folder, when ``folder`` sits in AVSBench's layout.
-
-    ``…/s4_data/visual_frames/{split}/{category}/{video}`` → ``…/s4_data/audio_wav/{split}/
-    {category}/{video}.wav``; ``…/ms3_data/visual_frames/{video}`` → the one existing
-    ``…/ms3_data/audio_wav/{split}/{video}.wav``. Returns None when the folder is not in that
-    layout or the wav does not exist.
-    """
-    folder = Path(folder).resolve()
-    parts = folder.parts
-    if "visual_frames" not in parts:
-        return None
-    at = len(parts) - 1 - parts[::-1].index("visual_frames")
-    data = Path(*parts[:at])
-    rest = parts[at + 1 :]
-    if len(rest) == 3:  # S4: split / category / video
-        split, category, video = rest
-        candidate = data / "audio_wav" / split / category / f"{video}.wav"
-        return candidate if candidate.is_file() else None
-    if len(rest) == 1:  # MS3: video
-        video = rest[0]
-        found = sorted((data / "audio_wav").glob(f"*/{video}.wav"))
-        return found[0] if len(found) == 1 else None
-    return None

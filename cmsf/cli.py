@@ -9,31 +9,21 @@ naming the culprit, never a traceback. Progress bars and progress messages go to
 from __future__ import annotations
 
 import contextlib
-import csv
-import inspect
-import io
-import math
-import re
 import sys
 import time
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
 
 import click
-import torch
+from tqdm import tqdm
 
 from cmsf import avsbench
-from cmsf.io import atomic_write_json, atomic_write_text, remove_stale_temporaries
-from cmsf.media import Clip, load_clip, overlay_mask, write_png_image, write_png_mask
-from cmsf.metrics import dataset_scores, fscore, miou
-from cmsf.models import COMPONENTS, PRESETS, ModelLoadError, load_models
-from cmsf.ops import BIND_MODES
-from cmsf.pipelines import PIPELINE_NAMES, PIPELINES
-
-DTYPES = ("float32", "bfloat16")
-MAX_LISTED = 20
-"""How many missing files an error lists before it gives a count of the rest."""
-
+from cmsf.checks import DTYPES
+from cmsf.evaluate import evaluate, run_pipeline
+from cmsf.loading import COMPONENTS, PRESETS, ModelLoadError, Models, load_models
+from cmsf.media import load_clip
+from cmsf.outputs import write_segmentation
+from cmsf.pipelines import PIPELINES, default_settings, parse_settings
 
 # ------------------------------------------------------------------------------------ helpers
 
@@ -62,8 +52,6 @@ def _progress(items: Sequence[Any], desc: str, unit: str) -> Iterator[Any]:
     file, a batch job) a line every :data:`LOG_EVERY` items and at the end, when there are more
     than :data:`LOG_EVERY` of them."""
     if sys.stderr.isatty():
-        from tqdm import tqdm
-
         yield from tqdm(items, desc=desc, unit=unit, file=sys.stderr, leave=False, dynamic_ncols=True)
         return
     total = len(items)
@@ -90,82 +78,18 @@ def _parse_pairs(values: Sequence[str], option: str) -> dict[str, str]:
     return pairs
 
 
-def _keyword_defaults(pipeline: str) -> dict[str, Any]:
-    """The pipeline function's keyword-only settings and their defaults."""
-    return {
-        name: parameter.default
-        for name, parameter in inspect.signature(PIPELINES[pipeline]).parameters.items()
-        if parameter.kind is inspect.Parameter.KEYWORD_ONLY
-    }
-
-
 def pipeline_settings(pipeline: str, values: Sequence[str]) -> dict[str, Any]:
-    """Parse ``--set KEY=VALUE`` options against the pipeline's keyword arguments.
-
-    A value whose default is an integer is parsed as an int, one whose default is a float as a
-    float; other values stay strings. Unknown keys and bad numbers are usage errors listing what
-    the pipeline accepts.
-    """
-    accepted = _keyword_defaults(pipeline)
-    settings: dict[str, Any] = {}
-    for key, raw in _parse_pairs(values, "--set").items():
-        if key not in accepted:
-            known = ", ".join(f"{k} (default {v!r})" for k, v in accepted.items()) or "none"
-            raise click.BadParameter(f"{pipeline} has no setting {key!r}; it accepts: {known}", param_hint="--set")
-        default = accepted[key]
-        if isinstance(default, int) and not isinstance(default, bool):
-            try:
-                settings[key] = int(raw)
-            except ValueError:
-                raise click.BadParameter(f"{key}: expected an integer, got {raw!r}", param_hint="--set") from None
-        elif isinstance(default, float):
-            try:
-                settings[key] = float(raw)
-            except ValueError:
-                raise click.BadParameter(f"{key}: expected a number, got {raw!r}", param_hint="--set") from None
-            if not math.isfinite(settings[key]):
-                raise click.BadParameter(f"{key}: expected a finite number, got {raw!r}", param_hint="--set")
-        else:
-            settings[key] = raw
-    check_settings(pipeline, settings)
-    return settings
-
-
-UNIT_SETTINGS = (
-    "box_threshold",
-    "bind_threshold",
-    "tag_threshold",
-    "text_threshold",
-    "nms_threshold",
-    "pred_iou_threshold",
-    "stability_score_threshold",
-)
-"""Settings that are a number in [0, 1] (``bind_threshold`` in [-1, 1] with ``bind_mode=cosine``)."""
-
-
-def check_settings(pipeline: str, settings: dict[str, Any]) -> None:
-    """Check the values of ``--set`` settings before anything is computed or written: the
-    thresholds of :data:`UNIT_SETTINGS` in range, ``bind_mode`` one of
-    :data:`cmsf.ops.BIND_MODES`, ``points_per_side`` a positive integer. A bad value is a usage
-    error naming ``--set`` and the key."""
-    mode = effective_settings(pipeline, settings).get("bind_mode")
-    if "bind_mode" in settings and settings["bind_mode"] not in BIND_MODES:
-        raise click.BadParameter(
-            f"bind_mode: expected one of {', '.join(BIND_MODES)}, got {settings['bind_mode']!r}", param_hint="--set"
-        )
-    for key, value in settings.items():
-        if key in UNIT_SETTINGS:
-            low = -1.0 if key == "bind_threshold" and mode == "cosine" else 0.0
-            if not low <= value <= 1.0:
-                where = f" with bind_mode {mode}" if key == "bind_threshold" else ""
-                raise click.BadParameter(f"{key}: expected a number in [{low:g}, 1]{where}, got {value!r}", param_hint="--set")
-        elif key == "points_per_side" and value <= 0:
-            raise click.BadParameter(f"{key}: expected a positive integer, got {value!r}", param_hint="--set")
+    """Parse ``--set KEY=VALUE`` options with :func:`cmsf.pipelines.parse_settings` (typed after
+    the defaults, checked); anything wrong is a usage error naming ``--set``."""
+    try:
+        return parse_settings(pipeline, _parse_pairs(values, "--set"))
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--set") from None
 
 
 def effective_settings(pipeline: str, overrides: dict[str, Any]) -> dict[str, Any]:
     """All of the pipeline's keyword settings: its defaults, updated with ``overrides``."""
-    return {**_keyword_defaults(pipeline), **overrides}
+    return {**default_settings(pipeline), **overrides}
 
 
 def model_overrides_of(values: Sequence[str]) -> dict[str, str]:
@@ -179,7 +103,7 @@ def model_overrides_of(values: Sequence[str]) -> dict[str, str]:
     return overrides
 
 
-def _models(preset: str, device: Optional[str], dtype: str, model_overrides: Sequence[str]) -> Any:
+def _models(preset: str, device: Optional[str], dtype: str, model_overrides: Sequence[str]) -> Models:
     """Load the preset's models once for the whole command (each component loads on first use)."""
     overrides = model_overrides_of(model_overrides)
     try:
@@ -190,19 +114,6 @@ def _models(preset: str, device: Optional[str], dtype: str, model_overrides: Seq
             detail = message.removeprefix("device:").strip()
             raise click.BadParameter(detail, param_hint="--device") from None
         raise click.UsageError(message) from None
-
-
-def _run_pipeline(pipeline: str, clip: Clip, models: Any, settings: dict[str, Any], what: str) -> Any:
-    """Run one pipeline on one clip and check its masks are ``Tensor[T, H, W]`` bool at frame size."""
-    function = PIPELINES[pipeline]
-    with _data_errors(f"{what}: "), torch.no_grad():
-        result = function(clip.frames, clip.waveform, clip.sample_rate, models, **settings)
-    masks = result.masks
-    expected = (clip.num_frames, *clip.frames.shape[-2:])
-    if not isinstance(masks, torch.Tensor) or tuple(masks.shape) != expected:
-        shape = tuple(masks.shape) if isinstance(masks, torch.Tensor) else type(masks).__name__
-        raise click.ClickException(f"{what}: {pipeline} returned masks of shape {shape}, expected {expected}")
-    return result
 
 
 # ------------------------------------------------------------------------------------ the group
@@ -227,7 +138,7 @@ def main() -> None:
 _pipeline_option = click.option(
     "--pipeline",
     "-p",
-    type=click.Choice(PIPELINE_NAMES),
+    type=click.Choice(tuple(PIPELINES)),
     help="Which CMSF pipeline: owod-bind (the paper's best), sam-bind or at-gdino-sam.",
 )
 _preset_option = click.option(
@@ -242,7 +153,7 @@ _device_option = click.option(
     "--device", default=None, help="Torch device, e.g. cpu, cuda, cuda:1. [default: cuda if available, else cpu]"
 )
 _dtype_option = click.option(
-    "--dtype", type=click.Choice(DTYPES), default="float32", show_default=True, help="Model precision."
+    "--dtype", type=click.Choice(tuple(DTYPES)), default="float32", show_default=True, help="Model precision."
 )
 _set_option = click.option(
     "--set",
@@ -322,7 +233,7 @@ def segment(
       cmsf segment frames/ --audio sound.wav -p at-gdino-sam --out out/ --device cuda
     """
     if pipeline is None:
-        raise click.UsageError("Missing option '--pipeline' / '-p' (one of " + ", ".join(PIPELINE_NAMES) + ").")
+        raise click.UsageError("Missing option '--pipeline' / '-p' (one of " + ", ".join(PIPELINES) + ").")
     if num_frames is not None and fps is not None:
         raise click.UsageError("--num-frames and --fps: give at most one of them.")
     if input_path.is_dir() and (num_frames is not None or fps is not None):
@@ -345,143 +256,28 @@ def segment(
     _info(f"read {clip.num_frames} frames of {width}×{height} and {clip.duration:.2f} s of audio from {input_path}")
     models = _models(preset, device, dtype, model_overrides)
     _info(f"running {pipeline} ({preset} models on {models.device}, {dtype})…")
-    result = _run_pipeline(pipeline, clip, models, thresholds, str(input_path))
-
-    masks = result.masks.detach().cpu().bool()
+    with _data_errors(f"{input_path}: "):
+        result = run_pipeline(pipeline, clip, models, thresholds)
+    run = {
+        "input": str(input_path),
+        "pipeline": pipeline,
+        "preset": preset,
+        "device": str(models.device),
+        "dtype": dtype,
+        "settings": effective_settings(pipeline, thresholds),
+    }
     with _data_errors():
-        out_dir.mkdir(parents=True, exist_ok=True)
-        for t in _progress(range(clip.num_frames), "writing", "frame"):
-            write_png_mask(out_dir / f"mask_{t:04d}.png", masks[t])
-            write_png_image(out_dir / f"overlay_{t:04d}.png", overlay_mask(clip.frames[t], masks[t]))
-        _remove_stale_outputs(out_dir, clip.num_frames)
-        elapsed = time.perf_counter() - started
-        coverage = [float(m.float().mean()) for m in masks]
-        evidence = {
-            "input": str(input_path),
-            "source": clip.source,
-            "pipeline": pipeline,
-            "preset": preset,
-            "device": str(models.device),
-            "dtype": dtype,
-            "settings": effective_settings(pipeline, thresholds),
-            "frames": clip.num_frames,
-            "frame_size": [int(height), int(width)],
-            "frame_times_s": list(clip.frame_times) if clip.frame_times is not None else None,
-            "sample_rate": clip.sample_rate,
-            "audio_seconds": clip.duration,
-            "coverage": coverage,
-            "masks": [f"mask_{t:04d}.png" for t in range(clip.num_frames)],
-            "overlays": [f"overlay_{t:04d}.png" for t in range(clip.num_frames)],
-            "elapsed_s": round(elapsed, 3),
-            "result": result.to_json(),
-        }
-        atomic_write_json(out_dir / "evidence.json", evidence)
+        evidence = write_segmentation(out_dir, clip, result, run, started=started, progress=_progress)
+    coverage = evidence["coverage"]
     mean = 100 * sum(coverage) / len(coverage)
     nonempty = sum(1 for c in coverage if c > 0)
     click.echo(
         f"{clip.num_frames} frames ({nonempty} with a mask), {mean:.1f}% of pixels covered on average, "
-        f"{elapsed:.1f} s → {out_dir}"
+        f"{evidence['elapsed_s']:.1f} s → {out_dir}"
     )
-
-
-_OUTPUT_NAME = re.compile(r"(mask|overlay)_(\d{4,})\.png")
-
-
-def _remove_stale_outputs(out_dir: Path, num_frames: int) -> list[Path]:
-    """Delete the ``mask_{t:04d}.png`` / ``overlay_{t:04d}.png`` of an earlier, longer run (t ≥
-    ``num_frames``) from ``out_dir``; only files named exactly as cmsf names them are touched."""
-    removed = []
-    for path in sorted(out_dir.iterdir()):
-        match = _OUTPUT_NAME.fullmatch(path.name)
-        if match is None or not path.is_file():
-            continue
-        index = int(match.group(2))
-        if index >= num_frames and path.name == f"{match.group(1)}_{index:04d}.png":
-            path.unlink(missing_ok=True)
-            removed.append(path)
-    return removed
 
 
 # ------------------------------------------------------------------------------------ eval
-
-
-def _listing(paths: Sequence[Path]) -> str:
-    return avsbench.list_paths(paths, MAX_LISTED, lines=True)
-
-
-def _missing_message(missing: list[Path], pred_dir: Path, subset: str) -> str:
-    layout = "{category}/{video}/{video}_{k}.png" if subset == "s4" else "{video}/{video}_{k}.png"
-    return (
-        f"{len(missing)} prediction file(s) missing under {pred_dir} (expected AVSBench's layout "
-        f"{layout}, k = 0 … 4):\n{_listing(missing)}"
-    )
-
-
-def _missing_gt_message(missing: list[Path]) -> str:
-    return (
-        f"{len(missing)} ground-truth file(s) missing (AVSBench's gt_masks/…/{{video}}_{{k}}.png, "
-        f"numbered consecutively from 1):\n{_listing(missing)}"
-    )
-
-
-def score_videos(
-    root: Path,
-    subset: str,
-    entries: Sequence[avsbench.VideoEntry],
-    pred_dir: Path,
-    *,
-    resize: bool = False,
-) -> list[dict[str, Any]]:
-    """Score every video's predictions against its ground truth (AVSBench's protocol).
-
-    Prediction k is compared with ground truth ``k + 1`` for the K masks the video has (5, or 1
-    for S4 train). Returns one row per video: ``{"video", "category", "miou", "fscore"}``.
-    """
-    rows = []
-    for entry in _progress(entries, "scoring", "video"):
-        gt = avsbench.load_gt_masks(root, subset, entry)
-        pred = avsbench.read_pred_masks(pred_dir, subset, entry, tuple(gt.shape[1:]), resize=resize)
-        pred = pred[: gt.shape[0]]
-        rows.append(
-            {"video": entry.name, "category": entry.category, "miou": miou(pred, gt), "fscore": fscore(pred, gt)}
-        )
-    return rows
-
-
-def _per_video_csv(rows: list[dict[str, Any]], subset: str) -> str:
-    buffer = io.StringIO()
-    columns = ["video", "category", "miou", "fscore"] if subset == "s4" else ["video", "miou", "fscore"]
-    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({**row, "miou": repr(row["miou"]), "fscore": repr(row["fscore"])})
-    return buffer.getvalue()
-
-
-def _check_run_config(out_dir: Path, config: dict[str, Any]) -> None:
-    """Refuse to mix predictions of different runs in one folder; record this run's settings."""
-    import json
-
-    path = out_dir / "run.json"
-    predictions = out_dir / "pred_masks"
-    has_predictions = predictions.is_dir() and any(p.is_file() for p in predictions.rglob("*.png"))
-    if path.is_file() and has_predictions:
-        try:
-            previous = json.loads(path.read_text(encoding="utf-8"))
-        except ValueError as error:
-            raise click.ClickException(f"{path}: unreadable ({error}); delete it to start over") from None
-        if not isinstance(previous, dict):
-            raise click.ClickException(
-                f"{path}: unreadable (expected a JSON object, got {type(previous).__name__}); delete it to start over"
-            )
-        changed = {k: (previous.get(k), v) for k, v in config.items() if previous.get(k) != v}
-        if changed:
-            detail = ", ".join(f"{k}: {old!r} there, {new!r} now" for k, (old, new) in changed.items())
-            raise click.ClickException(
-                f"{out_dir} holds predictions of another run ({detail}); use another --out, or delete "
-                f"{out_dir / 'pred_masks'} and {path} to start over"
-            )
-    atomic_write_json(path, config)
 
 
 @main.command(name="eval", short_help="Evaluate on AVSBench S4 / MS3 (mIoU, F-score).")
@@ -543,9 +339,9 @@ def eval_command(
       OUT/pred_masks/{video}/{video}_{k}.png              (MS3)
 
     with k = 0 … 4 (predictions are numbered from 0, AVSBench's frames and ground truth from 1),
-    and each video's evidence as OUT/evidence/…/{video}.json. Resumable: a video whose 5 masks exist is not recomputed, only scored (every file is written
-    atomically, so an interrupted run leaves no half-written file; OUT/run.json refuses a resume
-    with other settings).
+    and each video's evidence as OUT/evidence/…/{video}.json. Resumable: a video whose 5 masks
+    exist is not recomputed, only scored (every file is written atomically, so an interrupted
+    run leaves no half-written file; OUT/run.json refuses a resume with other settings).
 
     With --pred-dir: scores masks made by anything, in that layout, without loading a model; any
     non-zero pixel is foreground; a prediction of another size than its ground truth is refused
@@ -578,81 +374,16 @@ def eval_command(
         if given:
             raise click.UsageError(f"{', '.join(given)}: only with --pipeline (--pred-dir loads no model)")
     thresholds = pipeline_settings(pipeline, settings) if pipeline is not None else {}
-    model_overrides_of(model_overrides)
-    started = time.perf_counter()
-
+    overrides = model_overrides_of(model_overrides)
     with _data_errors():
-        entries = avsbench.list_videos(root, subset, split)
-    if limit is not None:
-        entries = entries[:limit]
-    with _data_errors():
-        missing_gt = avsbench.missing_gt_masks(root, subset, entries)
-    if missing_gt:  # before any model is loaded or any video computed
-        raise click.ClickException(_missing_gt_message(missing_gt))
-    computed = 0
-    models = None
-    if pipeline is not None:
-        predictions = out_dir / "pred_masks"
-        config = {
-            "subset": subset,
-            "split": split,
-            "pipeline": pipeline,
-            "preset": preset,
-            "dtype": dtype,
-            "settings": effective_settings(pipeline, thresholds),
-            "models": dict(sorted(model_overrides_of(model_overrides).items())),
-        }
-        with _data_errors():
-            out_dir.mkdir(parents=True, exist_ok=True)
-            _check_run_config(out_dir, config)
-            remove_stale_temporaries(out_dir)
-        todo = [e for e in entries if not avsbench.is_complete(predictions, subset, e)]
-        _info(
-            f"{subset.upper()} {split}: {len(entries)} videos, {len(entries) - len(todo)} already done, "
-            f"{len(todo)} to segment with {pipeline}"
-        )
-        if todo:
-            models = _models(preset, device, dtype, model_overrides)
-        for entry in _progress(todo, pipeline, "video"):
-            with _data_errors(f"video {entry.key}: "):
-                clip = avsbench.load_video(root, subset, entry)
-            result = _run_pipeline(pipeline, clip, models, thresholds, f"video {entry.key}")
-            with _data_errors(f"video {entry.key}: "):
-                atomic_write_json(out_dir / "evidence" / f"{entry.key}.json", result.to_json())
-                avsbench.write_pred_masks(predictions, subset, entry, result.masks.detach().cpu().bool())
-            computed += 1
-    else:
-        predictions = avsbench.resolve_pred_dir(pred_dir)
-        missing = avsbench.missing_pred_masks(predictions, subset, entries)
-        if missing:
-            raise click.ClickException(_missing_message(missing, predictions, subset))
-
-    with _data_errors():
-        rows = score_videos(root, subset, entries, predictions, resize=resize_pred)
-        scores = dataset_scores((row["miou"], row["fscore"]) for row in rows)
-        summary = {
-            "miou": scores.miou,
-            "fscore": scores.fscore,
-            "videos": scores.videos,
-            "subset": subset,
-            "split": split,
-            "pipeline": pipeline,
-            "preset": preset if pipeline is not None else None,
-            "dtype": dtype if pipeline is not None else None,
-            "device": str(models.device) if models is not None else None,
-            "settings": effective_settings(pipeline, thresholds) if pipeline is not None else None,
-            "root": str(root),
-            "pred_dir": str(predictions),
-            "limit": limit,
-            "computed": computed,
-            "reused": len(entries) - computed,
-            "elapsed_s": round(time.perf_counter() - started, 3),
-        }
-        out_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out_dir / "per_video.csv", _per_video_csv(rows, subset))
-        atomic_write_json(out_dir / "summary.json", summary)
+        summary = evaluate(
+            root, subset, out_dir, split=split, pipeline=pipeline, pred_dir=pred_dir, settings=thresholds,
+            load=lambda: _models(preset, device, dtype, model_overrides), preset=preset, dtype=dtype,
+            model_sources=overrides, resize_pred=resize_pred, limit=limit, progress=_progress, log=_info,
+        )  # fmt: skip
     click.echo(
-        f"{subset.upper()} {split}, {scores.videos} videos: mIoU {scores.miou:.4f}  F-score {scores.fscore:.4f}"
+        f"{subset.upper()} {split}, {summary['videos']} videos: mIoU {summary['miou']:.4f}  "
+        f"F-score {summary['fscore']:.4f}"
     )
 
 

@@ -39,8 +39,12 @@ from typing import Mapping, Optional, Union
 
 import torch
 import torch.nn.functional as F
+import torchaudio.compliance.kaldi as kaldi
 from torch import Tensor, nn
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms import functional as TF
 
+from cmsf.checks import resolve_device, resolve_dtype
 from cmsf.media import Images, as_image_list, as_waveform, check_sample_rate, mixdown as _mixdown, resample
 
 CHECKPOINT_URL = "https://dl.fbaipublicfiles.com/imagebind/imagebind_huge.pth"
@@ -259,8 +263,6 @@ class ImageBind(nn.Module):
         out_embed_dim: size of the joint embedding space (1024).
         audio_kernel_size, audio_stride: the audio patch convolution (16, stride 10).
         audio_num_mel_bins, audio_target_len: the log-mel input size (128 bins × 204 frames).
-        audio_drop_path: accepted for compatibility with Meta's signature; drop path is the
-            identity at inference and is not implemented.
     """
 
     def __init__(
@@ -277,7 +279,6 @@ class ImageBind(nn.Module):
         audio_stride: int = 10,
         audio_num_mel_bins: int = AUDIO_NUM_MEL_BINS,
         audio_target_len: int = AUDIO_TARGET_LEN,
-        audio_drop_path: float = 0.1,
     ) -> None:
         super().__init__()
         for name, value in [
@@ -475,8 +476,6 @@ def load_imagebind(
             (text, depth, thermal, imu) are ignored.
         RuntimeError: the download failed (the message says how to provide the file instead).
     """
-    from cmsf.models import resolve_device, resolve_dtype
-
     dtype = resolve_dtype(dtype)
     device = resolve_device(device)
 
@@ -556,9 +555,6 @@ def imagebind_vision_inputs(images: Images) -> Tensor:
 def _resize_and_crop(image: Tensor) -> Tensor:
     """``Tensor[3, H, W]`` uint8 → Meta's ``Resize(224, bicubic)`` + ``CenterCrop(224)`` on the
     PIL image → ``Tensor[3, 224, 224]`` uint8."""
-    from torchvision.transforms import InterpolationMode
-    from torchvision.transforms import functional as TF
-
     pil = TF.to_pil_image(image)
     pil = TF.resize(pil, IMAGE_SIZE, interpolation=InterpolationMode.BICUBIC)
     pil = TF.center_crop(pil, IMAGE_SIZE)
@@ -621,8 +617,6 @@ def imagebind_audio_inputs(waveform: Tensor, sample_rate: int, *, mixdown: bool 
         ``Tensor[3, 1, 128, 204]`` float32 on the waveform's device; stack items for
         ``ImageBind.embed_audio``.
     """
-    import torchaudio.compliance.kaldi as kaldi
-
     waveform = as_waveform(waveform)
     sample_rate = check_sample_rate(sample_rate)
     if mixdown:

@@ -14,7 +14,7 @@ From disk (all errors name the file and say what was expected):
   the audio track at 16 kHz) or a folder of frames plus an audio file (:func:`read_frame_folder`)
   into a :class:`Clip`;
 - :func:`read_wav` / :func:`read_audio` read audio, :func:`read_mask` a mask image;
-- :func:`write_png_mask` / :func:`write_png_image` write PNGs atomically (:mod:`cmsf.io`), and
+- :func:`write_png_mask` / :func:`write_png_image` write PNGs atomically (:mod:`cmsf.files`), and
   :func:`overlay_mask` tints a mask over its frame.
 """
 
@@ -28,10 +28,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
+import av
+import numpy as np
 import torch
+import torchaudio.functional as AF
+from PIL import Image, UnidentifiedImageError
 from torch import Tensor
+from torchvision.transforms.functional import pil_to_tensor
 
-ImageLike = Union[Tensor, "PIL.Image.Image"]  # noqa: F821
+from cmsf.files import atomic_write_bytes
+
+ImageLike = Union[Tensor, Image.Image]
 Images = Union[Tensor, Sequence[ImageLike]]
 Waveforms = Union[Tensor, Sequence[Tensor]]
 
@@ -73,13 +80,7 @@ def _as_image(image: ImageLike, name: str) -> Tensor:
         if image.shape[1] == 0 or image.shape[2] == 0:
             raise ValueError(f"{name}: empty image of shape {tuple(image.shape)}")
         return image
-    try:
-        from PIL import Image
-    except ImportError:  # pragma: no cover - pillow is a dependency
-        Image = None
-    if Image is not None and isinstance(image, Image.Image):
-        from torchvision.transforms.functional import pil_to_tensor
-
+    if isinstance(image, Image.Image):
         return pil_to_tensor(image.convert("RGB"))
     raise ValueError(f"{name}: expected Tensor[3, H, W] uint8 or a PIL image, got {type(image).__name__}")
 
@@ -152,7 +153,6 @@ def resample(waveform: Tensor, sample_rate: int, target_rate: int) -> Tensor:
     target_rate = check_sample_rate(target_rate, "target_rate")
     if sample_rate == target_rate:
         return waveform
-    import torchaudio.functional as AF
 
     work = waveform if waveform.dtype == torch.float64 else waveform.float()
     return AF.resample(work, sample_rate, target_rate)
@@ -246,7 +246,6 @@ def _exists(path: Path, what: str) -> Path:
 
 
 def _open_container(path: Path) -> Any:
-    import av
 
     _exists(path, "file")
     if path.is_dir():
@@ -259,9 +258,6 @@ def _open_container(path: Path) -> Any:
 
 def _decode_audio(path: Path) -> tuple[Tensor, int, float]:
     """Decode the first audio track of ``path``: ``(Tensor[C, S] float32, rate, start_seconds)``."""
-    import av
-    import numpy as np
-
     with _open_container(path) as container:
         if not container.streams.audio:
             raise ValueError(f"{path}: has no audio track (expected a file with sound)")
@@ -412,7 +408,6 @@ def read_video(
         ValueError: unreadable, no video or no audio track, no frames, frames of different sizes,
             or audio too short; the message names the file.
     """
-    import av
 
     path = Path(path)
     waveform, rate, audio_start = _decode_audio(path)
@@ -492,7 +487,6 @@ def list_frame_files(folder: Union[str, Path]) -> list[Path]:
 
 def read_image(path: Union[str, Path]) -> Tensor:
     """Read an image file as ``Tensor[3, H, W]`` uint8 RGB (alpha dropped, palettes applied)."""
-    from PIL import Image, UnidentifiedImageError
 
     path = _exists(Path(path), "file")
     try:
@@ -500,7 +494,6 @@ def read_image(path: Union[str, Path]) -> Tensor:
             rgb = image.convert("RGB")
     except (UnidentifiedImageError, OSError) as error:
         raise ValueError(f"{path}: not a readable image ({error})") from None
-    import numpy as np
 
     return torch.from_numpy(np.asarray(rgb, dtype=np.uint8).copy()).permute(2, 0, 1).contiguous()
 
@@ -546,15 +539,39 @@ def read_frame_folder(
     return Clip(frames=frames, waveform=waveform, sample_rate=rate, source=f"frames: {folder} + audio: {audio}")
 
 
+def audio_for_frame_folder(folder: Union[str, Path]) -> Optional[Path]:
+    """The wav of an AVSBench frame folder, when ``folder`` sits in AVSBench's layout.
+
+    ``…/s4_data/visual_frames/{split}/{category}/{video}`` → ``…/s4_data/audio_wav/{split}/
+    {category}/{video}.wav``; ``…/ms3_data/visual_frames/{video}`` → the one existing
+    ``…/ms3_data/audio_wav/{split}/{video}.wav``. Returns None when the folder is not in that
+    layout or the wav does not exist.
+    """
+    folder = Path(folder).resolve()
+    parts = folder.parts
+    if "visual_frames" not in parts:
+        return None
+    at = len(parts) - 1 - parts[::-1].index("visual_frames")
+    data = Path(*parts[:at])
+    rest = parts[at + 1 :]
+    if len(rest) == 3:  # S4: split / category / video
+        split, category, video = rest
+        candidate = data / "audio_wav" / split / category / f"{video}.wav"
+        return candidate if candidate.is_file() else None
+    if len(rest) == 1:  # MS3: video
+        video = rest[0]
+        found = sorted((data / "audio_wav").glob(f"*/{video}.wav"))
+        return found[0] if len(found) == 1 else None
+    return None
+
+
 def find_audio_for_frames(folder: Union[str, Path]) -> Optional[Path]:
     """The audio that goes with a frame folder, when there is exactly one obvious candidate.
 
     Looks for, in order: AVSBench's own layout (``…/visual_frames/…/{video}/`` → the matching
-    ``…/audio_wav/…/{video}.wav``, see :func:`cmsf.avsbench.audio_for_frame_folder`); a single
+    ``…/audio_wav/…/{video}.wav``, see :func:`audio_for_frame_folder`); a single
     ``.wav`` file inside the folder; ``{folder}.wav`` next to it. Returns None when none is found.
     """
-    from cmsf.avsbench import audio_for_frame_folder
-
     folder = Path(folder)
     found = audio_for_frame_folder(folder)
     if found is not None:
@@ -616,7 +633,6 @@ def as_mask(mask: Tensor, name: str = "mask") -> Tensor:
 
 def encode_png(array: Any) -> bytes:
     """Encode a uint8 ``[H, W]`` (grey) or ``[H, W, 3]`` (RGB) array as PNG bytes."""
-    from PIL import Image
 
     buffer = io.BytesIO()
     Image.fromarray(array).save(buffer, format="PNG")
@@ -625,8 +641,7 @@ def encode_png(array: Any) -> bytes:
 
 def write_png_mask(path: Union[str, Path], mask: Tensor) -> Path:
     """Write ``mask (Tensor[H, W])`` as a single-channel 8-bit PNG, 255 = foreground, 0 =
-    background, atomically (see :mod:`cmsf.io`). Any non-zero value counts as foreground."""
-    from cmsf.io import atomic_write_bytes
+    background, atomically (see :mod:`cmsf.files`). Any non-zero value counts as foreground."""
 
     binary = as_mask(mask, f"mask for {path}")
     return atomic_write_bytes(path, encode_png(binary.to(torch.uint8).mul_(255).numpy()))
@@ -634,7 +649,6 @@ def write_png_mask(path: Union[str, Path], mask: Tensor) -> Path:
 
 def write_png_image(path: Union[str, Path], image: Tensor) -> Path:
     """Write ``image (Tensor[3, H, W]) uint8`` as an RGB PNG, atomically."""
-    from cmsf.io import atomic_write_bytes
 
     image = _as_image(image, f"image for {path}").detach().cpu()
     return atomic_write_bytes(path, encode_png(image.permute(1, 2, 0).contiguous().numpy()))
@@ -646,9 +660,6 @@ def read_mask(path: Union[str, Path]) -> Tensor:
     Grey (L, I, 1, …) images: value ≠ 0. Palette images: the colour the index maps to ≠ black.
     RGB(A) images: any colour channel ≠ 0 (alpha is ignored).
     """
-    from PIL import Image, UnidentifiedImageError
-    import numpy as np
-
     path = _exists(Path(path), "file")
     try:
         with Image.open(path) as image:

@@ -12,6 +12,7 @@ import math
 import numpy as np
 import torch
 from torch import Tensor
+from torchvision.ops import nms as box_nms
 
 BIND_MODES = ("softmax", "cosine")
 
@@ -96,8 +97,6 @@ def nms(items: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
         _check_scores(scores, boxes.shape[0])
         if boxes.shape[0] == 0:
             return torch.empty(0, dtype=torch.int64, device=items.device)
-        from torchvision.ops import nms as box_nms
-
         return box_nms(boxes, scores.to(device=boxes.device, dtype=boxes.dtype), float(iou_threshold))
     if items.ndim == 3:
         if items.dtype != torch.bool:

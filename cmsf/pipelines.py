@@ -2,7 +2,7 @@
 
 Each pipeline takes one video: its frames (``Tensor[T, 3, H, W]`` uint8 or a list of PIL images /
 ``Tensor[3, H, W]``), its waveform (``Tensor[C, S]`` or ``Tensor[S]`` float) with its sample rate,
-and the loaded :class:`~cmsf.models.Models`. Audio segment t is the t-th of T equal slices of the
+and the loaded :class:`~cmsf.loading.Models`. Audio segment t is the t-th of T equal slices of the
 waveform (:func:`cmsf.media.split_segments`; AVSBench: 5 frames, 5 s, one second each).
 
 Every model sees a whole video's worth of inputs at once (all frames through the proposer and SAM,
@@ -13,16 +13,23 @@ next to the masks; the frame mask is always the union of the kept proposals' mas
 
 from __future__ import annotations
 
+import inspect
+import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional
 
 import torch
 from torch import Tensor
 
+from cmsf.binding import embed_audio_segments, embed_crops, masked_crops
+from cmsf.checks import check_positive_int, check_range, check_unit
+from cmsf.grounding import ground
+from cmsf.loading import Models
 from cmsf.media import Images, as_image_list, check_sample_rate, split_segments
-from cmsf.ops import bind_filter
-
-PIPELINE_NAMES = ("owod-bind", "sam-bind", "at-gdino-sam")
+from cmsf.ops import BIND_MODES, bind_filter
+from cmsf.proposals import propose_boxes
+from cmsf.segmentation import sam_masks
+from cmsf.tagging import tag_audio
 
 
 @dataclass
@@ -100,57 +107,6 @@ class SegmentationResult:
 
 
 # ---------------------------------------------------------------- shared steps
-def masked_crops(image: Tensor, boxes: Tensor, masks: Tensor) -> list[Tensor]:
-    """Cut each proposal out of ``image`` with the pixels outside its mask set to black.
-
-    As the authors' OWOD-BIND code does (black out everything outside the mask, then
-    ``PIL.Image.crop(box)``): the crop spans columns ``round(x1) .. round(x2) - 1`` and rows
-    ``round(y1) .. round(y2) - 1`` (Python's round, as PIL uses), clipped to the image and at
-    least one pixel wide and high.
-
-    Args:
-        image (Tensor[3, H, W]): uint8.
-        boxes (Tensor[K, 4]): pixel (x1, y1, x2, y2) of ``image``.
-        masks (Tensor[K, H, W]): bool.
-
-    Returns:
-        K ``Tensor[3, h, w]`` uint8 crops, on ``image``'s device.
-    """
-    height, width = image.shape[-2:]
-    if boxes.shape[0] != masks.shape[0]:
-        raise ValueError(f"boxes and masks: expected one mask per box, got {boxes.shape[0]} and {masks.shape[0]}")
-    masks = masks.to(image.device)
-    crops = []
-    for k, (x1, y1, x2, y2) in enumerate(boxes.tolist()):
-        left = min(max(round(x1), 0), width - 1)
-        top = min(max(round(y1), 0), height - 1)
-        right = max(min(round(x2), width), left + 1)
-        bottom = max(min(round(y2), height), top + 1)
-        region = masks[k, top:bottom, left:right]
-        crops.append(image[:, top:bottom, left:right] * region.unsqueeze(0).to(image.dtype))
-    return crops
-
-
-def embed_audio_segments(segments: Sequence[Tensor], sample_rate: int, models) -> Tensor:
-    """ImageBind audio embeddings of the T segments in one batch: ``Tensor[T, D]`` float32."""
-    from cmsf.imagebind import imagebind_audio_inputs
-
-    model = models.imagebind
-    features = torch.stack([imagebind_audio_inputs(segment, sample_rate) for segment in segments])
-    return model.embed_audio(features)
-
-
-def embed_crops(crops: Sequence[Tensor], models, batch_size: int = 256) -> Tensor:
-    """ImageBind image embeddings of masked crops: ``Tensor[N, D]`` float32 (N may be 0)."""
-    from cmsf.imagebind import imagebind_vision_inputs
-
-    model = models.imagebind
-    if len(crops) == 0:
-        return torch.zeros(0, model.out_embed_dim)
-    pixel_values = imagebind_vision_inputs(list(crops))
-    return torch.cat([model.embed_vision(chunk) for chunk in pixel_values.split(batch_size)])
-
-
 def _bind(
     name: str,
     images: list[Tensor],
@@ -159,7 +115,7 @@ def _bind(
     boxes: list[Tensor],
     proposal_scores: list[Tensor],
     masks: list[Tensor],
-    models,
+    models: Models,
     bind_threshold: float,
     bind_mode: str,
     settings: dict[str, Any],
@@ -208,7 +164,7 @@ def owod_bind(
     frames: Images,
     waveform: Tensor,
     sample_rate: int,
-    models,
+    models: Models,
     *,
     box_threshold: float = 0.5,
     bind_threshold: float = 0.7,
@@ -223,13 +179,13 @@ def owod_bind(
     (``bind_threshold`` = τ_BIND, ``bind_mode`` softmax as in the authors' code) → union of the
     kept masks.
     """
-    from cmsf.models import propose_boxes, sam_masks
-
+    settings = check_settings(
+        "owod-bind", {"box_threshold": box_threshold, "bind_threshold": bind_threshold, "bind_mode": bind_mode}
+    )
     images, segments, sample_rate = _video(frames, waveform, sample_rate)
     proposals = propose_boxes(images, models, threshold=box_threshold)
     boxes = [p.boxes for p in proposals]
     mask_sets = sam_masks(images, models, boxes=boxes)
-    settings = {"box_threshold": box_threshold, "bind_threshold": bind_threshold, "bind_mode": bind_mode}
     return _bind(
         "owod-bind",
         images,
@@ -249,7 +205,7 @@ def sam_bind(
     frames: Images,
     waveform: Tensor,
     sample_rate: int,
-    models,
+    models: Models,
     *,
     nms_threshold: float = 0.5,
     bind_threshold: float = 0.7,
@@ -261,12 +217,21 @@ def sam_bind(
     """SAM-BIND: SAM's automatic point-grid masks (a ``points_per_side``² grid and
     segment-anything's automatic-generator quality filters, predicted IoU > ``pred_iou_threshold``
     and stability ≥ ``stability_score_threshold``, 0 switching a filter off; see
-    :func:`~cmsf.models.sam_masks`),
+    :func:`~cmsf.segmentation.sam_masks`),
     de-duplicated by NMS at ``nms_threshold`` (the paper's 0.5, where segment-anything's own
     default is 0.7), as proposals; then the same masked crops and ImageBind filter as
     :func:`owod_bind`."""
-    from cmsf.models import sam_masks
-
+    settings = check_settings(
+        "sam-bind",
+        {
+            "nms_threshold": nms_threshold,
+            "bind_threshold": bind_threshold,
+            "bind_mode": bind_mode,
+            "points_per_side": points_per_side,
+            "pred_iou_threshold": pred_iou_threshold,
+            "stability_score_threshold": stability_score_threshold,
+        },
+    )
     images, segments, sample_rate = _video(frames, waveform, sample_rate)
     mask_sets = sam_masks(
         images,
@@ -276,14 +241,6 @@ def sam_bind(
         pred_iou_threshold=pred_iou_threshold,
         stability_score_threshold=stability_score_threshold,
     )
-    settings = {
-        "nms_threshold": nms_threshold,
-        "bind_threshold": bind_threshold,
-        "bind_mode": bind_mode,
-        "points_per_side": points_per_side,
-        "pred_iou_threshold": pred_iou_threshold,
-        "stability_score_threshold": stability_score_threshold,
-    }
     return _bind(
         "sam-bind",
         images,
@@ -303,7 +260,7 @@ def at_gdino_sam(
     frames: Images,
     waveform: Tensor,
     sample_rate: int,
-    models,
+    models: Models,
     *,
     tag_threshold: float = 0.5,
     box_threshold: float = 0.35,
@@ -312,8 +269,9 @@ def at_gdino_sam(
     """AT-GDINO-SAM: AST tags of segment t (≥ ``tag_threshold`` = τ_AT) → GroundingDINO boxes
     for those tags on frame t → one SAM mask per box → union. A segment with no tag gives an empty
     mask (and GroundingDINO is not run on its frame)."""
-    from cmsf.models import ground, sam_masks, tag_audio
-
+    settings = check_settings(
+        "at-gdino-sam", {"tag_threshold": tag_threshold, "box_threshold": box_threshold, "text_threshold": text_threshold}
+    )
     images, segments, sample_rate = _video(frames, waveform, sample_rate)
     tags = tag_audio(segments, sample_rate, models, threshold=tag_threshold)
     prompts = [[label for label, _ in frame_tags] for frame_tags in tags]
@@ -330,7 +288,6 @@ def at_gdino_sam(
         )
         for frame_tags, d, m in zip(tags, detections, mask_sets)
     ]
-    settings = {"tag_threshold": tag_threshold, "box_threshold": box_threshold, "text_threshold": text_threshold}
     return _result("at-gdino-sam", images, frames_evidence, settings)
 
 
@@ -339,3 +296,86 @@ PIPELINES: dict[str, Callable[..., SegmentationResult]] = {
     "sam-bind": sam_bind,
     "at-gdino-sam": at_gdino_sam,
 }
+
+
+_UNIT_SETTINGS = (
+    "box_threshold",
+    "tag_threshold",
+    "text_threshold",
+    "nms_threshold",
+    "pred_iou_threshold",
+    "stability_score_threshold",
+)
+
+
+def default_settings(pipeline: str) -> dict[str, Any]:
+    """The keyword-only settings of ``PIPELINES[pipeline]`` and their defaults (the paper's)."""
+    if pipeline not in PIPELINES:
+        raise ValueError(f"pipeline: expected one of {', '.join(PIPELINES)}, got {pipeline!r}")
+    return {
+        name: parameter.default
+        for name, parameter in inspect.signature(PIPELINES[pipeline]).parameters.items()
+        if parameter.kind is inspect.Parameter.KEYWORD_ONLY
+    }
+
+
+def check_settings(pipeline: str, overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """All settings of ``pipeline``: its defaults updated with ``overrides``, each checked.
+
+    Thresholds are numbers in [0, 1] (``bind_threshold`` in [-1, 1] with ``bind_mode="cosine"``),
+    ``bind_mode`` one of :data:`cmsf.ops.BIND_MODES`, ``points_per_side`` a positive integer.
+
+    Raises:
+        ValueError: an unknown pipeline or setting, or a bad value; the message starts with the
+            setting's name.
+    """
+    defaults = default_settings(pipeline)
+    unknown = [key for key in overrides if key not in defaults]
+    if unknown:
+        accepted = ", ".join(f"{k} (default {v!r})" for k, v in defaults.items()) or "none"
+        raise ValueError(f"{unknown[0]}: {pipeline} has no setting {unknown[0]!r}; it accepts: {accepted}")
+    settings = {**defaults, **overrides}
+    mode = settings.get("bind_mode", "softmax")
+    if mode not in BIND_MODES:
+        raise ValueError(f"bind_mode: expected one of {', '.join(BIND_MODES)}, got {mode!r}")
+    for key in overrides:
+        if key in _UNIT_SETTINGS:
+            check_unit(settings[key], key)
+        elif key == "bind_threshold":
+            check_range(settings[key], key, -1.0 if mode == "cosine" else 0.0, 1.0)
+        elif key == "points_per_side":
+            check_positive_int(settings[key], key)
+    return settings
+
+
+def parse_settings(pipeline: str, values: Mapping[str, str]) -> dict[str, Any]:
+    """Settings given as text (``{"bind_threshold": "0.6"}``, from a command line or a file)
+    typed after the pipeline's defaults, then checked (:func:`check_settings`).
+
+    A value whose default is an integer becomes an int, one whose default is a float a finite
+    float; other values stay strings. Returns only the settings given.
+
+    Raises:
+        ValueError: a value that does not parse, or one :func:`check_settings` refuses; the
+            message starts with the setting's name.
+    """
+    defaults = default_settings(pipeline)
+    settings: dict[str, Any] = {}
+    for key, text in values.items():
+        default = defaults.get(key)
+        if isinstance(default, int) and not isinstance(default, bool):
+            try:
+                settings[key] = int(text)
+            except ValueError:
+                raise ValueError(f"{key}: expected an integer, got {text!r}") from None
+        elif isinstance(default, float):
+            try:
+                settings[key] = float(text)
+            except ValueError:
+                raise ValueError(f"{key}: expected a number, got {text!r}") from None
+            if not math.isfinite(settings[key]):
+                raise ValueError(f"{key}: expected a finite number, got {text!r}")
+        else:
+            settings[key] = text
+    check_settings(pipeline, settings)
+    return settings

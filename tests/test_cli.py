@@ -22,7 +22,8 @@ from PIL import Image
 from avsbench_fixture import FRAMES, SIZE, make_avsbench, write_png, write_predictions, write_video, write_wav, tone
 from cmsf import avsbench, cli
 from cmsf.avsbench import VideoEntry
-from cmsf.io import TEMP_SUFFIX
+from cmsf.evaluate import MAX_LISTED, missing_predictions_message
+from cmsf.files import TEMP_SUFFIX
 
 
 @pytest.fixture(scope="module")
@@ -331,8 +332,8 @@ def test_eval_missing_list_is_capped(mini, tmp_path):
     assert result.exit_code == 1 and "15 prediction file(s) missing" in result.output
     assert result.output.count(".png") == 15 + 1  # every path, and the layout's {video}_{k}.png
     many = [VideoEntry(f"v{i}", "test") for i in range(5)]
-    message = cli._missing_message(avsbench.missing_pred_masks(tmp_path, "ms3", many), tmp_path, "ms3")
-    assert message.count(".png") == cli.MAX_LISTED + 1  # 20 paths + the layout's {video}_{k}.png
+    message = missing_predictions_message(avsbench.missing_pred_masks(tmp_path, "ms3", many), tmp_path, "ms3")
+    assert message.count(".png") == MAX_LISTED + 1  # 20 paths + the layout's {video}_{k}.png
     assert "and 5 more" in message
 
 
@@ -479,7 +480,7 @@ def test_eval_limit(mini, tmp_path):
 
 
 def test_model_that_cannot_load_is_a_data_error(video, tmp_path, monkeypatch):
-    from cmsf.models import ModelLoadError
+    from cmsf.loading import ModelLoadError
 
     def unloadable(*args, **kwargs):
         raise ModelLoadError("could not load the SAM segmenter (component 'sam') from 'x'")

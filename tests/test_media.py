@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from avsbench_fixture import decode_index, encode_index, tone, write_png, write_video, write_wav
-from cmsf import io as cmsf_io
+from cmsf import files as cmsf_io
 from cmsf.media import (
     Clip,
     load_clip,

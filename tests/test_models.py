@@ -1,4 +1,5 @@
-"""cmsf.models on the tiny preset: offline, CPU, seeded random weights.
+"""The model-backed stages and their loading (cmsf.loading, tagging, grounding, proposals,
+segmentation) on the tiny preset: offline, CPU, seeded random weights.
 
 Tiny random models find no real objects, so coordinate conventions are checked on the
 conversion functions with known normalised boxes, and the stages are checked for shapes,
@@ -7,28 +8,19 @@ batching, determinism, thresholds and errors.
 
 from __future__ import annotations
 
-import sys
 
 import pytest
 import torch
 from PIL import Image
 from torchvision.ops import box_iou
 
-from cmsf import models as M
-from cmsf.models import (
-    Detections,
-    MaskSet,
-    ModelLoadError,
-    Models,
-    Proposals,
-    audio_tag_probabilities,
-    audioset_labels,
-    ground,
-    load_models,
-    propose_boxes,
-    sam_masks,
-    tag_audio,
-)
+from cmsf import checks, grounding, loading, proposals, random_models, segmentation
+from cmsf.audioset import audioset_labels
+from cmsf.grounding import Detections, ground
+from cmsf.loading import ModelLoadError, Models, load_models
+from cmsf.proposals import Proposals, propose_boxes
+from cmsf.segmentation import MaskSet, sam_masks
+from cmsf.tagging import audio_tag_probabilities, tag_audio
 
 # a cheap automatic-mask setting for the tiny SAM (8 x 8 grid instead of 32 x 32)
 AUTO = dict(points_per_side=8, points_per_batch=24)
@@ -78,7 +70,7 @@ def test_tiny_tokenizer_covers_every_audioset_label_and_uses_bert_delimiter_ids(
     tokenizer = tiny.grounding_dino.processor.tokenizer
     assert tokenizer.convert_tokens_to_ids(["[CLS]", "[SEP]", ".", "?"]) == [101, 102, 1012, 1029]
     for label in audioset_labels():
-        ids = tokenizer(M._clean_prompt(label, "label"))["input_ids"]
+        ids = tokenizer(grounding._clean_prompt(label, "label"))["input_ids"]
         assert tokenizer.unk_token_id not in ids, label
         assert 1012 not in ids[1:-1], label  # no phrase delimiter inside a phrase
 
@@ -166,20 +158,20 @@ def test_unloadable_component_is_a_clear_error_naming_component_and_id(tmp_path)
 
 
 def test_paper_random_configs_match_the_published_architectures():
-    sam = M._random_config("sam", "paper").vision_config
+    sam = random_models.random_config("sam", "paper").vision_config
     assert (sam.hidden_size, sam.num_hidden_layers, sam.num_attention_heads, sam.mlp_dim) == (1280, 32, 16, 5120)
     assert list(sam.global_attn_indexes) == [7, 15, 23, 31] and sam.image_size == 1024
-    owl = M._random_config("owlv2", "paper").vision_config
+    owl = random_models.random_config("owlv2", "paper").vision_config
     assert (owl.image_size, owl.patch_size, owl.hidden_size, owl.num_hidden_layers) == (960, 16, 768, 12)
-    ast = M._random_config("ast", "paper")
+    ast = random_models.random_config("ast", "paper")
     assert (ast.hidden_size, ast.num_hidden_layers, ast.max_length, ast.num_mel_bins) == (768, 12, 1024, 128)
     assert (ast.frequency_stride, ast.time_stride, ast.num_labels) == (10, 10, 527)
-    gdino = M._random_config("grounding_dino", "paper")
+    gdino = random_models.random_config("grounding_dino", "paper")
     assert gdino.backbone_config.model_type == "swin" and gdino.backbone_config.embed_dim == 96
     assert list(gdino.backbone_config.depths) == [2, 2, 6, 2]
     assert gdino.text_config.model_type == "bert" and gdino.text_config.hidden_size == 768
     assert (gdino.d_model, gdino.num_queries, gdino.max_text_len) == (256, 900, 256)
-    sizes = dict(M._preset_specs("paper-random")["imagebind"].sizes)
+    sizes = dict(loading._preset_specs("paper-random")["imagebind"].sizes)
     assert sizes["vision_embed_dim"] == 1280 and sizes["out_embed_dim"] == 1024
 
 
@@ -221,12 +213,6 @@ def test_imagebind_component_builds_lazily_with_the_preset_sizes():
     assert models.loaded == ("imagebind",)
     assert model.out_embed_dim == 16 and not model.training
     assert models.imagebind is model  # loaded once
-
-
-def test_imagebind_that_cannot_be_imported_is_a_model_load_error(monkeypatch):
-    monkeypatch.setitem(sys.modules, "cmsf.imagebind", None)
-    with pytest.raises(ModelLoadError, match="imagebind"):
-        load_models("tiny", device="cpu").imagebind
 
 
 # ------------------------------------------------------------------------------------------
@@ -318,8 +304,8 @@ def test_grounding_boxes_convert_to_each_images_pixels(tiny):
         ]
     )
     sizes = [(50, 100), (80, 40)]  # a wide and a tall image
-    rows = M._postprocess_grounding(
-        processor, M._GroundingOutputs(logits, boxes), input_ids, sizes, box_threshold=0.5, text_threshold=0.5
+    rows = grounding._postprocess_grounding(
+        processor, grounding._GroundingOutputs(logits, boxes), input_ids, sizes, box_threshold=0.5, text_threshold=0.5
     )
     torch.testing.assert_close(rows[0].boxes, torch.tensor([[40.0, 15.0, 60.0, 35.0], [0.0, 35.0, 30.0, 50.0]]))
     torch.testing.assert_close(rows[1].boxes, torch.tensor([[0.0, 40.0, 20.0, 80.0]]))
@@ -329,7 +315,7 @@ def test_grounding_boxes_convert_to_each_images_pixels(tiny):
 
 def test_phrase_index_of_tokens():
     ids = torch.tensor([[101, 5, 6, 1012, 7, 1012, 102, 0]])
-    assert M._phrase_index_of_tokens(ids).tolist() == [[-1, 0, 0, -1, 1, -1, -1, -1]]
+    assert grounding._phrase_index_of_tokens(ids).tolist() == [[-1, 0, 0, -1, 1, -1, -1, -1]]
 
 
 def test_ground_results_per_image(tiny):
@@ -393,13 +379,13 @@ def test_ground_accepts_pil_and_batched_tensors(tiny):
 def test_prompts_longer_than_the_text_limit_are_split(tiny):
     tokenizer = tiny.grounding_dino.processor.tokenizer
     phrases = ["dog", "cat", "bird song", "music"]
-    groups = M._chunk_prompts(phrases, tokenizer, max_tokens=12)
+    groups = grounding._chunk_prompts(phrases, tokenizer, max_tokens=12)
     assert [start for start, _ in groups] == [0, 2, 3]
     assert [p for _, group in groups for p in group] == phrases
     for _, group in groups:
         assert len(tokenizer(". ".join(group) + ".")["input_ids"]) <= 12
     with pytest.raises(ValueError, match="tokens"):
-        M._chunk_prompts(["a very long phrase indeed"], tokenizer, max_tokens=12)
+        grounding._chunk_prompts(["a very long phrase indeed"], tokenizer, max_tokens=12)
     # all 527 AudioSet labels (several thousand character tokens) in one call
     labels = audioset_labels()
     (result,) = ground(_images()[:1], [labels], tiny, box_threshold=0.0)
@@ -443,11 +429,11 @@ def test_stages_reject_bad_images(tiny):
 
 def test_owl_boxes_convert_through_the_padded_square():
     normalised = torch.tensor([[0.5, 0.25, 0.2, 0.1], [0.9, 0.9, 0.4, 0.4], [0.25, 0.5, 0.1, 0.2]])
-    wide = M._owl_boxes_to_pixels(normalised, height=50, width=100)  # padded to 100 x 100
+    wide = proposals._owl_boxes_to_pixels(normalised, height=50, width=100)  # padded to 100 x 100
     torch.testing.assert_close(
         wide, torch.tensor([[40.0, 20.0, 60.0, 30.0], [70.0, 50.0, 100.0, 50.0], [20.0, 40.0, 30.0, 50.0]])
     )
-    tall = M._owl_boxes_to_pixels(normalised, height=100, width=50)  # padded to 100 x 100
+    tall = proposals._owl_boxes_to_pixels(normalised, height=100, width=50)  # padded to 100 x 100
     torch.testing.assert_close(
         tall, torch.tensor([[40.0, 20.0, 50.0, 30.0], [50.0, 70.0, 50.0, 100.0], [20.0, 40.0, 30.0, 60.0]])
     )
@@ -456,24 +442,24 @@ def test_owl_boxes_convert_through_the_padded_square():
 def test_proposal_selection_rules():
     boxes = torch.tensor([[0.0, 0.0, 99.0, 49.5], [10.0, 10.0, 20.0, 20.0], [0.0, 0.0, 99.0, 40.0], [5.0, 5.0, 9.0, 9.0]])
     scores = torch.tensor([0.9, 0.6, 0.7, 0.3])
-    kept = M._select_proposals(boxes, scores, 50, 100, 0.5, drop_full_frame=True, keep_best_if_none=True)
+    kept = proposals._select_proposals(boxes, scores, 50, 100, 0.5, drop_full_frame=True, keep_best_if_none=True)
     # 0.9 spans the frame both ways and 0.7 its whole width (99 >= 0.98 * 100): both dropped
     assert kept.scores.tolist() == pytest.approx([0.6])
     tall = torch.tensor([[40.0, 0.0, 50.0, 49.0]])  # the whole height (49 >= 0.98 * 50)
-    assert len(M._select_proposals(tall, torch.tensor([0.9]), 50, 100, 0.5, True, False)) == 0
+    assert len(proposals._select_proposals(tall, torch.tensor([0.9]), 50, 100, 0.5, True, False)) == 0
     narrow = torch.tensor([[0.0, 0.0, 97.9, 48.9]])  # just under 98 % both ways: kept
-    assert len(M._select_proposals(narrow, torch.tensor([0.9]), 50, 100, 0.5, True, False)) == 1
-    kept = M._select_proposals(boxes, scores, 50, 100, 0.5, drop_full_frame=False, keep_best_if_none=True)
+    assert len(proposals._select_proposals(narrow, torch.tensor([0.9]), 50, 100, 0.5, True, False)) == 1
+    kept = proposals._select_proposals(boxes, scores, 50, 100, 0.5, drop_full_frame=False, keep_best_if_none=True)
     assert kept.scores.tolist() == pytest.approx([0.9, 0.7, 0.6])
-    kept = M._select_proposals(boxes, scores, 50, 100, 0.95, drop_full_frame=True, keep_best_if_none=True)
+    kept = proposals._select_proposals(boxes, scores, 50, 100, 0.95, drop_full_frame=True, keep_best_if_none=True)
     assert kept.boxes.tolist() == [[10.0, 10.0, 20.0, 20.0]]  # none passes: the best non-full-frame one
-    kept = M._select_proposals(boxes, scores, 50, 100, 0.95, drop_full_frame=True, keep_best_if_none=False)
+    kept = proposals._select_proposals(boxes, scores, 50, 100, 0.95, drop_full_frame=True, keep_best_if_none=False)
     assert len(kept) == 0
-    only_full = M._select_proposals(boxes[[0, 2]], scores[[0, 2]], 50, 100, 0.5, True, True)
+    only_full = proposals._select_proposals(boxes[[0, 2]], scores[[0, 2]], 50, 100, 0.5, True, True)
     assert only_full.scores.tolist() == pytest.approx([0.9])  # every box spans the frame: the top one
-    assert len(M._select_proposals(boxes[[0, 2]], scores[[0, 2]], 50, 100, 0.5, True, False)) == 0
+    assert len(proposals._select_proposals(boxes[[0, 2]], scores[[0, 2]], 50, 100, 0.5, True, False)) == 0
     flat = torch.tensor([[10.0, 50.0, 20.0, 50.0], [3.0, 3.0, 6.0, 7.0]])  # the first clipped to nothing
-    kept = M._select_proposals(flat, torch.tensor([0.9, 0.2]), 50, 100, 0.5, True, True)
+    kept = proposals._select_proposals(flat, torch.tensor([0.9, 0.2]), 50, 100, 0.5, True, True)
     assert kept.boxes.tolist() == [[3.0, 3.0, 6.0, 7.0]]
 
 
@@ -576,7 +562,7 @@ def test_sam_batch_equals_one_by_one(tiny):
 
 
 def test_point_grid_matches_segment_anything():
-    grid = M._point_grid(4)
+    grid = segmentation._point_grid(4)
     assert grid.shape == (16, 2) and grid.dtype == torch.float64  # float64, as segment-anything
     f64 = dict(dtype=torch.float64)
     torch.testing.assert_close(grid[0], torch.tensor([0.125, 0.125], **f64))
@@ -592,10 +578,10 @@ def test_automatic_deduplication_uses_segment_anythings_inclusive_boxes():
     masks[0, 0:10, 0:10] = True
     masks[1, 0:10, 0:14] = True
     iou, stability, points = torch.tensor([0.9, 0.8]), torch.ones(2), torch.zeros(2, 2)
-    kept = M._deduplicate(masks, iou, stability, points, 0.7)
+    kept = segmentation._deduplicate(masks, iou, stability, points, 0.7)
     assert len(kept) == 2
     assert kept.boxes.tolist() == [[0.0, 0.0, 10.0, 10.0], [0.0, 0.0, 14.0, 10.0]]  # cmsf's boxes
-    assert len(M._deduplicate(masks, iou, stability, points, 0.69)) == 1
+    assert len(segmentation._deduplicate(masks, iou, stability, points, 0.69)) == 1
 
 
 def test_stability_score_and_mask_bounds():
@@ -604,8 +590,8 @@ def test_stability_score_and_mask_bounds():
     logits[1, 1:3, 2:5] = 0.5  # 6 pixels above 0, none above +1, 6 above -1 → 0
     logits[1, 0, 0] = 2.0  # …one pixel above +1: 1 / 7
     area = logits[0] > 0
-    assert M._stability_scores(logits, 0.0, 1.0).tolist() == pytest.approx([1.0, 1 / 7, 0.0])
-    bounds = M._mask_bounds(logits > 0)
+    assert segmentation._stability_scores(logits, 0.0, 1.0).tolist() == pytest.approx([1.0, 1 / 7, 0.0])
+    bounds = segmentation._mask_bounds(logits > 0)
     assert bounds.tolist() == [[2.0, 1.0, 5.0, 3.0], [0.0, 0.0, 5.0, 3.0], [0.0, 0.0, 0.0, 0.0]]
     assert int(area.sum()) == 6
 
@@ -619,15 +605,15 @@ def test_automatic_filtering_and_nms_dedupe():
     logits[4, 0:5, 14:20] = 5.0  # low predicted IoU
     iou = torch.tensor([0.95, 0.97, 0.9, 0.99, 0.5])
     points = torch.arange(10, dtype=torch.float32).reshape(5, 2)
-    masks, kept_iou, stability, kept_points = M._filter_point_masks(logits, iou, points, 0.88, 0.95, 1.0, 0.0)
+    masks, kept_iou, stability, kept_points = segmentation._filter_point_masks(logits, iou, points, 0.88, 0.95, 1.0, 0.0)
     assert kept_iou.tolist() == pytest.approx([0.95, 0.97, 0.9])
     assert torch.equal(kept_points, points[:3]) and stability.tolist() == [1.0, 1.0, 1.0]
-    result = M._deduplicate(masks, kept_iou, stability, kept_points, nms_threshold=0.7)
+    result = segmentation._deduplicate(masks, kept_iou, stability, kept_points, nms_threshold=0.7)
     assert result.iou_scores.tolist() == pytest.approx([0.97, 0.9])  # A's duplicate with the lower IoU is gone
     assert result.boxes.tolist() == [[2.0, 2.0, 11.0, 10.0], [12.0, 12.0, 18.0, 18.0]]
     assert torch.equal(result.masks[0], logits[1] > 0)
     # filters off (0): everything passes, NMS still de-duplicates
-    everything = M._filter_point_masks(logits, iou, points, 0.0, 0.0, 1.0, 0.0)
+    everything = segmentation._filter_point_masks(logits, iou, points, 0.0, 0.0, 1.0, 0.0)
     assert everything[0].shape[0] == 5
 
 
@@ -642,7 +628,7 @@ def test_automatic_masks_pass_the_filters_and_are_deduplicated(tiny):
         assert result.masks.shape == (k, height, width) and result.masks.dtype == torch.bool
         assert bool((result.iou_scores > 0.5).all() and (result.stability_scores >= 0.2).all())
         assert result.iou_scores.tolist() == sorted(result.iou_scores.tolist(), reverse=True)
-        assert torch.equal(result.boxes, M._mask_bounds(result.masks))
+        assert torch.equal(result.boxes, segmentation._mask_bounds(result.masks))
         overlaps = box_iou(result.boxes, result.boxes) - torch.eye(k)
         assert bool((overlaps <= 0.9 + 1e-6).all())
         assert bool((result.points[:, 0] < width).all() and (result.points[:, 1] < height).all())
@@ -710,5 +696,5 @@ def test_a_cuda_device_this_machine_lacks_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     with pytest.raises(ValueError, match="has 1 CUDA device"):
         load_models("tiny", device="cuda:3")
-    assert M.resolve_device("cpu") == torch.device("cpu")
-    assert M.resolve_dtype("bfloat16") is torch.bfloat16 and M.resolve_dtype(None) is torch.float32
+    assert checks.resolve_device("cpu") == torch.device("cpu")
+    assert checks.resolve_dtype("bfloat16") is torch.bfloat16 and checks.resolve_dtype(None) is torch.float32

@@ -1,0 +1,293 @@
+"""The dataset run behind ``cmsf eval``: a pipeline over an AVSBench split (resumable), or the
+predictions of any method, scored with AVSBench's metrics; ``per_video.csv`` and
+``summary.json`` written into the run folder.
+
+A run folder holds::
+
+    run.json          the run's settings (a resume with other settings is refused)
+    pred_masks/…      the predicted masks, in AVSBench's layout (see cmsf.avsbench)
+    evidence/….json   each video's evidence (proposals, scores, kept)
+    per_video.csv     video, [category,] miou, fscore
+    summary.json      miou, fscore (means over videos) and what produced them
+
+Every file is written atomically; a video whose masks all exist is not recomputed. Progress is
+reported through the callables passed in (``progress`` wraps a loop, ``log`` prints a line), so
+the library itself never prints.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, TypeVar
+
+import torch
+
+from cmsf import avsbench
+from cmsf.files import atomic_write_json, atomic_write_text, remove_stale_temporaries
+from cmsf.loading import Models
+from cmsf.media import Clip
+from cmsf.metrics import dataset_scores, fscore, miou
+from cmsf.pipelines import PIPELINES, SegmentationResult, check_settings
+
+T = TypeVar("T")
+Progress = Callable[[Sequence[T], str, str], Iterable[T]]
+"""``progress(items, description, unit)`` yields ``items``, reporting progress as it goes."""
+
+MAX_LISTED = 20
+"""How many missing files an error lists before it gives a count of the rest."""
+
+
+def no_progress(items: Sequence[T], description: str, unit: str) -> Iterable[T]:
+    """A :data:`Progress` that reports nothing."""
+    return iter(items)
+
+
+def _no_log(message: str) -> None:
+    pass
+
+
+class VideoError(ValueError):
+    """Reading or segmenting one video failed on its data; the message starts with the video."""
+
+
+class RunConflictError(ValueError):
+    """The run folder holds predictions of another run (other settings), or an unreadable run.json."""
+
+
+def run_pipeline(pipeline: str, clip: Clip, models: Models, settings: Mapping[str, Any]) -> SegmentationResult:
+    """Run ``PIPELINES[pipeline]`` on ``clip`` with ``settings`` and check that its masks are
+    ``Tensor[T, H, W]`` at the clip's frame size.
+
+    Raises:
+        ValueError: the pipeline's masks have another shape.
+    """
+    result = PIPELINES[pipeline](clip.frames, clip.waveform, clip.sample_rate, models, **settings)
+    masks = result.masks
+    expected = (clip.num_frames, *clip.frames.shape[-2:])
+    if not isinstance(masks, torch.Tensor) or tuple(masks.shape) != expected:
+        shape = tuple(masks.shape) if isinstance(masks, torch.Tensor) else type(masks).__name__
+        raise ValueError(f"{pipeline} returned masks of shape {shape}, expected {expected}")
+    return result
+
+
+def missing_predictions_message(missing: Sequence[Path], pred_dir: Path, subset: str) -> str:
+    layout = "{category}/{video}/{video}_{k}.png" if subset == "s4" else "{video}/{video}_{k}.png"
+    return (
+        f"{len(missing)} prediction file(s) missing under {pred_dir} (expected AVSBench's layout "
+        f"{layout}, k = 0 … 4):\n{avsbench.list_paths(missing, MAX_LISTED, lines=True)}"
+    )
+
+
+def missing_gt_message(missing: Sequence[Path]) -> str:
+    return (
+        f"{len(missing)} ground-truth file(s) missing (AVSBench's gt_masks/…/{{video}}_{{k}}.png, "
+        f"numbered consecutively from 1):\n{avsbench.list_paths(missing, MAX_LISTED, lines=True)}"
+    )
+
+
+def score_videos(
+    root: Path,
+    subset: str,
+    entries: Sequence[avsbench.VideoEntry],
+    pred_dir: Path,
+    *,
+    resize: bool = False,
+    progress: Progress = no_progress,
+) -> list[dict[str, Any]]:
+    """Score every video's predictions against its ground truth (AVSBench's protocol).
+
+    Prediction k is compared with ground truth ``k + 1`` for the K masks the video has (5, or 1
+    for S4 train). Returns one row per video: ``{"video", "category", "miou", "fscore"}``.
+    """
+    rows = []
+    for entry in progress(entries, "scoring", "video"):
+        gt = avsbench.load_gt_masks(root, subset, entry)
+        pred = avsbench.read_pred_masks(pred_dir, subset, entry, tuple(gt.shape[1:]), resize=resize)
+        pred = pred[: gt.shape[0]]
+        rows.append(
+            {"video": entry.name, "category": entry.category, "miou": miou(pred, gt), "fscore": fscore(pred, gt)}
+        )
+    return rows
+
+
+def per_video_csv(rows: Sequence[Mapping[str, Any]], subset: str) -> str:
+    """The text of ``per_video.csv``: video, (category for S4,) miou, fscore, full precision."""
+    buffer = io.StringIO()
+    columns = ["video", "category", "miou", "fscore"] if subset == "s4" else ["video", "miou", "fscore"]
+    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({**row, "miou": repr(row["miou"]), "fscore": repr(row["fscore"])})
+    return buffer.getvalue()
+
+
+def claim_run_folder(out_dir: Path, config: Mapping[str, Any]) -> None:
+    """Refuse to mix predictions of different runs in one folder; record this run's settings in
+    ``out_dir/run.json``.
+
+    Raises:
+        RunConflictError: ``run.json`` names other settings while predictions exist, or cannot
+            be read.
+    """
+    path = out_dir / "run.json"
+    predictions = out_dir / "pred_masks"
+    has_predictions = predictions.is_dir() and any(p.is_file() for p in predictions.rglob("*.png"))
+    if path.is_file() and has_predictions:
+        try:
+            previous = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError as error:
+            raise RunConflictError(f"{path}: unreadable ({error}); delete it to start over") from None
+        if not isinstance(previous, dict):
+            raise RunConflictError(
+                f"{path}: unreadable (expected a JSON object, got {type(previous).__name__}); delete it to start over"
+            )
+        changed = {k: (previous.get(k), v) for k, v in config.items() if previous.get(k) != v}
+        if changed:
+            detail = ", ".join(f"{k}: {old!r} there, {new!r} now" for k, (old, new) in changed.items())
+            raise RunConflictError(
+                f"{out_dir} holds predictions of another run ({detail}); use another --out, or delete "
+                f"{out_dir / 'pred_masks'} and {path} to start over"
+            )
+    atomic_write_json(path, config)
+
+
+def segment_videos(
+    root: Path,
+    subset: str,
+    entries: Sequence[avsbench.VideoEntry],
+    out_dir: Path,
+    pipeline: str,
+    settings: Mapping[str, Any],
+    models: Models,
+    *,
+    progress: Progress = no_progress,
+) -> None:
+    """Run ``pipeline`` on every video of ``entries``, writing its masks under
+    ``out_dir/pred_masks`` and ``out_dir/evidence/{key}.json``, each atomically.
+
+    Raises:
+        VideoError: a video cannot be read or its data is refused by the pipeline.
+    """
+    for entry in progress(entries, pipeline, "video"):
+        try:
+            clip = avsbench.load_video(root, subset, entry)
+            result = run_pipeline(pipeline, clip, models, settings)
+            atomic_write_json(out_dir / "evidence" / f"{entry.key}.json", result.to_json())
+            avsbench.write_pred_masks(out_dir / "pred_masks", subset, entry, result.masks.detach().cpu().bool())
+        except (ValueError, OSError) as error:
+            raise VideoError(f"video {entry.key}: {error}") from error
+
+
+def evaluate(
+    root: Path,
+    subset: str,
+    out_dir: Path,
+    *,
+    split: str = "test",
+    pipeline: Optional[str] = None,
+    pred_dir: Optional[Path] = None,
+    settings: Optional[Mapping[str, Any]] = None,
+    load: Optional[Callable[[], Models]] = None,
+    preset: Optional[str] = None,
+    dtype: Optional[str] = None,
+    model_sources: Optional[Mapping[str, str]] = None,
+    resize_pred: bool = False,
+    limit: Optional[int] = None,
+    progress: Progress = no_progress,
+    log: Callable[[str], None] = _no_log,
+) -> dict[str, Any]:
+    """Evaluate on an AVSBench split: run ``pipeline`` (resumable) or score ``pred_dir``.
+
+    Args:
+        root: the AVSBench folder; subset ``"s4"`` / ``"ms3"``; split of its csv.
+        out_dir: the run folder (see the module docstring).
+        pipeline: a name of :data:`cmsf.pipelines.PIPELINES`, run with ``settings`` (overrides of
+            its defaults, checked by :func:`cmsf.pipelines.check_settings`) on the models
+            ``load()`` returns (called only if a video needs computing). ``run.json`` records
+            the subset, split, pipeline, ``preset``, ``dtype``, all settings and
+            ``model_sources`` (the component overrides), and a resume must match them.
+        pred_dir: instead of a pipeline, a ``pred_masks`` folder (or the run folder holding one)
+            of any method; ``resize_pred`` resizes predictions of another size than the ground
+            truth (nearest neighbour) instead of refusing them.
+        limit: only the first ``limit`` videos of the split.
+        progress, log: how to report progress (see :data:`Progress`) and messages.
+
+    Returns:
+        the summary, also written as ``out_dir/summary.json`` next to ``per_video.csv``.
+
+    Raises:
+        FileNotFoundError: ground truth or predictions missing (all listed), before any model runs.
+        RunConflictError: the run folder belongs to another run.
+        VideoError: a video's data is refused.
+    """
+    if (pipeline is None) == (pred_dir is None):
+        raise ValueError("pipeline, pred_dir: give exactly one")
+    started = time.perf_counter()
+    entries = avsbench.list_videos(root, subset, split)
+    if limit is not None:
+        entries = entries[:limit]
+    missing_gt = avsbench.missing_gt_masks(root, subset, entries)
+    if missing_gt:  # before any model is loaded or any video computed
+        raise FileNotFoundError(missing_gt_message(missing_gt))
+    computed = 0
+    models: Optional[Models] = None
+    if pipeline is not None:
+        if load is None:
+            raise ValueError("load: expected a function returning the models, with a pipeline")
+        settings = check_settings(pipeline, settings or {})
+        run_config = {
+            "subset": subset,
+            "split": split,
+            "pipeline": pipeline,
+            "preset": preset,
+            "dtype": dtype,
+            "settings": settings,
+            "models": dict(sorted((model_sources or {}).items())),
+        }
+        out_dir.mkdir(parents=True, exist_ok=True)
+        claim_run_folder(out_dir, run_config)
+        remove_stale_temporaries(out_dir)
+        predictions = out_dir / "pred_masks"
+        todo = [e for e in entries if not avsbench.is_complete(predictions, subset, e)]
+        log(
+            f"{subset.upper()} {split}: {len(entries)} videos, {len(entries) - len(todo)} already done, "
+            f"{len(todo)} to segment with {pipeline}"
+        )
+        if todo:
+            models = load()
+            segment_videos(root, subset, todo, out_dir, pipeline, settings, models, progress=progress)
+            computed = len(todo)
+    else:
+        predictions = avsbench.resolve_pred_dir(pred_dir)
+        missing = avsbench.missing_pred_masks(predictions, subset, entries)
+        if missing:
+            raise FileNotFoundError(missing_predictions_message(missing, predictions, subset))
+
+    rows = score_videos(root, subset, entries, predictions, resize=resize_pred, progress=progress)
+    scores = dataset_scores((row["miou"], row["fscore"]) for row in rows)
+    summary = {
+        "miou": scores.miou,
+        "fscore": scores.fscore,
+        "videos": scores.videos,
+        "subset": subset,
+        "split": split,
+        "pipeline": pipeline,
+        "preset": preset if pipeline is not None else None,
+        "dtype": dtype if pipeline is not None else None,
+        "device": str(models.device) if models is not None else None,
+        "settings": dict(settings) if pipeline is not None else None,
+        "root": str(root),
+        "pred_dir": str(predictions),
+        "limit": limit,
+        "computed": computed,
+        "reused": len(entries) - computed,
+        "elapsed_s": round(time.perf_counter() - started, 3),
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out_dir / "per_video.csv", per_video_csv(rows, subset))
+    atomic_write_json(out_dir / "summary.json", summary)
+    return summary
