@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from cmsf.imagebind import imagebind_audio_inputs, imagebind_vision_inputs
-from cmsf.media import as_image_list, split_segments
+from cmsf.inputs import as_image_list, split_segments
 from cmsf.grounding import ground
 from cmsf.proposals import propose_boxes
 from cmsf.segmentation import sam_masks

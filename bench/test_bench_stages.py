@@ -25,7 +25,7 @@ from torch import Tensor
 from bench.harness import Case, run_benchmark
 from bench.workload import SAM_AUTOMATIC_OPTIONS
 from cmsf.imagebind import imagebind_audio_inputs, imagebind_vision_inputs
-from cmsf.media import split_segments
+from cmsf.inputs import split_segments
 from cmsf.grounding import ground
 from cmsf.proposals import propose_boxes
 from cmsf.segmentation import sam_masks

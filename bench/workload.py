@@ -30,7 +30,7 @@ from torch import Tensor
 from cmsf.grounding import ground
 from cmsf.proposals import propose_boxes
 from cmsf.tagging import audio_tag_probabilities, tag_audio
-from cmsf.media import split_segments
+from cmsf.inputs import split_segments
 
 PROPOSALS_PER_FRAME = 8
 KEPT_PER_FRAME = 2

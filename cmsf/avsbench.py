@@ -42,15 +42,7 @@ from typing import Iterable, Optional, Sequence, Union
 import torch
 from torch import Tensor
 
-from cmsf.media import (  # audio_for_frame_folder: AVSBench's layout, used by media.load_clip
-    DEFAULT_SAMPLE_RATE,
-    Clip,
-    audio_for_frame_folder,
-    read_audio,
-    read_frames,
-    read_mask,
-    write_png_mask,
-)
+from cmsf.media import DEFAULT_SAMPLE_RATE, Clip, audio_for_frame_folder, read_audio, read_frames, read_mask, write_png_mask
 
 PathLike = Union[str, Path]
 
@@ -244,7 +236,7 @@ def load_video(
     """Read one video's 5 frames and its audio.
 
     Returns:
-        a :class:`~cmsf.media.Clip`: ``frames (Tensor[5, 3, H, W]) uint8`` at their stored size
+        a :class:`~cmsf.decoding.Clip`: ``frames (Tensor[5, 3, H, W]) uint8`` at their stored size
         (224×224 in the release; AVSBench's dataloader does not resize them), ``waveform
         (Tensor[C, S]) float32`` resampled to ``sample_rate`` (the wavs are 16 kHz already) and
         ``sample_rate``.
@@ -387,7 +379,8 @@ def read_pred_masks(
             if not resize:
                 raise ValueError(
                     f"{path}: prediction of size {tuple(mask.shape)} (H, W), expected the ground truth's "
-                    f"{tuple(size)}; save predictions at frame size, or allow nearest-neighbour resizing"
+                    f"{tuple(size)}; save predictions at frame size, or allow nearest-neighbour resizing "
+                    "(--resize-pred on the command line, resize=True in read_pred_masks)"
                 )
             mask = torch.nn.functional.interpolate(
                 mask[None, None].float(), size=tuple(size), mode="nearest"

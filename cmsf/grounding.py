@@ -19,7 +19,7 @@ from torchvision.ops import clip_boxes_to_image
 
 from cmsf.checks import check_unit
 from cmsf.loading import Models, check_models
-from cmsf.media import Images, as_image_list
+from cmsf.inputs import Images, as_image_list
 from cmsf.random_models import BERT_CLS, BERT_DOT, BERT_QUESTION, BERT_SEP
 
 @dataclass(frozen=True)

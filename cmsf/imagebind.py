@@ -45,7 +45,7 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
 from cmsf.checks import resolve_device, resolve_dtype
-from cmsf.media import Images, as_image_list, as_waveform, check_sample_rate, mixdown as _mixdown, resample
+from cmsf.inputs import Images, as_image_list, as_waveform, check_sample_rate, mixdown as _mixdown, resample
 
 CHECKPOINT_URL = "https://dl.fbaipublicfiles.com/imagebind/imagebind_huge.pth"
 CHECKPOINT_FILENAME = "imagebind_huge.pth"
@@ -533,7 +533,7 @@ def imagebind_vision_inputs(images: Images) -> Tensor:
 
     Args:
         images: a list of PIL images or ``Tensor[3, H, W]`` uint8 (any sizes), or one
-            ``Tensor[B, 3, H, W]`` uint8 (see ``cmsf.media.as_image_list``).
+            ``Tensor[B, 3, H, W]`` uint8 (see ``cmsf.inputs.as_image_list``).
 
     Returns:
         ``Tensor[B, 3, 224, 224]`` float32 on the CPU.

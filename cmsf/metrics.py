@@ -40,6 +40,11 @@ def _check_pair(pred: Tensor, target: Tensor) -> None:
         )
     if pred.shape[0] == 0:
         raise ValueError("pred: expected at least one frame, got N = 0")
+    if pred.shape[1] == 0 or pred.shape[2] == 0:
+        raise ValueError(f"pred: expected frames of at least one pixel, got H × W = {pred.shape[1]} × {pred.shape[2]}")
+    if target.is_floating_point() or target.is_complex():
+        if bool(torch.isnan(target).any()):
+            raise ValueError("target: contains NaN (expected a mask: any non-zero pixel is foreground)")
     if pred.dtype != torch.bool:
         if not pred.is_floating_point():
             raise ValueError(f"pred: expected probabilities (floating point) or bool, got dtype {pred.dtype}")

@@ -3,7 +3,7 @@
 Each pipeline takes one video: its frames (``Tensor[T, 3, H, W]`` uint8 or a list of PIL images /
 ``Tensor[3, H, W]``), its waveform (``Tensor[C, S]`` or ``Tensor[S]`` float) with its sample rate,
 and the loaded :class:`~cmsf.loading.Models`. Audio segment t is the t-th of T equal slices of the
-waveform (:func:`cmsf.media.split_segments`; AVSBench: 5 frames, 5 s, one second each).
+waveform (:func:`cmsf.inputs.split_segments`; AVSBench: 5 frames, 5 s, one second each).
 
 Every model sees a whole video's worth of inputs at once (all frames through the proposer and SAM,
 all masked crops through ImageBind in one batch, all audio segments in one batch) and nothing is
@@ -25,7 +25,7 @@ from cmsf.binding import embed_audio_segments, embed_crops, masked_crops
 from cmsf.checks import check_positive_int, check_range, check_unit
 from cmsf.grounding import ground
 from cmsf.loading import Models
-from cmsf.media import Images, as_image_list, check_sample_rate, split_segments
+from cmsf.inputs import Images, as_image_list, check_sample_rate, split_segments
 from cmsf.ops import BIND_MODES, bind_filter
 from cmsf.proposals import propose_boxes
 from cmsf.segmentation import sam_masks

@@ -18,7 +18,7 @@ from torchvision.ops import box_convert, clip_boxes_to_image
 
 from cmsf.checks import check_unit
 from cmsf.loading import Models, check_models
-from cmsf.media import Images, as_image_list
+from cmsf.inputs import Images, as_image_list
 
 @dataclass(frozen=True)
 class Proposals:

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from cmsf.checks import check_finite, check_positive_int, check_unit
 from cmsf.loading import Models, check_models
-from cmsf.media import Images, as_image_list
+from cmsf.inputs import Images, as_image_list
 from cmsf.ops import check_boxes, nms
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from torch import Tensor
 
 from cmsf.checks import check_unit
 from cmsf.loading import Models, check_models
-from cmsf.media import Waveforms, as_waveform_list, check_sample_rate, mixdown, resample
+from cmsf.inputs import Waveforms, as_waveform_list, check_sample_rate, mixdown, resample
 
 _MIN_FBANK_SAMPLES = 400  # one 25 ms Kaldi window at 16 kHz
 

@@ -1,4 +1,4 @@
-"""The shared input helpers of cmsf.media: image and waveform normalisation, segments."""
+"""The shared input helpers of cmsf.inputs: image and waveform normalisation, segments."""
 
 import math
 
@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from cmsf.media import as_image_list, as_waveform, as_waveform_list, check_sample_rate, resample, split_segments
+from cmsf.inputs import as_image_list, as_waveform, as_waveform_list, check_sample_rate, resample, split_segments
 
 
 def test_images_from_batch_list_and_pil_agree():

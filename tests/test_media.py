@@ -12,21 +12,9 @@ import torch
 
 from avsbench_fixture import decode_index, encode_index, tone, write_png, write_video, write_wav
 from cmsf import files as cmsf_io
-from cmsf.media import (
-    Clip,
-    load_clip,
-    natural_sort_key,
-    overlay_mask,
-    read_audio,
-    read_frame_folder,
-    read_mask,
-    read_video,
-    read_wav,
-    sample_times,
-    split_segments,
-    write_png_image,
-    write_png_mask,
-)
+from cmsf.inputs import split_segments
+from cmsf.decoding import sample_times
+from cmsf.media import Clip, load_clip, natural_sort_key, overlay_mask, read_audio, read_frame_folder, read_mask, read_video, read_wav, write_png_image, write_png_mask
 
 
 def avsbench_frame_index(second: int, fps: float) -> int:
@@ -352,7 +340,7 @@ def test_remove_stale_temporaries(tmp_path):
 
 @pytest.mark.parametrize("count", [2.5, 2.0, True, "5", None])
 def test_split_segments_needs_an_integer_count(count):
-    from cmsf.media import split_segments
+    from cmsf.inputs import split_segments
 
     with pytest.raises(ValueError, match="num_segments: expected a positive integer"):
         split_segments(torch.zeros(1, 100), count)

@@ -59,7 +59,7 @@ def test_frame_union_is_the_union_of_kept_masks():
 # ---------------------------------------------------------------- the pipelines, tiny preset
 from cmsf import at_gdino_sam, bind_filter, load_models, owod_bind, sam_bind  # noqa: E402
 from cmsf.imagebind import imagebind_audio_inputs, imagebind_vision_inputs  # noqa: E402
-from cmsf.media import split_segments  # noqa: E402
+from cmsf.inputs import split_segments  # noqa: E402
 from cmsf.grounding import _clean_prompt  # noqa: E402
 
 T, H, W = 3, 56, 72  # non-square on purpose

@@ -1,0 +1,191 @@
+"""The forms cmsf's functions accept, checked in one place: images, waveforms, masks; and the
+audio helpers every stage shares (mixdown, resampling, cutting a waveform into segments).
+
+- images: a list of ``Tensor[3, H, W]`` uint8 or PIL images (sizes may differ), or one
+  ``Tensor[B, 3, H, W]`` uint8;
+- waveforms: ``Tensor[C, S]`` or ``Tensor[S]`` float, with an explicit ``sample_rate`` in Hz;
+- masks: ``Tensor[H, W]``, any non-zero value foreground.
+
+Bad input is a ``ValueError`` naming the argument and saying what was expected.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any, Optional, Sequence, Union
+
+import torch
+import torchaudio.functional as AF
+from PIL import Image
+from torch import Tensor
+from torchvision.transforms.functional import pil_to_tensor
+
+ImageLike = Union[Tensor, Image.Image]
+Images = Union[Tensor, Sequence[ImageLike]]
+Waveforms = Union[Tensor, Sequence[Tensor]]
+
+
+def as_image_list(images: Images, name: str = "images") -> list[Tensor]:
+    """Normalise ``images`` to a non-empty list of ``Tensor[3, H, W]`` uint8 (CPU or not).
+
+    Args:
+        images: a list of ``Tensor[3, H, W]`` uint8 or PIL images, or one ``Tensor[B, 3, H, W]``
+            uint8 (a single ``Tensor[3, H, W]`` is refused: wrap it in a list).
+        name: the argument's name, used in error messages.
+
+    Raises:
+        ValueError: empty batch, wrong rank or channel count, or a non-uint8 tensor.
+    """
+    if isinstance(images, Tensor):
+        if images.ndim != 4:
+            raise ValueError(
+                f"{name}: expected a list of Tensor[3, H, W] or one Tensor[B, 3, H, W] uint8, "
+                f"got a tensor of shape {tuple(images.shape)}"
+            )
+        images = list(images.unbind(0))
+    elif not isinstance(images, (list, tuple)):
+        raise ValueError(
+            f"{name}: expected a list of Tensor[3, H, W] uint8 / PIL images or a Tensor[B, 3, H, W] "
+            f"uint8, got {type(images).__name__}"
+        )
+    if len(images) == 0:
+        raise ValueError(f"{name}: empty batch, expected at least one image")
+    return [_as_image(image, f"{name}[{i}]") for i, image in enumerate(images)]
+
+
+def _as_image(image: ImageLike, name: str) -> Tensor:
+    if isinstance(image, Tensor):
+        if image.dtype != torch.uint8:
+            raise ValueError(f"{name}: expected a uint8 image tensor, got dtype {image.dtype}")
+        if image.ndim != 3 or image.shape[0] != 3:
+            raise ValueError(f"{name}: expected Tensor[3, H, W] (RGB), got shape {tuple(image.shape)}")
+        if image.shape[1] == 0 or image.shape[2] == 0:
+            raise ValueError(f"{name}: empty image of shape {tuple(image.shape)}")
+        return image
+    if isinstance(image, Image.Image):
+        return pil_to_tensor(image.convert("RGB"))
+    raise ValueError(f"{name}: expected Tensor[3, H, W] uint8 or a PIL image, got {type(image).__name__}")
+
+
+def check_sample_rate(sample_rate: int, name: str = "sample_rate") -> int:
+    """Return ``sample_rate`` as an int after checking it is a positive whole number of Hz.
+
+    Any integer type is accepted (``int``, ``numpy.int64``, …), and so is a real number with a
+    whole value (``16000.0``, ``numpy.float32(16000)``); ``bool``, NaN, infinities, fractions of a
+    hertz and non-numbers are a ValueError naming ``name``.
+    """
+    if _whole_number(sample_rate) is None or sample_rate <= 0:
+        raise ValueError(f"{name}: expected a positive integer in Hz, got {sample_rate!r}")
+    return int(sample_rate)
+
+
+def _whole_number(value: Any) -> Optional[int]:
+    """``value`` as an int when it is an integer (any integral type, not bool) or a finite real
+    number with a whole value; None otherwise (NaN, ±inf, 2.5, "16000", True, …)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return None
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    as_float = float(value)
+    if not math.isfinite(as_float) or not as_float.is_integer():
+        return None
+    return int(as_float)
+
+
+def as_waveform(waveform: Tensor, name: str = "waveform") -> Tensor:
+    """Check one waveform and return it as ``Tensor[C, S]`` floating point.
+
+    Accepts ``Tensor[S]`` (mono) or ``Tensor[C, S]``; refuses integer dtypes, empty audio and
+    non-finite samples.
+    """
+    if not isinstance(waveform, Tensor):
+        raise ValueError(f"{name}: expected a Tensor[C, S] or Tensor[S], got {type(waveform).__name__}")
+    if not waveform.is_floating_point():
+        raise ValueError(f"{name}: expected a floating-point waveform, got dtype {waveform.dtype}")
+    if waveform.ndim == 1:
+        waveform = waveform.unsqueeze(0)
+    if waveform.ndim != 2:
+        raise ValueError(f"{name}: expected Tensor[C, S] or Tensor[S], got shape {tuple(waveform.shape)}")
+    if waveform.shape[0] == 0 or waveform.shape[1] == 0:
+        raise ValueError(f"{name}: empty audio of shape {tuple(waveform.shape)}")
+    if not bool(torch.isfinite(waveform).all()):
+        raise ValueError(f"{name}: contains NaN or infinite samples")
+    return waveform
+
+
+def as_waveform_list(waveforms: Waveforms, name: str = "waveforms") -> list[Tensor]:
+    """Normalise a batch of audio segments to a non-empty list of ``Tensor[C, S]`` float.
+
+    Args:
+        waveforms: a list of ``Tensor[C, S]`` / ``Tensor[S]``, or one ``Tensor[B, C, S]`` /
+            ``Tensor[B, S]``. Items of a list may differ in length and channel count.
+    """
+    if isinstance(waveforms, Tensor):
+        if waveforms.ndim not in (2, 3):
+            raise ValueError(
+                f"{name}: expected a list of Tensor[C, S] / Tensor[S] or one Tensor[B, C, S] / "
+                f"Tensor[B, S], got a tensor of shape {tuple(waveforms.shape)}"
+            )
+        waveforms = list(waveforms.unbind(0))
+    elif not isinstance(waveforms, (list, tuple)):
+        raise ValueError(
+            f"{name}: expected a list of Tensor[C, S] or a Tensor[B, C, S], got {type(waveforms).__name__}"
+        )
+    if len(waveforms) == 0:
+        raise ValueError(f"{name}: empty batch, expected at least one audio segment")
+    return [as_waveform(w, f"{name}[{i}]") for i, w in enumerate(waveforms)]
+
+
+def mixdown(waveform: Tensor) -> Tensor:
+    """``Tensor[C, S]`` → ``Tensor[S]``: the mean over channels."""
+    return waveform.mean(dim=0)
+
+
+def resample(waveform: Tensor, sample_rate: int, target_rate: int) -> Tensor:
+    """Resample ``waveform (Tensor[..., S])`` from ``sample_rate`` to ``target_rate`` Hz.
+
+    Uses ``torchaudio.functional.resample`` (windowed sinc, its defaults); a no-op when the rates
+    are equal. Computed in float32 at least (float64 stays float64).
+    """
+    sample_rate = check_sample_rate(sample_rate)
+    target_rate = check_sample_rate(target_rate, "target_rate")
+    if sample_rate == target_rate:
+        return waveform
+
+    work = waveform if waveform.dtype == torch.float64 else waveform.float()
+    return AF.resample(work, sample_rate, target_rate)
+
+
+def split_segments(waveform: Tensor, num_segments: int, name: str = "waveform") -> list[Tensor]:
+    """Cut ``waveform (Tensor[C, S] or Tensor[S])`` into ``num_segments`` equal consecutive slices.
+
+    Segment ``t`` covers samples ``[t * S // T, (t + 1) * S // T)``: when S is not a multiple of T
+    the slices differ in length by at most one sample, and together they cover the whole waveform.
+    This is how a video's audio is paired with its T frames (AVSBench: 5 frames, 5 s, one second
+    each).
+
+    Returns:
+        a list of T ``Tensor[C, S_t]`` views.
+    """
+    waveform = as_waveform(waveform, name)
+    if isinstance(num_segments, bool) or not isinstance(num_segments, numbers.Integral) or num_segments <= 0:
+        raise ValueError(f"num_segments: expected a positive integer, got {num_segments!r}")
+    num_segments = int(num_segments)
+    total = waveform.shape[-1]
+    if total < num_segments:
+        raise ValueError(
+            f"{name}: {total} samples cannot be cut into {num_segments} non-empty segments"
+        )
+    bounds = [t * total // num_segments for t in range(num_segments + 1)]
+    return [waveform[:, bounds[t] : bounds[t + 1]] for t in range(num_segments)]
+
+
+def as_mask(mask: Tensor, name: str = "mask") -> Tensor:
+    """Check one mask and return it as ``Tensor[H, W]`` bool on the CPU (non-zero = foreground)."""
+    if not isinstance(mask, Tensor):
+        raise ValueError(f"{name}: expected Tensor[H, W], got {type(mask).__name__}")
+    if mask.ndim != 2 or mask.shape[0] == 0 or mask.shape[1] == 0:
+        raise ValueError(f"{name}: expected a non-empty Tensor[H, W], got shape {tuple(mask.shape)}")
+    return (mask.detach().cpu() != 0)
+

@@ -1,0 +1,579 @@
+"""Hostile inputs (issue 15): many-channel audio, every image mode, frame counts beyond the video,
+truncated files, rotation tags, NaN audio, and argument checks of the library.
+
+Every file is generated in the test (PyAV / PIL / numpy) into ``tmp_path``.
+"""
+
+from __future__ import annotations
+
+import fractions
+import io
+import json
+import math
+import struct
+import subprocess
+import sys
+import time
+import warnings
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from avsbench_fixture import decode_index, tone, write_video, write_wav
+from cmsf import decoding, inputs
+from cmsf.inputs import check_sample_rate
+from cmsf.decoding import MIN_SEGMENT_SECONDS, apply_orientation, sample_times
+from cmsf.media import MediaWarning, read_audio, read_frame_folder, read_image, read_video, read_wav
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# ---------------------------------------------------------------------------- many-channel audio
+
+
+def _signal(channels: int, seconds: float, rate: int) -> np.ndarray:
+    """``[C, S]`` float32: channel c is a sine at ``100·(c+1)`` Hz with amplitude ``0.5 - 0.02 c``,
+    so that a swapped, dropped or shifted channel changes the values."""
+    t = np.arange(int(round(seconds * rate))) / rate
+    return np.stack(
+        [(0.5 - 0.02 * c) * np.sin(2 * np.pi * 100 * (c + 1) * t) for c in range(channels)]
+    ).astype(np.float32)
+
+
+def _write_pcm(path: Path, signal: np.ndarray, rate: int, layout: str, codec: str, container: str) -> np.ndarray:
+    """Write ``signal`` as PCM (``pcm_s16le`` / ``pcm_f32le``) in ``layout``; return the values a
+    perfect reader gives back (the 16-bit quantisation applied)."""
+    import av
+
+    if codec == "pcm_s16le":
+        stored = np.clip(np.round(signal * 32767), -32768, 32767).astype(np.int16)
+        expected = stored.astype(np.float32) / 32768
+        packed, fmt = stored, "s16"
+    else:
+        expected = signal
+        packed, fmt = signal, "flt"
+    with av.open(str(path), "w", format=container) as out:
+        stream = out.add_stream(codec, rate=rate)
+        stream.layout = layout
+        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(packed.T.reshape(1, -1)), format=fmt, layout=layout)
+        frame.sample_rate, frame.pts, frame.time_base = rate, 0, fractions.Fraction(1, rate)
+        for packet in stream.encode(frame):
+            out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return expected
+
+
+# (channels, layout): named layouts, and layouts FFmpeg has no name for ("N channels")
+CHANNEL_CASES = [
+    (1, "mono"), (2, "stereo"), (3, "2.1"), (3, "3 channels"), (5, "5 channels"), (6, "5.1"),
+    (7, "6.1"), (8, "7.1"), (8, "8 channels"), (16, "16 channels"),
+]  # fmt: skip
+
+
+def _write_surround_video(path: Path, seconds: float, rate: int) -> None:
+    """A 10 fps video with a lossy 7.1 (AAC) track of 200·(c+1) Hz sines at amplitude 0.5:
+    decoded as planar float with 8 planes, the case that crashed."""
+    import av
+
+    signal = tone(seconds, rate, channels=8, freq=200.0)
+    with av.open(str(path), "w") as out:
+        video = out.add_stream("libx264", rate=10)
+        video.width, video.height, video.pix_fmt = 128, 16, "yuv420p"
+        sound = out.add_stream("aac", rate=rate)
+        sound.layout = "7.1"
+        for i in range(int(seconds * 10)):
+            frame = av.VideoFrame.from_ndarray(np.zeros((16, 128, 3), np.uint8), format="rgb24")
+            frame.pts, frame.time_base = i, fractions.Fraction(1, 10)
+            for packet in video.encode(frame):
+                out.mux(packet)
+        for packet in video.encode():
+            out.mux(packet)
+        for start in range(0, signal.shape[1], 1024):
+            chunk = np.ascontiguousarray(signal[:, start : start + 1024].T.reshape(1, -1))
+            frame = av.AudioFrame.from_ndarray(chunk, format="flt", layout="7.1")
+            frame.sample_rate, frame.pts, frame.time_base = rate, start, fractions.Fraction(1, rate)
+            for packet in sound.encode(frame):
+                out.mux(packet)
+        for packet in sound.encode():
+            out.mux(packet)
+
+
+def test_any_channel_count_reads_back_exactly_in_a_subprocess(tmp_path):
+    """An 8-channel track used to end the process with a segmentation fault; read every file in a
+    child process so that a crash fails this test instead of killing pytest."""
+    rate = 8_000
+    cases = []
+    for channels, layout in CHANNEL_CASES:
+        for codec, container, ext in [("pcm_s16le", "wav", "wav"), ("pcm_f32le", "wav", "wav"), ("pcm_s16le", "matroska", "mkv")]:
+            path = tmp_path / f"{channels}_{layout.replace(' ', '_')}_{codec}.{ext}"
+            expected = _write_pcm(path, _signal(channels, 0.25, rate), rate, layout, codec, container)
+            np.save(path.with_suffix(".expected.npy"), expected)
+            cases.append(path)
+    surround = tmp_path / "surround.mkv"
+    _write_surround_video(surround, 2.0, 48_000)
+    script = (
+        "import sys, json, numpy as np\n"
+        "from cmsf.media import read_audio, read_video, read_wav\n"
+        "for p in json.loads(sys.argv[1]):\n"
+        "    print('reading', p, flush=True)\n"
+        "    w, r = read_wav(p)\n"
+        "    np.save(p + '.got.npy', w.numpy())\n"
+        "w, r = read_audio(sys.argv[2])\n"
+        "clip = read_video(sys.argv[2])\n"
+        "rms = w[:, 4000:-4000].pow(2).mean(1).sqrt()\n"
+        "print(json.dumps([list(w.shape), r, list(clip.waveform.shape), clip.num_frames, rms.tolist()]))\n"
+    )
+    child = subprocess.run(
+        [sys.executable, "-c", script, json.dumps([str(p) for p in cases]), str(surround)],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )
+    assert child.returncode == 0, f"exit {child.returncode}\n{child.stdout[-2000:]}\n{child.stderr[-2000:]}"
+    for path in cases:
+        expected = np.load(path.with_suffix(".expected.npy"))
+        got = np.load(str(path) + ".got.npy")
+        assert got.shape == expected.shape, path.name
+        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-7, err_msg=path.name)
+    # the lossy 7.1 track inside a video, via read_audio and read_video: 8 channels at 16 kHz,
+    # each full-band channel carrying its sine (RMS 0.5/√2); channel 3 is the low-passed LFE
+    shape, got_rate, clip_shape, frames, rms = json.loads(child.stdout.strip().splitlines()[-1])
+    assert shape[0] == 8 and got_rate == 16_000 and clip_shape == [8, 32_000] and frames == 2
+    for c in (0, 1, 2, 4, 5, 6, 7):
+        assert rms[c] == pytest.approx(0.5 / math.sqrt(2), rel=0.05), (c, rms)
+
+
+# ---------------------------------------------------------------------------- NaN / inf audio
+
+
+def test_nan_samples_are_an_error_naming_the_audio_file(tmp_path):
+    signal = _signal(2, 0.5, 16_000)
+    signal[1, 100] = np.nan
+    wav = tmp_path / "noisy.wav"
+    _write_pcm(wav, signal, 16_000, "stereo", "pcm_f32le", "wav")
+    with pytest.raises(ValueError, match=r"noisy\.wav: the audio holds 1 NaN or infinite"):
+        read_wav(wav)
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(folder / "0.png")
+    with pytest.raises(ValueError, match=r"noisy\.wav") as raised:
+        read_frame_folder(folder, wav)
+    assert "frames" not in str(raised.value)
+    signal[1, 100] = np.inf
+    _write_pcm(wav, signal, 16_000, "stereo", "pcm_f32le", "wav")
+    with pytest.raises(ValueError, match=r"noisy\.wav.*NaN or infinite"):
+        read_audio(wav)
+
+
+# ---------------------------------------------------------------------------- frame counts
+
+
+class _DecodeSpy:
+    """Wraps an opened container and records every ``decode`` call's stream type."""
+
+    def __init__(self, container, log: list[str]) -> None:
+        self._container, self._log = container, log
+
+    def __enter__(self):
+        self._container.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self._container.__exit__(*exc)
+
+    def __getattr__(self, name):
+        return getattr(self._container, name)
+
+    def decode(self, *streams, **kwargs):
+        self._log.extend(getattr(s, "type", "?") for s in streams)
+        self._log.extend(kwargs)
+        return self._container.decode(*streams, **kwargs)
+
+
+@pytest.fixture
+def decode_log(monkeypatch) -> list[str]:
+    log: list[str] = []
+    real = decoding._open_container
+    monkeypatch.setattr(decoding, "_open_container", lambda path: _DecodeSpy(real(path), log))
+    return log
+
+
+def test_more_frames_than_the_video_has_is_refused_before_decoding(tmp_path, decode_log):
+    for name, kwargs in [("clip.mp4", {}), ("clip.mkv", {"acodec": "pcm_s16le", "audio_rate": 16_000})]:
+        path = write_video(tmp_path / name, seconds=3, fps=10, **kwargs)
+        decode_log.clear()
+        start = time.perf_counter()
+        with pytest.raises(ValueError, match=rf"^num_frames: .*{name} holds 30 video frames.*at most 30") as raised:
+            read_video(path, num_frames=100_000)
+        assert decode_log == [], "nothing may be decoded before the frame count is refused"
+        assert time.perf_counter() - start < 2.0
+        assert "100000" in str(raised.value)
+        with pytest.raises(ValueError, match=rf"^fps: .*{name} has 10 frames per second.*at most 10"):
+            read_video(path, fps=1000)
+        assert decode_log == []
+        # the limits themselves are fine (with PCM audio of exactly 3 s: each frame once)
+        clip = read_video(path, num_frames=30)
+        assert clip.num_frames == 30 and read_video(path, fps=10).num_frames == 30
+        if name.endswith(".mkv"):
+            assert [decode_index(f) for f in clip.frames] == list(range(30))
+
+
+def test_more_frames_than_the_audio_allows_is_refused_before_decoding_video(tmp_path, decode_log):
+    # 2 s of 60 fps video over 0.5 s of sound: the audio allows 20 frames of 25 ms
+    path = write_video(
+        tmp_path / "clip.mkv", seconds=2, fps=60, audio_seconds=0.5, acodec="pcm_s16le", audio_rate=16_000
+    )
+    with pytest.raises(ValueError, match=r"^num_frames: .*clip\.mkv.*25 ms.*at most 20 frames"):
+        read_video(path, num_frames=21)
+    assert "video" not in decode_log
+    decode_log.clear()
+    with pytest.raises(ValueError, match=r"^fps: .*clip\.mkv.*25 ms.*at most 40 frames per second"):
+        read_video(path, fps=50)
+    assert "video" not in decode_log
+    assert read_video(path, num_frames=20).num_frames == 20
+
+
+def test_sample_times_limits_and_prefixes():
+    assert len(sample_times(60.0, num_frames=2400)[0]) == 2400
+    with pytest.raises(ValueError, match=r"^num_frames: 2401 frames.*at most 2400 frames"):
+        sample_times(60.0, num_frames=2401)
+    assert len(sample_times(1.0, fps=40)[0]) == 40
+    with pytest.raises(ValueError, match=r"^fps: 1000 frames per second.*at most 40"):
+        sample_times(60.0, fps=1000)
+    with pytest.raises(ValueError, match=r"^fps: the audio lasts 0\.100 s, too short"):
+        sample_times(0.1, fps=2)
+    for bad in (math.nan, 2.5, "3", True, 0, -1):
+        with pytest.raises(ValueError, match=r"^num_frames: expected a positive integer"):
+            sample_times(5.0, num_frames=bad)
+    for bad in (math.nan, math.inf, "2", True, 0):
+        with pytest.raises(ValueError, match=r"^fps: expected a positive number"):
+            sample_times(5.0, fps=bad)
+    assert len(sample_times(5.0, num_frames=np.int64(4))[0]) == 4
+    assert MIN_SEGMENT_SECONDS * 16_000 == 400
+
+
+# ---------------------------------------------------------------------------- truncated files
+
+
+def test_truncated_video_warns_naming_file_and_durations(tmp_path):
+    path = write_video(tmp_path / "whole.mkv", seconds=6, fps=10, acodec="pcm_s16le", audio_rate=16_000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", MediaWarning)  # the whole file: no warning
+        assert read_video(path).num_frames == 6
+    data = path.read_bytes()
+    half = tmp_path / "half.mkv"
+    half.write_bytes(data[: len(data) // 2])
+    with pytest.warns(MediaWarning, match=r"half\.mkv: the audio track decodes to \d\.\d\d s but the file declares 6\.00 s"):
+        waveform, rate = read_audio(half)
+    assert waveform.shape[1] / rate < 4.0
+    with pytest.warns(MediaWarning, match=r"half\.mkv") as caught:
+        clip = read_video(half)
+    assert clip.num_frames < 6
+    assert all(issubclass(w.category, MediaWarning) for w in caught)
+
+
+def test_warn_if_short_tolerance():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", MediaWarning)
+        decoding._warn_if_short(Path("a.wav"), "audio track", 5.6, 6.0)  # 0.4 s short: under 0.5 s
+        decoding._warn_if_short(Path("a.wav"), "audio track", 96.0, 100.0)  # 4 %: under 5 %
+        decoding._warn_if_short(Path("a.wav"), "audio track", 1.0, None)  # nothing declared
+    with pytest.warns(MediaWarning, match=r"a\.wav: the audio track decodes to 5\.40 s but the file declares 6\.00 s"):
+        decoding._warn_if_short(Path("a.wav"), "audio track", 5.4, 6.0)
+
+
+# ---------------------------------------------------------------------------- rotation
+
+
+def _quadrants(height: int = 32, width: int = 64) -> np.ndarray:
+    """``[H, W, 3]`` uint8, four grey levels: top-left 255, top-right 170, bottom-left 85,
+    bottom-right 0 (robust to 4:2:0 coding)."""
+    image = np.zeros((height, width, 3), np.uint8)
+    h, w = height // 2, width // 2
+    image[:h, :w], image[:h, w:], image[h:, :w] = 255, 170, 85
+    return image
+
+
+def _write_rotated(path: Path, degrees: int, hflip: bool = False, vflip: bool = False, seconds: int = 2) -> None:
+    import av
+
+    with av.open(str(path), "w") as out:
+        video = out.add_stream("libx264", rate=10)
+        video.width, video.height, video.pix_fmt = 64, 32, "yuv420p"
+        video.options = {"crf": "0", "preset": "ultrafast"}
+        video.set_display_rotation(degrees, hflip=hflip, vflip=vflip)
+        sound = out.add_stream("pcm_s16le", rate=16_000)
+        sound.layout = "mono"
+        for i in range(seconds * 10):
+            frame = av.VideoFrame.from_ndarray(_quadrants(), format="rgb24")
+            frame.pts, frame.time_base = i, fractions.Fraction(1, 10)
+            for packet in video.encode(frame):
+                out.mux(packet)
+        for packet in video.encode():
+            out.mux(packet)
+        samples = np.zeros((1, seconds * 16_000), np.int16)
+        frame = av.AudioFrame.from_ndarray(samples, format="s16", layout="mono")
+        frame.sample_rate, frame.pts, frame.time_base = 16_000, 0, fractions.Fraction(1, 16_000)
+        for packet in sound.encode(frame):
+            out.mux(packet)
+        for packet in sound.encode():
+            out.mux(packet)
+
+
+@pytest.mark.parametrize(
+    "degrees, hflip, vflip",
+    [(90, False, False), (-90, False, False), (180, False, False), (0, True, False), (0, False, True), (90, True, False), (-90, False, True)],
+)
+def test_rotation_tag_is_applied(tmp_path, degrees, hflip, vflip):
+    import av
+
+    if not hasattr(av.video.stream.VideoStream, "set_display_rotation"):
+        pytest.skip("this PyAV cannot write a display matrix")
+    path = tmp_path / "phone.mkv"
+    _write_rotated(path, degrees, hflip, vflip)
+    clip = read_video(path)
+    # what PyAV's writer promises: `degrees` counter-clockwise, then the mirrors
+    expected = torch.from_numpy(_quadrants()).permute(2, 0, 1)
+    expected = torch.rot90(expected, k=(degrees // 90) % 4, dims=(1, 2))
+    if hflip:
+        expected = expected.flip(2)
+    if vflip:
+        expected = expected.flip(1)
+    assert clip.frames.shape == (2, *expected.shape)
+    for frame in clip.frames:
+        assert (frame.float() - expected.float()).abs().mean() < 6
+
+
+def test_rotation_matches_ffmpeg_transpose(tmp_path):
+    """A phone's portrait tag (rotation 90 counter-clockwise, ``ffmpeg`` autorotates it with
+    ``transpose=cclock``: L.R / l.r → R.r / L.l): the source's top-right corner ends top-left."""
+    import av
+
+    if not hasattr(av.video.stream.VideoStream, "set_display_rotation"):
+        pytest.skip("this PyAV cannot write a display matrix")
+    path = tmp_path / "portrait.mkv"
+    _write_rotated(path, 90)
+    frame = read_video(path).frames[0]
+    assert frame.shape == (3, 64, 32)  # portrait
+    corners = [int(frame[0, y, x]) for y, x in [(0, 0), (0, 31), (63, 0), (63, 31)]]
+    # top-left = R (170), top-right = r (0), bottom-left = L (255), bottom-right = l (85)
+    assert [round(c / 85) for c in corners] == [2, 0, 3, 1]
+
+
+def _orient_brute_force(image: torch.Tensor, a: int, b: int, c: int, d: int) -> torch.Tensor:
+    """Move every pixel where the matrix sends it: column x, row y → (a·x + c·y, b·x + d·y),
+    then shift the picture to start at (0, 0)."""
+    _, height, width = image.shape
+    spots = {}
+    for y in range(height):
+        for x in range(width):
+            spots[(a * x + c * y, b * x + d * y)] = image[:, y, x]
+    min_x = min(k[0] for k in spots)
+    min_y = min(k[1] for k in spots)
+    new_w = max(k[0] for k in spots) - min_x + 1
+    new_h = max(k[1] for k in spots) - min_y + 1
+    out = torch.zeros((image.shape[0], new_h, new_w), dtype=image.dtype)
+    for (x, y), value in spots.items():
+        out[:, y - min_y, x - min_x] = value
+    return out
+
+
+@pytest.mark.parametrize(
+    "signs",
+    [(1, 0, 0, 1), (-1, 0, 0, 1), (1, 0, 0, -1), (-1, 0, 0, -1), (0, 1, 1, 0), (0, -1, 1, 0), (0, 1, -1, 0), (0, -1, -1, 0)],
+)
+def test_apply_orientation_against_brute_force(signs):
+    image = torch.arange(2 * 3 * 5, dtype=torch.int64).reshape(2, 3, 5)
+    assert torch.equal(apply_orientation(image, signs), _orient_brute_force(image, *signs))
+    assert apply_orientation(image, None) is image
+
+
+def test_rotation_not_a_right_angle_warns_and_keeps_frames(tmp_path):
+    import av
+
+    if not hasattr(av.video.stream.VideoStream, "set_display_rotation"):
+        pytest.skip("this PyAV cannot write a display matrix")
+    path = tmp_path / "tilted.mkv"
+    _write_rotated(path, 45)
+    with pytest.warns(MediaWarning, match=r"tilted\.mkv: frames used as stored.*not a multiple of 90"):
+        clip = read_video(path)
+    stored = torch.from_numpy(_quadrants()).permute(2, 0, 1).float()
+    assert (clip.frames[0].float() - stored).abs().mean() < 6
+
+
+# ---------------------------------------------------------------------------- image modes
+
+
+def _png(width: int, height: int, bit_depth: int, colour_type: int, rows: np.ndarray) -> bytes:
+    """A PNG written by hand (PIL cannot write 16-bit colour): ``rows`` ``[H, W·channels]`` of
+    big-endian samples."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", width, height, bit_depth, colour_type, 0, 0, 0)
+    raw = b"".join(b"\x00" + row.tobytes() for row in rows)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+
+
+def _mode(path: Path) -> str:
+    with Image.open(path) as image:
+        return image.mode
+
+
+def _grey3(grey: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.repeat(grey.astype(np.uint8)[None], 3, axis=0))
+
+
+RNG = np.random.default_rng(15)
+RGB = RNG.integers(0, 256, (6, 7, 3), dtype=np.uint8)
+ALPHA = RNG.integers(0, 256, (6, 7), dtype=np.uint8)
+GREY = RNG.integers(0, 256, (6, 7), dtype=np.uint8)
+RAMP16 = (np.arange(256 * 3, dtype=np.int64) * 65535 // (256 * 3 - 1)).reshape(3, 256).astype(np.uint16)
+
+
+def test_sixteen_bit_grey_png_is_scaled_not_clipped(tmp_path):
+    path = tmp_path / "depth.png"
+    Image.fromarray(RAMP16).save(path)
+    assert _mode(path) == "I;16"
+    got = read_image(path)
+    assert torch.equal(got, _grey3(RAMP16 >> 8))
+    assert len(torch.unique(got)) == 256  # a 0…65535 ramp uses every 8-bit level (was {0, 255})
+
+
+@pytest.mark.parametrize("mode", ["1", "L", "LA", "P", "RGB", "RGBA", "CMYK", "I", "I;16B"])
+def test_every_pil_mode_becomes_the_right_rgb(tmp_path, mode):
+    if mode == "1":
+        bits = GREY > 127
+        image, expected = Image.fromarray(bits), _grey3(bits * 255)
+    elif mode == "L":
+        image, expected = Image.fromarray(GREY, "L"), _grey3(GREY)
+    elif mode == "LA":
+        image, expected = Image.fromarray(np.stack([GREY, ALPHA], 2), "LA"), _grey3(GREY)  # alpha dropped
+    elif mode == "P":
+        palette = RNG.integers(0, 256, (256, 3), dtype=np.uint8)
+        index = RNG.integers(0, 256, (6, 7), dtype=np.uint8)
+        image = Image.frombytes("P", (7, 6), index.tobytes())
+        image.putpalette(palette.reshape(-1).tolist())
+        expected = torch.from_numpy(palette[index]).permute(2, 0, 1)
+    elif mode == "RGB":
+        image, expected = Image.fromarray(RGB, "RGB"), torch.from_numpy(RGB).permute(2, 0, 1)
+    elif mode == "RGBA":
+        image = Image.fromarray(np.dstack([RGB, ALPHA]), "RGBA")
+        expected = torch.from_numpy(RGB).permute(2, 0, 1)  # alpha dropped, not composited
+    elif mode == "CMYK":
+        cmyk = RNG.integers(0, 256, (6, 7, 4), dtype=np.uint8)
+        image = Image.fromarray(cmyk, "CMYK")
+        c = cmyk.astype(np.int64)
+        expected = torch.from_numpy(np.round((255 - c[..., :3]) * (255 - c[..., 3:]) / 255).astype(np.uint8)).permute(2, 0, 1)
+    elif mode == "I":
+        values = RNG.integers(0, 65536, (6, 7)).astype(np.int32)
+        image, expected = Image.fromarray(values, "I"), _grey3(values >> 8)
+    else:  # I;16B: big-endian 16-bit grey
+        values = RNG.integers(0, 65536, (6, 7)).astype(">u2")
+        image = Image.frombytes("I;16B", (7, 6), values.tobytes())
+        expected = _grey3(values.astype(np.int64) >> 8)
+    path = tmp_path / f"image_{mode.replace(';', '_')}.{'tif' if mode in ('I', 'I;16B', 'CMYK') else 'png'}"
+    image.save(path)
+    assert _mode(path) == mode or (mode == "I;16B" and _mode(path).startswith("I;16"))
+    got = read_image(path)
+    assert got.dtype == torch.uint8 and got.shape == (3, 6, 7)
+    assert torch.equal(got, expected)
+
+
+@pytest.mark.parametrize("colour_type, channels", [(2, 3), (6, 4), (4, 2), (0, 1)], ids=["RGB16", "RGBA16", "LA16", "L16"])
+def test_sixteen_bit_png_of_every_colour_type(tmp_path, colour_type, channels):
+    samples = RNG.integers(0, 65536, (6, 7, channels)).astype(">u2")
+    path = tmp_path / "deep.png"
+    path.write_bytes(_png(7, 6, 16, colour_type, samples.reshape(6, 7 * channels)))
+    high = samples.astype(np.int64) >> 8
+    if channels >= 3:
+        expected = torch.from_numpy(high[..., :3].astype(np.uint8)).permute(2, 0, 1)
+    else:
+        expected = _grey3(high[..., 0])
+    assert torch.equal(read_image(path), expected)
+
+
+def test_jpeg_grey_and_cmyk(tmp_path):
+    grey = tmp_path / "grey.jpg"
+    Image.fromarray(GREY, "L").save(grey, quality=95)
+    got = read_image(grey)
+    assert torch.equal(got[0], got[1]) and torch.equal(got[1], got[2])
+    assert (got[0].float() - torch.from_numpy(GREY).float()).abs().mean() < 12
+    cmyk = tmp_path / "print.jpg"
+    Image.fromarray(np.zeros((6, 7, 4), np.uint8), "CMYK").save(cmyk, quality=95)
+    assert int(read_image(cmyk).min()) >= 250  # no ink: white
+
+
+def test_unsupported_modes_are_refused_naming_file_and_mode(tmp_path):
+    floats = tmp_path / "floats.tif"
+    Image.fromarray(RNG.random((6, 7)).astype(np.float32), "F").save(floats)
+    with pytest.raises(ValueError, match=r"floats\.tif: an image of PIL mode F"):
+        read_image(floats)
+    wide = tmp_path / "wide.tif"
+    Image.fromarray(np.full((6, 7), 70_000, np.int32), "I").save(wide)
+    with pytest.raises(ValueError, match=r"wide\.tif: a 32-bit integer image \(PIL mode I\) with values 70000"):
+        read_image(wide)
+    negative = tmp_path / "negative.tif"
+    Image.fromarray(np.full((6, 7), -1, np.int32), "I").save(negative)
+    with pytest.raises(ValueError, match=r"negative\.tif.*outside 0…65535"):
+        read_image(negative)
+
+
+# ---------------------------------------------------------------------------- library arguments
+
+
+@pytest.mark.parametrize("rate", [np.int64(16_000), np.int32(16_000), np.uint16(16_000), 16_000.0, np.float32(16_000), np.float64(16_000)])
+def test_sample_rate_accepts_every_integral_number(rate):
+    got = check_sample_rate(rate)
+    assert got == 16_000 and type(got) is int
+
+
+@pytest.mark.parametrize("rate", [math.nan, math.inf, -math.inf, np.float64("nan"), 16_000.5, "16000", True, None, 0, -8_000, np.int64(0)])
+def test_sample_rate_refusals_name_the_argument(rate):
+    with pytest.raises(ValueError, match=r"^sample_rate: expected a positive integer in Hz"):
+        check_sample_rate(rate)
+    with pytest.raises(ValueError, match=r"^target_rate: expected a positive integer"):
+        inputs.resample(torch.zeros(1, 10), 16_000, rate)
+
+
+@pytest.mark.parametrize("fn_name", ["miou", "fscore"])
+def test_metrics_refuse_nan_targets_and_empty_frames(fn_name):
+    from cmsf import metrics
+
+    fn = getattr(metrics, fn_name)
+    pred = torch.ones(2, 3, 3)
+    target = torch.ones(2, 3, 3)
+    target[1, 1, 1] = math.nan
+    with pytest.raises(ValueError, match=r"^target: contains NaN"):
+        fn(pred, target)
+    for shape in [(1, 0, 4), (1, 4, 0), (1, 0, 0)]:
+        with pytest.raises(ValueError, match=r"^pred: expected frames of at least one pixel"):
+            fn(torch.zeros(shape), torch.zeros(shape))
+    # the checks refuse only what is wrong: an integer or bool target is never NaN
+    assert fn(pred, torch.ones(2, 3, 3, dtype=torch.int64)) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_wrong_size_prediction_mentions_resize_pred(tmp_path):
+    from cmsf import avsbench
+    from cmsf.avsbench import VideoEntry
+
+    entry = VideoEntry("v", "test")
+    avsbench.write_pred_masks(tmp_path, "ms3", entry, torch.zeros(5, 4, 4, dtype=torch.bool))
+    with pytest.raises(ValueError, match=r"v_0\.png.*--resize-pred.*resize=True"):
+        avsbench.read_pred_masks(tmp_path, "ms3", entry, (8, 8))
+
+
+def test_frame_folder_with_too_little_audio_per_frame_names_both(tmp_path):
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i in range(5):
+        Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(folder / f"{i}.png")
+    short = write_wav(tmp_path / "short.wav", tone(0.1, 16_000))  # 4 segments of 25 ms at most
+    with pytest.raises(ValueError, match=r"short\.wav: 0\.100 s of audio.*frames.*5 frames.*at most 4 frames"):
+        read_frame_folder(folder, short)
+    enough = write_wav(tmp_path / "enough.wav", tone(0.125, 16_000))
+    assert read_frame_folder(folder, enough).num_frames == 5
