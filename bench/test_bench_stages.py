@@ -7,7 +7,8 @@
 - ``sam_masks`` with boxes: the 5 frames, 8 box prompts each; automatic: the 5 frames with the
   automatic options of ``bench/workload.py`` (random weights: quality filters off).
 - ImageBind image embedding: 40 masked crops (5 frames × 8), split into the input preparation
-  (``imagebind_vision_inputs``, PIL on the CPU) and the vision tower (``embed_vision``).
+  (``imagebind_vision_inputs`` with each resampler, on the CPU and on CUDA, with and without 5
+  thin slivers) and the vision tower (``embed_vision``).
 - ImageBind audio embedding: the 5 segments, input preparation (``imagebind_audio_inputs``,
   Kaldi fbank) and the audio tower (``embed_audio``).
 
@@ -18,6 +19,8 @@ case, the batch sizes and the peak GPU memory.
 from __future__ import annotations
 
 from typing import Any, Optional
+
+import pytest
 
 import torch
 from torch import Tensor
@@ -162,12 +165,35 @@ def _crops(frames: Tensor) -> list[Tensor]:
     return crops
 
 
-def test_imagebind_vision_inputs(benchmark, video) -> None:
-    """Input preparation runs on the CPU whatever the model (PIL resize of each crop)."""
-    crops = _crops(video[0])
-    benchmark.group = "stage-imagebind-vision-inputs"
-    pixels = run_benchmark(benchmark, lambda: imagebind_vision_inputs(crops), "cpu", extra_info={"crops": len(crops)})
-    assert pixels.shape == (len(crops), 3, 224, 224)
+SLIVERS = [(1, 224), (224, 1), (3, 180), (150, 2), (6, 224)]
+"""Thin proposals (h, w) added to the crops of the ``crops+slivers`` workload: real proposal
+sets include them, and the full Meta transform resizes a 1 × 224 crop to 50 176 × 224."""
+
+
+def _slivers(frames: Tensor) -> list[Tensor]:
+    return [frames[0, :, 10 : 10 + h, 5 : 5 + w].clone() for h, w in SLIVERS]
+
+
+@pytest.mark.parametrize("workload", ["crops", "crops+slivers"])
+@pytest.mark.parametrize("resampler", ["pil", "torch", "auto"])
+def test_imagebind_vision_inputs(benchmark, device, video, resampler: str, workload: str) -> None:
+    """Crop preparation (resize, centre crop, normalise) of 40 masked crops (+ 5 slivers) on the
+    crops' device by each resampler of ``imagebind_vision_inputs``; every one must give Meta's
+    PIL pixels exactly (``max_abs_diff_vs_pil`` is recorded and asserted 0)."""
+    crops = _crops(video[0]) + (_slivers(video[0]) if workload == "crops+slivers" else [])
+    reference = imagebind_vision_inputs(crops, resampler="pil")
+    crops = [crop.to(device) for crop in crops]
+    benchmark.group = f"stage-imagebind-vision-inputs-{workload}"
+    pixels = run_benchmark(
+        benchmark, lambda: imagebind_vision_inputs(crops, resampler=resampler), device,
+        extra_info={"crops": len(crops), "resampler": resampler, "workload": workload, "device": device},
+    )  # fmt: skip
+    difference = (pixels.cpu() - reference).abs()
+    benchmark.extra_info.update(
+        max_abs_diff_vs_pil=float(difference.max()), mean_abs_diff_vs_pil=float(difference.mean())
+    )
+    assert pixels.shape == (len(crops), 3, 224, 224) and pixels.device.type == torch.device(device).type
+    assert float(difference.max()) == 0.0
 
 
 def test_imagebind_embed_vision(benchmark, case: Case, models, video) -> None:

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import math
 import os
-from concurrent.futures import ThreadPoolExecutor
 from fractions import Fraction
 from typing import Mapping, Optional, Union
 
@@ -41,11 +40,10 @@ import torch
 import torch.nn.functional as F
 import torchaudio.compliance.kaldi as kaldi
 from torch import Tensor, nn
-from torchvision.transforms import InterpolationMode
-from torchvision.transforms import functional as TF
 
 from cmsf.checks import resolve_device, resolve_dtype
 from cmsf.inputs import Images, as_image_list, as_waveform, check_sample_rate, mixdown as _mixdown, resample
+from cmsf.resampling import pil_resize_center_crop, resize_center_crop, resize_is_large
 
 CHECKPOINT_URL = "https://dl.fbaipublicfiles.com/imagebind/imagebind_huge.pth"
 CHECKPOINT_FILENAME = "imagebind_huge.pth"
@@ -523,42 +521,60 @@ def load_imagebind(
 # ---------------------------------------------------------------------------------------------
 
 
-def imagebind_vision_inputs(images: Images) -> Tensor:
+RESAMPLERS = ("auto", "pil", "torch")
+"""How :func:`imagebind_vision_inputs` resizes: all three give the same pixels, bit for bit."""
+
+
+def imagebind_vision_inputs(images: Images, *, resampler: str = "auto") -> Tensor:
     """Images → the vision tower's input, exactly as Meta's ``load_and_transform_vision_data``.
 
     Meta's transform works on the PIL image: ``Resize(224, bicubic)`` (shorter side to 224
     pixels, the longer one to ``int(224 · long / short)``, PIL's bicubic filter, which
     antialiases when shrinking), ``CenterCrop(224)``, ``ToTensor`` (÷ 255), ``Normalize`` with
-    CLIP's mean and std. It is reproduced bit for bit by converting each image to PIL.
+    CLIP's mean and std.
 
     Args:
-        images: a list of PIL images or ``Tensor[3, H, W]`` uint8 (any sizes), or one
+        images: a list of PIL images or ``Tensor[3, H, W]`` uint8 (any sizes, one device), or one
             ``Tensor[B, 3, H, W]`` uint8 (see ``cmsf.inputs.as_image_list``).
+        resampler: how the resize and crop are computed; every choice gives the same pixels, bit
+            for bit (``tests/test_resampling.py``):
+
+            - ``"pil"``: Meta's own way, each image converted to PIL and resized whole (on the
+              CPU, the resizes of a batch on a thread pool: PIL releases the GIL);
+            - ``"torch"``: :func:`cmsf.resampling.resize_center_crop`, Pillow's arithmetic in
+              batched integer tensor ops on the images' device, computing only the 224 × 224
+              pixels the centre crop keeps;
+            - ``"auto"`` (default): ``"torch"`` for images on a GPU (no copy to the host) and, on
+              the CPU, for thin images whose full resize would be over 4 × the crop (a 1-pixel
+              sliver is resized to 224 × 50 176 by PIL); ``"pil"`` for the others on the CPU,
+              where PIL's C loops are faster.
 
     Returns:
-        ``Tensor[B, 3, 224, 224]`` float32 on the CPU.
-
-    The PIL resizes of a batch run on a thread pool (PIL releases the GIL while resampling), so
-    the many masked crops of a video use every core; the result does not depend on it.
+        ``Tensor[B, 3, 224, 224]`` float32 on the images' device (the CPU for PIL images).
     """
-    image_list = [image.cpu() for image in as_image_list(images)]
-    if len(image_list) >= 8 and (os.cpu_count() or 1) > 1:
-        with ThreadPoolExecutor(max_workers=min(len(image_list), os.cpu_count() or 1)) as pool:
-            pixels = list(pool.map(_resize_and_crop, image_list))
+    if resampler not in RESAMPLERS:
+        raise ValueError(f"resampler: expected one of {', '.join(RESAMPLERS)}, got {resampler!r}")
+    image_list = as_image_list(images)
+    devices = {image.device for image in image_list}
+    if len(devices) > 1:
+        raise ValueError(f"images: expected images on one device, got {sorted(map(str, devices))}")
+    device = image_list[0].device
+    if resampler == "torch" or (resampler == "auto" and device.type != "cpu"):
+        pixels = resize_center_crop(image_list, IMAGE_SIZE)
     else:
-        pixels = [_resize_and_crop(image) for image in image_list]
-    mean = torch.tensor(IMAGE_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGE_STD).view(1, 3, 1, 1)
-    return torch.stack(pixels).float().div(255).sub(mean).div(std)
-
-
-def _resize_and_crop(image: Tensor) -> Tensor:
-    """``Tensor[3, H, W]`` uint8 → Meta's ``Resize(224, bicubic)`` + ``CenterCrop(224)`` on the
-    PIL image → ``Tensor[3, 224, 224]`` uint8."""
-    pil = TF.to_pil_image(image)
-    pil = TF.resize(pil, IMAGE_SIZE, interpolation=InterpolationMode.BICUBIC)
-    pil = TF.center_crop(pil, IMAGE_SIZE)
-    return TF.pil_to_tensor(pil)
+        pixels = torch.empty(len(image_list), 3, IMAGE_SIZE, IMAGE_SIZE, dtype=torch.uint8, device=device)
+        thin = [
+            i for i, image in enumerate(image_list)
+            if resampler == "auto" and resize_is_large(image.shape[1], image.shape[2], IMAGE_SIZE)
+        ]  # fmt: skip
+        if thin:
+            pixels[thin] = resize_center_crop([image_list[i] for i in thin], IMAGE_SIZE)
+        wide = [i for i in range(len(image_list)) if i not in set(thin)]
+        if wide:
+            pixels[wide] = pil_resize_center_crop([image_list[i].cpu() for i in wide], IMAGE_SIZE).to(device)
+    mean = torch.tensor(IMAGE_MEAN, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGE_STD, device=device).view(1, 3, 1, 1)
+    return pixels.float().div(255).sub(mean).div(std)
 
 
 def audio_clip_bounds(num_samples: int, sample_rate: int = AUDIO_SAMPLE_RATE) -> list[tuple[int, int]]:

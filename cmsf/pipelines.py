@@ -208,10 +208,12 @@ def _bind_candidates(
     """The model half of the BIND step shared by OWOD-BIND and SAM-BIND: the masked crops of
     every frame of every video through ImageBind's vision tower in one batch, every audio
     segment through its audio tower in another (grouped by sample rate)."""
-    images = _all_images(videos)
+    device = models.device
+    boxes, proposal_scores, cpu_masks = (_to_cpu(parts) for parts in (boxes, proposal_scores, masks))
     crops: list[Tensor] = []
-    for image, frame_boxes, frame_masks in zip(images, boxes, masks):
-        crops.extend(masked_crops(image, frame_boxes, frame_masks))
+    for image, frame_boxes, frame_masks in zip(_all_images(videos), boxes, masks):
+        # on the models' device, where the crops are resized too (cmsf.resampling): no copy to the host
+        crops.extend(masked_crops(image.to(device), frame_boxes, frame_masks))
     visual = embed_crops(crops, models).float().cpu()
     audio = torch.stack(
         _per_segment(videos, lambda segments, rate: embed_audio_segments(segments, rate, models))
@@ -219,15 +221,24 @@ def _bind_candidates(
     counts = [frame_boxes.shape[0] for frame_boxes in boxes]
     frames = [
         FrameCandidates(
-            boxes=boxes[i].cpu(),
-            proposal_scores=proposal_scores[i].float().cpu(),
-            masks=masks[i].cpu(),
+            boxes=boxes[i],
+            proposal_scores=proposal_scores[i].float(),
+            masks=cpu_masks[i],
             visual=visual_i,
             audio=audio[i],
         )
         for i, visual_i in enumerate(visual.split(counts))
     ]
     return _per_video(frames, videos)
+
+
+def _to_cpu(tensors: Sequence[Tensor]) -> list[Tensor]:
+    """``tensors`` (any shapes, one dtype and device) on the CPU with one transfer, not one per
+    tensor (each transfer from a GPU waits for it)."""
+    if not tensors or tensors[0].device.type == "cpu":
+        return list(tensors)
+    flat = torch.cat([t.reshape(-1) for t in tensors]).cpu()
+    return [part.reshape(t.shape) for part, t in zip(flat.split([t.numel() for t in tensors]), tensors)]
 
 
 def _per_segment(videos: Sequence[VideoInput], compute: Callable[[list[Tensor], int], Sequence[T]]) -> list[T]:

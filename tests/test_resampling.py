@@ -1,0 +1,84 @@
+"""cmsf.resampling against Pillow itself (through torchvision's PIL transforms, Meta's ImageBind
+image transform): bit-equal pixels for images of any shape, slivers and batches of mixed sizes
+included; and imagebind_vision_inputs equal whichever resampler it uses."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torchvision.transforms import InterpolationMode, transforms
+from torchvision.transforms import functional as TF
+
+from cmsf.imagebind import imagebind_vision_inputs
+from cmsf.resampling import center_crop_origin, pil_resize_center_crop, resize_center_crop, resize_is_large, resized_size
+
+SIZE = 224
+META = transforms.Compose([transforms.Resize(SIZE, interpolation=InterpolationMode.BICUBIC), transforms.CenterCrop(SIZE)])
+
+
+def meta(image: torch.Tensor) -> torch.Tensor:
+    """Meta's transform on the PIL image (the oracle): ``Tensor[C, 224, 224]`` uint8."""
+    return TF.pil_to_tensor(META(TF.to_pil_image(image)))
+
+
+def random_image(height: int, width: int, seed: int, channels: int = 3) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    image = torch.randint(0, 256, (channels, height, width), dtype=torch.uint8, generator=generator)
+    image[:, : height // 2] //= 4  # some structure: a dark band, so edges are resampled too
+    return image
+
+
+SLIVERS = [(1, 1), (1, 224), (224, 1), (1, 640), (480, 1), (2, 3), (3, 700), (700, 3), (17, 5000), (5, 2)]
+REGULAR = [(224, 224), (223, 225), (225, 224), (224, 300), (100, 60), (60, 100), (500, 300), (1080, 1920), (37, 32)]
+
+
+@pytest.mark.parametrize("height, width", SLIVERS + REGULAR)
+def test_equals_pillow_bit_for_bit(height, width):
+    image = random_image(height, width, seed=height * 7919 + width)
+    assert torch.equal(resize_center_crop([image], SIZE)[0], meta(image))
+
+
+def test_a_batch_of_mixed_sizes_equals_each_image_alone():
+    images = [random_image(h, w, seed=i) for i, (h, w) in enumerate(SLIVERS[:7] + REGULAR[:-2])]
+    batch = resize_center_crop(images, SIZE)
+    assert batch.shape == (len(images), 3, SIZE, SIZE) and batch.dtype == torch.uint8
+    for image, out in zip(images, batch):
+        assert torch.equal(out, meta(image))
+    assert torch.equal(pil_resize_center_crop(images, SIZE), batch)
+
+
+side = st.one_of(st.integers(1, 4), st.integers(5, 260), st.integers(261, 900))
+
+
+@settings(max_examples=40, deadline=None)
+@given(height=side, width=side, seed=st.integers(0, 2**16), channels=st.sampled_from([1, 3]))
+def test_any_shape_equals_pillow(height, width, seed, channels):
+    image = random_image(height, width, seed, channels)
+    assert torch.equal(resize_center_crop([image], SIZE)[0], meta(image) if channels == 3 else meta(image)[:1])
+
+
+@settings(max_examples=30, deadline=None)
+@given(height=st.integers(1, 3000), width=st.integers(1, 3000), size=st.sampled_from([7, 64, 224]))
+def test_resized_size_is_torchvisions(height, width, size):
+    new_height, new_width = resized_size(height, width, size)
+    assert [new_height, new_width] == TF._compute_resized_output_size((height, width), [size])
+    assert resize_is_large(height, width, size) == (new_height * new_width > 4 * size * size)
+
+
+@settings(max_examples=30, deadline=None)
+@given(height=st.integers(7, 300), width=st.integers(7, 300))
+def test_center_crop_origin_is_torchvisions(height, width):
+    index = torch.arange(height * width).reshape(1, height, width)
+    first = int(TF.center_crop(index, [7, 7])[0, 0, 0])
+    assert center_crop_origin(height, width, 7) == divmod(first, width)
+
+
+def test_imagebind_vision_inputs_are_the_same_with_every_resampler():
+    images = [random_image(h, w, seed=i) for i, (h, w) in enumerate([(1, 300), (40, 90), (224, 224), (700, 2), (90, 40)])]
+    pil = imagebind_vision_inputs(images, resampler="pil")
+    assert torch.equal(imagebind_vision_inputs(images, resampler="torch"), pil)
+    assert torch.equal(imagebind_vision_inputs(images), pil)  # auto: PIL for some, torch for the slivers
+    with pytest.raises(ValueError, match="resampler"):
+        imagebind_vision_inputs(images, resampler="cv2")
