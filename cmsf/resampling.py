@@ -11,8 +11,10 @@ How Pillow resamples an 8-bit image (``libImaging/Resample.c``), reproduced step
    0.5)`` (≤ in); the weights ``bicubic((x − center + 0.5) / filterscale)`` are summed in order
    and divided by their sum, all in float64, then made 22-bit fixed point (``int(w · 2²² ±
    0.5)``, rounding half away from zero);
-2. horizontal pass, then vertical: ``2²¹ + Σ pixel · weight`` in integers, shifted right by 22
-   bits and clipped to 0…255; the horizontal pass's result is stored as 8-bit.
+2. horizontal pass, then vertical (vertical first, from Pillow 13 on, when the height shrinks by
+   more than twice as many pixels as the width: :func:`vertical_first`): ``2²¹ + Σ pixel ·
+   weight`` in integers, shifted right by 22 bits and clipped to 0…255; the first pass's result
+   is stored as 8-bit, so the order shows in the pixels.
 
 Each output pixel depends only on its own windows, so the crop's pixels are computed from the same
 weights as the full resize computes them, without the rest: a 1-pixel-high sliver that the full
@@ -29,6 +31,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
 
+import PIL
 import torch
 from torch import Tensor
 from torchvision.transforms import InterpolationMode
@@ -36,6 +39,9 @@ from torchvision.transforms import functional as TF
 
 PRECISION_BITS = 22
 """Fractional bits of Pillow's fixed-point weights for 8-bit images (``32 − 8 − 2``)."""
+
+PILLOW_VERTICAL_FIRST = int(PIL.__version__.split(".")[0]) >= 13
+"""Whether the installed Pillow may run the vertical pass first (see :func:`vertical_first`)."""
 
 BICUBIC_SUPPORT = 2.0
 BICUBIC_A = -0.5
@@ -105,6 +111,15 @@ def _clip8(values: Tensor) -> Tensor:
     return torch.clamp(values >> PRECISION_BITS, 0, 255)
 
 
+def vertical_first(height: int, width: int, new_height: int, new_width: int) -> bool:
+    """Whether Pillow resizes ``height × width`` to ``new_height × new_width`` with the vertical
+    pass first: from Pillow 13 on when the height shrinks by more than twice as many pixels as
+    the width (python-pillow/Pillow#9549, a speed-up; the 8-bit result between the passes makes
+    the order visible in the pixels), never before. Checked against the installed Pillow by the
+    tests."""
+    return PILLOW_VERTICAL_FIRST and new_height < height and height - new_height > 2 * (width - new_width)
+
+
 def resize_center_crop(images: Sequence[Tensor], size: int) -> Tensor:
     """``CenterCrop(size)(Resize(size, BICUBIC)(to_pil_image(image)))`` for each image, bit for bit.
 
@@ -118,23 +133,39 @@ def resize_center_crop(images: Sequence[Tensor], size: int) -> Tensor:
     The weights of every image are computed at once on the CPU (float64); the pixel passes run
     on the images' device on groups of images of similar cost (sorted by the source rows and
     taps each needs, so that little padding is computed), each group a handful of batched
-    gathers: no per-image host-device transfer.
+    gathers: no per-image host-device transfer. An image Pillow resizes vertically first
+    (:func:`vertical_first`) goes through the same passes transposed.
     """
     if len(images) == 0:
         raise ValueError("images: expected at least one image")
-    heights = torch.tensor([int(image.shape[1]) for image in images], dtype=torch.int64)
-    widths = torch.tensor([int(image.shape[2]) for image in images], dtype=torch.int64)
-    resized = [resized_size(int(h), int(w), size) for h, w in zip(heights, widths)]
+    shapes = [(int(image.shape[1]), int(image.shape[2])) for image in images]
+    resized = [resized_size(h, w, size) for h, w in shapes]
     origins = [center_crop_origin(h, w, size) for h, w in resized]
-    rows = _Axis(*axis_weights(heights, _column(resized, 0), _column(origins, 0), size))
-    cols = _Axis(*axis_weights(widths, _column(resized, 1), _column(origins, 1), size))
+    transposed = [vertical_first(h, w, *new) for (h, w), new in zip(shapes, resized)]
+    # each image oriented so that its first pass runs along its columns (horizontal)
+    oriented = [image.transpose(1, 2) if flip else image for image, flip in zip(images, transposed)]
+
+    def axis(picks: list[int]) -> _Axis:
+        """Weights along axis ``picks[n]`` (0: rows, 1: columns of the original image n)."""
+        return _Axis(*axis_weights(
+            torch.tensor([shape[p] for shape, p in zip(shapes, picks)], dtype=torch.int64),
+            torch.tensor([new[p] for new, p in zip(resized, picks)], dtype=torch.int64),
+            torch.tensor([origin[p] for origin, p in zip(origins, picks)], dtype=torch.int64),
+            size,
+        ))  # fmt: skip
+
+    rows = axis([int(flip) for flip in transposed])  # the oriented images' rows: the second pass
+    cols = axis([1 - int(flip) for flip in transposed])  # their columns: the first pass
     row0 = rows.first[:, 0]
     rows_needed = (rows.first + rows.count).amax(dim=1) - row0
     cost = (rows_needed * cols.count.amax(dim=1)).tolist()
     out = torch.empty(len(images), int(images[0].shape[0]), size, size, dtype=torch.uint8, device=images[0].device)
-    for group in _groups(sorted(range(len(images)), key=lambda n: cost[n]), cost, rows_needed.tolist(), int(images[0].shape[0]) * size):
+    row_elements = int(images[0].shape[0]) * size
+    for group in _groups(sorted(range(len(images)), key=lambda n: cost[n]), cost, rows_needed.tolist(), row_elements):
         index = torch.tensor(group, dtype=torch.int64)
-        out[index.to(out.device)] = _passes([images[n] for n in group], rows.take(index), cols.take(index), size)
+        pixels = _passes([oriented[n] for n in group], rows.take(index), cols.take(index), size)
+        flips = torch.tensor([transposed[n] for n in group], device=pixels.device)[:, None, None, None]
+        out[index.to(out.device)] = torch.where(flips, pixels.transpose(2, 3), pixels)
     return out
 
 
@@ -190,13 +221,14 @@ def _passes(images: Sequence[Tensor], rows: _Axis, cols: _Axis, size: int) -> Te
     row_starts = (offsets[:, None] + source_rows * widths[:, None]).to(device)  # flat index of each row
     columns = torch.minimum(cols.first[:, :, None] + torch.arange(cols.weights.shape[-1]), widths[:, None, None] - 1)
     columns, col_weights = columns.to(device), cols.weights.to(device)
-    flat = torch.cat([image.reshape(channels, -1) for image in images], dim=1)  # [C, Σ h·w]
+    flat = torch.cat([image.reshape(channels, -1) for image in images], dim=1).to(torch.int32)  # [C, Σ h·w]
 
     half = 1 << (PRECISION_BITS - 1)
     acc = torch.full((channels, len(images), needed, size), half, dtype=torch.int32, device=device)
     for t in range(col_weights.shape[-1]):  # horizontal pass over the needed rows: [C, N, R, size]
-        index = row_starts[:, :, None] + columns[:, None, :, t]
-        acc += flat[:, index].to(torch.int32) * col_weights[None, :, None, :, t]
+        index = (row_starts[:, :, None] + columns[:, None, :, t]).reshape(-1)
+        taps = torch.index_select(flat, 1, index).view(acc.shape)
+        acc.addcmul_(taps, col_weights[None, :, None, :, t])
     horizontal = _clip8(acc)
 
     relative = (rows.first - row0[:, None]).to(device)  # [N, size]
@@ -204,7 +236,7 @@ def _passes(images: Sequence[Tensor], rows: _Axis, cols: _Axis, size: int) -> Te
     acc = torch.full((channels, len(images), size, size), half, dtype=torch.int32, device=device)
     for t in range(row_weights.shape[-1]):  # vertical pass: [C, N, size, size]
         index = torch.clamp(relative + t, max=needed - 1)[None, :, :, None].expand(channels, -1, -1, size)
-        acc += torch.gather(horizontal, 2, index) * row_weights[None, :, :, t, None]
+        acc.addcmul_(torch.gather(horizontal, 2, index), row_weights[None, :, :, t, None])
     return _clip8(acc).to(torch.uint8).permute(1, 0, 2, 3)
 
 
