@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import time
+import wave
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Optional
 
 import torch
@@ -172,6 +175,90 @@ def avsbench_video(
     noise = torch.randn(samples, generator=generator, dtype=torch.float64) * 0.05
     waveform = (0.3 * tone + noise).clamp(-1, 1).to(torch.float32).unsqueeze(0)
     return video, waveform, sample_rate
+
+
+def write_avsbench_s4(root: Path, videos: int) -> list[Any]:
+    """An AVSBench-S4-shaped test split of ``videos`` synthetic videos under ``root`` (frames of
+    :func:`avsbench_video` as 224×224 PNGs, 5 s of 16-bit 16 kHz wav, the csv; no ground
+    truth), for benchmarks that read videos from disk as ``cmsf eval`` does. Returns the
+    ``cmsf.avsbench.VideoEntry`` of each video, in order."""
+    from cmsf import avsbench
+    from cmsf.media import write_png_image
+
+    names = [f"bench_{i:04d}" for i in range(videos)]
+    (root / "Single-source").mkdir(parents=True, exist_ok=True)
+    csv_lines = ["name,start,category,split"] + [f"{name},0,synthetic,test" for name in names]
+    (root / "Single-source/s4_meta_data.csv").write_text("\n".join(csv_lines) + "\n", encoding="utf-8")
+    entries = avsbench.list_videos(root, "s4", "test")
+    for i, entry in enumerate(entries):
+        frames, waveform, sample_rate = avsbench_video(seed=i)
+        for path, frame in zip(avsbench.frame_paths(root, "s4", entry), frames):
+            write_png_image(path, frame)
+        wav = avsbench.audio_path(root, "s4", entry)
+        wav.parent.mkdir(parents=True, exist_ok=True)
+        with wave.open(str(wav), "wb") as out:
+            out.setnchannels(1)
+            out.setsampwidth(2)
+            out.setframerate(sample_rate)
+            out.writeframes((waveform[0] * 32767).round().to(torch.int16).numpy().tobytes())
+    return entries
+
+
+# ---------------------------------------------------------------------------------------------
+# GPU peaks: achieved FLOP/s as a fraction of the GPU's dense bfloat16 peak
+# ---------------------------------------------------------------------------------------------
+
+DENSE_BF16_PEAK_TFLOPS: tuple[tuple[str, float, str], ...] = (
+    (r"\bH100\b.*\bPCIe\b", 756.0, "NVIDIA H100 datasheet, H100 PCIe: 1,513 TFLOPS BF16 with sparsity; dense is half"),
+    (r"\bH100\b(?!.*\bNVL\b)", 989.0, "NVIDIA H100 datasheet, H100 SXM: 1,979 TFLOPS BF16 with sparsity; dense is half"),
+    (r"\bH200\b(?!.*\bNVL\b)", 989.0, "NVIDIA H200 datasheet, H200 SXM: 1,979 TFLOPS BF16 with sparsity; dense is half"),
+    (r"\bA100\b", 312.0, "NVIDIA A100 datasheet: 312 TFLOPS BF16 dense (624 with sparsity)"),
+    (r"\bL40S\b", 362.0, "NVIDIA L40S datasheet: 733 TFLOPS BF16 with sparsity; dense is half"),
+    (r"\bL4\b", 121.0, "NVIDIA L4 datasheet: 242 TFLOPS BF16 with sparsity; dense is half"),
+    (r"\bA10\b", 125.0, "NVIDIA A10 datasheet: 125 TFLOPS BF16 dense (250 with sparsity)"),
+)
+"""``(pattern of torch.cuda.get_device_name, dense bf16 TFLOP/s, source)``, first match wins.
+Vendors quote tensor-core peaks "with sparsity" (2:4 structured), twice the dense rate that
+cmsf's dense models can reach. A GPU not listed has no peak unless ``CMSF_BENCH_PEAK_TFLOPS``
+gives one."""
+
+PEAK_ENV = "CMSF_BENCH_PEAK_TFLOPS"
+
+
+def dense_bf16_peak(gpu_name: Optional[str]) -> tuple[Optional[float], Optional[str]]:
+    """``(TFLOP/s, source)`` of ``gpu_name``'s dense bf16 tensor-core peak, ``(None, None)`` if
+    unknown or no GPU (``CMSF_BENCH_PEAK_TFLOPS`` overrides the table for a GPU)."""
+    if not gpu_name:
+        return None, None
+    override = os.environ.get(PEAK_ENV)
+    if override:
+        return float(override), f"{PEAK_ENV}={override}"
+    for pattern, tflops, source in DENSE_BF16_PEAK_TFLOPS:
+        if re.search(pattern, gpu_name):
+            return tflops, source
+    return None, None
+
+
+def gpu_name(device: str) -> Optional[str]:
+    """``torch.cuda.get_device_name`` of a CUDA device, ``None`` for the CPU."""
+    return torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda") else None
+
+
+def throughput_info(flops: Optional[int], seconds: float, device: str) -> dict[str, Any]:
+    """``extra_info`` entries of achieved throughput: ``flops_per_video``, ``achieved_tflops``,
+    ``gpu``, ``gpu_dense_bf16_peak_tflops`` (+ its source) and ``fraction_of_peak`` (achieved ÷
+    peak; ``None`` on the CPU, for an unknown GPU or without a FLOP count)."""
+    name = gpu_name(device)
+    peak, source = dense_bf16_peak(name)
+    achieved = None if flops is None else flops / seconds / 1e12
+    return {
+        "flops_per_video": flops,
+        "achieved_tflops": achieved,
+        "gpu": name,
+        "gpu_dense_bf16_peak_tflops": peak,
+        "gpu_dense_bf16_peak_source": source,
+        "fraction_of_peak": None if achieved is None or peak is None else achieved / peak,
+    }
 
 
 # ---------------------------------------------------------------------------------------------

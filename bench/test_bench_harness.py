@@ -56,3 +56,47 @@ def test_video_is_avsbench_shaped_and_deterministic() -> None:
     assert float(waveform.abs().max()) <= 1.0
     again, _, _ = harness.avsbench_video(seed=3)
     assert torch.equal(frames, again)
+
+
+def test_flops_counted_on_the_meta_device_equal_those_of_real_models() -> None:
+    """The meta-device method of bench/flops.py counts what the real models compute (tiny,
+    CPU; the math attention kernel, since FlopCounterMode has no formula for the CPU's flash
+    attention), and the units add up to what the stages run."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    from bench.flops import build_on_meta, count_flops, unit_flops, video_flops
+    from cmsf.binding import embed_crops, masked_crops
+    from cmsf.segmentation import sam_masks
+
+    models = harness.load_case_models("tiny", "cpu", "float32")
+    real = {"owlv2": models.owlv2.model, "sam": models.sam.model, "ast": models.ast.model, "imagebind": models.imagebind}
+    with sdpa_kernel(SDPBackend.MATH):
+        units = unit_flops(real, device="cpu")
+        assert units == unit_flops(build_on_meta("tiny"))
+        frames, _, _ = harness.avsbench_video(seed=0)
+        boxes = [torch.tensor([[10.0, 20.0, 90.0, 120.0], [0.0, 0.0, 30.0, 200.0]])] * 3 + [torch.zeros(0, 4)]
+        sam_flops = count_flops(lambda: sam_masks(frames[:4], models, boxes=boxes))
+        found = sam_masks(frames[:4], models, boxes=boxes)
+        crops = [c for image, b, m in zip(frames, boxes, found) for c in masked_crops(image, b, m.masks)]
+        crop_flops = count_flops(lambda: embed_crops(crops, models))
+    assert sam_flops == 3 * units["sam_image"]["per_item"] + 3 * units["sam_box_decoder"]["per_call"] + 6 * units["sam_box_decoder"]["per_item"]
+    assert crop_flops == 6 * units["imagebind_crop"]["per_item"]
+    assert video_flops(units, "owod-bind", frames=2, proposals_per_frame=[3, 0]) == (
+        2 * (units["owlv2_frame"]["per_item"] + units["sam_image"]["per_item"] + units["imagebind_segment"]["per_item"])
+        + units["sam_box_decoder"]["per_call"] + 3 * (units["sam_box_decoder"]["per_item"] + units["imagebind_crop"]["per_item"])
+    )
+
+
+def test_dense_bf16_peaks_are_matched_by_gpu_name(monkeypatch) -> None:
+    monkeypatch.delenv(harness.PEAK_ENV, raising=False)
+    assert harness.dense_bf16_peak("NVIDIA H100 80GB HBM3")[0] == 989.0
+    assert harness.dense_bf16_peak("NVIDIA H100 PCIe")[0] == 756.0
+    assert harness.dense_bf16_peak("NVIDIA H200")[0] == 989.0
+    assert harness.dense_bf16_peak("NVIDIA A100-SXM4-80GB")[0] == 312.0
+    assert harness.dense_bf16_peak("NVIDIA L4")[0] == 121.0 and harness.dense_bf16_peak("NVIDIA L40S")[0] == 362.0
+    assert harness.dense_bf16_peak("NVIDIA H100 NVL") == (None, None)  # not in the table: no guess
+    assert harness.dense_bf16_peak(None) == (None, None)
+    monkeypatch.setenv(harness.PEAK_ENV, "500")
+    assert harness.dense_bf16_peak("Some GPU")[0] == 500.0 and harness.dense_bf16_peak(None) == (None, None)
+    info = harness.throughput_info(2 * 10**12, 4.0, "cpu")
+    assert info["achieved_tflops"] == 0.5 and info["fraction_of_peak"] is None and info["gpu"] is None

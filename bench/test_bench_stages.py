@@ -21,7 +21,6 @@ from __future__ import annotations
 from typing import Any, Optional
 
 import pytest
-
 import torch
 from torch import Tensor
 
