@@ -46,7 +46,7 @@ def _frame_bind(
     if boxes.shape[0] == 0:
         return torch.zeros(height, width, dtype=torch.bool)
     crops = masked_crops(image, boxes, masks)
-    visual = models.imagebind.embed_vision(imagebind_vision_inputs(crops))
+    visual = models.imagebind.embed_vision(imagebind_vision_inputs(crops, resampler="pil"))
     audio = models.imagebind.embed_audio(imagebind_audio_inputs(segment, sample_rate).unsqueeze(0))[0]
     keep, _ = bind_filter(visual, audio, bind_threshold, bind_mode)
     if not bool(keep.any()):
