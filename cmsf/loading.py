@@ -1,11 +1,12 @@
 """Loading the foundation models: :func:`load_models` returns a :class:`Models` whose
-components (AST, GroundingDINO, SAM, OWLv2, ImageBind) are each loaded on first use and then
-kept, so a pipeline that never grounds text never loads GroundingDINO and one ``Models`` serves
-every frame and video.
+components (AST, GroundingDINO, SAM, OWLv2, ImageBind, and MAVL when asked for) are each loaded
+on first use and then kept, so a pipeline that never grounds text never loads GroundingDINO and
+one ``Models`` serves every frame and video.
 
 Where a component comes from is a preset (``paper``: the paper's checkpoints, :data:`PAPER_SOURCES`;
 ``tiny`` / ``paper-random``: seeded random weights, :mod:`cmsf.random_models`) or an override (a
-hub id or a local ``save_pretrained`` folder; for ImageBind a checkpoint). A component that
+hub id or a local ``save_pretrained`` folder; for ImageBind a checkpoint; for MAVL, which no
+preset includes, the authors' checkpoint file or ``"random"``). A component that
 cannot be loaded raises :class:`ModelLoadError` naming it, its source and how to get it.
 """
 
@@ -21,6 +22,7 @@ from torch import nn
 
 from cmsf.checks import resolve_device, resolve_dtype
 from cmsf.imagebind import ImageBind, load_imagebind
+from cmsf.mavl import MAVL, PAPER_MAVL, TINY_MAVL, load_mavl
 from cmsf.random_models import (
     HUGE_IMAGEBIND_SIZES,
     SEEDS,
@@ -45,7 +47,7 @@ __all__ = [
 PRESETS = ("paper", "tiny", "paper-random")
 """Known presets of :func:`load_models`."""
 
-COMPONENTS = ("ast", "grounding_dino", "sam", "owlv2", "imagebind")
+COMPONENTS = ("ast", "grounding_dino", "sam", "owlv2", "imagebind", "mavl")
 """Component names, as used by :class:`Models` properties and :func:`load_models` overrides."""
 
 PAPER_SOURCES: Mapping[str, Optional[str]] = {
@@ -63,6 +65,7 @@ _COMPONENT_TITLES = {
     "sam": "SAM segmenter",
     "owlv2": "OWLv2 proposer",
     "imagebind": "ImageBind",
+    "mavl": "MAVL proposer",
 }
 
 
@@ -83,7 +86,8 @@ class Component(NamedTuple):
 class _Spec:
     """Where a component comes from: ``kind`` is ``"pretrained"`` (``source`` is a hub id, a
     local directory, or for ImageBind a checkpoint path / None for the official download) or
-    ``"random"`` (``size`` is ``"tiny"`` or ``"paper"``; ImageBind: ``sizes``)."""
+    ``"random"`` (``size`` is ``"tiny"`` or ``"paper"``; ImageBind: ``sizes``) or ``"absent"``
+    (MAVL when not asked for)."""
 
     kind: str
     source: Optional[str] = None
@@ -91,6 +95,8 @@ class _Spec:
     sizes: Optional[tuple[tuple[str, int], ...]] = None
 
     def describe(self) -> str:
+        if self.kind == "absent":
+            return "not used"
         if self.kind == "random":
             if self.sizes is not None:
                 return f"random weights, sizes {dict(self.sizes)}"
@@ -100,15 +106,18 @@ class _Spec:
 
 def _preset_specs(preset: str) -> dict[str, _Spec]:
     if preset == "paper":
-        return {name: _Spec("pretrained", source) for name, source in PAPER_SOURCES.items()}
+        return {**{name: _Spec("pretrained", source) for name, source in PAPER_SOURCES.items()}, "mavl": _Spec("absent")}
     size = "tiny" if preset == "tiny" else "paper"
-    specs = {name: _Spec("random", size=size) for name in COMPONENTS if name != "imagebind"}
+    specs = {name: _Spec("random", size=size) for name in COMPONENTS if name not in ("imagebind", "mavl")}
     sizes = TINY_IMAGEBIND_SIZES if preset == "tiny" else HUGE_IMAGEBIND_SIZES
     specs["imagebind"] = _Spec("random", sizes=tuple(sizes.items()))
+    specs["mavl"] = _Spec("absent")
     return specs
 
 
-def _override_spec(name: str, value: Any) -> _Spec:
+def _override_spec(name: str, value: Any, preset: str) -> _Spec:
+    if name == "mavl":
+        return _mavl_spec(value, preset)
     if name == "imagebind":
         if value is None:
             return _Spec("pretrained", None)
@@ -123,6 +132,38 @@ def _override_spec(name: str, value: Any) -> _Spec:
     if name == "imagebind":
         expected = "a checkpoint path, None (official download), or a dict of ImageBind sizes"
     raise ValueError(f"{name}: expected {expected}, got {type(value).__name__}")
+
+
+# ---------------------------------------------------------------- MAVL (asked for, never in a preset)
+def _mavl_spec(value: Any, preset: str) -> _Spec:
+    """``mavl=``: a checkpoint path, ``"random"`` (the preset's size) or ``None`` (not used)."""
+    if value is None:
+        return _Spec("absent")
+    if isinstance(value, (str, os.PathLike)):
+        source = os.fspath(value)
+        if source == "random":
+            return _Spec("random", size="tiny" if preset == "tiny" else "paper")
+        if source:
+            return _Spec("pretrained", source)
+    raise ValueError(
+        "mavl: expected the path of the authors' MDef_DETR_minus_language_r101_epoch10.pth, 'random' "
+        f"(seeded random weights of the preset's size) or None, got {value!r}"
+    )
+
+
+def _mavl_load_error(spec: _Spec, error: BaseException) -> ModelLoadError:
+    if spec.kind == "absent":
+        return ModelLoadError(
+            "the MAVL proposer (component 'mavl') was not asked for: pass load_models(..., "
+            "mavl='/path/to/MDef_DETR_minus_language_r101_epoch10.pth') (or mavl='random'), "
+            "--model mavl=PATH on the command line"
+        )
+    return ModelLoadError(
+        f"could not load the MAVL proposer (component 'mavl') from {spec.describe()}: {error}. Expected the "
+        "authors' MDef-DETR minus-language checkpoint MDef_DETR_minus_language_r101_epoch10.pth (a torch file "
+        "holding {'model': state_dict, ...}), downloaded by hand from the link in the README of "
+        "github.com/mmaaz60/mvits_for_class_agnostic_od."
+    )
 
 
 _MODEL_CLASSES = {
@@ -181,6 +222,8 @@ class Models:
     - ``owlv2``: :class:`Component` (``Owlv2ForObjectDetection``, ``Owlv2ImageProcessor``; only
       the vision tower and the objectness and box heads are used)
     - ``imagebind``: the ``cmsf.imagebind.ImageBind`` module itself
+    - ``mavl``: the :class:`cmsf.mavl.MAVL` module itself, only when :func:`load_models` was given
+      ``mavl=`` (:attr:`proposer` is then ``"mavl"``)
 
     Every model is in eval mode on :attr:`device` in :attr:`dtype`. :attr:`loaded` lists the
     components loaded so far. A component that cannot be loaded raises :class:`ModelLoadError`
@@ -237,6 +280,16 @@ class Models:
     def imagebind(self) -> nn.Module:
         return self.get("imagebind")
 
+    @property
+    def mavl(self) -> MAVL:
+        return self.get("mavl")
+
+    @property
+    def proposer(self) -> str:
+        """The class-agnostic proposer of :func:`cmsf.proposals.propose_boxes` (and so of
+        OWOD-BIND): ``"mavl"`` when :func:`load_models` was given ``mavl=``, else ``"owlv2"``."""
+        return "owlv2" if self._specs["mavl"].kind == "absent" else "mavl"
+
     def get(self, name: str) -> Any:
         """Component ``name`` (one of :data:`COMPONENTS`), loading it on first use."""
         name = self._check_name(name)
@@ -246,9 +299,9 @@ class Models:
         return self._loaded[name]
 
     def load(self, *names: str) -> "Models":
-        """Load the named components now (all of them when none is named); returns ``self``.
-        Useful to keep loading time out of a benchmark."""
-        for name in names or COMPONENTS:
+        """Load the named components now (when none is named: all of them, MAVL only when it was
+        asked for); returns ``self``. Useful to keep loading time out of a benchmark."""
+        for name in names or [n for n in COMPONENTS if self._specs[n].kind != "absent"]:
             self.get(name)
         return self
 
@@ -267,6 +320,8 @@ class Models:
         spec = self._specs[name]
         if name == "imagebind":
             return self._load_imagebind(spec)
+        if name == "mavl":
+            return self._load_mavl(spec)
         model_class = getattr(tf, _MODEL_CLASSES[name])
         if spec.kind == "random":
             config = random_config(name, spec.size)
@@ -290,6 +345,18 @@ class Models:
             model = load_imagebind(spec.source, device=self._device, dtype=self._dtype)
         except Exception as error:  # noqa: BLE001
             raise _load_error("imagebind", spec, error) from error
+        return self._finish(model)
+
+    def _load_mavl(self, spec: _Spec) -> nn.Module:
+        if spec.kind == "random":
+            config = TINY_MAVL if spec.size == "tiny" else PAPER_MAVL
+            return self._finish(build_random(lambda: MAVL(config), SEEDS["mavl"], self._device))
+        if spec.kind == "absent":
+            raise _mavl_load_error(spec, LookupError())
+        try:
+            model = load_mavl(spec.source)
+        except Exception as error:  # noqa: BLE001 - every failure becomes one clear error
+            raise _mavl_load_error(spec, error) from error
         return self._finish(model)
 
     def __repr__(self) -> str:
@@ -322,11 +389,16 @@ def load_models(
         dtype: ``torch.float32`` (default) or ``torch.bfloat16`` (or the strings
             ``"float32"``/``"bfloat16"``); anything else is a ``ValueError``.
         **overrides: per component (``ast``, ``grounding_dino``, ``sam``, ``owlv2``,
-            ``imagebind``), a hub id or a local directory saved with ``save_pretrained`` (the
-            model and its processor, loaded with ``from_pretrained``), e.g.
-            ``load_models("paper", sam="facebook/sam-vit-base")``. For ``imagebind``: a
+            ``imagebind``, ``mavl``), a hub id or a local directory saved with
+            ``save_pretrained`` (the model and its processor, loaded with ``from_pretrained``),
+            e.g. ``load_models("paper", sam="facebook/sam-vit-base")``. For ``imagebind``: a
             checkpoint path, ``None`` for the official download, or a dict of ``ImageBind``
-            sizes to build with seeded random weights.
+            sizes to build with seeded random weights. ``mavl`` (no preset includes it): the
+            path of the authors' ``MDef_DETR_minus_language_r101_epoch10.pth`` (downloaded by
+            hand, see :mod:`cmsf.mavl`), or ``"random"`` for seeded random weights of the
+            preset's size (``tiny``: :data:`cmsf.mavl.TINY_MAVL`, otherwise the paper's
+            architecture); with it, :func:`cmsf.proposals.propose_boxes` and OWOD-BIND propose
+            with MAVL instead of OWLv2 (:attr:`Models.proposer`).
 
     Raises:
         ValueError: unknown preset or component, bad device, or a dtype other than float32 /
@@ -340,7 +412,7 @@ def load_models(
         raise ValueError(f"unknown component(s) {unknown}: expected overrides among {COMPONENTS}")
     specs = _preset_specs(preset)
     for name, value in overrides.items():
-        specs[name] = _override_spec(name, value)
+        specs[name] = _override_spec(name, value, preset)
     return Models(specs, resolve_device(device), resolve_dtype(dtype), preset)
 
 
