@@ -1,5 +1,5 @@
-"""Pure tensor operations shared by the pipelines: IoU, NMS over boxes or masks, and the
-cross-modal filter ``bind_filter``.
+"""Pure tensor operations shared by the pipelines: IoU, NMS over boxes or masks, the
+cross-modal filter ``bind_filter``, and mirrored border indices.
 
 Conventions: boxes are ``Tensor[N, 4]`` in pixel (x1, y1, x2, y2); masks are ``Tensor[N, H, W]``
 bool. Nothing here moves data between devices except where a docstring says so.
@@ -41,6 +41,17 @@ def _check_scores(scores: Tensor, count: int, name: str = "scores") -> None:
         raise ValueError(f"{name}: expected floating-point scores, got dtype {scores.dtype}")
     if bool(torch.isnan(scores).any()):
         raise ValueError(f"{name}: contains NaN")
+
+
+def mirror_index(index: Tensor, length: int) -> Tensor:
+    """Reflect integer indices into ``[0, length)`` without repeating the edge sample
+    (``d c b | a b c d | c b a``: OpenCV's ``BORDER_REFLECT_101``, scipy.ndimage's ``"mirror"``,
+    numpy's ``"reflect"``), however far outside they are; ``length == 1`` maps all to 0."""
+    if length == 1:
+        return torch.zeros_like(index)
+    period = 2 * (length - 1)
+    index = torch.remainder(index, period)
+    return torch.where(index >= length, period - index, index)
 
 
 def mask_iou_matrix(masks_a: Tensor, masks_b: Tensor, chunk_pixels: int = 1 << 16) -> Tensor:
