@@ -1,4 +1,5 @@
-"""The BIND step's inputs: masked crops of the proposals, and their ImageBind embeddings next to
+"""The BIND step's inputs: masked crops of the proposals (the frame inside the mask, OpenCV's
+Gaussian blur of it outside, as the authors' code), and their ImageBind embeddings next to
 those of the audio segments (scored against each other by :func:`cmsf.ops.bind_filter`).
 
 Every crop of a video goes through ImageBind's vision tower in one batch (in chunks of
@@ -7,6 +8,7 @@ Every crop of a video goes through ImageBind's vision tower in one batch (in chu
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
@@ -14,16 +16,80 @@ from torch import Tensor
 
 from cmsf.imagebind import imagebind_audio_inputs, imagebind_vision_inputs
 from cmsf.loading import Models
+from cmsf.ops import mirror_index
 
 CROPS_PER_FORWARD = 256
 """Crops per forward of ImageBind's vision tower."""
 
 
-def masked_crops(image: Tensor, boxes: Tensor, masks: Tensor) -> list[Tensor]:
-    """Cut each proposal out of ``image`` with the pixels outside its mask set to black.
+CROP_BACKGROUNDS = ("blur", "black")
+"""What :func:`masked_crops` puts outside a proposal's mask: ``"blur"`` (the authors'
+OWOD-BIND code) or ``"black"`` (the ImageBind-SAM demo's)."""
 
-    As the authors' OWOD-BIND code does (black out everything outside the mask, then
-    ``PIL.Image.crop(box)``): the crop spans columns ``round(x1) .. round(x2) - 1`` and rows
+BLUR_KERNEL_SIZE = 21
+"""The authors' ``cv2.GaussianBlur(frame, (21, 21), 0)``: σ from the kernel size,
+0.3·((21 − 1)·0.5 − 1) + 0.8 = 3.5."""
+
+
+def _fixed_point_taps(size: int) -> list[int]:
+    """OpenCV's 8-bit ``GaussianBlur`` kernel: ``getGaussianKernel(size, 0)`` (σ from the
+    size, 0.3·((size − 1)·0.5 − 1) + 0.8, for sizes above 7) in fixed point with 8 fraction
+    bits, rounded from the outside in with the error carried inwards and the centre tap taking
+    the remainder, so that the taps sum to exactly 256 (21 taps: 0 2 2 4 6 11 15 20 25 28 30 …)."""
+    sigma = 0.3 * ((size - 1) * 0.5 - 1) + 0.8
+    weights = [math.exp(-((i - (size - 1) / 2) ** 2) / (2 * sigma**2)) for i in range(size)]
+    total = math.fsum(weights)
+    taps = [0] * size
+    carried = 0.0
+    for i in range(size // 2):
+        value = weights[i] / total * 256 + carried
+        taps[i] = taps[size - 1 - i] = math.floor(value + 0.5)
+        carried = value - taps[i]
+    taps[size // 2] = 256 - 2 * sum(taps[: size // 2])
+    return taps
+
+
+def blurred_region(image: Tensor, top: int, left: int, bottom: int, right: int) -> Tensor:
+    """Rows ``top:bottom`` and columns ``left:right`` of OpenCV's
+    ``GaussianBlur(image, (21, 21), 0)`` on uint8 (σ = 3.5, border ``BORDER_REFLECT_101``),
+    computed from the region and a 10-pixel mirrored margin only, on ``image``'s device.
+
+    OpenCV blurs 8-bit images in fixed point (:func:`_fixed_point_taps`: 8 fraction bits per
+    pass, the result rounded half up); this does the same sums in int32, so it is bit-exact with
+    OpenCV (tests/test_crops.py checks it against a direct computation and, where installed,
+    OpenCV itself).
+
+    Args:
+        image (Tensor[3, H, W]): uint8.
+        top, left, bottom, right: the region, ``0 ≤ top < bottom ≤ H``, ``0 ≤ left < right ≤ W``.
+
+    Returns:
+        ``Tensor[3, bottom − top, right − left]`` uint8.
+    """
+    height, width = image.shape[-2:]
+    taps = _fixed_point_taps(BLUR_KERNEL_SIZE)
+    radius = BLUR_KERNEL_SIZE // 2
+    device = image.device
+    rows = mirror_index(torch.arange(top - radius, bottom + radius, device=device), int(height))
+    cols = mirror_index(torch.arange(left - radius, right + radius, device=device), int(width))
+    pixels = image.index_select(1, rows).index_select(2, cols).to(torch.int32)
+    out_height, out_width = bottom - top, right - left
+    # horizontal then vertical pass; sums stay below 256 · 256 · 255 < 2**31
+    across = sum(tap * pixels[:, :, i : i + out_width] for i, tap in enumerate(taps) if tap)
+    down = sum(tap * across[:, i : i + out_height, :] for i, tap in enumerate(taps) if tap)
+    return ((down + (1 << 15)) >> 16).clamp(0, 255).to(torch.uint8)
+
+
+def masked_crops(image: Tensor, boxes: Tensor, masks: Tensor, background: str = "blur") -> list[Tensor]:
+    """Cut each proposal out of ``image``, the frame's pixels inside its mask and
+    ``background`` outside.
+
+    ``"blur"`` (default) is what the authors' OWOD-BIND code does: blur the whole frame with
+    OpenCV's ``GaussianBlur(frame, (21, 21), 0)`` (σ = 3.5, reflected border), keep the frame
+    inside the mask and the blur outside, then ``PIL.Image.crop(box)``; the blur is computed
+    here in torch on the image's device (:func:`blurred_region`, bit-exact with OpenCV's
+    8-bit fixed point), over the rectangle the boxes cover only. ``"black"`` sets the outside to 0, as the
+    ImageBind-SAM demo does. The crop spans columns ``round(x1) .. round(x2) - 1`` and rows
     ``round(y1) .. round(y2) - 1`` (Python's round, as PIL uses), clipped to the image and at
     least one pixel wide and high.
 
@@ -31,22 +97,38 @@ def masked_crops(image: Tensor, boxes: Tensor, masks: Tensor) -> list[Tensor]:
         image (Tensor[3, H, W]): uint8.
         boxes (Tensor[K, 4]): pixel (x1, y1, x2, y2) of ``image``.
         masks (Tensor[K, H, W]): bool.
+        background: ``"blur"`` or ``"black"`` (:data:`CROP_BACKGROUNDS`).
 
     Returns:
         K ``Tensor[3, h, w]`` uint8 crops, on ``image``'s device.
     """
+    if background not in CROP_BACKGROUNDS:
+        raise ValueError(f"background: expected one of {', '.join(CROP_BACKGROUNDS)}, got {background!r}")
     height, width = image.shape[-2:]
     if boxes.shape[0] != masks.shape[0]:
         raise ValueError(f"boxes and masks: expected one mask per box, got {boxes.shape[0]} and {masks.shape[0]}")
     masks = masks.to(image.device)
-    crops = []
-    for k, (x1, y1, x2, y2) in enumerate(boxes.tolist()):
+    regions = []
+    for x1, y1, x2, y2 in boxes.tolist():
         left = min(max(round(x1), 0), width - 1)
         top = min(max(round(y1), 0), height - 1)
         right = max(min(round(x2), width), left + 1)
         bottom = max(min(round(y2), height), top + 1)
-        region = masks[k, top:bottom, left:right]
-        crops.append(image[:, top:bottom, left:right] * region.unsqueeze(0).to(image.dtype))
+        regions.append((top, left, bottom, right))
+    if not regions:
+        return []
+    if background == "blur":  # one blur over the rectangle that holds every box
+        outer = (min(r[0] for r in regions), min(r[1] for r in regions), max(r[2] for r in regions), max(r[3] for r in regions))
+        blurred = blurred_region(image, *outer)
+    crops = []
+    for k, (top, left, bottom, right) in enumerate(regions):
+        inside = masks[k, top:bottom, left:right].unsqueeze(0)
+        frame = image[:, top:bottom, left:right]
+        if background == "blur":
+            outside = blurred[:, top - outer[0] : bottom - outer[0], left - outer[1] : right - outer[1]]
+        else:
+            outside = torch.zeros_like(frame)
+        crops.append(torch.where(inside, frame, outside))
     return crops
 
 
