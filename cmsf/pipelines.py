@@ -28,13 +28,13 @@ from typing import Any, Callable, Mapping, Optional, Sequence, TypeVar
 import torch
 from torch import Tensor
 
-from cmsf.binding import embed_audio_segments, embed_crops, masked_crops
+from cmsf.binding import CROP_BACKGROUNDS, embed_audio_segments, embed_crops, masked_crops
 from cmsf.checks import check_positive_int, check_range, check_unit
 from cmsf.grounding import ground
 from cmsf.loading import Models
 from cmsf.inputs import Images, as_image_list, check_sample_rate, split_segments
 from cmsf.ops import BIND_MODES, bind_filter
-from cmsf.proposals import propose_boxes
+from cmsf.proposals import MAX_PROPOSALS, PROPOSAL_NMS_THRESHOLD, propose_boxes
 from cmsf.segmentation import sam_masks
 from cmsf.tagging import tag_audio
 
@@ -204,14 +204,16 @@ def _bind_candidates(
     proposal_scores: list[Tensor],
     masks: list[Tensor],
     models: Models,
+    crop_background: str,
 ) -> list[list[FrameCandidates]]:
     """The model half of the BIND step shared by OWOD-BIND and SAM-BIND: the masked crops of
-    every frame of every video through ImageBind's vision tower in one batch, every audio
-    segment through its audio tower in another (grouped by sample rate)."""
+    every frame of every video (``crop_background`` outside the mask, see
+    :func:`~cmsf.binding.masked_crops`) through ImageBind's vision tower in one batch, every
+    audio segment through its audio tower in another (grouped by sample rate)."""
     images = _all_images(videos)
     crops: list[Tensor] = []
     for image, frame_boxes, frame_masks in zip(images, boxes, masks):
-        crops.extend(masked_crops(image, frame_boxes, frame_masks))
+        crops.extend(masked_crops(image, frame_boxes, frame_masks, background=crop_background))
     visual = embed_crops(crops, models).float().cpu()
     audio = torch.stack(
         _per_segment(videos, lambda segments, rate: embed_audio_segments(segments, rate, models))
@@ -246,15 +248,22 @@ def _per_segment(videos: Sequence[VideoInput], compute: Callable[[list[Tensor], 
 def owod_bind_candidates(
     videos: Sequence[VideoInput], models: Models, settings: Mapping[str, Any]
 ) -> list[list[FrameCandidates]]:
-    """OWOD-BIND's model stage: OWLv2 proposals (≥ ``settings["box_threshold"]``, see
-    :func:`~cmsf.proposals.propose_boxes`) → one SAM mask per box → masked crops → ImageBind.
-    Every frame of every video goes through each model in one batch."""
+    """OWOD-BIND's model stage: class-agnostic proposals of ``models.proposer`` (OWLv2 or MAVL;
+    ≥ ``settings["box_threshold"]``, OWLv2's de-duplicated at ``proposal_nms_threshold``, at most
+    ``max_proposals``; see :func:`~cmsf.proposals.propose_boxes`) → one SAM mask per box →
+    masked crops → ImageBind. Every frame of every video goes through each model in one batch."""
     images = _all_images(videos)
-    proposals = propose_boxes(images, models, threshold=settings["box_threshold"])
+    proposals = propose_boxes(
+        images,
+        models,
+        threshold=settings["box_threshold"],
+        nms_threshold=settings["proposal_nms_threshold"],
+        max_proposals=settings["max_proposals"],
+    )
     boxes = [p.boxes for p in proposals]
     mask_sets = sam_masks(images, models, boxes=boxes)
     return _bind_candidates(
-        videos, boxes, [p.scores for p in proposals], [m.masks for m in mask_sets], models
+        videos, boxes, [p.scores for p in proposals], [m.masks for m in mask_sets], models, settings["crop_background"]
     )
 
 
@@ -273,7 +282,12 @@ def sam_bind_candidates(
         stability_score_threshold=settings["stability_score_threshold"],
     )
     return _bind_candidates(
-        videos, [m.boxes for m in mask_sets], [m.iou_scores for m in mask_sets], [m.masks for m in mask_sets], models
+        videos,
+        [m.boxes for m in mask_sets],
+        [m.iou_scores for m in mask_sets],
+        [m.masks for m in mask_sets],
+        models,
+        settings["crop_background"],
     )
 
 
@@ -339,7 +353,9 @@ def select_owod_bind(candidates: FrameCandidates, settings: Mapping[str, Any]) -
 
     On candidates computed with ``box_threshold`` itself this is the identity on proposals; on
     candidates computed with a lower one it gives exactly the proposals a run with
-    ``box_threshold`` computes (score thresholds commute with the proposer's other rules)."""
+    ``box_threshold`` computes (score thresholds commute with the proposer's other rules: the
+    greedy NMS over OWLv2 boxes decides each box from higher-scored ones only, and the cap keeps
+    a prefix)."""
     scores = candidates.proposal_scores
     passing = torch.nonzero(scores >= settings["box_threshold"]).flatten()
     if passing.numel() == 0 and scores.numel() > 0:
@@ -407,7 +423,11 @@ def _run_checked(
     if not videos:
         return []
     candidates = PIPELINE_STAGES[pipeline].candidates(videos, models, settings)
-    return [select_video(pipeline, video, frames, settings) for video, frames in zip(videos, candidates)]
+    results = [select_video(pipeline, video, frames, settings) for video, frames in zip(videos, candidates)]
+    if pipeline == "owod-bind":  # evidence: which proposer the models gave (not a setting)
+        for result in results:
+            result.settings["proposer"] = models.proposer
+    return results
 
 
 # ---------------------------------------------------------------- the pipelines
@@ -420,17 +440,32 @@ def owod_bind(
     box_threshold: float = 0.5,
     bind_threshold: float = 0.7,
     bind_mode: str = "softmax",
+    proposal_nms_threshold: float = PROPOSAL_NMS_THRESHOLD,
+    max_proposals: int = MAX_PROPOSALS,
+    crop_background: str = "blur",
 ) -> SegmentationResult:
     """OWOD-BIND: class-agnostic proposals → SAM masks → ImageBind filter against the audio.
 
-    For each frame t: OWLv2 objectness proposals (≥ ``box_threshold`` = τ_BB; boxes spanning
-    ≥ 98 % of the frame dropped, the best proposal kept when none passes) → one SAM mask per box →
-    the frame cropped to each box with the pixels outside its mask black → ImageBind image
-    embeddings → :func:`~cmsf.ops.bind_filter` against the ImageBind embedding of audio segment t
+    For each frame t: class-agnostic proposals of ``models.proposer`` — OWLv2 objectness, or
+    MAVL (the paper's) when ``load_models(..., mavl=...)`` — with objectness ≥ ``box_threshold``
+    (τ_BB, the paper's 0.5; the authors' published MAVL config uses 0.15), boxes spanning ≥ 98 %
+    of the frame dropped, the best proposal kept when none passes, OWLv2's boxes de-duplicated by
+    NMS at ``proposal_nms_threshold`` (MAVL's are not), at most ``max_proposals`` (see
+    :func:`~cmsf.proposals.propose_boxes`) → one SAM mask per box → the frame cropped to each box
+    with ``crop_background`` outside its mask (``"blur"``: OpenCV's 21 × 21 Gaussian blur of the
+    frame, as the authors' code; ``"black"``) → ImageBind image embeddings →
+    :func:`~cmsf.ops.bind_filter` against the ImageBind embedding of audio segment t
     (``bind_threshold`` = τ_BIND, ``bind_mode`` softmax as in the authors' code) → union of the
-    kept masks.
+    kept masks. The result's settings also record ``proposer`` (``"owlv2"`` or ``"mavl"``).
     """
-    settings = {"box_threshold": box_threshold, "bind_threshold": bind_threshold, "bind_mode": bind_mode}
+    settings = {
+        "box_threshold": box_threshold,
+        "bind_threshold": bind_threshold,
+        "bind_mode": bind_mode,
+        "proposal_nms_threshold": proposal_nms_threshold,
+        "max_proposals": max_proposals,
+        "crop_background": crop_background,
+    }
     return _run_one("owod-bind", frames, waveform, sample_rate, models, settings)
 
 
@@ -453,14 +488,15 @@ def sam_bind(
     points_per_side: int = 32,
     pred_iou_threshold: float = 0.88,
     stability_score_threshold: float = 0.95,
+    crop_background: str = "blur",
 ) -> SegmentationResult:
     """SAM-BIND: SAM's automatic point-grid masks (a ``points_per_side``² grid and
     segment-anything's automatic-generator quality filters, predicted IoU > ``pred_iou_threshold``
     and stability ≥ ``stability_score_threshold``, 0 switching a filter off; see
     :func:`~cmsf.segmentation.sam_masks`),
     de-duplicated by NMS at ``nms_threshold`` (the paper's 0.5, where segment-anything's own
-    default is 0.7), as proposals; then the same masked crops and ImageBind filter as
-    :func:`owod_bind`."""
+    default is 0.7), as proposals; then the same masked crops (``crop_background`` outside the
+    mask) and ImageBind filter as :func:`owod_bind`."""
     settings = {
         "nms_threshold": nms_threshold,
         "bind_threshold": bind_threshold,
@@ -468,6 +504,7 @@ def sam_bind(
         "points_per_side": points_per_side,
         "pred_iou_threshold": pred_iou_threshold,
         "stability_score_threshold": stability_score_threshold,
+        "crop_background": crop_background,
     }
     return _run_one("sam-bind", frames, waveform, sample_rate, models, settings)
 
@@ -512,6 +549,7 @@ _UNIT_SETTINGS = (
     "nms_threshold",
     "pred_iou_threshold",
     "stability_score_threshold",
+    "proposal_nms_threshold",
 )
 
 
@@ -530,7 +568,8 @@ def check_settings(pipeline: str, overrides: Mapping[str, Any]) -> dict[str, Any
     """All settings of ``pipeline``: its defaults updated with ``overrides``, each checked.
 
     Thresholds are numbers in [0, 1] (``bind_threshold`` in [-1, 1] with ``bind_mode="cosine"``),
-    ``bind_mode`` one of :data:`cmsf.ops.BIND_MODES`, ``points_per_side`` a positive integer.
+    ``bind_mode`` one of :data:`cmsf.ops.BIND_MODES`, ``points_per_side`` and ``max_proposals``
+    positive integers, ``crop_background`` one of :data:`cmsf.binding.CROP_BACKGROUNDS`.
 
     Raises:
         ValueError: an unknown pipeline or setting, or a bad value; the message starts with the
@@ -550,8 +589,10 @@ def check_settings(pipeline: str, overrides: Mapping[str, Any]) -> dict[str, Any
             check_unit(settings[key], key)
         elif key == "bind_threshold":
             check_range(settings[key], key, -1.0 if mode == "cosine" else 0.0, 1.0)
-        elif key == "points_per_side":
+        elif key in ("points_per_side", "max_proposals"):
             check_positive_int(settings[key], key)
+        elif key == "crop_background" and settings[key] not in CROP_BACKGROUNDS:
+            raise ValueError(f"crop_background: expected one of {', '.join(CROP_BACKGROUNDS)}, got {settings[key]!r}")
     return settings
 
 
