@@ -168,7 +168,9 @@ _model_option = click.option(
     multiple=True,
     metavar="COMPONENT=SOURCE",
     help="Use another checkpoint for a component (ast, grounding_dino, sam, owlv2: a hub id or a "
-    "local save_pretrained folder; imagebind: a .pth path), e.g. --model sam=facebook/sam-vit-base.",
+    "local save_pretrained folder; imagebind: a .pth path), e.g. --model sam=facebook/sam-vit-base; "
+    "--model mavl=PATH (the authors' MDef_DETR_minus_language_r101_epoch10.pth, or 'random') makes "
+    "OWOD-BIND propose with MAVL instead of OWLv2.",
 )
 
 
