@@ -55,9 +55,10 @@ def blurred_region(image: Tensor, top: int, left: int, bottom: int, right: int) 
     computed from the region and a 10-pixel mirrored margin only, on ``image``'s device.
 
     OpenCV blurs 8-bit images in fixed point (:func:`_fixed_point_taps`: 8 fraction bits per
-    pass, the result rounded half up); this does the same sums in int32, so it is bit-exact with
+    pass, the result rounded half up); this does the same integer sums, so it is bit-exact with
     OpenCV (tests/test_crops.py checks it against a direct computation and, where installed,
-    OpenCV itself).
+    OpenCV itself). The sums run in float32, which holds them exactly: every partial sum is an
+    integer below 256 · 256 · 255 < 2**24, and element-wise operations never use TF32.
 
     Args:
         image (Tensor[3, H, W]): uint8.
@@ -72,12 +73,17 @@ def blurred_region(image: Tensor, top: int, left: int, bottom: int, right: int) 
     device = image.device
     rows = mirror_index(torch.arange(top - radius, bottom + radius, device=device), int(height))
     cols = mirror_index(torch.arange(left - radius, right + radius, device=device), int(width))
-    pixels = image.index_select(1, rows).index_select(2, cols).to(torch.int32)
+    pixels = image.index_select(1, rows).index_select(2, cols).to(torch.float32)
     out_height, out_width = bottom - top, right - left
-    # horizontal then vertical pass; sums stay below 256 · 256 · 255 < 2**31
-    across = sum(tap * pixels[:, :, i : i + out_width] for i, tap in enumerate(taps) if tap)
-    down = sum(tap * across[:, i : i + out_height, :] for i, tap in enumerate(taps) if tap)
-    return ((down + (1 << 15)) >> 16).clamp(0, 255).to(torch.uint8)
+    across = torch.zeros(3, out_height + 2 * radius, out_width, dtype=torch.float32, device=device)
+    for i, tap in enumerate(taps):  # the horizontal pass, then the vertical one
+        if tap:
+            across.add_(pixels[:, :, i : i + out_width], alpha=tap)
+    down = torch.zeros(3, out_height, out_width, dtype=torch.float32, device=device)
+    for i, tap in enumerate(taps):
+        if tap:
+            down.add_(across[:, i : i + out_height, :], alpha=tap)
+    return torch.floor((down + 2**15) / 2**16).clamp(0, 255).to(torch.uint8)
 
 
 def masked_crops(image: Tensor, boxes: Tensor, masks: Tensor, background: str = "blur") -> list[Tensor]:
