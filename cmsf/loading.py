@@ -46,6 +46,7 @@ __all__ = [
     "ModelLoadError",
     "Models",
     "check_models",
+    "component_sources",
     "load_models",
 ]
 
@@ -313,6 +314,10 @@ class Models:
         """A description of where component ``name`` comes from (hub id, path, or random)."""
         return self._specs[self._check_name(name)].describe()
 
+    def sources(self) -> dict[str, str]:
+        """:meth:`source` of every component, by name (nothing is loaded)."""
+        return {name: self.source(name) for name in COMPONENTS}
+
     @property
     def ast(self) -> Component:
         return self.get("ast")
@@ -492,3 +497,9 @@ def check_models(models: Any) -> Models:
         raise ValueError(f"models: expected a cmsf.loading.Models (see load_models), got {type(models).__name__}")
     return models
 
+
+
+def component_sources(preset: str, **overrides: Any) -> dict[str, str]:
+    """Where each component of ``load_models(preset, **overrides)`` comes from
+    (:meth:`Models.sources`), without loading or downloading anything."""
+    return load_models(preset, device="cpu", **overrides).sources()

@@ -1,4 +1,4 @@
-"""The three CMSF pipelines, composed from the public stages.
+"""The CMSF pipelines (the paper's three and AT-SAM3), composed from the public stages.
 
 Each pipeline takes one video: its frames (``Tensor[T, 3, H, W]`` uint8 or a list of PIL images /
 ``Tensor[3, H, W]``), its waveform (``Tensor[C, S]`` or ``Tensor[S]`` float) with its sample rate,
@@ -21,8 +21,9 @@ from typing import Any, Callable, Mapping, Optional
 import torch
 from torch import Tensor
 
-from cmsf.binding import embed_audio_segments, embed_crops, masked_crops
+from cmsf.binding import binder_of, masked_crops
 from cmsf.checks import check_positive_int, check_range, check_unit
+from cmsf.concepts import segment_concepts
 from cmsf.grounding import ground
 from cmsf.loading import Models
 from cmsf.inputs import Images, as_image_list, check_sample_rate, split_segments
@@ -39,12 +40,14 @@ class FrameEvidence:
     Attributes:
         boxes (Tensor[K, 4]): the K proposals, pixel (x1, y1, x2, y2) of the frame, float32.
         proposal_scores (Tensor[K]): the proposer's score of each: OWLv2 objectness (OWOD-BIND),
-            SAM's predicted IoU (SAM-BIND), GroundingDINO's box score (AT-GDINO-SAM).
+            SAM's predicted IoU (SAM-BIND), GroundingDINO's box score (AT-GDINO-SAM), SAM 3's
+            instance score (AT-SAM3).
         masks (Tensor[K, H, W]): SAM's mask of each proposal, bool at the frame's resolution.
         kept (Tensor[K]): bool, the proposals whose masks make up the frame's mask.
-        bind_scores (Tensor[K] | None): the ImageBind audio-visual scores (the BIND pipelines).
-        tags (list[tuple[str, float]]): the segment's audio tags and probabilities (AT-GDINO-SAM).
-        phrases (list[str]): the tag each box was grounded to (AT-GDINO-SAM).
+        bind_scores (Tensor[K] | None): the binder's audio-visual scores (the BIND pipelines).
+        tags (list[tuple[str, float]]): the segment's audio tags and probabilities (AT pipelines).
+        phrases (list[str]): the tag each box was grounded to / each instance was found for (AT
+            pipelines).
     """
 
     boxes: Tensor
@@ -83,21 +86,24 @@ class SegmentationResult:
     """A pipeline's output for one video.
 
     Attributes:
-        pipeline: ``"owod-bind"``, ``"sam-bind"`` or ``"at-gdino-sam"``.
+        pipeline: ``"owod-bind"``, ``"sam-bind"``, ``"at-gdino-sam"`` or ``"at-sam3"``.
         masks (Tensor[T, H, W]): bool, the sounding objects of each frame, at frame resolution, CPU.
         frames: the evidence of each frame; ``masks[t]`` is ``frames[t].union(H, W)``.
-        settings: the thresholds the pipeline ran with.
+        settings: the thresholds the pipeline ran with (``bind_mode`` resolved to the mode used).
+        sources: where each component the pipeline used comes from (:meth:`Models.source`).
     """
 
     pipeline: str
     masks: Tensor
     frames: list[FrameEvidence]
     settings: dict[str, Any]
+    sources: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "pipeline": self.pipeline,
             "settings": dict(self.settings),
+            "models": dict(self.sources),
             "frame_size": list(self.masks.shape[1:]),
             "frames": [
                 {"index": t, "mask_pixels": int(self.masks[t].sum()), **evidence.to_json()}
@@ -121,16 +127,26 @@ def _bind(
     settings: dict[str, Any],
 ) -> SegmentationResult:
     """The BIND step shared by OWOD-BIND and SAM-BIND: masked crops of every frame in one
-    ImageBind batch, audio segments in another, then ``bind_filter`` per frame and the union."""
+    binder batch, audio segments in another, then ``bind_filter`` per frame and the union.
+    ``bind_mode=None`` is the binder's own (:attr:`cmsf.binding.Binder.default_bind_mode`)."""
+    binder = binder_of(models)
+    mode = binder.default_bind_mode if bind_mode is None else bind_mode
+    if mode == "calibrated" and binder.logit_bias is None:
+        raise ValueError(
+            f"bind_mode: 'calibrated' needs a binder with a calibrated match logit (PE-AV); the binder is {binder.name}"
+        )
+    settings = {**settings, "bind_mode": mode}
     crops: list[Tensor] = []
     for image, frame_boxes, frame_masks in zip(images, boxes, masks):
         crops.extend(masked_crops(image, frame_boxes, frame_masks))
-    visual = embed_crops(crops, models)
-    audio = embed_audio_segments(segments, sample_rate, models)
+    visual = binder.embed_vision(crops)
+    audio = binder.embed_audio(segments, sample_rate)
     counts = [frame_boxes.shape[0] for frame_boxes in boxes]
     frames = []
     for t, visual_t in enumerate(visual.split(counts)):
-        keep, scores = bind_filter(visual_t, audio[t], bind_threshold, bind_mode)
+        keep, scores = bind_filter(
+            visual_t, audio[t], bind_threshold, mode, logit_scale=binder.logit_scale, logit_bias=binder.logit_bias
+        )
         frames.append(
             FrameEvidence(
                 boxes=boxes[t].cpu(),
@@ -140,13 +156,16 @@ def _bind(
                 bind_scores=scores.float().cpu(),
             )
         )
-    return _result(name, images, frames, settings)
+    return _result(name, images, frames, settings, models)
 
 
-def _result(name: str, images: list[Tensor], frames: list[FrameEvidence], settings: dict[str, Any]) -> SegmentationResult:
+def _result(
+    name: str, images: list[Tensor], frames: list[FrameEvidence], settings: dict[str, Any], models: Models
+) -> SegmentationResult:
     height, width = images[0].shape[-2:]
     masks = torch.stack([evidence.union(height, width) for evidence in frames])
-    return SegmentationResult(pipeline=name, masks=masks, frames=frames, settings=settings)
+    sources = {component: models.source(component) for component in models.loaded}
+    return SegmentationResult(pipeline=name, masks=masks, frames=frames, settings=settings, sources=sources)
 
 
 def _video(frames: Images, waveform: Tensor, sample_rate: int) -> tuple[list[Tensor], list[Tensor], int]:
@@ -168,16 +187,17 @@ def owod_bind(
     *,
     box_threshold: float = 0.5,
     bind_threshold: float = 0.7,
-    bind_mode: str = "softmax",
+    bind_mode: Optional[str] = None,
 ) -> SegmentationResult:
     """OWOD-BIND: class-agnostic proposals → SAM masks → ImageBind filter against the audio.
 
     For each frame t: OWLv2 objectness proposals (≥ ``box_threshold`` = τ_BB; boxes spanning
     ≥ 98 % of the frame dropped, the best proposal kept when none passes) → one SAM mask per box →
     the frame cropped to each box with the pixels outside its mask black → ImageBind image
-    embeddings → :func:`~cmsf.ops.bind_filter` against the ImageBind embedding of audio segment t
-    (``bind_threshold`` = τ_BIND, ``bind_mode`` softmax as in the authors' code) → union of the
-    kept masks.
+    embeddings (the binder: ImageBind, or PE-AV with ``binder=``) → :func:`~cmsf.ops.bind_filter`
+    against the binder's embedding of audio segment t (``bind_threshold`` = τ_BIND; ``bind_mode``
+    None: the binder's own, softmax for ImageBind as in the authors' code, calibrated for PE-AV)
+    → union of the kept masks.
     """
     settings = check_settings(
         "owod-bind", {"box_threshold": box_threshold, "bind_threshold": bind_threshold, "bind_mode": bind_mode}
@@ -209,7 +229,7 @@ def sam_bind(
     *,
     nms_threshold: float = 0.5,
     bind_threshold: float = 0.7,
-    bind_mode: str = "softmax",
+    bind_mode: Optional[str] = None,
     points_per_side: int = 32,
     pred_iou_threshold: float = 0.88,
     stability_score_threshold: float = 0.95,
@@ -288,13 +308,52 @@ def at_gdino_sam(
         )
         for frame_tags, d, m in zip(tags, detections, mask_sets)
     ]
-    return _result("at-gdino-sam", images, frames_evidence, settings)
+    return _result("at-gdino-sam", images, frames_evidence, settings, models)
+
+
+def at_sam3(
+    frames: Images,
+    waveform: Tensor,
+    sample_rate: int,
+    models: Models,
+    *,
+    tag_threshold: float = 0.5,
+    instance_threshold: float = 0.5,
+    mask_threshold: float = 0.5,
+) -> SegmentationResult:
+    """AT-SAM3: AST tags of segment t (≥ ``tag_threshold`` = τ_AT) → SAM 3 concept prompts on
+    frame t → the instance masks of every tag (score > ``instance_threshold``, pixels with mask
+    probability > ``mask_threshold``; :func:`~cmsf.concepts.segment_concepts`) → union. No
+    GroundingDINO and no second SAM: SAM 3 both finds and segments. A segment with no tag gives
+    an empty mask (and SAM 3 is not run on its frame). The evidence keeps the tags, each
+    instance's box, score and tag (``phrases``); every instance is kept."""
+    settings = check_settings(
+        "at-sam3",
+        {"tag_threshold": tag_threshold, "instance_threshold": instance_threshold, "mask_threshold": mask_threshold},
+    )
+    images, segments, sample_rate = _video(frames, waveform, sample_rate)
+    tags = tag_audio(segments, sample_rate, models, threshold=tag_threshold)
+    prompts = [[label for label, _ in frame_tags] for frame_tags in tags]
+    instances = segment_concepts(images, prompts, models, threshold=instance_threshold, mask_threshold=mask_threshold)
+    frames_evidence = [
+        FrameEvidence(
+            boxes=found.boxes.cpu(),
+            proposal_scores=found.scores.float().cpu(),
+            masks=found.masks.cpu(),
+            kept=torch.ones(len(found), dtype=torch.bool),
+            tags=list(frame_tags),
+            phrases=list(found.labels),
+        )
+        for frame_tags, found in zip(tags, instances)
+    ]
+    return _result("at-sam3", images, frames_evidence, settings, models)
 
 
 PIPELINES: dict[str, Callable[..., SegmentationResult]] = {
     "owod-bind": owod_bind,
     "sam-bind": sam_bind,
     "at-gdino-sam": at_gdino_sam,
+    "at-sam3": at_sam3,
 }
 
 
@@ -305,6 +364,8 @@ _UNIT_SETTINGS = (
     "nms_threshold",
     "pred_iou_threshold",
     "stability_score_threshold",
+    "instance_threshold",
+    "mask_threshold",
 )
 
 
@@ -323,7 +384,8 @@ def check_settings(pipeline: str, overrides: Mapping[str, Any]) -> dict[str, Any
     """All settings of ``pipeline``: its defaults updated with ``overrides``, each checked.
 
     Thresholds are numbers in [0, 1] (``bind_threshold`` in [-1, 1] with ``bind_mode="cosine"``),
-    ``bind_mode`` one of :data:`cmsf.ops.BIND_MODES`, ``points_per_side`` a positive integer.
+    ``bind_mode`` one of :data:`cmsf.ops.BIND_MODES` or None (the binder's own),
+    ``points_per_side`` a positive integer.
 
     Raises:
         ValueError: an unknown pipeline or setting, or a bad value; the message starts with the
@@ -335,8 +397,8 @@ def check_settings(pipeline: str, overrides: Mapping[str, Any]) -> dict[str, Any
         accepted = ", ".join(f"{k} (default {v!r})" for k, v in defaults.items()) or "none"
         raise ValueError(f"{unknown[0]}: {pipeline} has no setting {unknown[0]!r}; it accepts: {accepted}")
     settings = {**defaults, **overrides}
-    mode = settings.get("bind_mode", "softmax")
-    if mode not in BIND_MODES:
+    mode = settings.get("bind_mode")
+    if mode is not None and mode not in BIND_MODES:
         raise ValueError(f"bind_mode: expected one of {', '.join(BIND_MODES)}, got {mode!r}")
     for key in overrides:
         if key in _UNIT_SETTINGS:
