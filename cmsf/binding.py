@@ -145,7 +145,9 @@ class PeAvBinder(Binder):
         videos = [crop[None].to(self._device) for crop in crops]  # each crop: a video of one frame
         video = self._model.video_model
         with torch.inference_mode():
-            prepared = self._processor.video_processor(videos=videos, return_tensors="pt")
+            prepared = self._processor.video_processor(
+                videos=videos, input_data_format="channels_first", return_tensors="pt"
+            )
             pixels = prepared["pixel_values_videos"].to(device=self._device, dtype=self._dtype)
             parts = []
             for chunk in pixels.split(CROPS_PER_FORWARD):
