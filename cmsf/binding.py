@@ -1,21 +1,27 @@
 """The BIND step's inputs: masked crops of the proposals (the frame inside the mask, OpenCV's
-Gaussian blur of it outside, as the authors' code), and their ImageBind embeddings next to
+Gaussian blur of it outside, as the authors' code), and the binder's embeddings of them next to
 those of the audio segments (scored against each other by :func:`cmsf.ops.bind_filter`).
 
-Every crop of a video goes through ImageBind's vision tower in one batch (in chunks of
-:data:`CROPS_PER_FORWARD`), every audio segment through its audio tower in another.
+The binder (:func:`binder_of`, the ``binder`` component) is ImageBind (the paper's) or PE-AV
+(Meta's Perception Encoder audio-visual, ``PeAudioVideoModel``); both answer one interface,
+:class:`Binder`: ``embed_vision(crops) → Tensor[N, D]``, ``embed_audio(segments, sample_rate) →
+Tensor[T, D]``, and how their dot products become scores (:class:`BindScoring`). Every crop of a video goes through the vision tower in one
+batch (in chunks of :data:`CROPS_PER_FORWARD`), every audio segment through the audio tower in
+another.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence, Union
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-from cmsf.imagebind import imagebind_audio_inputs, imagebind_vision_inputs
-from cmsf.loading import Models
+from cmsf.imagebind import ImageBind, imagebind_audio_inputs, imagebind_vision_inputs
+from cmsf.inputs import mixdown, resample
+from cmsf.loading import Component, Models, check_models
 from cmsf.ops import mirror_index
 
 CROPS_PER_FORWARD = 256
@@ -151,3 +157,141 @@ def embed_crops(crops: Sequence[Tensor], models: Models) -> Tensor:
         return torch.zeros(0, model.out_embed_dim)
     pixel_values = imagebind_vision_inputs(list(crops))
     return torch.cat([model.embed_vision(chunk) for chunk in pixel_values.split(CROPS_PER_FORWARD)])
+
+
+@dataclass(frozen=True)
+class BindScoring:
+    """How a binder's dot products become the BIND step's scores (:func:`cmsf.ops.bind_filter`).
+
+    Attributes:
+        default_mode: the mode the binder is meant to be read with: ``"softmax"`` for ImageBind
+            (the authors' OWOD-BIND code), ``"calibrated"`` for PE-AV (its trained audio-video
+            match logit, a probability per proposal).
+        logit_scale, logit_bias: the calibrated match logit is ``logit_scale · ⟨a, v⟩ +
+            logit_bias`` (PE-AV's ``audio_video_logit_scale`` / ``_bias``); ``None`` for ImageBind,
+            whose audio embedding already carries its fixed logit scale and which has no bias.
+    """
+
+    default_mode: str
+    logit_scale: Optional[float] = None
+    logit_bias: Optional[float] = None
+
+    def mode(self, bind_mode: Optional[str]) -> str:
+        """``bind_mode`` itself, or :attr:`default_mode` for ``None``; ``"calibrated"`` is refused
+        (naming ``bind_mode``) for a binder without a calibrated match logit."""
+        mode = self.default_mode if bind_mode is None else bind_mode
+        if mode == "calibrated" and self.logit_bias is None:
+            raise ValueError(
+                "bind_mode: 'calibrated' needs a binder with a calibrated match logit (PE-AV); this binder "
+                f"is read with {self.default_mode!r}"
+            )
+        return mode
+
+
+class Binder:
+    """The audio-visual binder of the BIND step (the interface both binders answer).
+
+    Attributes:
+        name: ``"imagebind"`` or ``"pe_audio_video"``.
+        scoring: how its dot products become scores (:class:`BindScoring`).
+    """
+
+    name: str
+    scoring: BindScoring
+
+    def embed_vision(self, crops: Sequence[Tensor]) -> Tensor:
+        """Image crops (``Tensor[3, h, w]`` uint8, sizes may differ) → ``Tensor[N, D]`` float32."""
+        raise NotImplementedError
+
+    def embed_audio(self, segments: Sequence[Tensor], sample_rate: int) -> Tensor:
+        """Audio segments (``Tensor[C, S]`` or ``Tensor[S]`` float at ``sample_rate`` Hz) →
+        ``Tensor[T, D]`` float32."""
+        raise NotImplementedError
+
+
+class ImageBindBinder(Binder):
+    """ImageBind: :func:`embed_crops` and :func:`embed_audio_segments` (Meta-exact preprocessing);
+    read with a softmax over the proposals, as the authors' code does."""
+
+    name = "imagebind"
+    scoring = BindScoring("softmax")
+
+    def __init__(self, models: Models) -> None:
+        self._models = models
+
+    def embed_vision(self, crops: Sequence[Tensor]) -> Tensor:
+        return embed_crops(crops, self._models)
+
+    def embed_audio(self, segments: Sequence[Tensor], sample_rate: int) -> Tensor:
+        return embed_audio_segments(segments, sample_rate, self._models)
+
+
+class PeAvBinder(Binder):
+    """PE-AV (``PeAudioVideoModel``): each crop is a one-frame video for the video tower
+    (``video_model.video_encoder`` → ``video_head``; frames prepared by its video processor),
+    each audio segment goes through the audio tower (``audio_model.audio_encoder`` →
+    ``audio_head``; mixed down to mono, resampled to its feature extractor's rate, prepared by
+    that feature extractor). These are the embeddings ``PeAudioVideoModel.forward`` multiplies
+    into ``logits_audio_video = scale · a @ v.T + bias``; the calibrated score of a proposal is
+    ``sigmoid`` of that logit. Returned un-normalised, as the model uses them."""
+
+    name = "pe_audio_video"
+
+    def __init__(self, component: Component, device: torch.device, dtype: torch.dtype) -> None:
+        self._model, self._processor = component
+        self._device = device
+        self._dtype = dtype
+        self.scoring = BindScoring(
+            "calibrated",
+            logit_scale=float(self._model.audio_video_logit_scale.float()),
+            logit_bias=float(self._model.audio_video_logit_bias.float()),
+        )
+
+    @property
+    def embed_dim(self) -> int:
+        return int(self._model.video_model.video_head.proj.out_features)
+
+    def embed_vision(self, crops: Sequence[Tensor]) -> Tensor:
+        if len(crops) == 0:
+            return torch.zeros(0, self.embed_dim, device=self._device)
+        videos = [crop[None].to(self._device) for crop in crops]  # each crop: a video of one frame
+        video = self._model.video_model
+        with torch.inference_mode():
+            prepared = self._processor.video_processor(
+                videos=videos, input_data_format="channels_first", return_tensors="pt"
+            )
+            pixels = prepared["pixel_values_videos"].to(device=self._device, dtype=self._dtype)
+            parts = []
+            for chunk in pixels.split(CROPS_PER_FORWARD):
+                pooled = video.video_encoder(pixel_values_videos=chunk).pooler_output
+                parts.append(video.video_head(pooled).float())
+        return torch.cat(parts)
+
+    def embed_audio(self, segments: Sequence[Tensor], sample_rate: int) -> Tensor:
+        extractor = self._processor.feature_extractor
+        rate = int(extractor.sampling_rate)
+        waves = [
+            resample(mixdown(_as_channels(segment).detach().float().cpu()), sample_rate, rate).numpy()
+            for segment in segments
+        ]
+        audio = self._model.audio_model
+        with torch.inference_mode():
+            prepared = extractor(waves, sampling_rate=rate, return_tensors="pt")
+            values = prepared["input_values"].to(device=self._device, dtype=self._dtype)
+            mask = prepared["padding_mask"].to(self._device)
+            pooled = audio.audio_encoder(input_values=values, padding_mask=mask).pooler_output
+            return audio.audio_head(pooled).float()
+
+
+def _as_channels(segment: Tensor) -> Tensor:
+    return segment[None] if segment.ndim == 1 else segment
+
+
+def binder_of(models: Models) -> Binder:
+    """The ``binder`` component of ``models`` behind the :class:`Binder` interface: an
+    :class:`ImageBindBinder` or a :class:`PeAvBinder`."""
+    models = check_models(models)
+    loaded: Union[nn.Module, Any] = models.binder
+    if isinstance(loaded, ImageBind):
+        return ImageBindBinder(models)
+    return PeAvBinder(loaded, models.device, models.dtype)

@@ -139,15 +139,16 @@ _pipeline_option = click.option(
     "--pipeline",
     "-p",
     type=click.Choice(tuple(PIPELINES)),
-    help="Which CMSF pipeline: owod-bind (the paper's best), sam-bind or at-gdino-sam.",
+    help="Which CMSF pipeline: owod-bind (the paper's best), sam-bind, at-gdino-sam, or at-sam3 (audio tags as SAM 3 concepts).",
 )
 _preset_option = click.option(
     "--preset",
     type=click.Choice(PRESETS),
     default="paper",
     show_default=True,
-    help="Model weights: paper (the paper's checkpoints, downloaded once and cached), tiny (tiny "
-    "random models, offline, for smoke tests) or paper-random (full-size random, for timing).",
+    help="Model weights: paper (the paper's checkpoints, downloaded once and cached), 2025 (SAM 2.1, "
+    "MM-GroundingDINO, PE-AV), tiny (tiny random models, offline, for smoke tests), or paper-random / "
+    "2025-random (full-size random, for timing).",
 )
 _device_option = click.option(
     "--device", default=None, help="Torch device, e.g. cpu, cuda, cuda:1. [default: cuda if available, else cpu]"
@@ -167,10 +168,10 @@ _model_option = click.option(
     "model_overrides",
     multiple=True,
     metavar="COMPONENT=SOURCE",
-    help="Use another checkpoint for a component (ast, grounding_dino, sam, owlv2: a hub id or a "
-    "local save_pretrained folder; imagebind: a .pth path), e.g. --model sam=facebook/sam-vit-base; "
-    "--model mavl=PATH (the authors' MDef_DETR_minus_language_r101_epoch10.pth, or 'random') makes "
-    "OWOD-BIND propose with MAVL instead of OWLv2.",
+    help="Use another checkpoint for a component (ast, grounding_dino, sam, owlv2, sam3, binder: a hub id or "
+    "a local save_pretrained folder, its family read from its config; binder=imagebind for ImageBind; "
+    "imagebind: a .pth path), e.g. --model sam=facebook/sam2.1-hiera-large; --model mavl=PATH (the authors' "
+    "MDef_DETR_minus_language_r101_epoch10.pth, or 'random') makes OWOD-BIND propose with MAVL instead of OWLv2.",
 )
 
 

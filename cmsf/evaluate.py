@@ -28,7 +28,7 @@ import torch
 
 from cmsf import avsbench
 from cmsf.files import atomic_write_json, atomic_write_text, remove_stale_temporaries
-from cmsf.loading import Models
+from cmsf.loading import Models, component_sources
 from cmsf.media import Clip
 from cmsf.metrics import dataset_scores, fscore, miou
 from cmsf.pipelines import PIPELINES, SegmentationResult, check_settings
@@ -209,7 +209,8 @@ def evaluate(
             its defaults, checked by :func:`cmsf.pipelines.check_settings`) on the models
             ``load()`` returns (called only if a video needs computing). ``run.json`` records
             the subset, split, pipeline, ``preset``, ``dtype``, all settings and
-            ``model_sources`` (the component overrides), and a resume must match them.
+            every component's source (``preset`` with the ``model_sources`` overrides, see
+            :func:`cmsf.loading.component_sources`), and a resume must match them.
         pred_dir: instead of a pipeline, a ``pred_masks`` folder (or the run folder holding one)
             of any method; ``resize_pred`` resizes predictions of another size than the ground
             truth (nearest neighbour) instead of refusing them.
@@ -246,7 +247,7 @@ def evaluate(
             "preset": preset,
             "dtype": dtype,
             "settings": settings,
-            "models": dict(sorted((model_sources or {}).items())),
+            "models": component_sources(preset, **(model_sources or {})) if preset else dict(model_sources or {}),
         }
         out_dir.mkdir(parents=True, exist_ok=True)
         claim_run_folder(out_dir, run_config)

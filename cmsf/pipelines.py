@@ -1,4 +1,4 @@
-"""The CMSF pipelines, composed from the public stages.
+"""The CMSF pipelines (the paper's three and AT-SAM3), composed from the public stages.
 
 Each pipeline takes one video: its frames (``Tensor[T, 3, H, W]`` uint8 or a list of PIL images /
 ``Tensor[3, H, W]``), its waveform (``Tensor[C, S]`` or ``Tensor[S]`` float) with its sample rate,
@@ -13,8 +13,8 @@ Each pipeline is two stages (:data:`PIPELINE_STAGES`):
 - the *selection stage* applies the thresholds that need no model (τ_BB on cached proposals,
   τ_BIND) to one frame's candidates and gives its :class:`FrameEvidence`.
 
-:func:`run_videos` chains them for several videos; :func:`owod_bind`, :func:`sam_bind` and
-:func:`at_gdino_sam` for one. The result keeps its evidence (tags, boxes, scores, which proposals
+:func:`run_videos` chains them for several videos; :func:`owod_bind`, :func:`sam_bind`,
+:func:`at_gdino_sam` and :func:`at_sam3` for one. The result keeps its evidence (tags, boxes, scores, which proposals
 were kept) next to the masks; the frame mask is always the union of the kept proposals' masks.
 """
 
@@ -22,14 +22,15 @@ from __future__ import annotations
 
 import inspect
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping, Optional, Sequence, TypeVar
 
 import torch
 from torch import Tensor
 
-from cmsf.binding import CROP_BACKGROUNDS, embed_audio_segments, embed_crops, masked_crops
+from cmsf.binding import CROP_BACKGROUNDS, BindScoring, binder_of, masked_crops
 from cmsf.checks import check_positive_int, check_range, check_unit
+from cmsf.concepts import segment_concepts
 from cmsf.grounding import ground
 from cmsf.loading import Models
 from cmsf.inputs import Images, as_image_list, check_sample_rate, split_segments
@@ -48,12 +49,14 @@ class FrameEvidence:
     Attributes:
         boxes (Tensor[K, 4]): the K proposals, pixel (x1, y1, x2, y2) of the frame, float32.
         proposal_scores (Tensor[K]): the proposer's score of each: OWLv2 objectness (OWOD-BIND),
-            SAM's predicted IoU (SAM-BIND), GroundingDINO's box score (AT-GDINO-SAM).
+            SAM's predicted IoU (SAM-BIND), GroundingDINO's box score (AT-GDINO-SAM), SAM 3's
+            instance score (AT-SAM3).
         masks (Tensor[K, H, W]): SAM's mask of each proposal, bool at the frame's resolution.
         kept (Tensor[K]): bool, the proposals whose masks make up the frame's mask.
-        bind_scores (Tensor[K] | None): the ImageBind audio-visual scores (the BIND pipelines).
-        tags (list[tuple[str, float]]): the segment's audio tags and probabilities (AT-GDINO-SAM).
-        phrases (list[str]): the tag each box was grounded to (AT-GDINO-SAM).
+        bind_scores (Tensor[K] | None): the binder's audio-visual scores (the BIND pipelines).
+        tags (list[tuple[str, float]]): the segment's audio tags and probabilities (AT pipelines).
+        phrases (list[str]): the tag each box was grounded to / each instance was found for (AT
+            pipelines).
     """
 
     boxes: Tensor
@@ -92,21 +95,24 @@ class SegmentationResult:
     """A pipeline's output for one video.
 
     Attributes:
-        pipeline: ``"owod-bind"``, ``"sam-bind"`` or ``"at-gdino-sam"``.
+        pipeline: ``"owod-bind"``, ``"sam-bind"``, ``"at-gdino-sam"`` or ``"at-sam3"``.
         masks (Tensor[T, H, W]): bool, the sounding objects of each frame, at frame resolution, CPU.
         frames: the evidence of each frame; ``masks[t]`` is ``frames[t].union(H, W)``.
-        settings: the thresholds the pipeline ran with.
+        settings: the thresholds the pipeline ran with (``bind_mode`` resolved to the mode used).
+        sources: where every component of the models comes from (:meth:`Models.sources`).
     """
 
     pipeline: str
     masks: Tensor
     frames: list[FrameEvidence]
     settings: dict[str, Any]
+    sources: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "pipeline": self.pipeline,
             "settings": dict(self.settings),
+            "models": dict(self.sources),
             "frame_size": list(self.masks.shape[1:]),
             "frames": [
                 {"index": t, "mask_pixels": int(self.masks[t].sum()), **evidence.to_json()}
@@ -133,7 +139,8 @@ class FrameCandidates:
         visual (Tensor[K, D] | None): the binder's embedding of each proposal's masked crop (the
             BIND pipelines), float32.
         audio (Tensor[D] | None): the binder's embedding of the frame's audio segment.
-        tags, phrases: as in :class:`FrameEvidence` (AT-GDINO-SAM).
+        scoring (BindScoring | None): how the binder's dot products become scores.
+        tags, phrases: as in :class:`FrameEvidence` (AT pipelines).
     """
 
     boxes: Tensor
@@ -141,6 +148,7 @@ class FrameCandidates:
     masks: Tensor
     visual: Optional[Tensor] = None
     audio: Optional[Tensor] = None
+    scoring: Optional[BindScoring] = None
     tags: list[tuple[str, float]] = field(default_factory=list)
     phrases: list[str] = field(default_factory=list)
 
@@ -208,16 +216,15 @@ def _bind_candidates(
 ) -> list[list[FrameCandidates]]:
     """The model half of the BIND step shared by OWOD-BIND and SAM-BIND: the masked crops of
     every frame of every video (``crop_background`` outside the mask, see
-    :func:`~cmsf.binding.masked_crops`) through ImageBind's vision tower in one batch, every
+    :func:`~cmsf.binding.masked_crops`) through the binder's vision tower in one batch, every
     audio segment through its audio tower in another (grouped by sample rate)."""
+    binder = binder_of(models)
     images = _all_images(videos)
     crops: list[Tensor] = []
     for image, frame_boxes, frame_masks in zip(images, boxes, masks):
         crops.extend(masked_crops(image, frame_boxes, frame_masks, background=crop_background))
-    visual = embed_crops(crops, models).float().cpu()
-    audio = torch.stack(
-        _per_segment(videos, lambda segments, rate: embed_audio_segments(segments, rate, models))
-    ).float().cpu()
+    visual = binder.embed_vision(crops).float().cpu()
+    audio = torch.stack(_per_segment(videos, binder.embed_audio)).float().cpu()
     counts = [frame_boxes.shape[0] for frame_boxes in boxes]
     frames = [
         FrameCandidates(
@@ -226,6 +233,7 @@ def _bind_candidates(
             masks=masks[i].cpu(),
             visual=visual_i,
             audio=audio[i],
+            scoring=binder.scoring,
         )
         for i, visual_i in enumerate(visual.split(counts))
     ]
@@ -318,25 +326,61 @@ def at_gdino_sam_candidates(
     return _per_video(frames, videos)
 
 
+def at_sam3_candidates(
+    videos: Sequence[VideoInput], models: Models, settings: Mapping[str, Any]
+) -> list[list[FrameCandidates]]:
+    """AT-SAM3's model stage: AST tags of every segment (≥ ``tag_threshold``) → SAM 3 concept
+    prompts on each frame (:func:`~cmsf.concepts.segment_concepts`). A frame without a tag gets
+    no instance (SAM 3 does not run on it)."""
+    threshold = settings["tag_threshold"]
+    tags = _per_segment(videos, lambda segments, rate: tag_audio(segments, rate, models, threshold=threshold))
+    prompts = [[label for label, _ in frame_tags] for frame_tags in tags]
+    instances = segment_concepts(
+        _all_images(videos),
+        prompts,
+        models,
+        threshold=settings["instance_threshold"],
+        mask_threshold=settings["mask_threshold"],
+    )
+    frames = [
+        FrameCandidates(
+            boxes=found.boxes.cpu(),
+            proposal_scores=found.scores.float().cpu(),
+            masks=found.masks.cpu(),
+            tags=list(frame_tags),
+            phrases=list(found.labels),
+        )
+        for frame_tags, found in zip(tags, instances)
+    ]
+    return _per_video(frames, videos)
+
+
 # ---------------------------------------------------------------- selection stages (thresholds only)
 def _take(candidates: FrameCandidates, index: Tensor) -> FrameCandidates:
     """The candidates at ``index (Tensor[K'])``, in that order."""
-    return FrameCandidates(
+    return replace(
+        candidates,
         boxes=candidates.boxes[index],
         proposal_scores=candidates.proposal_scores[index],
         masks=candidates.masks[index],
         visual=None if candidates.visual is None else candidates.visual[index],
-        audio=candidates.audio,
-        tags=candidates.tags,
         phrases=[candidates.phrases[i] for i in index.tolist()] if candidates.phrases else [],
     )
 
 
 def _bind_selection(candidates: FrameCandidates, settings: Mapping[str, Any]) -> FrameEvidence:
     """The selection half of the BIND step: :func:`~cmsf.ops.bind_filter` of the proposals'
-    embeddings against the segment's."""
-    assert candidates.visual is not None and candidates.audio is not None
-    keep, scores = bind_filter(candidates.visual, candidates.audio, settings["bind_threshold"], settings["bind_mode"])
+    embeddings against the segment's, read as the binder says (``bind_mode`` None: its own)."""
+    scoring = candidates.scoring
+    assert candidates.visual is not None and candidates.audio is not None and scoring is not None
+    keep, scores = bind_filter(
+        candidates.visual,
+        candidates.audio,
+        settings["bind_threshold"],
+        scoring.mode(settings["bind_mode"]),
+        logit_scale=scoring.logit_scale,
+        logit_bias=scoring.logit_bias,
+    )
     return FrameEvidence(
         boxes=candidates.boxes,
         proposal_scores=candidates.proposal_scores,
@@ -370,8 +414,9 @@ def select_sam_bind(candidates: FrameCandidates, settings: Mapping[str, Any]) ->
     return _bind_selection(candidates, settings)
 
 
-def select_at_gdino_sam(candidates: FrameCandidates, settings: Mapping[str, Any]) -> FrameEvidence:
-    """AT-GDINO-SAM's selection: every grounded box is kept."""
+def select_all(candidates: FrameCandidates, settings: Mapping[str, Any]) -> FrameEvidence:
+    """The AT pipelines' selection: every grounded box (AT-GDINO-SAM) or found instance
+    (AT-SAM3) is kept."""
     return FrameEvidence(
         boxes=candidates.boxes,
         proposal_scores=candidates.proposal_scores,
@@ -393,14 +438,24 @@ class PipelineStages:
 
 
 def select_video(
-    pipeline: str, video: VideoInput, candidates: Sequence[FrameCandidates], settings: Mapping[str, Any]
+    pipeline: str,
+    video: VideoInput,
+    candidates: Sequence[FrameCandidates],
+    settings: Mapping[str, Any],
+    sources: Optional[Mapping[str, str]] = None,
 ) -> SegmentationResult:
-    """Apply ``pipeline``'s selection to each frame's candidates: the video's result."""
+    """Apply ``pipeline``'s selection to each frame's candidates: the video's result, whose
+    settings name the bind mode used (``bind_mode`` None resolved to the binder's own) and whose
+    ``sources`` are ``sources``."""
     select = PIPELINE_STAGES[pipeline].select
     frames = [select(frame, settings) for frame in candidates]
     height, width = video.frame_size
     masks = torch.stack([evidence.union(height, width) for evidence in frames])
-    return SegmentationResult(pipeline=pipeline, masks=masks, frames=frames, settings=dict(settings))
+    settings = dict(settings)
+    scoring = candidates[0].scoring
+    if "bind_mode" in settings and scoring is not None:
+        settings["bind_mode"] = scoring.mode(settings["bind_mode"])
+    return SegmentationResult(pipeline=pipeline, masks=masks, frames=frames, settings=settings, sources=dict(sources or {}))
 
 
 def run_videos(
@@ -422,8 +477,11 @@ def _run_checked(
 ) -> list[SegmentationResult]:
     if not videos:
         return []
+    if "bind_mode" in settings:  # a mode the binder cannot give is refused before any model runs
+        binder_of(models).scoring.mode(settings["bind_mode"])
     candidates = PIPELINE_STAGES[pipeline].candidates(videos, models, settings)
-    results = [select_video(pipeline, video, frames, settings) for video, frames in zip(videos, candidates)]
+    sources = models.sources()
+    results = [select_video(pipeline, video, frames, settings, sources) for video, frames in zip(videos, candidates)]
     if pipeline == "owod-bind":  # evidence: which proposer the models gave (not a setting)
         for result in results:
             result.settings["proposer"] = models.proposer
@@ -439,12 +497,12 @@ def owod_bind(
     *,
     box_threshold: float = 0.5,
     bind_threshold: float = 0.7,
-    bind_mode: str = "softmax",
+    bind_mode: Optional[str] = None,
     proposal_nms_threshold: float = PROPOSAL_NMS_THRESHOLD,
     max_proposals: int = MAX_PROPOSALS,
     crop_background: str = "blur",
 ) -> SegmentationResult:
-    """OWOD-BIND: class-agnostic proposals → SAM masks → ImageBind filter against the audio.
+    """OWOD-BIND: class-agnostic proposals → SAM masks → binder filter against the audio.
 
     For each frame t: class-agnostic proposals of ``models.proposer`` — OWLv2 objectness, or
     MAVL (the paper's) when ``load_models(..., mavl=...)`` — with objectness ≥ ``box_threshold``
@@ -453,10 +511,11 @@ def owod_bind(
     NMS at ``proposal_nms_threshold`` (MAVL's are not), at most ``max_proposals`` (see
     :func:`~cmsf.proposals.propose_boxes`) → one SAM mask per box → the frame cropped to each box
     with ``crop_background`` outside its mask (``"blur"``: OpenCV's 21 × 21 Gaussian blur of the
-    frame, as the authors' code; ``"black"``) → ImageBind image embeddings →
-    :func:`~cmsf.ops.bind_filter` against the ImageBind embedding of audio segment t
-    (``bind_threshold`` = τ_BIND, ``bind_mode`` softmax as in the authors' code) → union of the
-    kept masks. The result's settings also record ``proposer`` (``"owlv2"`` or ``"mavl"``).
+    frame, as the authors' code; ``"black"``) → image embeddings of the binder (ImageBind, or
+    PE-AV with ``load_models(..., binder=…)``) → :func:`~cmsf.ops.bind_filter` against the
+    binder's embedding of audio segment t (``bind_threshold`` = τ_BIND; ``bind_mode`` None: the
+    binder's own, softmax for ImageBind as in the authors' code, calibrated for PE-AV) → union of
+    the kept masks. The result's settings also record ``proposer`` (``"owlv2"`` or ``"mavl"``).
     """
     settings = {
         "box_threshold": box_threshold,
@@ -484,7 +543,7 @@ def sam_bind(
     *,
     nms_threshold: float = 0.5,
     bind_threshold: float = 0.7,
-    bind_mode: str = "softmax",
+    bind_mode: Optional[str] = None,
     points_per_side: int = 32,
     pred_iou_threshold: float = 0.88,
     stability_score_threshold: float = 0.95,
@@ -526,10 +585,31 @@ def at_gdino_sam(
     return _run_one("at-gdino-sam", frames, waveform, sample_rate, models, settings)
 
 
+def at_sam3(
+    frames: Images,
+    waveform: Tensor,
+    sample_rate: int,
+    models: Models,
+    *,
+    tag_threshold: float = 0.5,
+    instance_threshold: float = 0.5,
+    mask_threshold: float = 0.5,
+) -> SegmentationResult:
+    """AT-SAM3: AST tags of segment t (≥ ``tag_threshold`` = τ_AT) → SAM 3 concept prompts on
+    frame t → the instance masks of every tag (score > ``instance_threshold``, pixels with mask
+    probability > ``mask_threshold``; :func:`~cmsf.concepts.segment_concepts`) → union. No
+    GroundingDINO and no second SAM: SAM 3 both finds and segments. A segment with no tag gives
+    an empty mask (and SAM 3 is not run on its frame). The evidence keeps the tags, each
+    instance's box, score and tag (``phrases``); every instance is kept."""
+    settings = {"tag_threshold": tag_threshold, "instance_threshold": instance_threshold, "mask_threshold": mask_threshold}
+    return _run_one("at-sam3", frames, waveform, sample_rate, models, settings)
+
+
 PIPELINES: dict[str, Callable[..., SegmentationResult]] = {
     "owod-bind": owod_bind,
     "sam-bind": sam_bind,
     "at-gdino-sam": at_gdino_sam,
+    "at-sam3": at_sam3,
 }
 """The pipelines by name: each runs one video (``frames, waveform, sample_rate, models``) with
 its keyword-only settings."""
@@ -537,7 +617,8 @@ its keyword-only settings."""
 PIPELINE_STAGES: dict[str, PipelineStages] = {
     "owod-bind": PipelineStages(owod_bind_candidates, select_owod_bind),
     "sam-bind": PipelineStages(sam_bind_candidates, select_sam_bind),
-    "at-gdino-sam": PipelineStages(at_gdino_sam_candidates, select_at_gdino_sam),
+    "at-gdino-sam": PipelineStages(at_gdino_sam_candidates, select_all),
+    "at-sam3": PipelineStages(at_sam3_candidates, select_all),
 }
 """The two stages of each pipeline of :data:`PIPELINES` (see :class:`PipelineStages`)."""
 
@@ -550,6 +631,8 @@ _UNIT_SETTINGS = (
     "pred_iou_threshold",
     "stability_score_threshold",
     "proposal_nms_threshold",
+    "instance_threshold",
+    "mask_threshold",
 )
 
 
@@ -568,8 +651,9 @@ def check_settings(pipeline: str, overrides: Mapping[str, Any]) -> dict[str, Any
     """All settings of ``pipeline``: its defaults updated with ``overrides``, each checked.
 
     Thresholds are numbers in [0, 1] (``bind_threshold`` in [-1, 1] with ``bind_mode="cosine"``),
-    ``bind_mode`` one of :data:`cmsf.ops.BIND_MODES`, ``points_per_side`` and ``max_proposals``
-    positive integers, ``crop_background`` one of :data:`cmsf.binding.CROP_BACKGROUNDS`.
+    ``bind_mode`` one of :data:`cmsf.ops.BIND_MODES` or None (the binder's own),
+    ``points_per_side`` and ``max_proposals`` positive integers, ``crop_background`` one of
+    :data:`cmsf.binding.CROP_BACKGROUNDS`.
 
     Raises:
         ValueError: an unknown pipeline or setting, or a bad value; the message starts with the
@@ -581,8 +665,8 @@ def check_settings(pipeline: str, overrides: Mapping[str, Any]) -> dict[str, Any
         accepted = ", ".join(f"{k} (default {v!r})" for k, v in defaults.items()) or "none"
         raise ValueError(f"{unknown[0]}: {pipeline} has no setting {unknown[0]!r}; it accepts: {accepted}")
     settings = {**defaults, **overrides}
-    mode = settings.get("bind_mode", "softmax")
-    if mode not in BIND_MODES:
+    mode = settings.get("bind_mode")
+    if mode is not None and mode not in BIND_MODES:
         raise ValueError(f"bind_mode: expected one of {', '.join(BIND_MODES)}, got {mode!r}")
     for key in overrides:
         if key in _UNIT_SETTINGS:
