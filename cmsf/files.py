@@ -345,8 +345,9 @@ def _remove_empty(folders: list[Path]) -> None:
 
 
 def _check_writable(folder: Path) -> None:
-    """Write, move and delete a probe file in ``folder`` (as every output is written)."""
-    probe = folder / f".cmsf-probe-{secrets.token_hex(4)}"
+    """Write, move and delete a probe file in ``folder`` (as every output is written); named as a
+    temporary, so that :func:`remove_stale_temporaries` cleans it up after a kill."""
+    probe = folder / f".cmsf-probe-{secrets.token_hex(4)}{TEMP_SUFFIX}"
     try:
         atomic_write_bytes(probe, b"a write test of cmsf, removed at once\n", fsync=False)
         probe.unlink()
