@@ -1,14 +1,21 @@
-"""The three CMSF pipelines, composed from the public stages.
+"""The CMSF pipelines, composed from the public stages.
 
 Each pipeline takes one video: its frames (``Tensor[T, 3, H, W]`` uint8 or a list of PIL images /
 ``Tensor[3, H, W]``), its waveform (``Tensor[C, S]`` or ``Tensor[S]`` float) with its sample rate,
 and the loaded :class:`~cmsf.loading.Models`. Audio segment t is the t-th of T equal slices of the
 waveform (:func:`cmsf.inputs.split_segments`; AVSBench: 5 frames, 5 s, one second each).
 
-Every model sees a whole video's worth of inputs at once (all frames through the proposer and SAM,
-all masked crops through ImageBind in one batch, all audio segments in one batch) and nothing is
-computed twice. The result keeps its evidence (tags, boxes, scores, which proposals were kept)
-next to the masks; the frame mask is always the union of the kept proposals' masks.
+Each pipeline is two stages (:data:`PIPELINE_STAGES`):
+
+- the *model stage* runs the foundation models on a batch of videos and returns, per frame,
+  :class:`FrameCandidates` (proposals, their masks, binder embeddings, tags); every model sees
+  the frames (crops, audio segments) of the whole batch at once and nothing is computed twice;
+- the *selection stage* applies the thresholds that need no model (τ_BB on cached proposals,
+  τ_BIND) to one frame's candidates and gives its :class:`FrameEvidence`.
+
+:func:`run_videos` chains them for several videos; :func:`owod_bind`, :func:`sam_bind` and
+:func:`at_gdino_sam` for one. The result keeps its evidence (tags, boxes, scores, which proposals
+were kept) next to the masks; the frame mask is always the union of the kept proposals' masks.
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ from __future__ import annotations
 import inspect
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional, Sequence, TypeVar
 
 import torch
 from torch import Tensor
@@ -30,6 +37,8 @@ from cmsf.ops import BIND_MODES, bind_filter
 from cmsf.proposals import propose_boxes
 from cmsf.segmentation import sam_masks
 from cmsf.tagging import tag_audio
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -106,57 +115,299 @@ class SegmentationResult:
         }
 
 
-# ---------------------------------------------------------------- shared steps
-def _bind(
-    name: str,
-    images: list[Tensor],
-    segments: list[Tensor],
-    sample_rate: int,
-    boxes: list[Tensor],
-    proposal_scores: list[Tensor],
-    masks: list[Tensor],
-    models: Models,
-    bind_threshold: float,
-    bind_mode: str,
-    settings: dict[str, Any],
-) -> SegmentationResult:
-    """The BIND step shared by OWOD-BIND and SAM-BIND: masked crops of every frame in one
-    ImageBind batch, audio segments in another, then ``bind_filter`` per frame and the union."""
-    crops: list[Tensor] = []
-    for image, frame_boxes, frame_masks in zip(images, boxes, masks):
-        crops.extend(masked_crops(image, frame_boxes, frame_masks))
-    visual = embed_crops(crops, models)
-    audio = embed_audio_segments(segments, sample_rate, models)
-    counts = [frame_boxes.shape[0] for frame_boxes in boxes]
-    frames = []
-    for t, visual_t in enumerate(visual.split(counts)):
-        keep, scores = bind_filter(visual_t, audio[t], bind_threshold, bind_mode)
-        frames.append(
-            FrameEvidence(
-                boxes=boxes[t].cpu(),
-                proposal_scores=proposal_scores[t].float().cpu(),
-                masks=masks[t].cpu(),
-                kept=keep.cpu(),
-                bind_scores=scores.float().cpu(),
-            )
-        )
-    return _result(name, images, frames, settings)
+@dataclass
+class FrameCandidates:
+    """What the models computed for one frame, before any threshold of the selection step.
+
+    The model stage of a pipeline (:data:`PIPELINE_STAGES`) turns a video into one
+    ``FrameCandidates`` per frame; the selection stage turns each into a :class:`FrameEvidence`
+    with the pipeline's thresholds. Candidates computed with looser proposal thresholds are a
+    superset of those computed with stricter ones, so one model pass can be selected with
+    several settings (see :func:`select_frame`).
+
+    Attributes:
+        boxes (Tensor[K, 4]): pixel (x1, y1, x2, y2) of the frame, float32, CPU.
+        proposal_scores (Tensor[K]): float32, highest first for OWOD-BIND (see
+            :attr:`FrameEvidence.proposal_scores`).
+        masks (Tensor[K, H, W]): bool, one per box.
+        visual (Tensor[K, D] | None): the binder's embedding of each proposal's masked crop (the
+            BIND pipelines), float32.
+        audio (Tensor[D] | None): the binder's embedding of the frame's audio segment.
+        tags, phrases: as in :class:`FrameEvidence` (AT-GDINO-SAM).
+    """
+
+    boxes: Tensor
+    proposal_scores: Tensor
+    masks: Tensor
+    visual: Optional[Tensor] = None
+    audio: Optional[Tensor] = None
+    tags: list[tuple[str, float]] = field(default_factory=list)
+    phrases: list[str] = field(default_factory=list)
 
 
-def _result(name: str, images: list[Tensor], frames: list[FrameEvidence], settings: dict[str, Any]) -> SegmentationResult:
-    height, width = images[0].shape[-2:]
-    masks = torch.stack([evidence.union(height, width) for evidence in frames])
-    return SegmentationResult(pipeline=name, masks=masks, frames=frames, settings=settings)
+@dataclass(frozen=True)
+class VideoInput:
+    """One video as the pipelines take it, checked: ``images`` (T ``Tensor[3, H, W]`` uint8 of
+    one size), ``segments`` (T ``Tensor[C, S_t]`` float, segment t goes with frame t) and
+    ``sample_rate`` in Hz. Made by :func:`prepare_video`."""
+
+    images: list[Tensor]
+    segments: list[Tensor]
+    sample_rate: int
+
+    @property
+    def frame_size(self) -> tuple[int, int]:
+        """``(H, W)`` of every frame."""
+        return int(self.images[0].shape[-2]), int(self.images[0].shape[-1])
 
 
-def _video(frames: Images, waveform: Tensor, sample_rate: int) -> tuple[list[Tensor], list[Tensor], int]:
+def prepare_video(frames: Images, waveform: Tensor, sample_rate: int) -> VideoInput:
+    """Check one video's inputs and cut its audio into one segment per frame.
+
+    Args:
+        frames: ``Tensor[T, 3, H, W]`` uint8, or a list of T PIL images / ``Tensor[3, H, W]``
+            uint8, all of one size.
+        waveform: ``Tensor[C, S]`` or ``Tensor[S]`` float; segment t is the t-th of T equal
+            slices (:func:`cmsf.inputs.split_segments`).
+        sample_rate: Hz.
+
+    Raises:
+        ValueError: frames of different sizes, or any input refused by the shared checks; the
+            message names the argument.
+    """
     images = as_image_list(frames, "frames")
     sizes = {tuple(image.shape[-2:]) for image in images}
     if len(sizes) != 1:
         raise ValueError(f"frames: expected frames of one size, got sizes {sorted(sizes)}")
     sample_rate = check_sample_rate(sample_rate)
     segments = split_segments(waveform, len(images), "waveform")
-    return images, segments, sample_rate
+    return VideoInput(images=images, segments=segments, sample_rate=sample_rate)
+
+
+def _per_video(items: Sequence[Any], videos: Sequence[VideoInput]) -> list[list[Any]]:
+    """Split a flat list with one item per frame of ``videos`` back into one list per video."""
+    out, start = [], 0
+    for video in videos:
+        out.append(list(items[start : start + len(video.images)]))
+        start += len(video.images)
+    return out
+
+
+def _all_images(videos: Sequence[VideoInput]) -> list[Tensor]:
+    return [image for video in videos for image in video.images]
+
+
+# ---------------------------------------------------------------- model stages (batches of videos)
+def _bind_candidates(
+    videos: Sequence[VideoInput],
+    boxes: list[Tensor],
+    proposal_scores: list[Tensor],
+    masks: list[Tensor],
+    models: Models,
+) -> list[list[FrameCandidates]]:
+    """The model half of the BIND step shared by OWOD-BIND and SAM-BIND: the masked crops of
+    every frame of every video through ImageBind's vision tower in one batch, every audio
+    segment through its audio tower in another (grouped by sample rate)."""
+    images = _all_images(videos)
+    crops: list[Tensor] = []
+    for image, frame_boxes, frame_masks in zip(images, boxes, masks):
+        crops.extend(masked_crops(image, frame_boxes, frame_masks))
+    visual = embed_crops(crops, models).float().cpu()
+    audio = torch.stack(
+        _per_segment(videos, lambda segments, rate: embed_audio_segments(segments, rate, models))
+    ).float().cpu()
+    counts = [frame_boxes.shape[0] for frame_boxes in boxes]
+    frames = [
+        FrameCandidates(
+            boxes=boxes[i].cpu(),
+            proposal_scores=proposal_scores[i].float().cpu(),
+            masks=masks[i].cpu(),
+            visual=visual_i,
+            audio=audio[i],
+        )
+        for i, visual_i in enumerate(visual.split(counts))
+    ]
+    return _per_video(frames, videos)
+
+
+def _per_segment(videos: Sequence[VideoInput], compute: Callable[[list[Tensor], int], Sequence[T]]) -> list[T]:
+    """``compute(segments, sample_rate)`` over the audio segments of all ``videos`` (one call
+    per sample rate, all segments of that rate in one batch), its results back in video, then
+    segment order."""
+    segments = [(segment, video.sample_rate) for video in videos for segment in video.segments]
+    results: list[Any] = [None] * len(segments)
+    for rate in dict.fromkeys(rate for _, rate in segments):
+        indices = [i for i, (_, r) in enumerate(segments) if r == rate]
+        for i, result in zip(indices, compute([segments[i][0] for i in indices], rate)):
+            results[i] = result
+    return results
+
+
+def owod_bind_candidates(
+    videos: Sequence[VideoInput], models: Models, settings: Mapping[str, Any]
+) -> list[list[FrameCandidates]]:
+    """OWOD-BIND's model stage: OWLv2 proposals (≥ ``settings["box_threshold"]``, see
+    :func:`~cmsf.proposals.propose_boxes`) → one SAM mask per box → masked crops → ImageBind.
+    Every frame of every video goes through each model in one batch."""
+    images = _all_images(videos)
+    proposals = propose_boxes(images, models, threshold=settings["box_threshold"])
+    boxes = [p.boxes for p in proposals]
+    mask_sets = sam_masks(images, models, boxes=boxes)
+    return _bind_candidates(
+        videos, boxes, [p.scores for p in proposals], [m.masks for m in mask_sets], models
+    )
+
+
+def sam_bind_candidates(
+    videos: Sequence[VideoInput], models: Models, settings: Mapping[str, Any]
+) -> list[list[FrameCandidates]]:
+    """SAM-BIND's model stage: SAM's automatic masks (the settings' grid, quality filters and
+    NMS, see :func:`~cmsf.segmentation.sam_masks`) → masked crops → ImageBind."""
+    images = _all_images(videos)
+    mask_sets = sam_masks(
+        images,
+        models,
+        nms_threshold=settings["nms_threshold"],
+        points_per_side=settings["points_per_side"],
+        pred_iou_threshold=settings["pred_iou_threshold"],
+        stability_score_threshold=settings["stability_score_threshold"],
+    )
+    return _bind_candidates(
+        videos, [m.boxes for m in mask_sets], [m.iou_scores for m in mask_sets], [m.masks for m in mask_sets], models
+    )
+
+
+def at_gdino_sam_candidates(
+    videos: Sequence[VideoInput], models: Models, settings: Mapping[str, Any]
+) -> list[list[FrameCandidates]]:
+    """AT-GDINO-SAM's model stage: AST tags of every segment (≥ ``tag_threshold``) →
+    GroundingDINO on each frame with its segment's tags as prompts → one SAM mask per box.
+    A frame without a tag gets no box (GroundingDINO does not run on it)."""
+    images = _all_images(videos)
+    threshold = settings["tag_threshold"]
+    tags = _per_segment(videos, lambda segments, rate: tag_audio(segments, rate, models, threshold=threshold))
+    prompts = [[label for label, _ in frame_tags] for frame_tags in tags]
+    detections = ground(
+        images, prompts, models, box_threshold=settings["box_threshold"], text_threshold=settings["text_threshold"]
+    )
+    mask_sets = sam_masks(images, models, boxes=[d.boxes for d in detections])
+    frames = [
+        FrameCandidates(
+            boxes=d.boxes.cpu(),
+            proposal_scores=d.scores.float().cpu(),
+            masks=m.masks.cpu(),
+            tags=list(frame_tags),
+            phrases=list(d.labels),
+        )
+        for frame_tags, d, m in zip(tags, detections, mask_sets)
+    ]
+    return _per_video(frames, videos)
+
+
+# ---------------------------------------------------------------- selection stages (thresholds only)
+def _take(candidates: FrameCandidates, index: Tensor) -> FrameCandidates:
+    """The candidates at ``index (Tensor[K'])``, in that order."""
+    return FrameCandidates(
+        boxes=candidates.boxes[index],
+        proposal_scores=candidates.proposal_scores[index],
+        masks=candidates.masks[index],
+        visual=None if candidates.visual is None else candidates.visual[index],
+        audio=candidates.audio,
+        tags=candidates.tags,
+        phrases=[candidates.phrases[i] for i in index.tolist()] if candidates.phrases else [],
+    )
+
+
+def _bind_selection(candidates: FrameCandidates, settings: Mapping[str, Any]) -> FrameEvidence:
+    """The selection half of the BIND step: :func:`~cmsf.ops.bind_filter` of the proposals'
+    embeddings against the segment's."""
+    assert candidates.visual is not None and candidates.audio is not None
+    keep, scores = bind_filter(candidates.visual, candidates.audio, settings["bind_threshold"], settings["bind_mode"])
+    return FrameEvidence(
+        boxes=candidates.boxes,
+        proposal_scores=candidates.proposal_scores,
+        masks=candidates.masks,
+        kept=keep.cpu(),
+        bind_scores=scores.float().cpu(),
+    )
+
+
+def select_owod_bind(candidates: FrameCandidates, settings: Mapping[str, Any]) -> FrameEvidence:
+    """OWOD-BIND's selection: the proposals with objectness ≥ ``box_threshold`` (the top
+    candidate when none is: candidates are in decreasing objectness, and the top one is the
+    proposer's keep-best-if-none choice), then the BIND filter among them.
+
+    On candidates computed with ``box_threshold`` itself this is the identity on proposals; on
+    candidates computed with a lower one it gives exactly the proposals a run with
+    ``box_threshold`` computes (score thresholds commute with the proposer's other rules)."""
+    scores = candidates.proposal_scores
+    passing = torch.nonzero(scores >= settings["box_threshold"]).flatten()
+    if passing.numel() == 0 and scores.numel() > 0:
+        passing = torch.zeros(1, dtype=torch.int64)
+    if passing.numel() != scores.numel():
+        candidates = _take(candidates, passing)
+    return _bind_selection(candidates, settings)
+
+
+def select_sam_bind(candidates: FrameCandidates, settings: Mapping[str, Any]) -> FrameEvidence:
+    """SAM-BIND's selection: the BIND filter among the automatic masks."""
+    return _bind_selection(candidates, settings)
+
+
+def select_at_gdino_sam(candidates: FrameCandidates, settings: Mapping[str, Any]) -> FrameEvidence:
+    """AT-GDINO-SAM's selection: every grounded box is kept."""
+    return FrameEvidence(
+        boxes=candidates.boxes,
+        proposal_scores=candidates.proposal_scores,
+        masks=candidates.masks,
+        kept=torch.ones(candidates.boxes.shape[0], dtype=torch.bool),
+        tags=list(candidates.tags),
+        phrases=list(candidates.phrases),
+    )
+
+
+@dataclass(frozen=True)
+class PipelineStages:
+    """A pipeline as its two stages: ``candidates(videos, models, settings)`` runs the models
+    on a batch of videos (one list of :class:`FrameCandidates` per video) and
+    ``select(candidates, settings)`` applies the thresholds to one frame."""
+
+    candidates: Callable[[Sequence[VideoInput], Models, Mapping[str, Any]], list[list[FrameCandidates]]]
+    select: Callable[[FrameCandidates, Mapping[str, Any]], FrameEvidence]
+
+
+def select_video(
+    pipeline: str, video: VideoInput, candidates: Sequence[FrameCandidates], settings: Mapping[str, Any]
+) -> SegmentationResult:
+    """Apply ``pipeline``'s selection to each frame's candidates: the video's result."""
+    select = PIPELINE_STAGES[pipeline].select
+    frames = [select(frame, settings) for frame in candidates]
+    height, width = video.frame_size
+    masks = torch.stack([evidence.union(height, width) for evidence in frames])
+    return SegmentationResult(pipeline=pipeline, masks=masks, frames=frames, settings=dict(settings))
+
+
+def run_videos(
+    pipeline: str, videos: Sequence[VideoInput], models: Models, settings: Mapping[str, Any]
+) -> list[SegmentationResult]:
+    """Run ``pipeline`` on several videos at once: every model sees the frames (crops,
+    segments) of all ``videos`` in one batch; each video's result is what the pipeline gives
+    for it alone.
+
+    Args:
+        videos: from :func:`prepare_video`.
+        settings: overrides of the pipeline's defaults (checked by :func:`check_settings`).
+    """
+    return _run_checked(pipeline, videos, models, check_settings(pipeline, settings))
+
+
+def _run_checked(
+    pipeline: str, videos: Sequence[VideoInput], models: Models, settings: Mapping[str, Any]
+) -> list[SegmentationResult]:
+    if not videos:
+        return []
+    candidates = PIPELINE_STAGES[pipeline].candidates(videos, models, settings)
+    return [select_video(pipeline, video, frames, settings) for video, frames in zip(videos, candidates)]
 
 
 # ---------------------------------------------------------------- the pipelines
@@ -179,26 +430,15 @@ def owod_bind(
     (``bind_threshold`` = τ_BIND, ``bind_mode`` softmax as in the authors' code) → union of the
     kept masks.
     """
-    settings = check_settings(
-        "owod-bind", {"box_threshold": box_threshold, "bind_threshold": bind_threshold, "bind_mode": bind_mode}
-    )
-    images, segments, sample_rate = _video(frames, waveform, sample_rate)
-    proposals = propose_boxes(images, models, threshold=box_threshold)
-    boxes = [p.boxes for p in proposals]
-    mask_sets = sam_masks(images, models, boxes=boxes)
-    return _bind(
-        "owod-bind",
-        images,
-        segments,
-        sample_rate,
-        boxes=boxes,
-        proposal_scores=[p.scores for p in proposals],
-        masks=[m.masks for m in mask_sets],
-        models=models,
-        bind_threshold=bind_threshold,
-        bind_mode=bind_mode,
-        settings=settings,
-    )
+    settings = {"box_threshold": box_threshold, "bind_threshold": bind_threshold, "bind_mode": bind_mode}
+    return _run_one("owod-bind", frames, waveform, sample_rate, models, settings)
+
+
+def _run_one(
+    pipeline: str, frames: Images, waveform: Tensor, sample_rate: int, models: Models, settings: Mapping[str, Any]
+) -> SegmentationResult:
+    settings = check_settings(pipeline, settings)  # settings first: no model or input work for a bad one
+    return _run_checked(pipeline, [prepare_video(frames, waveform, sample_rate)], models, settings)[0]
 
 
 def sam_bind(
@@ -221,39 +461,15 @@ def sam_bind(
     de-duplicated by NMS at ``nms_threshold`` (the paper's 0.5, where segment-anything's own
     default is 0.7), as proposals; then the same masked crops and ImageBind filter as
     :func:`owod_bind`."""
-    settings = check_settings(
-        "sam-bind",
-        {
-            "nms_threshold": nms_threshold,
-            "bind_threshold": bind_threshold,
-            "bind_mode": bind_mode,
-            "points_per_side": points_per_side,
-            "pred_iou_threshold": pred_iou_threshold,
-            "stability_score_threshold": stability_score_threshold,
-        },
-    )
-    images, segments, sample_rate = _video(frames, waveform, sample_rate)
-    mask_sets = sam_masks(
-        images,
-        models,
-        nms_threshold=nms_threshold,
-        points_per_side=points_per_side,
-        pred_iou_threshold=pred_iou_threshold,
-        stability_score_threshold=stability_score_threshold,
-    )
-    return _bind(
-        "sam-bind",
-        images,
-        segments,
-        sample_rate,
-        boxes=[m.boxes for m in mask_sets],
-        proposal_scores=[m.iou_scores for m in mask_sets],
-        masks=[m.masks for m in mask_sets],
-        models=models,
-        bind_threshold=bind_threshold,
-        bind_mode=bind_mode,
-        settings=settings,
-    )
+    settings = {
+        "nms_threshold": nms_threshold,
+        "bind_threshold": bind_threshold,
+        "bind_mode": bind_mode,
+        "points_per_side": points_per_side,
+        "pred_iou_threshold": pred_iou_threshold,
+        "stability_score_threshold": stability_score_threshold,
+    }
+    return _run_one("sam-bind", frames, waveform, sample_rate, models, settings)
 
 
 def at_gdino_sam(
@@ -269,26 +485,8 @@ def at_gdino_sam(
     """AT-GDINO-SAM: AST tags of segment t (≥ ``tag_threshold`` = τ_AT) → GroundingDINO boxes
     for those tags on frame t → one SAM mask per box → union. A segment with no tag gives an empty
     mask (and GroundingDINO is not run on its frame)."""
-    settings = check_settings(
-        "at-gdino-sam", {"tag_threshold": tag_threshold, "box_threshold": box_threshold, "text_threshold": text_threshold}
-    )
-    images, segments, sample_rate = _video(frames, waveform, sample_rate)
-    tags = tag_audio(segments, sample_rate, models, threshold=tag_threshold)
-    prompts = [[label for label, _ in frame_tags] for frame_tags in tags]
-    detections = ground(images, prompts, models, box_threshold=box_threshold, text_threshold=text_threshold)
-    mask_sets = sam_masks(images, models, boxes=[d.boxes for d in detections])
-    frames_evidence = [
-        FrameEvidence(
-            boxes=d.boxes.cpu(),
-            proposal_scores=d.scores.float().cpu(),
-            masks=m.masks.cpu(),
-            kept=torch.ones(d.boxes.shape[0], dtype=torch.bool),
-            tags=list(frame_tags),
-            phrases=list(d.labels),
-        )
-        for frame_tags, d, m in zip(tags, detections, mask_sets)
-    ]
-    return _result("at-gdino-sam", images, frames_evidence, settings)
+    settings = {"tag_threshold": tag_threshold, "box_threshold": box_threshold, "text_threshold": text_threshold}
+    return _run_one("at-gdino-sam", frames, waveform, sample_rate, models, settings)
 
 
 PIPELINES: dict[str, Callable[..., SegmentationResult]] = {
@@ -296,6 +494,15 @@ PIPELINES: dict[str, Callable[..., SegmentationResult]] = {
     "sam-bind": sam_bind,
     "at-gdino-sam": at_gdino_sam,
 }
+"""The pipelines by name: each runs one video (``frames, waveform, sample_rate, models``) with
+its keyword-only settings."""
+
+PIPELINE_STAGES: dict[str, PipelineStages] = {
+    "owod-bind": PipelineStages(owod_bind_candidates, select_owod_bind),
+    "sam-bind": PipelineStages(sam_bind_candidates, select_sam_bind),
+    "at-gdino-sam": PipelineStages(at_gdino_sam_candidates, select_at_gdino_sam),
+}
+"""The two stages of each pipeline of :data:`PIPELINES` (see :class:`PipelineStages`)."""
 
 
 _UNIT_SETTINGS = (

@@ -230,3 +230,44 @@ def test_sam_bind_passes_the_quality_filters_to_sam(models, video):
     # switching the filters off can only add proposals (before NMS); random tiny SAM passes few
     assert sum(len(f.boxes) for f in loose.frames) >= sum(len(f.boxes) for f in strict.frames)
     assert sum(len(f.boxes) for f in loose.frames) > 0
+
+
+# ---------------------------------------------------------------- the two stages
+from cmsf.pipelines import PIPELINE_STAGES, check_settings, prepare_video, run_videos, select_video  # noqa: E402
+
+
+def test_run_videos_equals_each_video_alone(models, video):
+    """Several videos in one batch per model: each video's result is the one it gets alone."""
+    frames, waveform = video
+    other_frames = frames.flip(-1)[:2]  # a second video of another length
+    other_waveform = waveform[:1, : 2 * SAMPLE_RATE] * 0.5
+    videos = [prepare_video(frames, waveform, SAMPLE_RATE), prepare_video(other_frames, other_waveform, SAMPLE_RATE)]
+    for pipeline, settings in (("owod-bind", {"bind_threshold": 0.0}), ("sam-bind", {"points_per_side": 2, "bind_threshold": 0.0})):
+        together = run_videos(pipeline, videos, models, settings)
+        alone = [run_videos(pipeline, [v], models, settings)[0] for v in videos]
+        assert len(together) == 2
+        for batched, single in zip(together, alone):
+            assert torch.equal(batched.masks, single.masks)
+            assert batched.settings == single.settings
+            for b, s in zip(batched.frames, single.frames):
+                assert torch.equal(b.boxes, s.boxes) and torch.equal(b.kept, s.kept)
+                torch.testing.assert_close(b.bind_scores, s.bind_scores, rtol=1e-4, atol=1e-6)
+    assert run_videos("owod-bind", [], models, {}) == []
+
+
+def test_selection_of_loose_candidates_equals_a_stricter_run(models, video):
+    """Candidates computed at a low τ_BB, selected at a higher one, give the run at that τ_BB:
+    score thresholds commute with the proposer's rules, so one model pass serves many settings."""
+    frames, waveform = video
+    clip = prepare_video(frames, waveform, SAMPLE_RATE)
+    loose = PIPELINE_STAGES["owod-bind"].candidates([clip], models, check_settings("owod-bind", {"box_threshold": 0.0}))[0]
+    objectness = torch.cat([c.proposal_scores for c in loose])
+    thresholds = ((0.0, 0.0), (float(objectness.median()), 0.3), (float(objectness.max()) + 1e-3, 0.7))
+    for box_threshold, bind_threshold in thresholds:
+        settings = check_settings("owod-bind", {"box_threshold": box_threshold, "bind_threshold": bind_threshold})
+        selected = select_video("owod-bind", clip, loose, settings)
+        direct = owod_bind(frames, waveform, SAMPLE_RATE, models, **settings)
+        assert torch.equal(selected.masks, direct.masks)
+        for s, d in zip(selected.frames, direct.frames):
+            assert torch.equal(s.boxes, d.boxes) and torch.equal(s.kept, d.kept)
+            torch.testing.assert_close(s.bind_scores, d.bind_scores, rtol=1e-4, atol=1e-6)
