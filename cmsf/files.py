@@ -374,7 +374,8 @@ def claim_folder(folder: PathLike) -> Iterator[Path]:
     file behind; the next claim takes it over when no process holds it and, on this host, the
     pid it names is gone (or now belongs to a later process). An owner on another host cannot be
     checked: its lock is respected until it ends or the file is deleted by hand. On file systems
-    without ``flock`` (NFS without a lock daemon, Windows) the pid check alone decides.
+    without ``flock`` (NFS without a lock daemon) the pid check alone decides; on Windows, where
+    a pid cannot be probed safely, a lock left behind is deleted by hand.
 
     Raises:
         UnwritableFolderError: the folder cannot be created, or a file cannot be written, moved
