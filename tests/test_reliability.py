@@ -816,3 +816,26 @@ def test_ctrl_c_during_segment_over_an_older_output_leaves_the_old_set(clip_mkv,
     assert result.exit_code == 1 and "Aborted!" in result.output and len(written) == 3
     assert _snapshot(out) == before  # the old masks, overlays, evidence and the user's file
     assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []  # no staging, no lock
+
+
+def test_deep_frames_surround_audio_and_a_phone_video_through_segment(tmp_path, stand_in):
+    """The library's fixes reach the command: 16-bit grey frames scaled (not clipped) to 8 bits,
+    a 5.1 wav read, a rotation tag applied to the frames and the masks."""
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for k in range(2):
+        Image.fromarray(RAMP16).save(folder / f"{k}.png")
+    wav = tmp_path / "surround.wav"
+    _write_pcm(wav, _signal(6, 2.0, 16_000), 16_000, "5.1", "pcm_s16le", "wav")
+    result = _cli("segment", folder, "--audio", wav, "-p", "owod-bind", "--out", tmp_path / "o")
+    assert result.exit_code == 0, result.output
+    overlay = np.asarray(Image.open(tmp_path / "o" / "overlay_0001.png"))
+    expected = np.repeat((RAMP16[:, 128:] >> 8).astype(np.uint8)[..., None], 3, axis=2)
+    np.testing.assert_array_equal(overlay[:, 128:], expected)  # outside the stand-in's mask: the frame
+    phone = tmp_path / "phone.mp4"
+    _write_rotated(phone, 90)
+    result = _cli("segment", phone, "-p", "owod-bind", "--out", tmp_path / "p")
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "p" / "evidence.json").read_text())["frame_size"] == [64, 32]
+    with Image.open(tmp_path / "p" / "mask_0000.png") as mask:
+        assert mask.size == (32, 64)  # (W, H): upright
