@@ -16,6 +16,7 @@ its source and what to do.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from typing import Any, Mapping, NamedTuple, Optional, Union
 
@@ -186,6 +187,36 @@ def _preset_specs(preset: str) -> dict[str, _Spec]:
     return specs
 
 
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+"""A Hugging Face hub id: ``org/name``."""
+
+
+def check_local_source(name: str, source: str) -> str:
+    """``source`` of component ``name``, with ``~`` expanded, after checking that it exists when
+    it looks like a local path: absolute, starting with ``./``, ``../`` or ``~``, or holding a
+    path separator without being a hub id ``org/name``. Anything else is left to the loader (a
+    hub id, or a relative path that happens to look like one).
+
+    Raises:
+        ValueError: it looks like a local path and nothing is there; the message starts with
+            ``"{name}:"``.
+    """
+    expanded = os.path.expanduser(source)
+    separators = [os.sep] + ([os.altsep] if os.altsep else [])
+    local = (
+        os.path.isabs(expanded)
+        or source.startswith(("~", *(f"{dots}{sep}" for dots in (".", "..") for sep in separators)))
+        or (any(sep in source for sep in separators) and not _HUB_ID.fullmatch(source))
+    )
+    if not local:
+        return source
+    if not os.path.exists(expanded):
+        raise ValueError(
+            f"{name}: the local path {source!r} does not exist (a hub id looks like 'org/name')"
+        )
+    return expanded
+
+
 def _override_spec(name: str, value: Any) -> _Spec:
     if name == "binder" and value == IMAGEBIND_BINDER:
         return _Spec(IMAGEBIND_BINDER)
@@ -198,7 +229,7 @@ def _override_spec(name: str, value: Any) -> _Spec:
         source = os.fspath(value)
         if not source:
             raise ValueError(f"{name}: expected a hub id or a local path, got an empty string")
-        return _Spec("pretrained", source)
+        return _Spec("pretrained", check_local_source(name, source))
     expected = "a hub id or a local directory (str or path)"
     if name == "imagebind":
         expected = "a checkpoint path, None (official download), or a dict of ImageBind sizes"
@@ -475,9 +506,11 @@ def load_models(
             sizes to build with seeded random weights.
 
     Raises:
-        ValueError: unknown preset or component, bad device, or a dtype other than float32 /
-            bfloat16. (:class:`ModelLoadError` is raised later, when a component that cannot be
-            loaded is first used.)
+        ValueError: unknown preset or component, bad device, a dtype other than float32 /
+            bfloat16, or an override that looks like a local path (see
+            :func:`check_local_source`) where nothing is; the message starts with the argument.
+            (:class:`ModelLoadError` is raised later, when a component that cannot be loaded is
+            first used.)
     """
     if preset not in PRESETS:
         raise ValueError(f"preset: expected one of {PRESETS}, got {preset!r}")
