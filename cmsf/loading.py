@@ -17,6 +17,7 @@ its source and what to do.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from typing import Any, Mapping, NamedTuple, Optional, Union
 
@@ -192,6 +193,36 @@ def _preset_specs(preset: str) -> dict[str, _Spec]:
     return specs
 
 
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+"""A Hugging Face hub id: ``org/name``."""
+
+
+def check_local_source(name: str, source: str) -> str:
+    """``source`` of component ``name``, with ``~`` expanded, after checking that it exists when
+    it looks like a local path: absolute, starting with ``./``, ``../`` or ``~``, or holding a
+    path separator without being a hub id ``org/name``. Anything else is left to the loader (a
+    hub id, or a relative path that happens to look like one).
+
+    Raises:
+        ValueError: it looks like a local path and nothing is there; the message starts with
+            ``"{name}:"``.
+    """
+    expanded = os.path.expanduser(source)
+    separators = [os.sep] + ([os.altsep] if os.altsep else [])
+    local = (
+        os.path.isabs(expanded)
+        or source.startswith(("~", *(f"{dots}{sep}" for dots in (".", "..") for sep in separators)))
+        or (any(sep in source for sep in separators) and not _HUB_ID.fullmatch(source))
+    )
+    if not local:
+        return source
+    if not os.path.exists(expanded):
+        raise ValueError(
+            f"{name}: the local path {source!r} does not exist (a hub id looks like 'org/name')"
+        )
+    return expanded
+
+
 def _override_spec(name: str, value: Any, preset: str) -> _Spec:
     if name == "mavl":
         return _mavl_spec(value, preset)
@@ -206,7 +237,7 @@ def _override_spec(name: str, value: Any, preset: str) -> _Spec:
         source = os.fspath(value)
         if not source:
             raise ValueError(f"{name}: expected a hub id or a local path, got an empty string")
-        return _Spec("pretrained", source)
+        return _Spec("pretrained", check_local_source(name, source))
     expected = "a hub id or a local directory (str or path)"
     if name == "imagebind":
         expected = "a checkpoint path, None (official download), or a dict of ImageBind sizes"
@@ -222,8 +253,13 @@ def _mavl_spec(value: Any, preset: str) -> _Spec:
         source = os.fspath(value)
         if source == "random":
             return _Spec("random", size="tiny" if preset == "tiny" else "paper")
+        if source and not os.path.isfile(os.path.expanduser(source)):
+            raise ValueError(
+                f"mavl: no file at {source!r}; expected the authors' MDef_DETR_minus_language_r101_epoch10.pth, "
+                "downloaded by hand from the link in the README of github.com/mmaaz60/mvits_for_class_agnostic_od"
+            )
         if source:
-            return _Spec("pretrained", source)
+            return _Spec("pretrained", os.path.expanduser(source))
     raise ValueError(
         "mavl: expected the path of the authors' MDef_DETR_minus_language_r101_epoch10.pth, 'random' "
         f"(seeded random weights of the preset's size) or None, got {value!r}"
@@ -546,9 +582,11 @@ def load_models(
             with MAVL instead of OWLv2 (:attr:`Models.proposer`).
 
     Raises:
-        ValueError: unknown preset or component, bad device, or a dtype other than float32 /
-            bfloat16. (:class:`ModelLoadError` is raised later, when a component that cannot be
-            loaded is first used.)
+        ValueError: unknown preset or component, bad device, a dtype other than float32 /
+            bfloat16, or an override that looks like a local path (see
+            :func:`check_local_source`) where nothing is; the message starts with the argument.
+            (:class:`ModelLoadError` is raised later, when a component that cannot be loaded is
+            first used.)
     """
     if preset not in PRESETS:
         raise ValueError(f"preset: expected one of {PRESETS}, got {preset!r}")

@@ -484,7 +484,8 @@ def load_mavl(path: str | os.PathLike[str], config: MavlConfig = PAPER_MAVL) -> 
         raise ValueError(f"{path}: {error}") from None
     except Exception as error:  # noqa: BLE001 - pickle / zip errors of a file that is not a checkpoint
         raise ValueError(
-            f"{path}: not a torch checkpoint that loads with weights_only=True ({type(error).__name__}: {error}). "
+            f"{path}: not a torch checkpoint that loads with weights_only=True "
+            f"({type(error).__name__}: {(str(error).splitlines() or [''])[0]}). "
             "If the file is trusted, re-save its state dict: "
             "torch.save({'model': torch.load(path, weights_only=False)['model']}, new_path)"
         ) from None

@@ -90,10 +90,14 @@ def test_load_models_mavl_component(tmp_path):
     assert models.proposer == "owlv2" and "mavl" not in models.load().loaded
     with pytest.raises(ModelLoadError, match="mavl='/path/to/MDef_DETR_minus_language_r101_epoch10.pth'"):
         models.mavl
-    missing = load_models("tiny", mavl=tmp_path / "nowhere.pth")
-    assert missing.proposer == "mavl"
-    with pytest.raises(ModelLoadError, match=r"nowhere.pth.*MDef_DETR_minus_language_r101_epoch10.pth"):
-        missing.mavl
+    with pytest.raises(ValueError, match=r"mavl: no file at .*nowhere.pth.*MDef_DETR_minus_language_r101_epoch10.pth"):
+        load_models("tiny", mavl=tmp_path / "nowhere.pth")  # at once, as other local paths
+    text = tmp_path / "notes.pth"
+    text.write_text("not a checkpoint")
+    foreign = load_models("tiny", mavl=text)
+    assert foreign.proposer == "mavl"
+    with pytest.raises(ModelLoadError, match=r"notes.pth.*MDef_DETR_minus_language_r101_epoch10.pth"):
+        foreign.mavl
     wrong = load_models("tiny", mavl=_checkpoint(tmp_path, _reference(TINY_MAVL, seed=6)))
     with pytest.raises(ModelLoadError, match="missing keys"):
         wrong.mavl
