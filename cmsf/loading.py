@@ -252,7 +252,7 @@ def _mavl_spec(value: Any, preset: str) -> _Spec:
     if isinstance(value, (str, os.PathLike)):
         source = os.fspath(value)
         if source == "random":
-            return _Spec("random", size="tiny" if preset == "tiny" else "paper")
+            return _Spec("random", size="tiny" if preset == "tiny" else "paper", family="mavl")
         if source and not os.path.isfile(os.path.expanduser(source)):
             raise ValueError(
                 f"mavl: no file at {source!r}; expected the authors' MDef_DETR_minus_language_r101_epoch10.pth, "

@@ -481,11 +481,7 @@ def _run_checked(
         binder_of(models).scoring.mode(settings["bind_mode"])
     candidates = PIPELINE_STAGES[pipeline].candidates(videos, models, settings)
     sources = models.sources()
-    results = [select_video(pipeline, video, frames, settings, sources) for video, frames in zip(videos, candidates)]
-    if pipeline == "owod-bind":  # evidence: which proposer the models gave (not a setting)
-        for result in results:
-            result.settings["proposer"] = models.proposer
-    return results
+    return [select_video(pipeline, video, frames, settings, sources) for video, frames in zip(videos, candidates)]
 
 
 # ---------------------------------------------------------------- the pipelines
@@ -515,7 +511,8 @@ def owod_bind(
     PE-AV with ``load_models(..., binder=…)``) → :func:`~cmsf.ops.bind_filter` against the
     binder's embedding of audio segment t (``bind_threshold`` = τ_BIND; ``bind_mode`` None: the
     binder's own, softmax for ImageBind as in the authors' code, calibrated for PE-AV) → union of
-    the kept masks. The result's settings also record ``proposer`` (``"owlv2"`` or ``"mavl"``).
+    the kept masks. The result's ``sources`` say which proposer ran (``mavl``: ``"not used"`` when
+    OWLv2 proposed).
     """
     settings = {
         "box_threshold": box_threshold,

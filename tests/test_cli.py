@@ -495,7 +495,7 @@ def test_segment_with_mavl_records_it_and_names_a_missing_or_foreign_checkpoint(
     out = tmp_path / "mavl"
     result = run("segment", video, "-p", "owod-bind", "--preset", "tiny", "--model", "mavl=random", "--out", out)
     assert result.exit_code == 0, result.output
-    assert json.loads((out / "evidence.json").read_text())["result"]["settings"]["proposer"] == "mavl"
+    assert json.loads((out / "evidence.json").read_text())["result"]["models"]["mavl"] == "random weights, tiny mavl config"
     missing = tmp_path / "MDef_DETR_minus_language_r101_epoch10.pth"
     result = run("segment", video, "-p", "owod-bind", "--preset", "tiny", "--model", f"mavl={missing}", "--out", tmp_path / "o")
     assert result.exit_code == 2 and str(missing) in result.output and "--model" in result.output

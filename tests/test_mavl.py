@@ -106,7 +106,7 @@ def test_load_models_mavl_component(tmp_path):
     random_models = load_models("tiny", mavl="random")
     assert random_models.proposer == "mavl" and random_models.mavl.config == TINY_MAVL
     assert "random" in random_models.source("mavl")
-    assert load_models("paper-random", mavl="random").source("mavl") == "random weights, paper config"
+    assert load_models("paper-random", mavl="random").source("mavl") == "random weights, paper mavl config"
 
 
 def test_paper_mavl_is_the_authors_architecture():

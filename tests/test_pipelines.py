@@ -280,11 +280,11 @@ from cmsf import propose_boxes  # noqa: E402
 def test_owod_bind_records_proposer_nms_cap_and_crop_background(models, video):
     frames, waveform = video
     result = owod_bind(frames, waveform, SAMPLE_RATE, models, bind_threshold=0.0, max_proposals=2)
-    assert result.settings["proposer"] == "owlv2"
+    assert result.sources["mavl"] == "not used" and result.sources["owlv2"] == "random weights, tiny owlv2 config"
     assert result.settings["proposal_nms_threshold"] == 0.5 and result.settings["max_proposals"] == 2
     assert result.settings["crop_background"] == "blur"
     assert all(len(f.boxes) <= 2 for f in result.frames)
-    assert result.to_json()["settings"]["proposer"] == "owlv2"
+    assert result.to_json()["models"]["mavl"] == "not used"
     assert sam_bind(frames, waveform, SAMPLE_RATE, models, points_per_side=2).settings["crop_background"] == "blur"
 
 
@@ -311,7 +311,7 @@ def test_owod_bind_with_mavl_proposes_with_mavl(video):
     mavl_models = load_models("tiny", device="cpu", mavl="random")
     result = owod_bind(frames, waveform, SAMPLE_RATE, mavl_models, bind_threshold=0.0)
     check_evidence(result, "owod-bind")
-    assert result.settings["proposer"] == "mavl"
+    assert result.sources["mavl"] == "random weights, tiny mavl config"
     for evidence, proposals in zip(result.frames, propose_boxes(frames, mavl_models)):
         torch.testing.assert_close(evidence.boxes, proposals.boxes)
         torch.testing.assert_close(evidence.proposal_scores, proposals.scores)
