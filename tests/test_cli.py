@@ -20,12 +20,13 @@ from click.testing import CliRunner
 from PIL import Image
 
 from avsbench_fixture import FRAMES, SIZE, make_avsbench, write_png, write_predictions, write_video, write_wav, tone
+from stand_ins import as_stages
 from cmsf import avsbench, cli
 from cmsf.avsbench import VideoEntry
 from cmsf.evaluate import MAX_LISTED, missing_predictions_message
 from cmsf.files import TEMP_SUFFIX
 from cmsf.loading import load_models
-from cmsf.pipelines import PIPELINE_STAGES, FrameCandidates, FrameEvidence, PipelineStages
+from cmsf.pipelines import PIPELINE_STAGES
 
 
 @pytest.fixture(scope="module")
@@ -63,8 +64,8 @@ class FakeResult:
 class FakePipeline:
     """Predicts the left ``fraction`` of every frame; records the first pixel of each video.
 
-    Called on one video (``cmsf segment`` runs ``PIPELINES[name]``) or, as a model stage, on a
-    batch of videos (``cmsf eval`` runs ``PIPELINE_STAGES[name]`` through the dataset runner).
+    ``cmsf segment`` calls it on its video (``PIPELINES[name]``), ``cmsf eval`` on each video of a
+    batch through the dataset runner (``PIPELINE_STAGES[name]``, see ``stand_ins.as_stages``).
     ``fail_on_call``: the n-th video seen raises (a bug in a pipeline), when it is seen again too."""
 
     def __init__(self, fraction: float = 0.5, fail_on_call: int | None = None):
@@ -73,34 +74,19 @@ class FakePipeline:
         self.fail_on_call = fail_on_call
         self._failing: int | None = None
 
-    def _masks(self, frames) -> torch.Tensor:
-        first = int(frames[0][0, 0, 0])
+    def __call__(self, frames, waveform, sample_rate, models, *, bind_threshold=0.7, box_threshold=0.5, bind_mode="softmax"):
+        first = int(frames[0, 0, 0, 0])
         self.calls.append(first)
         if self.fail_on_call is not None and (len(self.calls) == self.fail_on_call or first == self._failing):
             self._failing = first
             raise RuntimeError("simulated crash")
-        masks = torch.zeros(len(frames), *frames[0].shape[-2:], dtype=torch.bool)
-        masks[..., : int(frames[0].shape[-1] * self.fraction)] = True
-        return masks
-
-    def __call__(self, frames, waveform, sample_rate, models, *, bind_threshold=0.7, box_threshold=0.5, bind_mode="softmax"):
-        return FakeResult(self._masks(frames))
-
-    def candidates(self, videos, models, settings):
-        out = []
-        for video in videos:
-            masks = self._masks(video.images)
-            boxes = torch.tensor([[0.0, 0.0, 1.0, 1.0]])
-            out.append([FrameCandidates(boxes, torch.ones(1), mask[None]) for mask in masks])
-        return out
-
-    @staticmethod
-    def select(candidates, settings):
-        return FrameEvidence(candidates.boxes, candidates.proposal_scores, candidates.masks, kept=torch.ones(1, dtype=torch.bool))
+        masks = torch.zeros(frames.shape[0], *frames.shape[-2:], dtype=torch.bool)
+        masks[..., : int(frames.shape[-1] * self.fraction)] = True
+        return FakeResult(masks)
 
     def install(self, monkeypatch, name: str = "owod-bind") -> None:
         monkeypatch.setitem(cli.PIPELINES, name, self)
-        monkeypatch.setitem(PIPELINE_STAGES, name, PipelineStages(self.candidates, self.select))
+        monkeypatch.setitem(PIPELINE_STAGES, name, as_stages(self))
 
 
 def FakeModels():
@@ -520,6 +506,21 @@ def test_model_that_cannot_load_is_a_data_error(video, tmp_path, monkeypatch):
     monkeypatch.setitem(cli.PIPELINES, "sam-bind", unloadable)
     result = run("segment", video, "-p", "sam-bind", "--preset", "tiny", "--out", tmp_path / "o")
     assert result.exit_code == 1 and "component 'sam'" in result.output and "--model" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_segment_with_mavl_records_it_and_names_a_missing_or_foreign_checkpoint(video, tmp_path):
+    out = tmp_path / "mavl"
+    result = run("segment", video, "-p", "owod-bind", "--preset", "tiny", "--model", "mavl=random", "--out", out)
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "evidence.json").read_text())["result"]["models"]["mavl"] == "random weights, tiny mavl config"
+    missing = tmp_path / "MDef_DETR_minus_language_r101_epoch10.pth"
+    result = run("segment", video, "-p", "owod-bind", "--preset", "tiny", "--model", f"mavl={missing}", "--out", tmp_path / "o")
+    assert result.exit_code == 2 and str(missing) in result.output and "--model" in result.output
+    foreign = tmp_path / "notes.pth"
+    foreign.write_text("not a checkpoint")
+    result = run("segment", video, "-p", "owod-bind", "--preset", "tiny", "--model", f"mavl={foreign}", "--out", tmp_path / "o")
+    assert result.exit_code == 1 and str(foreign) in result.output and "mvits_for_class_agnostic_od" in result.output
     assert "Traceback" not in result.output
 
 

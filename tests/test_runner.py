@@ -23,6 +23,7 @@ SETTINGS = {
     "owod-bind": {"bind_threshold": 0.3},
     "sam-bind": {"points_per_side": 2, "bind_threshold": 0.3},
     "at-gdino-sam": {"tag_threshold": 0.57},  # ~5 of the tiny AST's near-uniform tags
+    "at-sam3": {"tag_threshold": 0.57, "instance_threshold": 0.0},  # every instance: masks to compare
 }
 
 
