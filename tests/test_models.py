@@ -118,6 +118,18 @@ def test_two_tiny_loads_give_identical_outputs(tiny):
         assert torch.equal(a.boxes, b.boxes) and a.labels == b.labels
 
 
+def test_attention_is_pytorchs_fused_sdpa_wherever_transformers_offers_it(tiny):
+    """AST, SAM (image encoder and mask decoder), OWLv2 and GroundingDINO's BERT text encoder run
+    their attention through torch's scaled_dot_product_attention (fused kernels on a GPU);
+    ImageBind is cmsf's own and calls it directly. GroundingDINO's Swin backbone and its own
+    attention layers have no SDPA path in transformers (eager)."""
+    for name in ("ast", "sam", "owlv2"):
+        assert tiny.get(name).model.config._attn_implementation == "sdpa", name
+    grounding_dino = tiny.grounding_dino.model.config
+    assert grounding_dino.text_config._attn_implementation == "sdpa"
+    assert grounding_dino._attn_implementation == "eager"  # not offered by transformers
+
+
 def test_bad_arguments_to_load_models():
     with pytest.raises(ValueError, match="preset"):
         load_models("huge")
