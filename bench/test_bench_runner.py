@@ -50,7 +50,7 @@ from bench.test_bench_pipelines import settings_for
 from bench.workload import split_settings
 from cmsf import avsbench
 from cmsf.evaluate import segment_videos
-from cmsf.runner import DEFAULT_WORKERS, default_frames_per_batch
+from cmsf.runner import default_frames_per_batch, default_workers
 
 PIPELINE = "owod-bind"
 VIDEOS = {"tiny": 6, "paper-random": 32}
@@ -130,7 +130,7 @@ def test_runner(benchmark, case: Case, models, split) -> None:
     benchmark.extra_info.update(
         {
             "pipeline": PIPELINE, "preset": case.preset, "device": case.device, "dtype": case.dtype,
-            "videos": len(entries), "frames_per_batch": frames_per_batch, "workers": DEFAULT_WORKERS,
+            "videos": len(entries), "frames_per_batch": frames_per_batch, "workers": default_workers(case.device),
             "runner_s": runner_s, "sequential_s": sequential_s, "runner_times_s": times["runner"],
             "sequential_times_s": times["sequential"], "speedup_vs_sequential": sequential_s / runner_s,
             "per_video_s": per_video_s, "s4_test_seconds": S4_TEST_VIDEOS * per_video_s,

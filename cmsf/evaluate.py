@@ -38,7 +38,7 @@ from cmsf.loading import Models, component_sources
 from cmsf.media import Clip
 from cmsf.metrics import dataset_scores, fscore, miou
 from cmsf.pipelines import PIPELINES, SegmentationResult, check_settings
-from cmsf.runner import DEFAULT_WORKERS, Job, run_jobs
+from cmsf.runner import Job, run_jobs
 
 T = TypeVar("T")
 Progress = Callable[[Sequence[T], str, str], Iterable[T]]
@@ -173,7 +173,7 @@ def segment_videos(
     *,
     progress: Progress = no_progress,
     frames_per_batch: Optional[int] = None,
-    workers: int = DEFAULT_WORKERS,
+    workers: Optional[int] = None,
 ) -> None:
     """Run ``pipeline`` on every video of ``entries`` with the dataset runner
     (:func:`cmsf.runner.run_jobs`: videos read on ``workers`` threads, several videos per model
@@ -232,7 +232,7 @@ def evaluate(
     resize_pred: bool = False,
     limit: Optional[int] = None,
     frames_per_batch: Optional[int] = None,
-    workers: int = DEFAULT_WORKERS,
+    workers: Optional[int] = None,
     progress: Progress = no_progress,
     log: Callable[[str], None] = _no_log,
 ) -> dict[str, Any]:

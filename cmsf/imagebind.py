@@ -559,20 +559,35 @@ def imagebind_vision_inputs(images: Images, *, resampler: str = "auto") -> Tenso
     if len(devices) > 1:
         raise ValueError(f"images: expected images on one device, got {sorted(map(str, devices))}")
     device = image_list[0].device
+    out = torch.empty(len(image_list), 3, IMAGE_SIZE, IMAGE_SIZE, device=device)
+    for start in range(0, len(image_list), _IMAGES_PER_CHUNK):  # cache-sized steps, linear in N
+        chunk = image_list[start : start + _IMAGES_PER_CHUNK]
+        out[start : start + len(chunk)] = _normalise(_resize_and_crop(chunk, resampler))
+    return out
+
+
+_IMAGES_PER_CHUNK = 64
+"""Images :func:`imagebind_vision_inputs` resizes and normalises at a time: on the CPU, larger
+steps leave the caches and cost more per image."""
+
+
+def _resize_and_crop(images: list[Tensor], resampler: str) -> Tensor:
+    """Meta's resize and centre crop of ``images`` (one device) by ``resampler``: ``Tensor[N, 3,
+    224, 224]`` uint8 on their device."""
+    device = images[0].device
     if resampler == "torch" or (resampler == "auto" and device.type != "cpu"):
-        pixels = resize_center_crop(image_list, IMAGE_SIZE)
-    else:
-        pixels = torch.empty(len(image_list), 3, IMAGE_SIZE, IMAGE_SIZE, dtype=torch.uint8, device=device)
-        thin = [
-            i for i, image in enumerate(image_list)
-            if resampler == "auto" and resize_is_large(image.shape[1], image.shape[2], IMAGE_SIZE)
-        ]  # fmt: skip
-        if thin:
-            pixels[thin] = resize_center_crop([image_list[i] for i in thin], IMAGE_SIZE)
-        wide = [i for i in range(len(image_list)) if i not in set(thin)]
-        if wide:
-            pixels[wide] = pil_resize_center_crop([image_list[i].cpu() for i in wide], IMAGE_SIZE).to(device)
-    return _normalise(pixels)
+        return resize_center_crop(images, IMAGE_SIZE)
+    pixels = torch.empty(len(images), 3, IMAGE_SIZE, IMAGE_SIZE, dtype=torch.uint8, device=device)
+    thin = [
+        i for i, image in enumerate(images)
+        if resampler == "auto" and resize_is_large(image.shape[1], image.shape[2], IMAGE_SIZE)
+    ]  # fmt: skip
+    if thin:
+        pixels[thin] = resize_center_crop([images[i] for i in thin], IMAGE_SIZE)
+    wide = [i for i in range(len(images)) if i not in set(thin)]
+    if wide:
+        pixels[wide] = pil_resize_center_crop([images[i].cpu() for i in wide], IMAGE_SIZE).to(device)
+    return pixels
 
 
 def _normalise(pixels: Tensor) -> Tensor:

@@ -10,7 +10,8 @@ How it runs:
 
 - **reading** (``job.load()``, PyAV decoding, PNG and wav reading, :func:`~cmsf.pipelines.prepare_video`)
   happens on ``workers`` threads: PyAV, PIL and torch release the GIL while they decode, so the
-  reading overlaps the model work of the calling thread. At most about two batches of frames
+  reading overlaps the model work of the calling thread (threads rather than processes: no
+  pickling of clips or of the jobs' readers, and the decoders do not hold the GIL). At most about two batches of frames
   are read ahead, so memory stays bounded however many jobs there are.
 - **batching**: videos are taken in job order into batches of at most ``frames_per_batch``
   frames (a video longer than that forms a batch of its own); each batch goes through the
@@ -47,22 +48,30 @@ from cmsf.decoding import Clip
 from cmsf.loading import ModelLoadError, Models, check_models
 from cmsf.pipelines import PIPELINE_STAGES, SegmentationResult, VideoInput, check_settings, prepare_video, select_video
 
-DEFAULT_WORKERS = 2
-"""Reading threads of :func:`run_jobs` by default."""
-
-FRAMES_PER_BATCH = {"cpu": 10, "cuda": 64}
+FRAMES_PER_BATCH = {"cpu": 5, "cuda": 64}
 """Default frames per model batch by device type (:func:`default_frames_per_batch`)."""
+
+WORKERS = {"cpu": 1, "cuda": 2}
+"""Default reading threads by device type (:func:`default_workers`)."""
 
 
 def default_frames_per_batch(device: Union[str, torch.device]) -> int:
-    """Frames per batch of :func:`run_jobs` when none is given: 10 on the CPU (batching across
-    videos buys little there; this keeps latency and memory low) and 64 on CUDA (13 AVSBench
-    videos; SAM's image encoder and ImageBind's vision tower run in fixed chunks inside the
-    stages, so the batch mostly sets how many frames OWLv2 sees at once and how much of the
-    per-frame glue is amortised). Not tuned on a GPU yet: ``bench/test_bench_runner.py`` records
-    throughput and peak memory per batch size."""
+    """Frames per batch of :func:`run_jobs` when none is given: 5 on the CPU (one AVSBench video:
+    batching across videos does not pay there, measured 10–20 % slower with the tiny models on 2
+    cores) and 64 on CUDA (13 AVSBench videos; SAM's image encoder and ImageBind's vision tower
+    run in fixed chunks inside the stages, so the batch mostly sets how many frames OWLv2 sees at
+    once and how much per-call work is amortised). Not tuned on a GPU yet:
+    ``bench/test_bench_runner.py`` records throughput and peak memory per batch size."""
     kind = torch.device(device).type
     return FRAMES_PER_BATCH.get(kind, FRAMES_PER_BATCH["cpu"])
+
+
+def default_workers(device: Union[str, torch.device]) -> int:
+    """Reading threads of :func:`run_jobs` when none is given: 2 on CUDA (decoding overlaps the
+    GPU's work), 1 on the CPU (the models and the reading share the cores; a second thread cost
+    ~5 % with the tiny models on 2 cores, one still hides a slow decode)."""
+    kind = torch.device(device).type
+    return WORKERS.get(kind, WORKERS["cpu"])
 
 
 @dataclass(frozen=True)
@@ -167,7 +176,7 @@ def run_jobs(
     models: Models,
     *,
     frames_per_batch: Optional[int] = None,
-    workers: int = DEFAULT_WORKERS,
+    workers: Optional[int] = None,
 ) -> Iterator[JobOutcome]:
     """Run ``pipeline`` on every job's video; yield one :class:`JobOutcome` per job, in job order.
 
@@ -179,8 +188,9 @@ def run_jobs(
         frames_per_batch: at most this many frames per model batch (a longer video runs alone);
             default :func:`default_frames_per_batch` of ``models.device``. ``1`` runs each video
             alone (bit-identical to calling the pipeline on it).
-        workers: reading threads; ``0`` reads each video in the calling thread when its batch
-            is assembled (no overlap, for debugging and comparison).
+        workers: reading threads, default :func:`default_workers` of ``models.device``; ``0``
+            reads each video in the calling thread when its batch is assembled (no overlap, for
+            debugging and comparison).
 
     Yields:
         each job's outcome as soon as its batch is done: a result, or the error of its reading
@@ -199,6 +209,8 @@ def run_jobs(
     if frames_per_batch is None:
         frames_per_batch = default_frames_per_batch(models.device)
     frames_per_batch = check_positive_int(frames_per_batch, "frames_per_batch")
+    if workers is None:
+        workers = default_workers(models.device)
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
         raise ValueError(f"workers: expected an integer ≥ 0, got {workers!r}")
     return _run(iter(jobs), pipeline, settings, models, frames_per_batch, workers)

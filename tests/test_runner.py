@@ -12,11 +12,11 @@ import torch
 from click.testing import CliRunner
 
 from avsbench_fixture import make_avsbench
-from cmsf import avsbench, cli
+from cmsf import avsbench, cli, runner
 from cmsf.decoding import Clip
 from cmsf.loading import ModelLoadError, load_models
 from cmsf.pipelines import PIPELINE_STAGES, PIPELINES, PipelineStages, prepare_video, run_videos
-from cmsf.runner import Job, default_frames_per_batch, run_jobs
+from cmsf.runner import Job, default_frames_per_batch, default_workers, run_jobs
 
 RATE = 16000
 SETTINGS = {
@@ -176,6 +176,7 @@ def test_arguments_are_checked_before_any_job_is_read(models):
     with pytest.raises(ValueError, match="Job"):
         list(run_jobs(["x"], "owod-bind", {}, models))
     assert default_frames_per_batch("cpu") < default_frames_per_batch("cuda")
+    assert 0 < default_workers("cpu") <= default_workers("cuda")
 
 
 # ---------------------------------------------------------------- cmsf eval runs on the runner
@@ -186,13 +187,15 @@ def mini(tmp_path_factory):
     return make_avsbench(tmp_path_factory.mktemp("avsbench"))
 
 
-def test_eval_masks_equal_the_pipeline_on_each_video_alone(mini, models, tmp_path):
+def test_eval_masks_equal_the_pipeline_on_each_video_alone(mini, models, tmp_path, monkeypatch):
+    monkeypatch.setitem(runner.FRAMES_PER_BATCH, "cpu", 15)  # the 3 videos in one batch
+    batches = recording_stage(monkeypatch)
     out = tmp_path / "run"
     args = ["eval", "--root", mini.root, "--subset", "s4", "-p", "owod-bind", "--preset", "tiny", "--device", "cpu"]
     result = CliRunner().invoke(cli.main, [str(a) for a in [*args, "--set", "bind_threshold=0.3", "--out", out]])
     assert result.exit_code == 0, result.output
+    assert batches == [[5, 5, 5]]
     entries = avsbench.list_videos(mini.root, "s4", "test")
-    assert len(entries) == 3  # more than one video per batch at the CPU default (10 frames)
     for entry in entries:
         clip = avsbench.load_video(mini.root, "s4", entry)
         direct = PIPELINES["owod-bind"](clip.frames, clip.waveform, clip.sample_rate, models, bind_threshold=0.3)
