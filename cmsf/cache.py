@@ -81,7 +81,7 @@ def cache_path(cache_dir: Path, key: str) -> Path:
 def _part_arrays(index: int, part: CachePart, frame_size: tuple[int, int]) -> dict[str, np.ndarray]:
     frames = part.frames
     pixels = frame_size[0] * frame_size[1]
-    masks = torch.cat([f.masks.reshape(-1, pixels) for f in frames]) if frames else torch.zeros(0, pixels, dtype=torch.bool)
+    masks = torch.cat([f.masks.reshape(-1, pixels) for f in frames] or [torch.zeros(0, pixels, dtype=torch.bool)])
     arrays = {
         f"p{index}_boxes": torch.cat([f.boxes.reshape(-1, 4) for f in frames]).to(torch.float32).numpy(),
         f"p{index}_scores": torch.cat([f.proposal_scores.reshape(-1) for f in frames]).to(torch.float32).numpy(),
@@ -143,7 +143,8 @@ def _decode_part(index: int, meta: dict[str, Any], archive: Any, frame_size: tup
     boxes = torch.from_numpy(archive[f"p{index}_boxes"]).reshape(total, 4)
     scores = torch.from_numpy(archive[f"p{index}_scores"]).reshape(total)
     packed = archive[f"p{index}_masks"]
-    masks = torch.from_numpy(np.unpackbits(packed, axis=1, count=height * width).astype(bool)).reshape(total, height, width)
+    bits = np.unpackbits(packed, axis=1, count=height * width).astype(bool)
+    masks = torch.from_numpy(bits).reshape(total, height, width)
     visual = torch.from_numpy(archive[f"p{index}_visual"]) if f"p{index}_visual" in archive.files else None
     audio = torch.from_numpy(archive[f"p{index}_audio"]) if f"p{index}_audio" in archive.files else None
     frames = []
@@ -178,12 +179,8 @@ def read_cache(path: Path, identity: dict[str, Any]) -> Optional[VideoCache]:
             frame_size = (int(header["frame_size"][0]), int(header["frame_size"][1]))
             parts = [_decode_part(i, meta, archive, frame_size) for i, meta in enumerate(header["parts"])]
             tags = header["tags"]
-            return VideoCache(
-                identity=identity,
-                frame_size=frame_size,
-                num_frames=int(header["frames"]),
-                parts=parts,
-                tags=None if tags is None else TagCache(float(tags["tag_threshold"]), [_tags(f) for f in tags["frames"]]),
-            )
+            if tags is not None:
+                tags = TagCache(float(tags["tag_threshold"]), [_tags(frame) for frame in tags["frames"]])
+            return VideoCache(identity, frame_size, int(header["frames"]), parts, tags)
     except (OSError, ValueError, KeyError, TypeError, IndexError, zipfile.BadZipFile, RuntimeError):
         return None

@@ -47,7 +47,8 @@ VARIANT_HELP = {
 _STYLE = """
 body{font:14px/1.45 system-ui,-apple-system,'Segoe UI',sans-serif;color:#1d232b;margin:0;background:#f4f6f8}
 main{max-width:1120px;margin:0 auto;padding:24px 28px 48px}
-h1{font-size:22px;margin:0 0 4px} h2{font-size:17px;margin:30px 0 10px;border-bottom:1px solid #d8dde3;padding-bottom:4px}
+h1{font-size:22px;margin:0 0 4px}
+h2{font-size:17px;margin:30px 0 10px;border-bottom:1px solid #d8dde3;padding-bottom:4px}
 .sub{color:#5b6570;margin:0 0 18px}
 .cards{display:flex;flex-wrap:wrap;gap:12px}
 .card{background:#fff;border:1px solid #dde2e8;border-radius:8px;padding:10px 16px;min-width:120px}
@@ -59,13 +60,15 @@ table{border-collapse:collapse;background:#fff;font-variant-numeric:tabular-nums
 th,td{border:1px solid #dde2e8;padding:3px 9px;text-align:right} th{background:#eef1f4;font-weight:600}
 td:first-child,th:first-child{text-align:left}
 table.sortable th{cursor:pointer;user-select:none} table.sortable th:after{content:' \\2195';color:#9aa3ad}
-table.sortable th.asc:after{content:' \\2191';color:#1d232b} table.sortable th.desc:after{content:' \\2193';color:#1d232b}
+table.sortable th.asc:after{content:' \\2191';color:#1d232b}
+table.sortable th.desc:after{content:' \\2193';color:#1d232b}
 tr.best td{background:#e6f4ea;font-weight:600}
 .scroll{max-height:560px;overflow:auto;display:inline-block;border:1px solid #dde2e8}
 .grid2{display:flex;flex-wrap:wrap;gap:24px;align-items:flex-start}
 .strip{background:#fff;border:1px solid #dde2e8;border-radius:8px;padding:8px 10px;margin:0 0 12px;display:inline-block}
 .strip h3{font-size:13px;margin:0 0 6px;font-weight:600}
-.strip table{border:none;background:none} .strip td{border:none;padding:1px;text-align:center;font-size:11px;color:#5b6570}
+.strip table{border:none;background:none}
+.strip td{border:none;padding:1px;text-align:center;font-size:11px;color:#5b6570}
 .strip td.label{text-align:right;padding-right:6px;vertical-align:middle}
 .strip img{display:block;image-rendering:auto}
 .note{color:#8a5a00} svg text{font:11px system-ui,sans-serif;fill:#39424c}
@@ -148,39 +151,60 @@ def _color(fraction: float) -> str:
     return "#%02x%02x%02x" % stops[-1][1]
 
 
+def _tag(name: str, content: Optional[str] = None, **attributes: Any) -> str:
+    """An SVG or HTML element. Attribute names take ``_`` for ``-`` (a trailing ``_`` is dropped:
+    ``class_``); values are escaped, floats written with one decimal; ``content`` is markup
+    (escape text first), None makes an empty element ``<name …/>``."""
+    parts = []
+    for key, value in attributes.items():
+        text = f"{value:.1f}" if isinstance(value, float) else str(value)
+        parts.append(f' {key.rstrip("_").replace("_", "-")}="{html.escape(text)}"')
+    opening = f"<{name}{''.join(parts)}"
+    return f"{opening}/>" if content is None else f"{opening}>{content}</{name}>"
+
+
+def _svg(width: int, height: int, label: str, parts: Sequence[str]) -> str:
+    size = {"width": width, "height": height}
+    return _tag("svg", "".join(parts), xmlns="http://www.w3.org/2000/svg", **size, role="img", aria_label=label)
+
+
+def _text(x: float, y: float, text: str, anchor: str = "start", **attributes: Any) -> str:
+    return _tag("text", html.escape(text), x=x, y=y, text_anchor=anchor, **attributes)
+
+
 def svg_histogram(values: Sequence[float], bins: int = 20, mean: Optional[float] = None, label: str = "mIoU") -> str:
     """An SVG histogram of ``values`` in [0, 1] (``bins`` equal bins, the last one closed), with a
     dashed line at ``mean``."""
-    width, height, left, bottom, top, right = 560, 230, 44, 36, 14, 16
+    width, height, left, bottom, top, right = 560, 240, 44, 36, 24, 16
     counts = [0] * bins
     for value in values:
-        counts[min(int(value * bins), bins - 1) if value >= 0 else 0] += 1
+        counts[min(max(int(value * bins), 0), bins - 1)] += 1
     peak = max(counts) or 1
     plot_w, plot_h = width - left - right, height - top - bottom
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" aria-label="histogram of per-video {label}">']
-    step = max(1, math.ceil(peak / 5))
-    for tick in range(0, peak + 1, step):
-        y = top + plot_h - tick / peak * plot_h
-        parts.append(f'<line x1="{left}" x2="{width - right}" y1="{y:.1f}" y2="{y:.1f}" stroke="#e3e7eb"/>')
-        parts.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{tick}</text>')
+    base = float(top + plot_h)
+    parts = []
+    for tick in range(0, peak + 1, max(1, math.ceil(peak / 5))):
+        y = base - tick / peak * plot_h
+        parts.append(_tag("line", x1=left, x2=width - right, y1=y, y2=y, stroke="#e3e7eb"))
+        parts.append(_text(left - 6, y + 4, str(tick), "end"))
     bar_w = plot_w / bins
     for i, count in enumerate(counts):
         bar_h = count / peak * plot_h
-        parts.append(
-            f'<rect x="{left + i * bar_w + 1:.1f}" y="{top + plot_h - bar_h:.1f}" width="{bar_w - 2:.1f}" '
-            f'height="{bar_h:.1f}" fill="#3b7dd8"><title>{i / bins:.2f}–{(i + 1) / bins:.2f}: {count} videos</title></rect>'
-        )
+        tip = _tag("title", f"{i / bins:.2f}–{(i + 1) / bins:.2f}: {count} videos")
+        bar = {"x": left + i * bar_w + 1, "y": base - bar_h, "width": bar_w - 2, "height": bar_h}
+        parts.append(_tag("rect", tip, **bar, fill="#3b7dd8"))
     for tick in (0.0, 0.25, 0.5, 0.75, 1.0):
-        x = left + tick * plot_w
-        parts.append(f'<text x="{x:.1f}" y="{height - bottom + 16}" text-anchor="middle">{tick:g}</text>')
-    parts.append(f'<line x1="{left}" x2="{width - right}" y1="{top + plot_h}" y2="{top + plot_h}" stroke="#39424c"/>')
+        parts.append(_text(left + tick * plot_w, height - bottom + 16, f"{tick:g}", "middle"))
+    parts.append(_tag("line", x1=left, x2=width - right, y1=base, y2=base, stroke="#39424c"))
     if mean is not None:
         x = left + mean * plot_w
-        parts.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{top}" y2="{top + plot_h}" stroke="#d9534f" stroke-dasharray="4 3"/>')
-        parts.append(f'<text x="{x + 4:.1f}" y="{top + 10}" fill="#d9534f">mean {mean:.3f}</text>')
-    parts.append(f'<text x="{left + plot_w / 2:.1f}" y="{height - 4}" text-anchor="middle">per-video {label} (videos per bin)</text>')
-    parts.append("</svg>")
-    return "".join(parts)
+        parts.append(_tag("line", x1=x, x2=x, y1=top, y2=base, stroke="#d9534f", stroke_dasharray="4 3"))
+        parts.append(_text(x, top - 8, f"mean {mean:.3f}", "middle", fill="#d9534f"))
+    parts.append(_text(left + plot_w / 2, height - 4, f"per-video {label} (videos per bin)", "middle"))
+    return _svg(width, height, f"histogram of per-video {label}", parts)
+
+
+_LINE_COLORS = ("#3b7dd8", "#e07b39", "#5aa469", "#8e6cc2", "#c44e52", "#777777")
 
 
 def svg_lines(key: str, xs: Sequence[str], series: Mapping[str, Sequence[Optional[float]]], best: int) -> str:
@@ -194,67 +218,77 @@ def svg_lines(key: str, xs: Sequence[str], series: Mapping[str, Sequence[Optiona
     low, high = max(0.0, low - pad), min(1.0, high + pad)
     if high <= low:
         low, high = 0.0, 1.0
-    x_of = lambda i: left + (plot_w / 2 if len(xs) == 1 else i / (len(xs) - 1) * plot_w)  # noqa: E731
-    y_of = lambda v: top + plot_h - (v - low) / (high - low) * plot_h  # noqa: E731
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" aria-label="sweep of {html.escape(key)}">']
+
+    def x_of(i: int) -> float:
+        return left + (plot_w / 2 if len(xs) == 1 else i / (len(xs) - 1) * plot_w)
+
+    def y_of(v: float) -> float:
+        return top + plot_h - (v - low) / (high - low) * plot_h
+
+    parts = []
     for k in range(5):
         v = low + (high - low) * k / 4
-        parts.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{y_of(v):.1f}" y2="{y_of(v):.1f}" stroke="#e3e7eb"/>')
-        parts.append(f'<text x="{left - 6}" y="{y_of(v) + 4:.1f}" text-anchor="end">{v:.3f}</text>')
+        parts.append(_tag("line", x1=left, x2=left + plot_w, y1=y_of(v), y2=y_of(v), stroke="#e3e7eb"))
+        parts.append(_text(left - 6, y_of(v) + 4, f"{v:.3f}", "end"))
     for i, x in enumerate(xs):
-        parts.append(f'<text x="{x_of(i):.1f}" y="{top + plot_h + 16}" text-anchor="middle">{html.escape(x)}</text>')
-    colors = ["#3b7dd8", "#e07b39", "#5aa469", "#8e6cc2", "#c44e52", "#777777"]
+        parts.append(_text(x_of(i), top + plot_h + 16, x, "middle"))
     for n, (name, ys) in enumerate(series.items()):
-        color = colors[n % len(colors)]
+        color = _LINE_COLORS[n % len(_LINE_COLORS)]
         points = [(x_of(i), y_of(v)) for i, v in enumerate(ys) if v is not None]
         if len(points) > 1:
             path = " ".join(f"{x:.1f},{y:.1f}" for x, y in points)
-            parts.append(f'<polyline points="{path}" fill="none" stroke="{color}" stroke-width="2"/>')
+            parts.append(_tag("polyline", points=path, fill="none", stroke=color, stroke_width=2))
         for i, v in enumerate(ys):
-            if v is not None:
-                ring = ' stroke="#1d232b" stroke-width="2"' if i == best else ""
-                parts.append(f'<circle cx="{x_of(i):.1f}" cy="{y_of(v):.1f}" r="{5 if i == best else 3.5}" fill="{color}"{ring}><title>{html.escape(name)} {v:.4f}</title></circle>')
-        parts.append(f'<rect x="{width - right + 14}" y="{top + 4 + n * 18}" width="12" height="3" fill="{color}"/>')
-        parts.append(f'<text x="{width - right + 30}" y="{top + 9 + n * 18}">{html.escape(name)}</text>')
-    parts.append(f'<text x="{left + plot_w / 2:.1f}" y="{height - 6}" text-anchor="middle">{html.escape(key)}</text>')
-    parts.append("</svg>")
-    return "".join(parts)
+            if v is None:
+                continue
+            ring = {"stroke": "#1d232b", "stroke_width": 2} if i == best else {}
+            tip = _tag("title", html.escape(f"{name} {v:.4f}"))
+            parts.append(_tag("circle", tip, cx=x_of(i), cy=y_of(v), r=5 if i == best else 3.5, fill=color, **ring))
+        parts.append(_tag("rect", x=width - right + 14, y=top + 4 + n * 18, width=12, height=3, fill=color))
+        parts.append(_text(width - right + 30, top + 9 + n * 18, name))
+    parts.append(_text(left + plot_w / 2, height - 6, key, "middle"))
+    return _svg(width, height, f"sweep of {key}", parts)
 
 
 def svg_heatmap(
-    row_key: str, column_key: str, row_values: Sequence[str], column_values: Sequence[str],
-    cells: Mapping[tuple[str, str], float], best: Optional[tuple[str, str]], figure: str = "miou",
+    row_key: str,
+    column_key: str,
+    row_values: Sequence[str],
+    column_values: Sequence[str],
+    cells: Mapping[tuple[str, str], float],
+    best: Optional[tuple[str, str]],
+    figure: str = "miou",
 ) -> str:
-    """An SVG heat map of ``cells[(row value, column value)]`` (missing cells blank), the best
-    cell outlined, each cell labelled with its value."""
+    """An SVG heat map of ``cells[(row value, column value)]`` (missing cells blank), the
+    ``best`` cell outlined, each cell labelled with its value."""
     cell_w, cell_h, left, top = 84, 36, 130, 46
-    width = max(left + cell_w * len(column_values) + 16, 430)
+    width = max(left + cell_w * len(column_values) + 16, 470)
     height = top + cell_h * len(row_values) + 40
     values = list(cells.values())
     low, high = (min(values), max(values)) if values else (0.0, 1.0)
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" aria-label="{figure} heat map">']
-    parts.append(f'<text x="{left + cell_w * len(column_values) / 2:.1f}" y="14" text-anchor="middle">{html.escape(column_key)}</text>')
+    parts = [_text(left + cell_w * len(column_values) / 2, 14, column_key, "middle")]
+    parts.append(_text(left - 8, top - 8, f"{row_key} ↓", "end"))
     for j, column in enumerate(column_values):
-        parts.append(f'<text x="{left + (j + 0.5) * cell_w:.1f}" y="{top - 8}" text-anchor="middle">{html.escape(column)}</text>')
+        parts.append(_text(left + (j + 0.5) * cell_w, top - 8, column, "middle"))
     for i, row in enumerate(row_values):
         y = top + i * cell_h
-        parts.append(f'<text x="{left - 8}" y="{y + cell_h / 2 + 4:.1f}" text-anchor="end">{html.escape(row)}</text>')
+        parts.append(_text(left - 8, y + cell_h / 2 + 4, row, "end"))
         for j, column in enumerate(column_values):
             x = left + j * cell_w
             value = cells.get((row, column))
             if value is None:
-                parts.append(f'<rect x="{x}" y="{y}" width="{cell_w}" height="{cell_h}" fill="#f4f6f8" stroke="#fff"/>')
+                parts.append(_tag("rect", x=x, y=y, width=cell_w, height=cell_h, fill="#f4f6f8", stroke="#fff"))
                 continue
             fraction = 0.5 if high <= low else (value - low) / (high - low)
-            text_color = "#1d232b" if fraction > 0.6 else "#ffffff"
-            parts.append(f'<rect x="{x}" y="{y}" width="{cell_w}" height="{cell_h}" fill="{_color(fraction)}" stroke="#fff"><title>{html.escape(row_key)}={html.escape(row)} {html.escape(column_key)}={html.escape(column)}: {figure} {value:.4f}</title></rect>')
-            parts.append(f'<text x="{x + cell_w / 2:.1f}" y="{y + cell_h / 2 + 4:.1f}" text-anchor="middle" style="fill:{text_color}">{value:.4f}</text>')
+            tip = _tag("title", html.escape(f"{row_key}={row} {column_key}={column}: {figure} {value:.4f}"))
+            parts.append(_tag("rect", tip, x=x, y=y, width=cell_w, height=cell_h, fill=_color(fraction), stroke="#fff"))
+            shade = "fill:#1d232b" if fraction > 0.6 else "fill:#ffffff"
+            parts.append(_text(x + cell_w / 2, y + cell_h / 2 + 4, f"{value:.4f}", "middle", style=shade))
             if best == (row, column):
-                parts.append(f'<rect x="{x + 1.5}" y="{y + 1.5}" width="{cell_w - 3}" height="{cell_h - 3}" fill="none" stroke="#d9534f" stroke-width="3"/>')
-    parts.append(f'<text x="{left - 8}" y="{top - 8}" text-anchor="end">{html.escape(row_key)} ↓</text>')
-    parts.append(f'<text x="{left}" y="{height - 10}">{figure}: {low:.4f} (dark) … {high:.4f} (light); best outlined</text>')
-    parts.append("</svg>")
-    return "".join(parts)
+                outline = {"fill": "none", "stroke": "#d9534f", "stroke_width": 3}
+                parts.append(_tag("rect", x=x + 1.5, y=y + 1.5, width=cell_w - 3, height=cell_h - 3, **outline))
+    parts.append(_text(left, height - 10, f"{figure}: {low:.4f} (dark) … {high:.4f} (light); best row outlined"))
+    return _svg(width, height, f"{figure} heat map", parts)
 
 
 # ------------------------------------------------------------------------------ pictures
@@ -286,7 +320,9 @@ def _strip(title: str, root: Path, subset: str, entry: avsbench.VideoEntry, pred
         "prediction": [_data_uri(overlay_mask(frame, mask, PRED_COLOR)) for frame, mask in zip(frames, pred)],
     }
     body = "".join(
-        f'<tr><td class="label">{name}</td>' + "".join(f'<td><img src="{uri}" alt="{name} {k + 1}" width="{THUMBNAIL}"></td>' for k, uri in enumerate(uris)) + "</tr>"
+        f'<tr><td class="label">{name}</td>'
+        + "".join(_tag("td", _tag("img", src=uri, alt=f"{name} {k}", width=THUMBNAIL)) for k, uri in enumerate(uris, 1))
+        + "</tr>"
         for name, uris in rows.items()
     )
     body += '<tr><td class="label">IoU</td>' + "".join(f"<td>{iou:.3f}</td>" for iou in ious) + "</tr>"
@@ -294,14 +330,18 @@ def _strip(title: str, root: Path, subset: str, entry: avsbench.VideoEntry, pred
 
 
 # ------------------------------------------------------------------------------ sections
-def _table(headers: Sequence[tuple[str, str]], rows: Sequence[Sequence[tuple[str, Optional[str]]]], *, css: str = "sortable", best: Optional[int] = None) -> str:
+def _table(
+    headers: Sequence[tuple[str, str]],
+    rows: Sequence[Sequence[tuple[str, Optional[str]]]],
+    *,
+    css: str = "sortable",
+    best: Optional[int] = None,
+) -> str:
     """A table; ``headers`` are (key, label); each cell is (shown text, sort value or None for text)."""
     head = "".join(f'<th data-key="{html.escape(key)}">{html.escape(label)}</th>' for key, label in headers)
     body = []
     for index, row in enumerate(rows):
-        cells = "".join(
-            f"<td>{text}</td>" if value is None else f'<td data-value="{html.escape(value)}">{text}</td>' for text, value in row
-        )
+        cells = "".join(_tag("td", text, **({} if value is None else {"data_value": value})) for text, value in row)
         body.append(f'<tr class="best">{cells}</tr>' if index == best else f"<tr>{cells}</tr>")
     return f'<table class="{css}"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
 
@@ -314,7 +354,8 @@ def _figures_section(summary: Mapping[str, Any]) -> str:
     variants = summary.get("variants") or {}
     for name in VARIANTS:
         if name in variants:
-            cards.append(f'<div class="card small" title="{html.escape(VARIANT_HELP[name])}"><b>{_fmt(variants[name])}</b><span>{name}</span></div>')
+            card = f"<b>{_fmt(variants[name])}</b><span>{name}</span>"
+            cards.append(_tag("div", card, class_="card small", title=VARIANT_HELP[name]))
     explained = "".join(f"<li><code>{name}</code>: {html.escape(text)}</li>" for name, text in VARIANT_HELP.items())
     return f'<h2>Figures</h2><div class="cards">{"".join(cards)}</div><ul class="sub">{explained}</ul>'
 
@@ -345,10 +386,13 @@ def _sweep_section(summary: Mapping[str, Any], sweep_rows: list[dict[str, str]])
     if note:
         parts.append(f'<div class="banner{" oracle" if info.get("test_tuned") else ""}">{html.escape(note)}</div>')
     if info.get("cache_bytes_per_video") is not None:
-        parts.append(f'<p class="sub">{len(sweep_rows)} settings from {info.get("model_passes_per_video")} model pass(es) per video; cache {info["cache_bytes_per_video"] / 1024:.1f} KiB per video.</p>')
+        passes, size = info.get("model_passes_per_video"), info["cache_bytes_per_video"] / 1024
+        text = f"{len(sweep_rows)} settings from {passes} model pass(es) per video; cache {size:.1f} KiB per video."
+        parts.append(_tag("p", html.escape(text), class_="sub"))
     if len(keys) == 1:
         xs = [row[keys[0]] for row in sweep_rows]
-        series = {name: [_number(row[name]) for row in sweep_rows] for name in ("miou", "fscore", "miou_per_frame", "iou_dataset") if name in row_names(sweep_rows)}
+        shown = [name for name in ("miou", "fscore", "miou_per_frame", "iou_dataset") if name in columns]
+        series = {name: [_number(row[name]) for row in sweep_rows] for name in shown}
         parts.append(svg_lines(keys[0], xs, series, best))
     elif len(keys) >= 2:
         row_values = list(dict.fromkeys(row[keys[0]] for row in sweep_rows))
@@ -393,7 +437,9 @@ def _video_table(rows: list[dict[str, str]]) -> str:
     return '<div class="scroll">' + _table(headers, cells) + "</div>"
 
 
-def _strips_section(summary: Mapping[str, Any], rows: list[dict[str, str]], run_dir: Path, root: Optional[Path], examples: int) -> str:
+def _strips_section(
+    summary: Mapping[str, Any], rows: list[dict[str, str]], run_dir: Path, root: Optional[Path], examples: int
+) -> str:
     subset = str(summary.get("subset", "s4"))
     split = str(summary.get("split", "test"))
     data_root = Path(root) if root is not None else Path(str(summary.get("root", "")))
@@ -402,9 +448,14 @@ def _strips_section(summary: Mapping[str, Any], rows: list[dict[str, str]], run_
     each = min(examples, max(1, len(scored) // 2))  # a short run: half best, half worst
     best = scored[:each]
     worst = scored[each:][::-1][:each]
-    parts = [f'<h2>Best and worst videos</h2><p class="sub">Each strip: the frames, the ground truth (green) and the prediction (red) over them, and each frame\'s IoU. Frames from {html.escape(str(data_root))}.</p>']
+    intro = (
+        "Each strip: the frames, the ground truth (green) and the prediction (red) over them, and each "
+        f"frame's IoU. Frames from {data_root}."
+    )
+    parts = ["<h2>Best and worst videos</h2>" + _tag("p", html.escape(intro), class_="sub")]
     if not data_root.is_dir():
-        return parts[0] + f'<p class="note">The AVSBench folder {html.escape(str(data_root))} is not here: pass --root to show the videos.</p>'
+        missing = f"The AVSBench folder {data_root} is not here: pass --root to show the videos."
+        return parts[0] + _tag("p", html.escape(missing), class_="note")
     for label, chosen in (("best", best), ("worst", worst)):
         for row in chosen:
             entry = avsbench.VideoEntry(row["video"], split, row.get("category") or None)
@@ -434,7 +485,8 @@ def build_report(run_dir: Path, *, root: Optional[Path] = None, examples: int = 
     title = f'{what} on AVSBench {str(summary.get("subset", "")).upper()} {summary.get("split", "")}'
     ious = [v for v in (_number(r.get("miou")) for r in rows) if v is not None]
     parts = [
-        f'<main><h1>{html.escape(title)}</h1><p class="sub">{len(rows)} videos · cmsf report of {html.escape(str(run_dir))}</p>',
+        f"<main><h1>{html.escape(title)}</h1>",
+        _tag("p", html.escape(f"{len(rows)} videos · cmsf report of {run_dir}"), class_="sub"),
         _figures_section(summary),
     ]
     if sweep_rows:
@@ -442,7 +494,7 @@ def build_report(run_dir: Path, *, root: Optional[Path] = None, examples: int = 
     parts.append('<div class="grid2"><div>' + _settings_section(summary) + "</div><div><h2>Per-video mIoU</h2>")
     parts.append(svg_histogram(ious, mean=_number(str(summary.get("miou")))) + "</div></div>")
     parts.append(_strips_section(summary, rows, run_dir, root, examples))
-    parts.append(f'<h2>Videos ({len(rows)})</h2><p class="sub">Click a column to sort.</p>' + _video_table(rows) + "</main>")
+    parts.append(f'<h2>Videos ({len(rows)})</h2><p class="sub">Click a column to sort.</p>{_video_table(rows)}</main>')
     return (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
         f"<title>{html.escape(title)} — cmsf report</title><style>{_STYLE}</style></head><body>"
@@ -467,10 +519,18 @@ BROWSER_FLAGS = (
 
 def find_browser() -> Optional[str]:
     """The path of a Chromium (``chromium``, ``chromium-browser``, ``google-chrome``) on PATH, or None."""
-    return next((path for name in ("chromium", "chromium-browser", "google-chrome") if (path := shutil.which(name))), None)
+    found = (shutil.which(name) for name in ("chromium", "chromium-browser", "google-chrome"))
+    return next((path for path in found if path), None)
 
 
-def render_in_browser(page: Path, *, screenshot: Optional[Path] = None, size: tuple[int, int] = (1200, 2000), fragment: str = "", timeout: float = 120.0) -> str:
+def render_in_browser(
+    page: Path,
+    *,
+    screenshot: Optional[Path] = None,
+    size: tuple[int, int] = (1200, 2000),
+    fragment: str = "",
+    timeout: float = 120.0,
+) -> str:
     """Open ``page`` (a local HTML file) in headless Chromium, with a fresh profile, and return
     the DOM after its scripts ran (``--dump-dom``); with ``screenshot``, also save a PNG of the
     first ``size`` = (width, height) CSS pixels there. ``fragment`` is appended to the URL
@@ -488,7 +548,8 @@ def render_in_browser(page: Path, *, screenshot: Optional[Path] = None, size: tu
     with tempfile.TemporaryDirectory() as profile:
         commands = [["--dump-dom"]]
         if screenshot is not None:
-            commands.append([f"--screenshot={Path(screenshot).resolve()}", f"--window-size={size[0]},{size[1]}", "--hide-scrollbars"])
+            window = f"--window-size={size[0]},{size[1]}"
+            commands.append([f"--screenshot={Path(screenshot).resolve()}", window, "--hide-scrollbars"])
         for extra in commands:
             done = subprocess.run(
                 [browser, *BROWSER_FLAGS, f"--user-data-dir={profile}", *extra, url],

@@ -206,7 +206,12 @@ def _tags_at(tags: Sequence[tuple[str, float]], threshold: float) -> list[tuple[
 
 
 def _compute_part(
-    pipeline: str, video: VideoInput, models: Models, compute: Mapping[str, Any], cache: VideoCache, lowest_tag: Optional[float]
+    pipeline: str,
+    video: VideoInput,
+    models: Models,
+    compute: Mapping[str, Any],
+    cache: VideoCache,
+    lowest_tag: Optional[float],
 ) -> CachePart:
     """Run the model stage for one pass (for a tagged pipeline: the tags from the cache when it
     has them at ``lowest_tag`` or lower, else AST at ``lowest_tag``, cached)."""
@@ -295,7 +300,13 @@ def best_row(figures: Sequence[Mapping[str, Any]]) -> int:
     return max(range(len(figures)), key=lambda i: (figures[i]["miou"], figures[i]["fscore"]))
 
 
-def sweep_csv(grid: Mapping[str, Sequence[Any]], rows: Sequence[Mapping[str, Any]], figures: Sequence[Mapping[str, Any]], best: int, test_tuned: bool) -> str:
+def sweep_csv(
+    grid: Mapping[str, Sequence[Any]],
+    rows: Sequence[Mapping[str, Any]],
+    figures: Sequence[Mapping[str, Any]],
+    best: int,
+    test_tuned: bool,
+) -> str:
     """The text of ``sweep.csv``: the swept keys, miou, fscore, the variants (full precision, an
     undefined one empty), and ``best``: empty but on the best row, which says ``best`` or, tuned
     on the test split, ``oracle (test-tuned, not a result)``."""
@@ -376,7 +387,8 @@ def run_sweep(
     if missing_gt:
         raise FileNotFoundError(missing_gt_message(missing_gt))
 
-    identity = {"pipeline": pipeline, "preset": preset, "dtype": dtype, "models": dict(sorted((model_sources or {}).items()))}
+    sources = dict(sorted((model_sources or {}).items()))
+    identity = {"pipeline": pipeline, "preset": preset, "dtype": dtype, "models": sources}
     config = {"subset": subset, "split": split, **identity, "sweep": True}
     out_dir.mkdir(parents=True, exist_ok=True)
     claim_run_folder(out_dir, config)  # refuses predictions of a plain run or of other models
