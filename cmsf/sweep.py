@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence
 
+import numpy as np
 import torch
 
 from cmsf import avsbench
@@ -49,7 +50,7 @@ from cmsf.evaluate import (
 )
 from cmsf.files import atomic_write_json, atomic_write_text, remove_stale_temporaries
 from cmsf.loading import Models
-from cmsf.metrics import VARIANTS, VariantTotals, dataset_scores, score_video
+from cmsf.metrics import VARIANTS, VariantTotals, VideoScores, dataset_scores, score_video
 from cmsf.pipelines import (
     PIPELINE_STAGES,
     FrameCandidates,
@@ -127,8 +128,8 @@ def parse_sweep(pipeline: str, values: Mapping[str, str]) -> dict[str, list[Any]
 
 
 def sweep_rows(pipeline: str, grid: Mapping[str, Sequence[Any]], fixed: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Every setting of ``grid`` (the product of its values, first key outermost), each as the
-    pipeline's full settings with ``fixed`` overrides, checked by
+    """Every setting of ``grid`` (the product of its values, first key outermost; a repeated value
+    counts once), each as the pipeline's full settings with ``fixed`` overrides, checked by
     :func:`cmsf.pipelines.check_settings`.
 
     Raises:
@@ -137,6 +138,7 @@ def sweep_rows(pipeline: str, grid: Mapping[str, Sequence[Any]], fixed: Mapping[
     """
     if not grid:
         raise ValueError("sweep: expected at least one KEY=V1,V2,... to sweep")
+    grid = {key: list(dict.fromkeys(values)) for key, values in grid.items()}  # a repeated value once
     for key, values in grid.items():
         if key in fixed:
             raise ValueError(f"{key}: given both as a fixed setting and swept; give it once")
@@ -392,7 +394,7 @@ def run_sweep(
     config = {"subset": subset, "split": split, **identity, "sweep": True}
     out_dir.mkdir(parents=True, exist_ok=True)
     claim_run_folder(out_dir, config)  # refuses predictions of a plain run or of other models
-    grid_json = {key: list(values) for key, values in grid.items()}
+    grid_json = {key: list(dict.fromkeys(values)) for key, values in grid.items()}
     atomic_write_json(out_dir / "run.json", {**config, "grid": grid_json, "fixed": fixed, "settings": None})
     remove_stale_temporaries(out_dir)
     log(
@@ -409,10 +411,14 @@ def run_sweep(
             cache, ran = video_cache(root, subset, entry, path, pipeline, identity, passes, models, lowest_tag)
             computed += ran
             gt = avsbench.load_gt_masks(root, subset, entry)
+            scored_masks: dict[bytes, VideoScores] = {}  # settings that give the same masks are scored once
             for index, row in enumerate(rows):
-                scores = score_video(select_cached(pipeline, cache, row).masks[: gt.shape[0]], gt)
-                scored[index].videos.append(video_row(entry, scores))
-                scored[index].totals.add(scores)
+                masks = select_cached(pipeline, cache, row).masks[: gt.shape[0]]
+                key = np.packbits(masks.numpy()).tobytes() + bytes(str(tuple(masks.shape)), "ascii")
+                if key not in scored_masks:
+                    scored_masks[key] = score_video(masks, gt)
+                scored[index].videos.append(video_row(entry, scored_masks[key]))
+                scored[index].totals.add(scored_masks[key])
         except (ValueError, OSError) as error:
             raise VideoError(f"video {entry.key}: {error}") from error
 
