@@ -26,7 +26,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pytest
 import torch
 
 from bench.harness import Case, synchronize

@@ -245,7 +245,7 @@ class _LazyModels:
         return self.models
 
 
-def video_cache(
+def _video_cache(
     root: Path,
     subset: str,
     entry: avsbench.VideoEntry,
@@ -408,7 +408,7 @@ def run_sweep(
     for entry in progress(entries, f"sweep of {len(rows)}", "video"):
         try:
             path = cache_path(out_dir / "cache", entry.key)
-            cache, ran = video_cache(root, subset, entry, path, pipeline, identity, passes, models, lowest_tag)
+            cache, ran = _video_cache(root, subset, entry, path, pipeline, identity, passes, models, lowest_tag)
             computed += ran
             gt = avsbench.load_gt_masks(root, subset, entry)
             scored_masks: dict[bytes, VideoScores] = {}  # settings that give the same masks are scored once

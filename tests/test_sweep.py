@@ -14,7 +14,7 @@ import torch
 from click.testing import CliRunner
 
 from avsbench_fixture import make_avsbench, write_predictions
-from cmsf import avsbench, cli, load_models
+from cmsf import cli, load_models
 from cmsf.cache import CachePart, TagCache, VideoCache, encode_cache, read_cache, write_cache
 from cmsf.media import read_mask
 from cmsf.metrics import VARIANTS, VariantTotals, score_video
@@ -188,6 +188,10 @@ def test_at_gdino_sam_tag_threshold_reruns_grounding_only(mini, tmp_path, shared
     by_setting = {(r["tag_threshold"], r["box_threshold"], r["text_threshold"]): r for r in rows}
     for (tag, box, text), row in by_setting.items():
         assert [row[f] for f in FIGURES] == [by_setting[(tag, box, "0.25")][f] for f in FIGURES]
+    # a later sweep with a new tag threshold (above the cached lowest) grounds again, AST does not run
+    again = run(*eval_args(mini, "at-gdino-sam", sweep_dir, "--limit", 1, "--split", "val", "--sweep", "tag_threshold=0.575"))
+    assert again.exit_code == 0, again.output
+    assert calls == {"tag": 1, "ground": 3}
     some = [r for r in rows if r["text_threshold"] == "0.25"]
     for index, row in enumerate(some):
         sets = [f"--set=tag_threshold={row['tag_threshold']}", f"--set=box_threshold={row['box_threshold']}"]
