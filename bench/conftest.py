@@ -109,10 +109,10 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     if not harness.SUMMARY:
         return
     terminalreporter.section("cmsf vs reference loop (pipelines, one AVSBench video)")
-    header = f"{'pipeline':<14}{'case':<28}{'cmsf s':>10}{'ref s':>10}{'speedup':>9}{'mask IoU':>10}"
+    header = f"{'pipeline':<16}{'case':<28}{'cmsf s':>10}{'ref s':>10}{'speedup':>9}{'mask IoU':>10}"
     terminalreporter.write_line(header)
     for row in harness.SUMMARY:
         terminalreporter.write_line(
-            f"{row['pipeline']:<14}{row['case']:<28}{row['cmsf_s']:>10.3f}{row['reference_s']:>10.3f}"
+            f"{row['pipeline']:<16}{row['case']:<28}{row['cmsf_s']:>10.3f}{row['reference_s']:>10.3f}"
             f"{row['speedup']:>9.2f}{row['agreement']:>10.4f}"
         )

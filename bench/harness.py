@@ -99,23 +99,30 @@ def all_cases() -> list[Case]:
 # Models, loaded once per session per (preset, device, dtype)
 # ---------------------------------------------------------------------------------------------
 
-_MODELS: dict[tuple[str, str, str], Any] = {}
-LOAD_SECONDS: dict[tuple[str, str, str], float] = {}
+_MODELS: dict[tuple[str, str, str, str], Any] = {}
+LOAD_SECONDS: dict[tuple[str, str, str, str], float] = {}
 """Seconds each (preset, device, dtype) took to build (reported, never benchmarked)."""
 
 SUMMARY: list[dict[str, Any]] = []
 """Rows the pipeline benchmarks add (cmsf vs reference), printed at the end of the run."""
 
 
-def load_case_models(preset: str, device: str, dtype: str) -> Any:
+PROPOSERS = ("owlv2", "mavl")
+"""OWOD-BIND's proposers: OWLv2 (every preset), MAVL (``load_models(..., mavl="random")``)."""
+
+
+def load_case_models(preset: str, device: str, dtype: str, proposer: str = "owlv2") -> Any:
     """``cmsf.load_models(preset, device, dtype)`` with every component loaded, once per
-    session per (preset, device, dtype): loading never falls inside a timed region."""
-    key = (preset, device, dtype)
+    session per (preset, device, dtype, proposer): loading never falls inside a timed region.
+    ``proposer="mavl"`` adds a MAVL of the preset's size with random weights (a second set of
+    models: ``Models`` components are fixed at ``load_models``)."""
+    key = (preset, device, dtype, proposer)
     if key not in _MODELS:
         from cmsf.loading import load_models
 
         start = time.perf_counter()
-        _MODELS[key] = load_models(preset, device=device, dtype=getattr(torch, dtype)).load()
+        extra = {"mavl": "random"} if proposer == "mavl" else {}
+        _MODELS[key] = load_models(preset, device=device, dtype=getattr(torch, dtype), **extra).load()
         synchronize(device)
         LOAD_SECONDS[key] = time.perf_counter() - start
     return _MODELS[key]

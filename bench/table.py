@@ -69,8 +69,9 @@ def pipeline_table(report: dict[str, Any]) -> str:
         if "speedup" not in extra:
             continue
         bf16 = extra.get("agreement_vs_cmsf_float32")
+        name = extra["pipeline"] + (f" ({extra['proposer']})" if extra.get("proposer") else "")
         lines.append(
-            f"| {extra['pipeline']} | {extra['preset']}-{extra['device']}-{extra['dtype']} | {_ms(extra['cmsf_s'])} | "
+            f"| {name} | {extra['preset']}-{extra['device']}-{extra['dtype']} | {_ms(extra['cmsf_s'])} | "
             f"{_ms(extra['reference_s'])} | {extra['speedup']:.2f}× | {extra['agreement']:.4f} | "
             f"{'–' if bf16 is None else f'{bf16:.4f}'} | {extra.get('proposals_per_frame')} | "
             f"{_mib(extra.get('peak_gpu_mem_bytes'))} / {_mib(extra.get('reference_peak_gpu_mem_bytes'))} |"

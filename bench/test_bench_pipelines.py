@@ -1,5 +1,6 @@
 """One benchmark per pipeline on one AVSBench-shaped video (5 frames of 224×224, 5 s of 16 kHz
-audio), against the reference loop (``bench/reference.py``) measured in the same run.
+audio), against the reference loop (``bench/reference.py``) measured in the same run; OWOD-BIND
+once with each proposer (OWLv2, and MAVL of the preset's size with random weights).
 
 Each round runs the reference loop (float32, frame by frame, untimed by pytest-benchmark) and
 then cmsf's pipeline (timed by pytest-benchmark), alternating, so both see the same machine
@@ -37,15 +38,23 @@ BFLOAT16_AGREEMENT = 0.98
 SPEEDUP_GOAL = 5.0
 SPEEDUP_PIPELINES = ("owod-bind", "sam-bind")
 
-_SETTINGS: dict[tuple[str, str, str], dict[str, Any]] = {}
+_SETTINGS: dict[tuple[str, str, str, str], dict[str, Any]] = {}
+
+VARIANTS = [("owod-bind", "owlv2"), ("owod-bind", "mavl"), ("sam-bind", "owlv2"), ("at-gdino-sam", "owlv2")]
+"""(pipeline, proposer): OWOD-BIND with each proposer (OWLv2, MAVL); the others use none."""
 
 
-def settings_for(pipeline: str, case: Case, video: tuple) -> dict[str, Any]:
+def _variant_id(variant: tuple[str, str]) -> str:
+    pipeline, proposer = variant
+    return f"{pipeline}-mavl" if proposer == "mavl" else pipeline
+
+
+def settings_for(pipeline: str, case: Case, video: tuple, proposer: str = "owlv2") -> dict[str, Any]:
     """The pipeline's settings for this preset and device, from the float32 models (cached)."""
-    key = (pipeline, case.preset, case.device)
+    key = (pipeline, case.preset, case.device, proposer)
     if key not in _SETTINGS:
         frames, waveform, sample_rate = video
-        models = load_case_models(case.preset, case.device, "float32")
+        models = load_case_models(case.preset, case.device, "float32", proposer)
         _SETTINGS[key] = pipeline_settings(pipeline, case.preset, frames, waveform, sample_rate, models)
     return _SETTINGS[key]
 
@@ -54,12 +63,14 @@ def _rounds(case: Case) -> int:
     return 5
 
 
-@pytest.mark.parametrize("pipeline", tuple(PIPELINES))
-def test_pipeline(benchmark, case: Case, models, video, pipeline: str) -> None:
+@pytest.mark.parametrize("variant", VARIANTS, ids=_variant_id)
+def test_pipeline(benchmark, case: Case, video, variant: tuple[str, str]) -> None:
+    pipeline, proposer = variant
     frames, waveform, sample_rate = video
-    settings = settings_for(pipeline, case, video)
+    models = load_case_models(case.preset, case.device, case.dtype, proposer)
+    settings = settings_for(pipeline, case, video, proposer)
     kwargs, reference_kwargs = split_settings(settings)
-    reference_models = load_case_models(case.preset, case.device, "float32")
+    reference_models = load_case_models(case.preset, case.device, "float32", proposer)
     pipeline_fn = PIPELINES[pipeline]
     reference_fn = REFERENCES[pipeline]
 
@@ -96,7 +107,7 @@ def test_pipeline(benchmark, case: Case, models, video, pipeline: str) -> None:
         cmsf_times.append(seconds)
         return out
 
-    benchmark.group = f"pipeline-{pipeline}"
+    benchmark.group = f"pipeline-{_variant_id(variant)}"
     result = benchmark.pedantic(target, setup=setup, rounds=_rounds(case), iterations=1, warmup_rounds=0)
     reference_masks = reference_out[0]
 
@@ -106,6 +117,7 @@ def test_pipeline(benchmark, case: Case, models, video, pipeline: str) -> None:
     agreement = sum(per_frame) / len(per_frame)
     info: dict[str, Any] = {
         "pipeline": pipeline,
+        "proposer": proposer if pipeline == "owod-bind" else None,
         "preset": case.preset,
         "device": case.device,
         "dtype": case.dtype,
@@ -132,7 +144,7 @@ def test_pipeline(benchmark, case: Case, models, video, pipeline: str) -> None:
         info["agreement_vs_cmsf_float32"] = sum(frame_agreement(result.masks, float32_result.masks)) / len(per_frame)
     benchmark.extra_info.update(info)
     SUMMARY.append(
-        {"pipeline": pipeline, "case": case.id, "cmsf_s": cmsf_s, "reference_s": reference_s,
+        {"pipeline": _variant_id(variant), "case": case.id, "cmsf_s": cmsf_s, "reference_s": reference_s,
          "speedup": reference_s / cmsf_s, "agreement": agreement}
     )
 

@@ -3,7 +3,9 @@
 
 - ``tag_audio``: the 5 segments (AST).
 - ``ground``: the 5 frames, 3 AudioSet label prompts each (GroundingDINO).
-- ``propose_boxes``: the 5 frames (OWLv2 objectness).
+- ``propose_boxes``: the 5 frames, with each proposer (OWLv2 objectness + NMS; MAVL);
+  OWLv2's input preparation of one large (2000 × 1500) frame, cmsf's against transformers'
+  processor (the path before).
 - ``sam_masks`` with boxes: the 5 frames, 8 box prompts each; automatic: the 5 frames with the
   automatic options of ``bench/workload.py`` (random weights: quality filters off).
 - ImageBind image embedding: 40 masked crops (5 frames × 8), split into the input preparation
@@ -19,15 +21,17 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
+import pytest
 import torch
 from torch import Tensor
 
-from bench.harness import Case, run_benchmark
+from bench.harness import PROPOSERS, Case, load_case_models, run_benchmark
 from bench.workload import SAM_AUTOMATIC_OPTIONS
 from cmsf.imagebind import imagebind_audio_inputs, imagebind_vision_inputs
 from cmsf.inputs import split_segments
 from cmsf.grounding import ground
-from cmsf.proposals import propose_boxes
+from cmsf.proposals import owl_pixel_values, propose_boxes
+from cmsf.random_models import random_config, random_processor
 from cmsf.segmentation import sam_masks
 from cmsf.tagging import tag_audio
 from cmsf.binding import masked_crops
@@ -88,18 +92,62 @@ def test_ground(benchmark, case: Case, models, video) -> None:
     benchmark.extra_info["boxes_per_frame"] = [len(d) for d in detections]
 
 
-def test_propose_boxes(benchmark, case: Case, models, video) -> None:
+@pytest.mark.parametrize("proposer", PROPOSERS)
+def test_propose_boxes(benchmark, case: Case, video, proposer: str) -> None:
+    """The paper's τ_BB = 0.5; OWLv2 with its default NMS (0.5) and cap (300), MAVL without NMS.
+    ``extra_info`` has the proposals per frame (and, for OWLv2, their count without NMS)."""
     frames, _, _ = video
-    benchmark.group = "stage-propose_boxes"
+    models = load_case_models(case.preset, case.device, case.dtype, proposer)
+    benchmark.group = f"stage-propose_boxes-{proposer}"
     proposals = run_benchmark(
         benchmark, lambda: propose_boxes(frames, models), case.device,
-        rounds=_rounds(case), extra_info=_info(case, frames=int(frames.shape[0])),
+        rounds=_rounds(case), extra_info=_info(case, frames=int(frames.shape[0]), proposer=proposer),
     )
-    assert len(proposals) == frames.shape[0]
+    assert models.proposer == proposer and len(proposals) == frames.shape[0]
     for p in proposals:
         assert len(p) >= 1 and _inside(p.boxes, 224, 224)
         assert bool((p.scores[:-1] >= p.scores[1:]).all())
     benchmark.extra_info["boxes_per_frame"] = [len(p) for p in proposals]
+    if proposer == "owlv2":
+        undeduplicated = propose_boxes(frames, models, nms_threshold=1.0)
+        benchmark.extra_info["boxes_per_frame_without_nms"] = [len(p) for p in undeduplicated]
+
+
+LARGE_FRAME = (1500, 2000)
+"""(H, W) of the OWLv2 input-preparation benchmark: a 3-megapixel video frame."""
+
+
+@pytest.mark.parametrize("path", ["cmsf", "transformers-processor"])
+def test_owlv2_inputs_of_a_large_frame(benchmark, device: str, path: str) -> None:
+    """OWLv2's input (960 × 960) from one 2000 × 1500 frame: cmsf's ``owl_pixel_values`` on the
+    device (the authors' grey padding and scikit-image resize, as separable gathers) against
+    transformers' ``Owlv2ImageProcessor`` (black padding, Gaussian blur of the whole padded frame
+    on the CPU), the path cmsf took before. ``extra_info["max_abs_difference"]`` compares the two
+    (mostly the padding: black vs grey)."""
+    height, width = LARGE_FRAME
+    generator = torch.Generator().manual_seed(3)
+    frame = torch.randint(0, 256, (3, height, width), dtype=torch.uint8, generator=generator)
+    processor = random_processor("owlv2", "paper", random_config("owlv2", "paper"))
+    side = int(processor.size["height"])
+    if path == "transformers-processor" and device != "cpu":
+        pytest.skip("transformers' processor runs on the CPU")
+    if path == "transformers-processor" and benchmark.disabled:
+        pytest.skip("several seconds on a CPU: runs when benchmarking is on")
+
+    def cmsf_inputs() -> Tensor:
+        return owl_pixel_values([frame], side, processor.image_mean, processor.image_std, torch.device(device))
+
+    def processor_inputs() -> Tensor:
+        return processor(images=[frame], return_tensors="pt")["pixel_values"]
+
+    benchmark.group = "stage-owlv2-inputs-large-frame"
+    pixels = run_benchmark(
+        benchmark, cmsf_inputs if path == "cmsf" else processor_inputs, device,
+        rounds=3, extra_info={"path": path, "frame_size": [height, width], "input_side": side},
+    )
+    assert pixels.shape == (1, 3, side, side)
+    if path == "transformers-processor":
+        benchmark.extra_info["max_abs_difference"] = float((pixels - cmsf_inputs().cpu()).abs().max())
 
 
 def test_sam_masks_boxes(benchmark, case: Case, models, video) -> None:

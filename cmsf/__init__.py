@@ -8,13 +8,14 @@ The public API; every name is documented where it is defined::
     result.masks                             # Tensor[T, H, W] bool
 """
 
-from cmsf.binding import masked_crops
+from cmsf.binding import Binder, binder_of, masked_crops
+from cmsf.concepts import ConceptMasks, segment_concepts
 from cmsf.grounding import Detections, ground
 from cmsf.imagebind import ImageBind, imagebind_audio_inputs, imagebind_vision_inputs, load_imagebind
 from cmsf.loading import ModelLoadError, Models, load_models
 from cmsf.metrics import DatasetScores, VariantTotals, VideoScores, dataset_scores, fscore, miou, score_video
 from cmsf.ops import bind_filter, nms
-from cmsf.pipelines import FrameEvidence, SegmentationResult, at_gdino_sam, owod_bind, sam_bind
+from cmsf.pipelines import FrameEvidence, SegmentationResult, at_gdino_sam, at_sam3, owod_bind, sam_bind
 from cmsf.proposals import Proposals, propose_boxes
 from cmsf.segmentation import MaskSet, sam_masks
 from cmsf.tagging import tag_audio
@@ -22,6 +23,8 @@ from cmsf.tagging import tag_audio
 __version__ = "0.1.0"
 
 __all__ = [
+    "Binder",
+    "ConceptMasks",
     "DatasetScores",
     "Detections",
     "FrameEvidence",
@@ -34,7 +37,9 @@ __all__ = [
     "VariantTotals",
     "VideoScores",
     "at_gdino_sam",
+    "at_sam3",
     "bind_filter",
+    "binder_of",
     "dataset_scores",
     "fscore",
     "ground",
@@ -50,5 +55,6 @@ __all__ = [
     "sam_bind",
     "sam_masks",
     "score_video",
+    "segment_concepts",
     "tag_audio",
 ]

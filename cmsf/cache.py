@@ -6,9 +6,11 @@ selection those candidates cover is made again without a model.
 A file is a numpy ``.npz`` archive (deflate-compressed), read with ``allow_pickle=False``::
 
     header        uint8, UTF-8 JSON: {"format": 1, "identity": {...}, "frame_size": [H, W],
-                  "frames": T, "tags": null | {"tag_threshold": t, "frames": [[[label, p], ...], ...]},
+                  "frames": T, "sources": {component: source}, "proposer": "owlv2" | "mavl",
+                  "tags": null | {"tag_threshold": t, "frames": [[[label, p], ...], ...]},
                   "parts": [{"compute": {settings}, "counts": [K_0, ..., K_T-1],
-                             "tags": [...], "phrases": [...]}, ...]}
+                             "tags": [...], "phrases": [...],
+                             "scoring": null | {"default_mode", "logit_scale", "logit_bias"}}, ...]}
     p{i}_boxes    float32 [ΣK, 4]   pixel (x1, y1, x2, y2), frame after frame
     p{i}_scores   float32 [ΣK]      proposal scores
     p{i}_masks    uint8 [ΣK, ⌈H·W/8⌉]  each mask flattened row-major, np.packbits (8 pixels a byte)
@@ -34,6 +36,7 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
+from cmsf.binding import BindScoring
 from cmsf.files import atomic_write_bytes
 from cmsf.pipelines import FrameCandidates
 
@@ -64,13 +67,17 @@ class TagCache:
 @dataclass
 class VideoCache:
     """Everything cached for one video. ``identity`` names what computed it (pipeline, preset,
-    dtype, model sources): a file of another identity is not used."""
+    dtype, model sources): a file of another identity is not used. ``sources`` and ``proposer``
+    are the models' (:meth:`~cmsf.loading.Models.sources`, :attr:`~cmsf.loading.Models.proposer`),
+    for the evidence of results selected from the cache."""
 
     identity: dict[str, Any]
     frame_size: tuple[int, int]
     num_frames: int
     parts: list[CachePart] = field(default_factory=list)
     tags: Optional[TagCache] = None
+    sources: dict[str, str] = field(default_factory=dict)
+    proposer: Optional[str] = None
 
 
 def cache_path(cache_dir: Path, key: str) -> Path:
@@ -101,6 +108,8 @@ def encode_cache(cache: VideoCache) -> bytes:
         "identity": cache.identity,
         "frame_size": list(cache.frame_size),
         "frames": cache.num_frames,
+        "sources": cache.sources,
+        "proposer": cache.proposer,
         "tags": None
         if cache.tags is None
         else {"tag_threshold": cache.tags.tag_threshold, "frames": [[list(t) for t in f] for f in cache.tags.frames]},
@@ -116,6 +125,7 @@ def encode_cache(cache: VideoCache) -> bytes:
                 "counts": [int(f.boxes.shape[0]) for f in part.frames],
                 "tags": [[list(t) for t in f.tags] for f in part.frames],
                 "phrases": [list(f.phrases) for f in part.frames],
+                "scoring": _scoring_json(part.frames[0].scoring if part.frames else None),
             }
         )
         arrays.update(_part_arrays(index, part, cache.frame_size))
@@ -130,6 +140,21 @@ def write_cache(path: Path, cache: VideoCache) -> int:
     data = encode_cache(cache)
     atomic_write_bytes(path, data)
     return len(data)
+
+
+def _scoring_json(scoring: Optional[BindScoring]) -> Optional[dict[str, Any]]:
+    if scoring is None:
+        return None
+    return {"default_mode": scoring.default_mode, "logit_scale": scoring.logit_scale, "logit_bias": scoring.logit_bias}
+
+
+def _scoring(value: Optional[dict[str, Any]]) -> Optional[BindScoring]:
+    if value is None:
+        return None
+    scale, bias = value["logit_scale"], value["logit_bias"]
+    return BindScoring(
+        str(value["default_mode"]), None if scale is None else float(scale), None if bias is None else float(bias)
+    )
 
 
 def _tags(value: Any) -> Tags:
@@ -147,6 +172,7 @@ def _decode_part(index: int, meta: dict[str, Any], archive: Any, frame_size: tup
     masks = torch.from_numpy(bits).reshape(total, height, width)
     visual = torch.from_numpy(archive[f"p{index}_visual"]) if f"p{index}_visual" in archive.files else None
     audio = torch.from_numpy(archive[f"p{index}_audio"]) if f"p{index}_audio" in archive.files else None
+    scoring = _scoring(meta["scoring"])
     frames = []
     start = 0
     for t, count in enumerate(counts):
@@ -158,6 +184,7 @@ def _decode_part(index: int, meta: dict[str, Any], archive: Any, frame_size: tup
                 masks=masks[start:end],
                 visual=None if visual is None else visual[start:end],
                 audio=None if audio is None else audio[t],
+                scoring=scoring,
                 tags=_tags(meta["tags"][t]),
                 phrases=[str(p) for p in meta["phrases"][t]],
             )
@@ -181,6 +208,8 @@ def read_cache(path: Path, identity: dict[str, Any]) -> Optional[VideoCache]:
             tags = header["tags"]
             if tags is not None:
                 tags = TagCache(float(tags["tag_threshold"]), [_tags(frame) for frame in tags["frames"]])
-            return VideoCache(identity, frame_size, int(header["frames"]), parts, tags)
+            sources = {str(k): str(v) for k, v in header["sources"].items()}
+            proposer = None if header["proposer"] is None else str(header["proposer"])
+            return VideoCache(identity, frame_size, int(header["frames"]), parts, tags, sources, proposer)
     except (OSError, ValueError, KeyError, TypeError, IndexError, zipfile.BadZipFile, RuntimeError):
         return None

@@ -1,9 +1,10 @@
 """The ``cmsf`` command: ``cmsf segment`` (one video) and ``cmsf eval`` (AVSBench S4 / MS3).
 
-Exit status: 0 on success, 2 for a usage error (a bad option or argument), 1 for a data error (an
-unreadable input, a missing file, a model that cannot be loaded); both print one clear message
-naming the culprit, never a traceback. Progress bars and progress messages go to stderr; results
-(the summary line, the scores) to stdout.
+Exit status: 0 on success, 2 for a usage error (a bad option or argument: more frames than the video
+has, a --model path that does not exist, an --out that cannot be written), 1 for a data error (an
+unreadable input, a missing file, a model that cannot be loaded, an --out another run holds); both
+print one clear message naming the culprit, never a traceback. Progress, warnings (one line each)
+and messages go to stderr; results (the summary line, the scores) to stdout.
 """
 
 from __future__ import annotations
@@ -19,10 +20,12 @@ from tqdm import tqdm
 
 from cmsf import avsbench
 from cmsf.checks import DTYPES
+from cmsf.decoding import media_warnings_to
 from cmsf.evaluate import evaluate, run_pipeline
-from cmsf.loading import COMPONENTS, PRESETS, ModelLoadError, Models, load_models
+from cmsf.files import FolderInUseError, UnwritableFolderError
+from cmsf.loading import COMPONENTS, PRESETS, ModelLoadError, Models, check_local_source, load_models
 from cmsf.media import load_clip
-from cmsf.outputs import write_segmentation
+from cmsf.outputs import SegmentOutput
 from cmsf.pipelines import PIPELINES, default_settings, parse_settings
 from cmsf.report import write_report
 from cmsf.sweep import free_keys_help, parse_sweep, run_sweep, sweep_lines, sweep_rows
@@ -30,16 +33,24 @@ from cmsf.sweep import free_keys_help, parse_sweep, run_sweep, sweep_lines, swee
 # ------------------------------------------------------------------------------------ helpers
 
 
+_OPTIONS = {"num_frames": "--num-frames", "fps": "--fps"}  # a ValueError "num_frames: …" is about --num-frames
+
+
 @contextlib.contextmanager
 def _data_errors(context: str = "") -> Iterator[None]:
-    """Turn the errors bad data raises (ValueError, OSError, ModelLoadError) into a click error:
-    exit status 1, one line, no traceback."""
+    """Turn the errors bad data raises (ValueError, OSError, ModelLoadError, a folder in use) into a click
+    error: exit 1, one line, no traceback; those about --num-frames, --fps, --out: a usage error (2)."""
     try:
         yield
     except click.ClickException:
         raise
-    except (ValueError, OSError, ModelLoadError) as error:
+    except UnwritableFolderError as error:
+        raise click.BadParameter(str(error), param_hint="--out") from None
+    except (ValueError, OSError, ModelLoadError, FolderInUseError) as error:
         message = str(error) or type(error).__name__
+        argument, colon, detail = message.partition(":")
+        if isinstance(error, ValueError) and colon and argument in _OPTIONS:
+            raise click.BadParameter(detail.strip(), param_hint=_OPTIONS[argument]) from None
         if isinstance(error, ModelLoadError):
             message += " On the command line, a local copy is passed as --model COMPONENT=PATH."
         raise click.ClickException(f"{context}{message}") from None
@@ -106,13 +117,19 @@ def effective_settings(pipeline: str, overrides: dict[str, Any]) -> dict[str, An
 
 
 def model_overrides_of(values: Sequence[str]) -> dict[str, str]:
-    """Parse ``--model COMPONENT=SOURCE`` options; an unknown component is a usage error."""
+    """Parse ``--model COMPONENT=SOURCE`` options; an unknown component, or a local path that does
+    not exist (:func:`cmsf.loading.check_local_source`), is a usage error."""
     overrides = _parse_pairs(values, "--model")
     unknown = [name for name in overrides if name not in COMPONENTS]
     if unknown:
         raise click.BadParameter(
             f"unknown component {unknown[0]!r}; expected one of {', '.join(COMPONENTS)}", param_hint="--model"
         )
+    for name, source in overrides.items():
+        try:
+            check_local_source(name, source)
+        except ValueError as error:  # "sam: the local path … does not exist"
+            raise click.BadParameter(f"{name}={source}:{str(error).partition(':')[2]}", param_hint="--model") from None
     return overrides
 
 
@@ -146,21 +163,23 @@ def main() -> None:
       cmsf segment clip.mp4 --pipeline owod-bind --out out/
       cmsf eval --root AVSBench --subset s4 --pipeline owod-bind --out runs/s4
     """
+    click.get_current_context().with_resource(media_warnings_to(_info))  # one line each, on stderr
 
 
 _pipeline_option = click.option(
     "--pipeline",
     "-p",
     type=click.Choice(tuple(PIPELINES)),
-    help="Which CMSF pipeline: owod-bind (the paper's best), sam-bind or at-gdino-sam.",
+    help="Which CMSF pipeline: owod-bind (the paper's best), sam-bind, at-gdino-sam, or at-sam3 (audio tags as SAM 3 concepts).",
 )
 _preset_option = click.option(
     "--preset",
     type=click.Choice(PRESETS),
     default="paper",
     show_default=True,
-    help="Model weights: paper (the paper's checkpoints, downloaded once and cached), tiny (tiny "
-    "random models, offline, for smoke tests) or paper-random (full-size random, for timing).",
+    help="Model weights: paper (the paper's checkpoints, downloaded once and cached), 2025 (SAM 2.1, "
+    "MM-GroundingDINO, PE-AV), tiny (tiny random models, offline, for smoke tests), or paper-random / "
+    "2025-random (full-size random, for timing).",
 )
 _device_option = click.option(
     "--device", default=None, help="Torch device, e.g. cpu, cuda, cuda:1. [default: cuda if available, else cpu]"
@@ -180,8 +199,10 @@ _model_option = click.option(
     "model_overrides",
     multiple=True,
     metavar="COMPONENT=SOURCE",
-    help="Use another checkpoint for a component (ast, grounding_dino, sam, owlv2: a hub id or a "
-    "local save_pretrained folder; imagebind: a .pth path), e.g. --model sam=facebook/sam-vit-base.",
+    help="Use another checkpoint for a component (ast, grounding_dino, sam, owlv2, sam3, binder: a hub id or "
+    "a local save_pretrained folder, its family read from its config; binder=imagebind for ImageBind; "
+    "imagebind: a .pth path), e.g. --model sam=facebook/sam2.1-hiera-large; --model mavl=PATH (the authors' "
+    "MDef_DETR_minus_language_r101_epoch10.pth, or 'random') makes OWOD-BIND propose with MAVL instead of OWLv2.",
 )
 
 
@@ -237,7 +258,8 @@ def segment(
 
     Writes to --out: mask_0000.png … (0/255, frame size), overlay_0000.png … (the mask in red
     over the frame) and evidence.json (the pipeline's proposals, scores and kept indices), then
-    prints a summary line.
+    prints a summary line. They replace an earlier output there as one set, once all are written
+    (an interrupted run leaves the old set); other files in --out are left alone.
 
     \b
     Examples:
@@ -254,33 +276,21 @@ def segment(
     if input_path.is_file() and audio is not None:
         raise click.BadParameter("--audio goes with a folder of frames; a video file brings its own audio track.", param_hint="--audio")
     if input_path.is_dir() and out_dir.resolve() == input_path.resolve():
-        raise click.BadParameter(
-            "is the input frame folder; its masks and overlays would be read as frames next time. "
-            "Use another folder.",
-            param_hint="--out",
-        )
+        message = "is the input frame folder; its masks and overlays would be read as frames next time. Use another folder."
+        raise click.BadParameter(message, param_hint="--out")
     thresholds = pipeline_settings(pipeline, settings)
-    model_overrides_of(model_overrides)
     started = time.perf_counter()
-
-    with _data_errors():
+    models = _models(preset, device, dtype, model_overrides)  # lazy: nothing loads before the pipeline runs
+    with _data_errors(), SegmentOutput(out_dir) as output:  # --out created, checked, locked up front
         clip = load_clip(input_path, audio=audio, num_frames=num_frames, fps=fps)
-    height, width = clip.frames.shape[-2:]
-    _info(f"read {clip.num_frames} frames of {width}×{height} and {clip.duration:.2f} s of audio from {input_path}")
-    models = _models(preset, device, dtype, model_overrides)
-    _info(f"running {pipeline} ({preset} models on {models.device}, {dtype})…")
-    with _data_errors(f"{input_path}: "):
-        result = run_pipeline(pipeline, clip, models, thresholds)
-    run = {
-        "input": str(input_path),
-        "pipeline": pipeline,
-        "preset": preset,
-        "device": str(models.device),
-        "dtype": dtype,
-        "settings": effective_settings(pipeline, thresholds),
-    }
-    with _data_errors():
-        evidence = write_segmentation(out_dir, clip, result, run, started=started, progress=_progress)
+        height, width = clip.frames.shape[-2:]
+        _info(f"read {clip.num_frames} frames of {width}×{height} and {clip.duration:.2f} s of audio from {input_path}")
+        _info(f"running {pipeline} ({preset} models on {models.device}, {dtype})…")
+        with _data_errors(f"{input_path}: "):
+            result = run_pipeline(pipeline, clip, models, thresholds)
+        run = {"input": str(input_path), "pipeline": pipeline, "preset": preset, "device": str(models.device),
+               "dtype": dtype, "settings": effective_settings(pipeline, thresholds)}  # fmt: skip
+        evidence = output.write(clip, result, run, started=started, progress=_progress)
     coverage = evidence["coverage"]
     mean = 100 * sum(coverage) / len(coverage)
     nonempty = sum(1 for c in coverage if c > 0)
@@ -357,7 +367,8 @@ def eval_command(
     with k = 0 … 4 (predictions are numbered from 0, AVSBench's frames and ground truth from 1),
     and each video's evidence as OUT/evidence/…/{video}.json. Resumable: a video whose 5 masks
     exist is not recomputed, only scored (every file is written atomically, so an interrupted
-    run leaves no half-written file; OUT/run.json refuses a resume with other settings).
+    run leaves no half-written file; OUT/run.json refuses a resume with other settings). OUT is
+    locked while a run lasts: a second run into it is refused.
 
     With --pred-dir: scores masks made by anything, in that layout, without loading a model; any
     non-zero pixel is foreground; a prediction of another size than its ground truth is refused

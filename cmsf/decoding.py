@@ -8,13 +8,14 @@ anything is decoded in bulk. All errors name the file and say what was expected.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
 import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Callable, Iterator, Optional, Union
 
 import av
 import numpy as np
@@ -87,6 +88,31 @@ class MediaWarning(UserWarning):
     """A media file was read, but something about it is suspect: it decodes to less than it
     declares (truncated or damaged), or its display matrix could not be applied. The message
     names the file."""
+
+
+@contextlib.contextmanager
+def media_warnings_to(log: Callable[[str], None]) -> Iterator[None]:
+    """While the block runs, pass every :class:`MediaWarning` to ``log`` as one line,
+    ``"Warning: {message}"`` (each one, not only the first per place), instead of Python's
+    two-line warning display; other warnings are shown as before.
+
+    Usage::
+
+        with media_warnings_to(lambda line: print(line, file=sys.stderr)):
+            clip = load_clip("phone.mp4")
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", MediaWarning)
+        show = warnings.showwarning
+
+        def show_line(message: Any, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+            if issubclass(category, MediaWarning):
+                log(f"Warning: {message}")
+            else:
+                show(message, category, *args, **kwargs)
+
+        warnings.showwarning = show_line
+        yield
 
 
 TRUNCATION_MIN_SECONDS = 0.5
@@ -261,6 +287,22 @@ MIN_SEGMENT_SECONDS = 0.025
 16 kHz), the least the audio models (AST, ImageBind) can turn into features."""
 
 
+_SEGMENT_FLOOR = (
+    f"each frame's audio segment must hold at least {MIN_SEGMENT_SECONDS * 1000:g} ms "
+    f"({round(MIN_SEGMENT_SECONDS * DEFAULT_SAMPLE_RATE)} samples at {DEFAULT_SAMPLE_RATE // 1000} kHz, "
+    "one filterbank window of the audio models)"
+)
+
+
+def _check_fps_floor(fps: float) -> None:
+    """Refuse a frame rate whose spans are shorter than :data:`MIN_SEGMENT_SECONDS` (over 40)."""
+    if fps * MIN_SEGMENT_SECONDS > 1 + 1e-9:
+        raise ValueError(
+            f"fps: {fps:g} frames per second would give each frame {1000 / fps:.3g} ms of audio; "
+            f"{_SEGMENT_FLOOR}, so at most {1 / MIN_SEGMENT_SECONDS:g} frames per second"
+        )
+
+
 def _option_error(error: ValueError, path: Path) -> ValueError:
     """``error`` with ``path`` named: after its option prefix (``num_frames:`` / ``fps:``) when it
     has one, so the message still starts with the option, else in front."""
@@ -309,12 +351,6 @@ def sample_times(duration: float, *, num_frames: Optional[int] = None, fps: Opti
     """
     if not (duration > 0) or math.isinf(duration):
         raise ValueError(f"duration: expected a positive number of seconds, got {duration!r}")
-    window_ms = MIN_SEGMENT_SECONDS * 1000
-    why = (
-        f"each frame's audio segment must hold at least {window_ms:g} ms "
-        f"({round(MIN_SEGMENT_SECONDS * DEFAULT_SAMPLE_RATE)} samples at {DEFAULT_SAMPLE_RATE // 1000} kHz, "
-        "one filterbank window of the audio models)"
-    )
     _check_sampling_options(num_frames, fps)
     if num_frames is not None:
         count = int(num_frames)
@@ -322,16 +358,12 @@ def sample_times(duration: float, *, num_frames: Optional[int] = None, fps: Opti
         if count > most:
             raise ValueError(
                 f"num_frames: {count} frames would cut {duration:.3f} s of audio into segments of "
-                f"{duration / count * 1000:.3g} ms; {why}, so this audio allows at most {most} frames"
+                f"{duration / count * 1000:.3g} ms; {_SEGMENT_FLOOR}, so this audio allows at most {most} frames"
             )
         span = duration / count
     else:
         rate = 1.0 if fps is None else float(fps)
-        if rate * MIN_SEGMENT_SECONDS > 1 + 1e-9:
-            raise ValueError(
-                f"fps: {fps:g} frames per second would give each frame {1000 / rate:.3g} ms of audio; "
-                f"{why}, so at most {1 / MIN_SEGMENT_SECONDS:g} frames per second"
-            )
+        _check_fps_floor(rate)
         span = 1.0 / rate
         count = int(math.floor(duration * rate + 1e-9))
         if count == 0:
@@ -370,8 +402,9 @@ def _video_limits(path: Path) -> tuple[Optional[int], Optional[float]]:
 
 def _check_video_limits(path: Path, num_frames: Optional[int], fps: Optional[float]) -> None:
     """Check the sampling options' types, then refuse ``num_frames`` above the video's frame
-    count and ``fps`` more than :data:`_FPS_SLACK` above its frame rate (as the file declares
-    them), all before anything is decoded. Messages start with the option."""
+    count, ``fps`` more than :data:`_FPS_SLACK` above its frame rate (as the file declares
+    them) and ``fps`` above 40 (25 ms of audio per frame), all before anything is decoded.
+    Messages start with the option."""
     try:
         _check_sampling_options(num_frames, fps)
     except ValueError as error:
@@ -387,6 +420,11 @@ def _check_video_limits(path: Path, num_frames: Optional[int], fps: Optional[flo
             f"fps: {path} has {rate:.4g} frames per second, fewer than the {float(fps):g} asked for "
             f"(more would only repeat frames); ask for at most {rate:.4g}"
         )
+    if fps is not None:  # the audio's limit that needs no audio: spans of 25 ms at least
+        try:
+            _check_fps_floor(float(fps))
+        except ValueError as error:
+            raise _option_error(error, path) from None
 
 
 _FPS_SLACK = 1.02

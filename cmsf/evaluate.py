@@ -11,7 +11,9 @@ A run folder holds::
     summary.json      miou, fscore (means over videos), "variants" (other ways of averaging
                       frames, see cmsf.metrics) and what produced them
 
-Every file is written atomically; a video whose masks all exist is not recomputed. Progress is
+A run owns its folder while it lasts (:func:`cmsf.files.claim_folder`: created, checked for
+writing and locked before any model loads; a second run into it is refused). Every file is
+written atomically; a video whose masks all exist is not recomputed. Progress is
 reported through the callables passed in (``progress`` wraps a loop, ``log`` prints a line), so
 the library itself never prints.
 """
@@ -28,8 +30,8 @@ from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, TypeVar
 import torch
 
 from cmsf import avsbench
-from cmsf.files import atomic_write_json, atomic_write_text, remove_stale_temporaries
-from cmsf.loading import Models
+from cmsf.files import atomic_write_json, atomic_write_text, claim_folder, remove_stale_temporaries
+from cmsf.loading import Models, component_sources
 from cmsf.media import Clip
 from cmsf.metrics import VariantTotals, VideoScores, dataset_scores, score_video
 from cmsf.pipelines import PIPELINES, SegmentationResult, check_settings
@@ -147,6 +149,13 @@ def per_video_csv(rows: Sequence[Mapping[str, Any]], subset: str) -> str:
     return buffer.getvalue()
 
 
+def recorded_sources(preset: Optional[str], model_sources: Optional[Mapping[str, str]]) -> dict[str, str]:
+    """What ``run.json`` records as a run's ``models``: every component's source (``preset`` with
+    the ``model_sources`` overrides, :func:`cmsf.loading.component_sources`), or the overrides
+    alone without a preset."""
+    return component_sources(preset, **(model_sources or {})) if preset else dict(model_sources or {})
+
+
 def claim_run_folder(out_dir: Path, config: Mapping[str, Any]) -> None:
     """Refuse to mix predictions of different runs in one folder; record this run's settings in
     ``out_dir/run.json``.
@@ -231,7 +240,8 @@ def evaluate(
             its defaults, checked by :func:`cmsf.pipelines.check_settings`) on the models
             ``load()`` returns (called only if a video needs computing). ``run.json`` records
             the subset, split, pipeline, ``preset``, ``dtype``, all settings and
-            ``model_sources`` (the component overrides), and a resume must match them.
+            every component's source (``preset`` with the ``model_sources`` overrides, see
+            :func:`cmsf.loading.component_sources`), and a resume must match them.
         pred_dir: instead of a pipeline, a ``pred_masks`` folder (or the run folder holding one)
             of any method; ``resize_pred`` resizes predictions of another size than the ground
             truth (nearest neighbour) instead of refusing them.
@@ -243,7 +253,9 @@ def evaluate(
 
     Raises:
         FileNotFoundError: ground truth or predictions missing (all listed), before any model runs.
-        RunConflictError: the run folder belongs to another run.
+        UnwritableFolderError: ``out_dir`` cannot be created or written, before any model runs.
+        FolderInUseError: another run is writing into ``out_dir`` now (it holds its lock).
+        RunConflictError: the run folder belongs to another run (other settings).
         VideoError: a video's data is refused.
     """
     if (pipeline is None) == (pred_dir is None):
@@ -255,62 +267,61 @@ def evaluate(
     missing_gt = avsbench.missing_gt_masks(root, subset, entries)
     if missing_gt:  # before any model is loaded or any video computed
         raise FileNotFoundError(missing_gt_message(missing_gt))
-    computed = 0
-    models: Optional[Models] = None
-    if pipeline is not None:
-        if load is None:
-            raise ValueError("load: expected a function returning the models, with a pipeline")
-        settings = check_settings(pipeline, settings or {})
-        run_config = {
+    with claim_folder(out_dir):  # created, writable, ours until the end: before any model loads
+        computed = 0
+        models: Optional[Models] = None
+        if pipeline is not None:
+            if load is None:
+                raise ValueError("load: expected a function returning the models, with a pipeline")
+            settings = check_settings(pipeline, settings or {})
+            run_config = {
+                "subset": subset,
+                "split": split,
+                "pipeline": pipeline,
+                "preset": preset,
+                "dtype": dtype,
+                "settings": settings,
+                "models": recorded_sources(preset, model_sources),
+            }
+            claim_run_folder(out_dir, run_config)
+            remove_stale_temporaries(out_dir)
+            predictions = out_dir / "pred_masks"
+            todo = [e for e in entries if not avsbench.is_complete(predictions, subset, e)]
+            log(
+                f"{subset.upper()} {split}: {len(entries)} videos, {len(entries) - len(todo)} already done, "
+                f"{len(todo)} to segment with {pipeline}"
+            )
+            if todo:
+                models = load()
+                segment_videos(root, subset, todo, out_dir, pipeline, settings, models, progress=progress)
+                computed = len(todo)
+        else:
+            predictions = avsbench.resolve_pred_dir(pred_dir)
+            missing = avsbench.missing_pred_masks(predictions, subset, entries)
+            if missing:
+                raise FileNotFoundError(missing_predictions_message(missing, predictions, subset))
+
+        rows, variants = score_videos(root, subset, entries, predictions, resize=resize_pred, progress=progress)
+        scores = dataset_scores((row["miou"], row["fscore"]) for row in rows)
+        summary = {
+            "miou": scores.miou,
+            "fscore": scores.fscore,
+            "variants": variants,
+            "videos": scores.videos,
             "subset": subset,
             "split": split,
             "pipeline": pipeline,
-            "preset": preset,
-            "dtype": dtype,
-            "settings": settings,
-            "models": dict(sorted((model_sources or {}).items())),
+            "preset": preset if pipeline is not None else None,
+            "dtype": dtype if pipeline is not None else None,
+            "device": str(models.device) if models is not None else None,
+            "settings": dict(settings) if pipeline is not None else None,
+            "root": str(root),
+            "pred_dir": str(predictions),
+            "limit": limit,
+            "computed": computed,
+            "reused": len(entries) - computed,
+            "elapsed_s": round(time.perf_counter() - started, 3),
         }
-        out_dir.mkdir(parents=True, exist_ok=True)
-        claim_run_folder(out_dir, run_config)
-        remove_stale_temporaries(out_dir)
-        predictions = out_dir / "pred_masks"
-        todo = [e for e in entries if not avsbench.is_complete(predictions, subset, e)]
-        log(
-            f"{subset.upper()} {split}: {len(entries)} videos, {len(entries) - len(todo)} already done, "
-            f"{len(todo)} to segment with {pipeline}"
-        )
-        if todo:
-            models = load()
-            segment_videos(root, subset, todo, out_dir, pipeline, settings, models, progress=progress)
-            computed = len(todo)
-    else:
-        predictions = avsbench.resolve_pred_dir(pred_dir)
-        missing = avsbench.missing_pred_masks(predictions, subset, entries)
-        if missing:
-            raise FileNotFoundError(missing_predictions_message(missing, predictions, subset))
-
-    rows, variants = score_videos(root, subset, entries, predictions, resize=resize_pred, progress=progress)
-    scores = dataset_scores((row["miou"], row["fscore"]) for row in rows)
-    summary = {
-        "miou": scores.miou,
-        "fscore": scores.fscore,
-        "variants": variants,
-        "videos": scores.videos,
-        "subset": subset,
-        "split": split,
-        "pipeline": pipeline,
-        "preset": preset if pipeline is not None else None,
-        "dtype": dtype if pipeline is not None else None,
-        "device": str(models.device) if models is not None else None,
-        "settings": dict(settings) if pipeline is not None else None,
-        "root": str(root),
-        "pred_dir": str(predictions),
-        "limit": limit,
-        "computed": computed,
-        "reused": len(entries) - computed,
-        "elapsed_s": round(time.perf_counter() - started, 3),
-    }
-    out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out_dir / "per_video.csv", per_video_csv(rows, subset))
-    atomic_write_json(out_dir / "summary.json", summary)
-    return summary
+        atomic_write_text(out_dir / "per_video.csv", per_video_csv(rows, subset))
+        atomic_write_json(out_dir / "summary.json", summary)
+        return summary

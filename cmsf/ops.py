@@ -1,5 +1,5 @@
-"""Pure tensor operations shared by the pipelines: IoU, NMS over boxes or masks, and the
-cross-modal filter ``bind_filter``.
+"""Pure tensor operations shared by the pipelines: IoU, NMS over boxes or masks, the
+cross-modal filter ``bind_filter``, and mirrored border indices.
 
 Conventions: boxes are ``Tensor[N, 4]`` in pixel (x1, y1, x2, y2); masks are ``Tensor[N, H, W]``
 bool. Nothing here moves data between devices except where a docstring says so.
@@ -8,13 +8,14 @@ bool. Nothing here moves data between devices except where a docstring says so.
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import numpy as np
 import torch
 from torch import Tensor
 from torchvision.ops import nms as box_nms
 
-BIND_MODES = ("softmax", "cosine")
+BIND_MODES = ("softmax", "cosine", "calibrated")
 
 
 def check_boxes(boxes: Tensor, name: str = "boxes") -> Tensor:
@@ -41,6 +42,17 @@ def _check_scores(scores: Tensor, count: int, name: str = "scores") -> None:
         raise ValueError(f"{name}: expected floating-point scores, got dtype {scores.dtype}")
     if bool(torch.isnan(scores).any()):
         raise ValueError(f"{name}: contains NaN")
+
+
+def mirror_index(index: Tensor, length: int) -> Tensor:
+    """Reflect integer indices into ``[0, length)`` without repeating the edge sample
+    (``d c b | a b c d | c b a``: OpenCV's ``BORDER_REFLECT_101``, scipy.ndimage's ``"mirror"``,
+    numpy's ``"reflect"``), however far outside they are; ``length == 1`` maps all to 0."""
+    if length == 1:
+        return torch.zeros_like(index)
+    period = 2 * (length - 1)
+    index = torch.remainder(index, period)
+    return torch.where(index >= length, period - index, index)
 
 
 def mask_iou_matrix(masks_a: Tensor, masks_b: Tensor, chunk_pixels: int = 1 << 16) -> Tensor:
@@ -129,20 +141,28 @@ def bind_filter(
     audio_embedding: Tensor,
     threshold: float = 0.7,
     mode: str = "softmax",
+    *,
+    logit_scale: Optional[float] = None,
+    logit_bias: Optional[float] = None,
 ) -> tuple[Tensor, Tensor]:
     """Keep the visual proposals whose embedding matches the audio (the BIND step).
 
     Args:
-        visual_embeddings (Tensor[K, D]): ImageBind image embeddings of the K proposals' masked
-            crops (L2-normalised, as ImageBind returns them).
-        audio_embedding (Tensor[D]): ImageBind audio embedding of the segment (L2-normalised and
-            multiplied by ImageBind's fixed logit scale 20, as ImageBind returns it).
-        threshold: keep proposals with score ≥ threshold; in [0, 1] for ``"softmax"``, in
-            [-1, 1] for ``"cosine"``.
+        visual_embeddings (Tensor[K, D]): the binder's image embeddings of the K proposals'
+            masked crops (ImageBind: L2-normalised, as ImageBind returns them).
+        audio_embedding (Tensor[D]): the binder's audio embedding of the segment (ImageBind:
+            L2-normalised and multiplied by its fixed logit scale 20, as ImageBind returns it).
+        threshold: keep proposals with score ≥ threshold; in [0, 1] for ``"softmax"`` and
+            ``"calibrated"``, in [-1, 1] for ``"cosine"``.
         mode: ``"softmax"`` (default; what the authors' OWOD-BIND code does): the softmax over the
-            K proposals of the dot products ``visual @ audio``, with no extra scaling (the audio
-            embedding already carries the logit scale). ``"cosine"`` (what the paper's text
-            says): the cosine similarity of each proposal with the audio.
+            K proposals of the dot products ``logit_scale · visual @ audio`` (ImageBind: no
+            ``logit_scale``, the audio embedding already carries it). ``"cosine"`` (what the
+            paper's text says): the cosine similarity of each proposal with the audio.
+            ``"calibrated"``: each proposal's own match probability
+            ``sigmoid(logit_scale · ⟨visual, audio⟩ + logit_bias)`` (PE-AV's calibrated
+            audio-video logit); needs both ``logit_scale`` and ``logit_bias``.
+        logit_scale, logit_bias: the binder's trained logit scale and bias (finite numbers);
+            ``logit_bias`` is used by ``"calibrated"`` only (a softmax does not see it).
 
     Returns:
         ``(keep, scores)``: ``keep (Tensor[K])`` bool, ``scores >= threshold``, and
@@ -152,7 +172,15 @@ def bind_filter(
     """
     if mode not in BIND_MODES:
         raise ValueError(f"mode: expected one of {BIND_MODES}, got {mode!r}")
-    low = 0.0 if mode == "softmax" else -1.0
+    for name, value in (("logit_scale", logit_scale), ("logit_bias", logit_bias)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)):
+            raise ValueError(f"{name}: expected a finite number or None, got {value!r}")
+    if mode == "calibrated" and (logit_scale is None or logit_bias is None):
+        raise ValueError(
+            "mode: 'calibrated' needs the binder's logit_scale and logit_bias (a binder with a calibrated match "
+            "logit, such as PE-AV)"
+        )
+    low = -1.0 if mode == "cosine" else 0.0
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not (low <= threshold <= 1.0):
         raise ValueError(f"threshold: expected a number in [{low:g}, 1] for mode {mode!r}, got {threshold!r}")
     if not isinstance(visual_embeddings, Tensor) or visual_embeddings.ndim != 2:
@@ -174,7 +202,10 @@ def bind_filter(
     visual = visual_embeddings.to(torch.float64)
     audio = audio_embedding.to(device=visual.device, dtype=torch.float64)
     if mode == "softmax":
-        scores = torch.softmax(visual @ audio, dim=0)
+        logits = visual @ audio
+        scores = torch.softmax(logits if logit_scale is None else float(logit_scale) * logits, dim=0)
+    elif mode == "calibrated":
+        scores = torch.sigmoid(float(logit_scale) * (visual @ audio) + float(logit_bias))
     else:
         scores = torch.nn.functional.cosine_similarity(visual, audio[None, :], dim=1)
     keep = scores >= threshold

@@ -1,4 +1,4 @@
-"""The CMSF pipelines, composed from the public stages.
+"""The CMSF pipelines (the paper's three and AT-SAM3), composed from the public stages.
 
 Each pipeline takes one video: its frames (``Tensor[T, 3, H, W]`` uint8 or a list of PIL images /
 ``Tensor[3, H, W]``), its waveform (``Tensor[C, S]`` or ``Tensor[S]`` float) with its sample rate,
@@ -13,8 +13,8 @@ Each pipeline is two stages (:data:`PIPELINE_STAGES`):
 - the *selection stage* applies the thresholds that need no model (τ_BB on cached proposals,
   τ_BIND) to one frame's candidates and gives its :class:`FrameEvidence`.
 
-:func:`run_videos` chains them for several videos; :func:`owod_bind`, :func:`sam_bind` and
-:func:`at_gdino_sam` for one. The result keeps its evidence (tags, boxes, scores, which proposals
+:func:`run_videos` chains them for several videos; :func:`owod_bind`, :func:`sam_bind`,
+:func:`at_gdino_sam` and :func:`at_sam3` for one. The result keeps its evidence (tags, boxes, scores, which proposals
 were kept) next to the masks; the frame mask is always the union of the kept proposals' masks.
 """
 
@@ -22,19 +22,20 @@ from __future__ import annotations
 
 import inspect
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping, Optional, Sequence, TypeVar
 
 import torch
 from torch import Tensor
 
-from cmsf.binding import embed_audio_segments, embed_crops, masked_crops
+from cmsf.binding import CROP_BACKGROUNDS, BindScoring, binder_of, masked_crops
 from cmsf.checks import check_positive_int, check_range, check_unit
+from cmsf.concepts import segment_concepts
 from cmsf.grounding import ground
 from cmsf.loading import Models
 from cmsf.inputs import Images, as_image_list, check_sample_rate, split_segments
 from cmsf.ops import BIND_MODES, bind_filter
-from cmsf.proposals import propose_boxes
+from cmsf.proposals import MAX_PROPOSALS, PROPOSAL_NMS_THRESHOLD, propose_boxes
 from cmsf.segmentation import sam_masks
 from cmsf.tagging import tag_audio
 
@@ -48,12 +49,14 @@ class FrameEvidence:
     Attributes:
         boxes (Tensor[K, 4]): the K proposals, pixel (x1, y1, x2, y2) of the frame, float32.
         proposal_scores (Tensor[K]): the proposer's score of each: OWLv2 objectness (OWOD-BIND),
-            SAM's predicted IoU (SAM-BIND), GroundingDINO's box score (AT-GDINO-SAM).
+            SAM's predicted IoU (SAM-BIND), GroundingDINO's box score (AT-GDINO-SAM), SAM 3's
+            instance score (AT-SAM3).
         masks (Tensor[K, H, W]): SAM's mask of each proposal, bool at the frame's resolution.
         kept (Tensor[K]): bool, the proposals whose masks make up the frame's mask.
-        bind_scores (Tensor[K] | None): the ImageBind audio-visual scores (the BIND pipelines).
-        tags (list[tuple[str, float]]): the segment's audio tags and probabilities (AT-GDINO-SAM).
-        phrases (list[str]): the tag each box was grounded to (AT-GDINO-SAM).
+        bind_scores (Tensor[K] | None): the binder's audio-visual scores (the BIND pipelines).
+        tags (list[tuple[str, float]]): the segment's audio tags and probabilities (AT pipelines).
+        phrases (list[str]): the tag each box was grounded to / each instance was found for (AT
+            pipelines).
     """
 
     boxes: Tensor
@@ -92,21 +95,24 @@ class SegmentationResult:
     """A pipeline's output for one video.
 
     Attributes:
-        pipeline: ``"owod-bind"``, ``"sam-bind"`` or ``"at-gdino-sam"``.
+        pipeline: ``"owod-bind"``, ``"sam-bind"``, ``"at-gdino-sam"`` or ``"at-sam3"``.
         masks (Tensor[T, H, W]): bool, the sounding objects of each frame, at frame resolution, CPU.
         frames: the evidence of each frame; ``masks[t]`` is ``frames[t].union(H, W)``.
-        settings: the thresholds the pipeline ran with.
+        settings: the thresholds the pipeline ran with (``bind_mode`` resolved to the mode used).
+        sources: where every component of the models comes from (:meth:`Models.sources`).
     """
 
     pipeline: str
     masks: Tensor
     frames: list[FrameEvidence]
     settings: dict[str, Any]
+    sources: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "pipeline": self.pipeline,
             "settings": dict(self.settings),
+            "models": dict(self.sources),
             "frame_size": list(self.masks.shape[1:]),
             "frames": [
                 {"index": t, "mask_pixels": int(self.masks[t].sum()), **evidence.to_json()}
@@ -133,7 +139,8 @@ class FrameCandidates:
         visual (Tensor[K, D] | None): the binder's embedding of each proposal's masked crop (the
             BIND pipelines), float32.
         audio (Tensor[D] | None): the binder's embedding of the frame's audio segment.
-        tags, phrases: as in :class:`FrameEvidence` (AT-GDINO-SAM).
+        scoring (BindScoring | None): how the binder's dot products become scores.
+        tags, phrases: as in :class:`FrameEvidence` (AT pipelines).
     """
 
     boxes: Tensor
@@ -141,6 +148,7 @@ class FrameCandidates:
     masks: Tensor
     visual: Optional[Tensor] = None
     audio: Optional[Tensor] = None
+    scoring: Optional[BindScoring] = None
     tags: list[tuple[str, float]] = field(default_factory=list)
     phrases: list[str] = field(default_factory=list)
 
@@ -204,18 +212,19 @@ def _bind_candidates(
     proposal_scores: list[Tensor],
     masks: list[Tensor],
     models: Models,
+    crop_background: str,
 ) -> list[list[FrameCandidates]]:
     """The model half of the BIND step shared by OWOD-BIND and SAM-BIND: the masked crops of
-    every frame of every video through ImageBind's vision tower in one batch, every audio
-    segment through its audio tower in another (grouped by sample rate)."""
+    every frame of every video (``crop_background`` outside the mask, see
+    :func:`~cmsf.binding.masked_crops`) through the binder's vision tower in one batch, every
+    audio segment through its audio tower in another (grouped by sample rate)."""
+    binder = binder_of(models)
     images = _all_images(videos)
     crops: list[Tensor] = []
     for image, frame_boxes, frame_masks in zip(images, boxes, masks):
-        crops.extend(masked_crops(image, frame_boxes, frame_masks))
-    visual = embed_crops(crops, models).float().cpu()
-    audio = torch.stack(
-        _per_segment(videos, lambda segments, rate: embed_audio_segments(segments, rate, models))
-    ).float().cpu()
+        crops.extend(masked_crops(image, frame_boxes, frame_masks, background=crop_background))
+    visual = binder.embed_vision(crops).float().cpu()
+    audio = torch.stack(_per_segment(videos, binder.embed_audio)).float().cpu()
     counts = [frame_boxes.shape[0] for frame_boxes in boxes]
     frames = [
         FrameCandidates(
@@ -224,6 +233,7 @@ def _bind_candidates(
             masks=masks[i].cpu(),
             visual=visual_i,
             audio=audio[i],
+            scoring=binder.scoring,
         )
         for i, visual_i in enumerate(visual.split(counts))
     ]
@@ -246,15 +256,22 @@ def _per_segment(videos: Sequence[VideoInput], compute: Callable[[list[Tensor], 
 def owod_bind_candidates(
     videos: Sequence[VideoInput], models: Models, settings: Mapping[str, Any]
 ) -> list[list[FrameCandidates]]:
-    """OWOD-BIND's model stage: OWLv2 proposals (≥ ``settings["box_threshold"]``, see
-    :func:`~cmsf.proposals.propose_boxes`) → one SAM mask per box → masked crops → ImageBind.
-    Every frame of every video goes through each model in one batch."""
+    """OWOD-BIND's model stage: class-agnostic proposals of ``models.proposer`` (OWLv2 or MAVL;
+    ≥ ``settings["box_threshold"]``, OWLv2's de-duplicated at ``proposal_nms_threshold``, at most
+    ``max_proposals``; see :func:`~cmsf.proposals.propose_boxes`) → one SAM mask per box →
+    masked crops → ImageBind. Every frame of every video goes through each model in one batch."""
     images = _all_images(videos)
-    proposals = propose_boxes(images, models, threshold=settings["box_threshold"])
+    proposals = propose_boxes(
+        images,
+        models,
+        threshold=settings["box_threshold"],
+        nms_threshold=settings["proposal_nms_threshold"],
+        max_proposals=settings["max_proposals"],
+    )
     boxes = [p.boxes for p in proposals]
     mask_sets = sam_masks(images, models, boxes=boxes)
     return _bind_candidates(
-        videos, boxes, [p.scores for p in proposals], [m.masks for m in mask_sets], models
+        videos, boxes, [p.scores for p in proposals], [m.masks for m in mask_sets], models, settings["crop_background"]
     )
 
 
@@ -273,7 +290,12 @@ def sam_bind_candidates(
         stability_score_threshold=settings["stability_score_threshold"],
     )
     return _bind_candidates(
-        videos, [m.boxes for m in mask_sets], [m.iou_scores for m in mask_sets], [m.masks for m in mask_sets], models
+        videos,
+        [m.boxes for m in mask_sets],
+        [m.iou_scores for m in mask_sets],
+        [m.masks for m in mask_sets],
+        models,
+        settings["crop_background"],
     )
 
 
@@ -289,7 +311,7 @@ def at_gdino_sam_candidates(
 def tag_videos(
     videos: Sequence[VideoInput], models: Models, tag_threshold: float
 ) -> list[list[tuple[str, float]]]:
-    """AT-GDINO-SAM's tagging: the AST tags (≥ ``tag_threshold``, most probable first) of every
+    """The AT pipelines' tagging: the AST tags (≥ ``tag_threshold``, most probable first) of every
     audio segment of ``videos``, one list per frame, all segments of a sample rate in one batch.
     A stricter threshold gives a prefix of each list (see :func:`~cmsf.tagging.tag_audio`)."""
     return _per_segment(videos, lambda segments, rate: tag_audio(segments, rate, models, threshold=tag_threshold))
@@ -321,25 +343,68 @@ def ground_tagged_frames(
     return _per_video(frames, videos)
 
 
+def at_sam3_candidates(
+    videos: Sequence[VideoInput], models: Models, settings: Mapping[str, Any]
+) -> list[list[FrameCandidates]]:
+    """AT-SAM3's model stage: AST tags of every segment (≥ ``tag_threshold``, :func:`tag_videos`)
+    → SAM 3 concept prompts on each frame (:func:`find_tagged_concepts`)."""
+    return find_tagged_concepts(videos, tag_videos(videos, models, settings["tag_threshold"]), models, settings)
+
+
+def find_tagged_concepts(
+    videos: Sequence[VideoInput], tags: Sequence[Sequence[tuple[str, float]]], models: Models, settings: Mapping[str, Any]
+) -> list[list[FrameCandidates]]:
+    """AT-SAM3 after tagging: SAM 3 concept prompts on each frame, its segment's ``tags`` (one list
+    per frame of ``videos``, as :func:`tag_videos` gives them) as concepts
+    (:func:`~cmsf.concepts.segment_concepts`). A frame without a tag gets no instance (SAM 3 does
+    not run on it)."""
+    prompts = [[label for label, _ in frame_tags] for frame_tags in tags]
+    instances = segment_concepts(
+        _all_images(videos),
+        prompts,
+        models,
+        threshold=settings["instance_threshold"],
+        mask_threshold=settings["mask_threshold"],
+    )
+    frames = [
+        FrameCandidates(
+            boxes=found.boxes.cpu(),
+            proposal_scores=found.scores.float().cpu(),
+            masks=found.masks.cpu(),
+            tags=list(frame_tags),
+            phrases=list(found.labels),
+        )
+        for frame_tags, found in zip(tags, instances)
+    ]
+    return _per_video(frames, videos)
+
+
 # ---------------------------------------------------------------- selection stages (thresholds only)
 def _take(candidates: FrameCandidates, index: Tensor) -> FrameCandidates:
     """The candidates at ``index (Tensor[K'])``, in that order."""
-    return FrameCandidates(
+    return replace(
+        candidates,
         boxes=candidates.boxes[index],
         proposal_scores=candidates.proposal_scores[index],
         masks=candidates.masks[index],
         visual=None if candidates.visual is None else candidates.visual[index],
-        audio=candidates.audio,
-        tags=candidates.tags,
         phrases=[candidates.phrases[i] for i in index.tolist()] if candidates.phrases else [],
     )
 
 
 def _bind_selection(candidates: FrameCandidates, settings: Mapping[str, Any]) -> FrameEvidence:
     """The selection half of the BIND step: :func:`~cmsf.ops.bind_filter` of the proposals'
-    embeddings against the segment's."""
-    assert candidates.visual is not None and candidates.audio is not None
-    keep, scores = bind_filter(candidates.visual, candidates.audio, settings["bind_threshold"], settings["bind_mode"])
+    embeddings against the segment's, read as the binder says (``bind_mode`` None: its own)."""
+    scoring = candidates.scoring
+    assert candidates.visual is not None and candidates.audio is not None and scoring is not None
+    keep, scores = bind_filter(
+        candidates.visual,
+        candidates.audio,
+        settings["bind_threshold"],
+        scoring.mode(settings["bind_mode"]),
+        logit_scale=scoring.logit_scale,
+        logit_bias=scoring.logit_bias,
+    )
     return FrameEvidence(
         boxes=candidates.boxes,
         proposal_scores=candidates.proposal_scores,
@@ -356,7 +421,9 @@ def select_owod_bind(candidates: FrameCandidates, settings: Mapping[str, Any]) -
 
     On candidates computed with ``box_threshold`` itself this is the identity on proposals; on
     candidates computed with a lower one it gives exactly the proposals a run with
-    ``box_threshold`` computes (score thresholds commute with the proposer's other rules)."""
+    ``box_threshold`` computes (score thresholds commute with the proposer's other rules: the
+    greedy NMS over OWLv2 boxes decides each box from higher-scored ones only, and the cap keeps
+    a prefix)."""
     scores = candidates.proposal_scores
     passing = torch.nonzero(scores >= settings["box_threshold"]).flatten()
     if passing.numel() == 0 and scores.numel() > 0:
@@ -387,14 +454,9 @@ def select_sam_bind(candidates: FrameCandidates, settings: Mapping[str, Any]) ->
     return _bind_selection(candidates, settings)
 
 
-def select_at_gdino_sam(candidates: FrameCandidates, settings: Mapping[str, Any]) -> FrameEvidence:
-    """AT-GDINO-SAM's selection: the grounded boxes scoring > ``box_threshold`` are all kept.
-
-    On candidates computed with ``box_threshold`` itself every box passes; on candidates
-    computed with a lower one this gives exactly the boxes of a run with it (GroundingDINO's box
-    threshold is a filter on the box scores kept as ``proposal_scores``; the same tags are
-    assumed: ``tag_threshold`` changes the prompts, so it is a model setting)."""
-    candidates = _passing(candidates, candidates.proposal_scores > settings["box_threshold"])
+def select_all(candidates: FrameCandidates, settings: Mapping[str, Any]) -> FrameEvidence:
+    """The AT pipelines' selection: every grounded box (AT-GDINO-SAM) or found instance
+    (AT-SAM3) is kept."""
     return FrameEvidence(
         boxes=candidates.boxes,
         proposal_scores=candidates.proposal_scores,
@@ -403,6 +465,16 @@ def select_at_gdino_sam(candidates: FrameCandidates, settings: Mapping[str, Any]
         tags=list(candidates.tags),
         phrases=list(candidates.phrases),
     )
+
+
+def select_at_gdino_sam(candidates: FrameCandidates, settings: Mapping[str, Any]) -> FrameEvidence:
+    """AT-GDINO-SAM's selection: the grounded boxes scoring > ``box_threshold``, all kept.
+
+    On candidates computed with ``box_threshold`` itself every box passes; on candidates
+    computed with a lower one this gives exactly the boxes of a run with it (GroundingDINO's box
+    threshold is a filter on the box scores kept as ``proposal_scores``; the same tags are
+    assumed: ``tag_threshold`` changes the prompts, so it is a model setting)."""
+    return select_all(_passing(candidates, candidates.proposal_scores > settings["box_threshold"]), settings)
 
 
 @dataclass(frozen=True)
@@ -416,22 +488,42 @@ class PipelineStages:
 
 
 def select_video(
-    pipeline: str, video: VideoInput, candidates: Sequence[FrameCandidates], settings: Mapping[str, Any]
+    pipeline: str,
+    video: VideoInput,
+    candidates: Sequence[FrameCandidates],
+    settings: Mapping[str, Any],
+    sources: Optional[Mapping[str, str]] = None,
+    proposer: Optional[str] = None,
 ) -> SegmentationResult:
-    """Apply ``pipeline``'s selection to each frame's candidates: the video's result."""
-    return select_frames(pipeline, candidates, settings, video.frame_size)
+    """Apply ``pipeline``'s selection to each frame's candidates: the video's result (see
+    :func:`select_frames`)."""
+    return select_frames(pipeline, candidates, settings, video.frame_size, sources, proposer)
 
 
 def select_frames(
-    pipeline: str, candidates: Sequence[FrameCandidates], settings: Mapping[str, Any], frame_size: tuple[int, int]
+    pipeline: str,
+    candidates: Sequence[FrameCandidates],
+    settings: Mapping[str, Any],
+    frame_size: tuple[int, int],
+    sources: Optional[Mapping[str, str]] = None,
+    proposer: Optional[str] = None,
 ) -> SegmentationResult:
     """:func:`select_video` for candidates kept without their video (e.g. in a sweep's cache):
-    ``frame_size`` is the video's ``(H, W)``."""
+    ``frame_size`` is the video's ``(H, W)``. The result's settings name the bind mode used
+    (``bind_mode`` None resolved to the binder's own) and, for OWOD-BIND, the ``proposer`` (the
+    models' :attr:`~cmsf.loading.Models.proposer`: evidence, not a setting); its ``sources`` are
+    ``sources``."""
     select = PIPELINE_STAGES[pipeline].select
     frames = [select(frame, settings) for frame in candidates]
     height, width = frame_size
     masks = torch.stack([evidence.union(height, width) for evidence in frames])
-    return SegmentationResult(pipeline=pipeline, masks=masks, frames=frames, settings=dict(settings))
+    settings = dict(settings)
+    scoring = candidates[0].scoring
+    if "bind_mode" in settings and scoring is not None:
+        settings["bind_mode"] = scoring.mode(settings["bind_mode"])
+    if pipeline == "owod-bind" and proposer is not None:
+        settings["proposer"] = proposer
+    return SegmentationResult(pipeline=pipeline, masks=masks, frames=frames, settings=settings, sources=dict(sources or {}))
 
 
 def run_videos(
@@ -453,8 +545,13 @@ def _run_checked(
 ) -> list[SegmentationResult]:
     if not videos:
         return []
+    if "bind_mode" in settings:  # a mode the binder cannot give is refused before any model runs
+        binder_of(models).scoring.mode(settings["bind_mode"])
     candidates = PIPELINE_STAGES[pipeline].candidates(videos, models, settings)
-    return [select_video(pipeline, video, frames, settings) for video, frames in zip(videos, candidates)]
+    sources, proposer = models.sources(), models.proposer
+    return [
+        select_video(pipeline, video, frames, settings, sources, proposer) for video, frames in zip(videos, candidates)
+    ]
 
 
 # ---------------------------------------------------------------- the pipelines
@@ -466,18 +563,34 @@ def owod_bind(
     *,
     box_threshold: float = 0.5,
     bind_threshold: float = 0.7,
-    bind_mode: str = "softmax",
+    bind_mode: Optional[str] = None,
+    proposal_nms_threshold: float = PROPOSAL_NMS_THRESHOLD,
+    max_proposals: int = MAX_PROPOSALS,
+    crop_background: str = "blur",
 ) -> SegmentationResult:
-    """OWOD-BIND: class-agnostic proposals → SAM masks → ImageBind filter against the audio.
+    """OWOD-BIND: class-agnostic proposals → SAM masks → binder filter against the audio.
 
-    For each frame t: OWLv2 objectness proposals (≥ ``box_threshold`` = τ_BB; boxes spanning
-    ≥ 98 % of the frame dropped, the best proposal kept when none passes) → one SAM mask per box →
-    the frame cropped to each box with the pixels outside its mask black → ImageBind image
-    embeddings → :func:`~cmsf.ops.bind_filter` against the ImageBind embedding of audio segment t
-    (``bind_threshold`` = τ_BIND, ``bind_mode`` softmax as in the authors' code) → union of the
-    kept masks.
+    For each frame t: class-agnostic proposals of ``models.proposer`` — OWLv2 objectness, or
+    MAVL (the paper's) when ``load_models(..., mavl=...)`` — with objectness ≥ ``box_threshold``
+    (τ_BB, the paper's 0.5; the authors' published MAVL config uses 0.15), boxes spanning ≥ 98 %
+    of the frame dropped, the best proposal kept when none passes, OWLv2's boxes de-duplicated by
+    NMS at ``proposal_nms_threshold`` (MAVL's are not), at most ``max_proposals`` (see
+    :func:`~cmsf.proposals.propose_boxes`) → one SAM mask per box → the frame cropped to each box
+    with ``crop_background`` outside its mask (``"blur"``: OpenCV's 21 × 21 Gaussian blur of the
+    frame, as the authors' code; ``"black"``) → image embeddings of the binder (ImageBind, or
+    PE-AV with ``load_models(..., binder=…)``) → :func:`~cmsf.ops.bind_filter` against the
+    binder's embedding of audio segment t (``bind_threshold`` = τ_BIND; ``bind_mode`` None: the
+    binder's own, softmax for ImageBind as in the authors' code, calibrated for PE-AV) → union of
+    the kept masks. The result's settings also record ``proposer`` (``"owlv2"`` or ``"mavl"``).
     """
-    settings = {"box_threshold": box_threshold, "bind_threshold": bind_threshold, "bind_mode": bind_mode}
+    settings = {
+        "box_threshold": box_threshold,
+        "bind_threshold": bind_threshold,
+        "bind_mode": bind_mode,
+        "proposal_nms_threshold": proposal_nms_threshold,
+        "max_proposals": max_proposals,
+        "crop_background": crop_background,
+    }
     return _run_one("owod-bind", frames, waveform, sample_rate, models, settings)
 
 
@@ -496,18 +609,19 @@ def sam_bind(
     *,
     nms_threshold: float = 0.5,
     bind_threshold: float = 0.7,
-    bind_mode: str = "softmax",
+    bind_mode: Optional[str] = None,
     points_per_side: int = 32,
     pred_iou_threshold: float = 0.88,
     stability_score_threshold: float = 0.95,
+    crop_background: str = "blur",
 ) -> SegmentationResult:
     """SAM-BIND: SAM's automatic point-grid masks (a ``points_per_side``² grid and
     segment-anything's automatic-generator quality filters, predicted IoU > ``pred_iou_threshold``
     and stability ≥ ``stability_score_threshold``, 0 switching a filter off; see
     :func:`~cmsf.segmentation.sam_masks`),
     de-duplicated by NMS at ``nms_threshold`` (the paper's 0.5, where segment-anything's own
-    default is 0.7), as proposals; then the same masked crops and ImageBind filter as
-    :func:`owod_bind`."""
+    default is 0.7), as proposals; then the same masked crops (``crop_background`` outside the
+    mask) and ImageBind filter as :func:`owod_bind`."""
     settings = {
         "nms_threshold": nms_threshold,
         "bind_threshold": bind_threshold,
@@ -515,6 +629,7 @@ def sam_bind(
         "points_per_side": points_per_side,
         "pred_iou_threshold": pred_iou_threshold,
         "stability_score_threshold": stability_score_threshold,
+        "crop_background": crop_background,
     }
     return _run_one("sam-bind", frames, waveform, sample_rate, models, settings)
 
@@ -536,10 +651,31 @@ def at_gdino_sam(
     return _run_one("at-gdino-sam", frames, waveform, sample_rate, models, settings)
 
 
+def at_sam3(
+    frames: Images,
+    waveform: Tensor,
+    sample_rate: int,
+    models: Models,
+    *,
+    tag_threshold: float = 0.5,
+    instance_threshold: float = 0.5,
+    mask_threshold: float = 0.5,
+) -> SegmentationResult:
+    """AT-SAM3: AST tags of segment t (≥ ``tag_threshold`` = τ_AT) → SAM 3 concept prompts on
+    frame t → the instance masks of every tag (score > ``instance_threshold``, pixels with mask
+    probability > ``mask_threshold``; :func:`~cmsf.concepts.segment_concepts`) → union. No
+    GroundingDINO and no second SAM: SAM 3 both finds and segments. A segment with no tag gives
+    an empty mask (and SAM 3 is not run on its frame). The evidence keeps the tags, each
+    instance's box, score and tag (``phrases``); every instance is kept."""
+    settings = {"tag_threshold": tag_threshold, "instance_threshold": instance_threshold, "mask_threshold": mask_threshold}
+    return _run_one("at-sam3", frames, waveform, sample_rate, models, settings)
+
+
 PIPELINES: dict[str, Callable[..., SegmentationResult]] = {
     "owod-bind": owod_bind,
     "sam-bind": sam_bind,
     "at-gdino-sam": at_gdino_sam,
+    "at-sam3": at_sam3,
 }
 """The pipelines by name: each runs one video (``frames, waveform, sample_rate, models``) with
 its keyword-only settings."""
@@ -548,6 +684,7 @@ PIPELINE_STAGES: dict[str, PipelineStages] = {
     "owod-bind": PipelineStages(owod_bind_candidates, select_owod_bind),
     "sam-bind": PipelineStages(sam_bind_candidates, select_sam_bind),
     "at-gdino-sam": PipelineStages(at_gdino_sam_candidates, select_at_gdino_sam),
+    "at-sam3": PipelineStages(at_sam3_candidates, select_all),
 }
 """The two stages of each pipeline of :data:`PIPELINES` (see :class:`PipelineStages`)."""
 
@@ -559,6 +696,9 @@ _UNIT_SETTINGS = (
     "nms_threshold",
     "pred_iou_threshold",
     "stability_score_threshold",
+    "proposal_nms_threshold",
+    "instance_threshold",
+    "mask_threshold",
 )
 
 
@@ -577,7 +717,9 @@ def check_settings(pipeline: str, overrides: Mapping[str, Any]) -> dict[str, Any
     """All settings of ``pipeline``: its defaults updated with ``overrides``, each checked.
 
     Thresholds are numbers in [0, 1] (``bind_threshold`` in [-1, 1] with ``bind_mode="cosine"``),
-    ``bind_mode`` one of :data:`cmsf.ops.BIND_MODES`, ``points_per_side`` a positive integer.
+    ``bind_mode`` one of :data:`cmsf.ops.BIND_MODES` or None (the binder's own),
+    ``points_per_side`` and ``max_proposals`` positive integers, ``crop_background`` one of
+    :data:`cmsf.binding.CROP_BACKGROUNDS`.
 
     Raises:
         ValueError: an unknown pipeline or setting, or a bad value; the message starts with the
@@ -589,16 +731,18 @@ def check_settings(pipeline: str, overrides: Mapping[str, Any]) -> dict[str, Any
         accepted = ", ".join(f"{k} (default {v!r})" for k, v in defaults.items()) or "none"
         raise ValueError(f"{unknown[0]}: {pipeline} has no setting {unknown[0]!r}; it accepts: {accepted}")
     settings = {**defaults, **overrides}
-    mode = settings.get("bind_mode", "softmax")
-    if mode not in BIND_MODES:
+    mode = settings.get("bind_mode")
+    if mode is not None and mode not in BIND_MODES:
         raise ValueError(f"bind_mode: expected one of {', '.join(BIND_MODES)}, got {mode!r}")
     for key in overrides:
         if key in _UNIT_SETTINGS:
             check_unit(settings[key], key)
         elif key == "bind_threshold":
             check_range(settings[key], key, -1.0 if mode == "cosine" else 0.0, 1.0)
-        elif key == "points_per_side":
+        elif key in ("points_per_side", "max_proposals"):
             check_positive_int(settings[key], key)
+        elif key == "crop_background" and settings[key] not in CROP_BACKGROUNDS:
+            raise ValueError(f"crop_background: expected one of {', '.join(CROP_BACKGROUNDS)}, got {settings[key]!r}")
     return settings
 
 

@@ -22,6 +22,7 @@ from cmsf.audioset import audioset_labels
 # One fixed seed per component: random presets are deterministic and independent of the order
 # in which components are first used.
 SEEDS = {"ast": 1001, "grounding_dino": 1002, "sam": 1003, "owlv2": 1004, "imagebind": 1005}
+SEEDS["mavl"] = 1006  # MAVL (cmsf.mavl): random only when asked for (load_models(..., mavl="random"))
 
 TINY_IMAGEBIND_SIZES = dict(
     vision_embed_dim=32,

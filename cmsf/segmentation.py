@@ -1,7 +1,15 @@
-"""SAM masks: one mask per box prompt (:func:`sam_masks` with ``boxes``), or SAM's automatic
+"""SAM-family masks: one mask per box prompt (:func:`sam_masks` with ``boxes``), or automatic
 masks from a point grid (:func:`sam_masks` without boxes; segment-anything's
 ``SamAutomaticMaskGenerator`` semantics). Both embed each image once and share the geometry
-helpers below (point grid, stability score, mask bounds, SAM's logit upscaling).
+helpers below (point grid, stability score, mask bounds, logit upscaling).
+
+Families (the ``sam`` component's config ``model_type``, :data:`SEGMENTER_FAMILIES`): SAM
+(``SamModel``), SAM-HQ (``SamHQModel``), SAM 2 / 2.1 (``Sam2Model``) and EdgeTAM
+(``EdgeTamModel``). Each runs as its own transformers documentation runs it: its image
+processor prepares the images, prompts reach the model in the processor's coordinate frame and
+arithmetic, and the low-resolution logits go through its processor's ``post_process_masks``
+(SAM, SAM-HQ: upsample to the padded input, crop, upsample to the image; SAM 2, EdgeTAM:
+upsample straight to the image).
 
 Conventions (as in the rest of cmsf): images are a list of ``Tensor[3, H, W]`` uint8 or PIL
 images, or one ``Tensor[B, 3, H, W]`` uint8; boxes are ``Tensor[K, 4]`` float32 in pixel
@@ -23,6 +31,9 @@ from cmsf.checks import check_finite, check_positive_int, check_unit
 from cmsf.loading import Models, check_models
 from cmsf.inputs import Images, as_image_list
 from cmsf.ops import check_boxes, nms
+
+SEGMENTER_FAMILIES = ("sam", "sam_hq", "sam2", "edgetam")
+"""The ``sam`` component's families (config ``model_type``) that :func:`sam_masks` runs."""
 
 @dataclass(frozen=True)
 class MaskSet:
@@ -186,32 +197,103 @@ def sam_masks(
         return results  # type: ignore[return-value]
 
     model, processor = models.sam
+    family = str(model.config.model_type)
+    if family not in SEGMENTER_FAMILIES:  # pragma: no cover - load_models admits only these
+        raise ValueError(f"models: the sam component is a {family!r} model; sam_masks runs {SEGMENTER_FAMILIES}")
     with torch.inference_mode():
         prepared = processor(images=[image_list[i].to(device) for i in needed], return_tensors="pt")
         pixel_values = prepared["pixel_values"].to(device=device, dtype=models.dtype)
         input_size = (int(pixel_values.shape[-2]), int(pixel_values.shape[-1]))
-        embeddings = torch.cat(
-            [model.get_image_embeddings(chunk) for chunk in pixel_values.split(_SAM_IMAGES_PER_FORWARD)]
-        )
+        embeddings = _embed(model, family, pixel_values)
         for slot, i in enumerate(needed):
             original = (int(image_list[i].shape[1]), int(image_list[i].shape[2]))
-            resized = tuple(int(v) for v in prepared["reshaped_input_sizes"][slot])
-            scale = torch.tensor(
-                [resized[1] / original[1], resized[0] / original[0]], dtype=torch.float64, device=device
-            )
-            embedding = embeddings[slot : slot + 1]
+            if family in ("sam", "sam_hq"):
+                resized = tuple(int(v) for v in prepared["reshaped_input_sizes"][slot])
+            else:  # SAM 2's processor resizes to its square input, its prompts scale to it
+                resized = input_size
+            frame = _Frame(family, processor, input_size, resized, original)
+            embedding = embeddings[slot]
             if box_list is not None:
                 results[i] = _masks_for_boxes(
-                    model, embedding, box_list[i].to(device), scale, input_size, resized, original,
-                    mask_threshold, stability_score_offset,
+                    model, embedding, box_list[i].to(device), frame, mask_threshold, stability_score_offset
                 )
             else:
                 results[i] = _automatic_masks(
-                    model, embedding, scale, input_size, resized, original, points_per_side, points_per_batch,
-                    pred_iou_threshold, stability_score_threshold, stability_score_offset, nms_threshold,
-                    mask_threshold,
+                    model, embedding, frame, points_per_side, points_per_batch, pred_iou_threshold,
+                    stability_score_threshold, stability_score_offset, nms_threshold, mask_threshold,
                 )
     return results  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class _Frame:
+    """One image's geometry for a segmenter family: ``input_size`` the model input (H, W),
+    ``resized`` the image inside it, ``original`` the image's (H, W)."""
+
+    family: str
+    processor: Any
+    input_size: tuple[int, int]
+    resized: tuple[int, int]
+    original: tuple[int, int]
+
+    def to_model(self, coords: Tensor, boxes: bool) -> Tensor:
+        """Pixel (x, y) pairs ``Tensor[..., 2]`` → the model's input frame, with the family
+        processor's arithmetic. SAM keeps cmsf's own (float32 boxes × float32 scale, float64
+        points: bit-identical with earlier cmsf releases; SamProcessor multiplies boxes in
+        float64, a difference of at most one float32 ulp of a coordinate); SAM-HQ's processor
+        scales in float64 and hands float64 to the model; SAM 2's scales float32 tensors by
+        ``target_size / old`` per axis."""
+        height, width = self.original
+        if self.family in ("sam", "sam_hq"):
+            scale = torch.tensor(
+                [self.resized[1] / width, self.resized[0] / height], dtype=torch.float64, device=coords.device
+            )
+            if self.family == "sam" and boxes:
+                return coords.to(torch.float32) * scale.float()
+            return coords.to(torch.float64) * scale
+        target = self.input_size[0]  # Sam2Processor.target_size: the square input side
+        out = coords.to(torch.float32).clone()
+        out[..., 0] = out[..., 0] * (target / width)
+        out[..., 1] = out[..., 1] * (target / height)
+        return out
+
+    def upscale(self, low_res: Tensor) -> Tensor:
+        """Low-resolution logits ``Tensor[N, h, w]`` → float32 logits at the image's (H, W),
+        as the family's ``post_process_masks`` (without binarising) computes them."""
+        if self.family == "sam":
+            return _upscale_logits(low_res, self.input_size, self.resized, self.original)
+        if low_res.shape[0] == 0:
+            return torch.zeros(0, *self.original, dtype=torch.float32, device=low_res.device)
+        if self.family == "sam_hq":
+            (logits,) = self.processor.post_process_masks(
+                [low_res.float()[:, None]], [self.original], [self.resized], binarize=False
+            )
+        else:
+            (logits,) = self.processor.post_process_masks([low_res.float()[:, None]], [self.original], binarize=False)
+        return logits[:, 0]
+
+
+def _embed(model: nn.Module, family: str, pixel_values: Tensor) -> list[dict[str, Any]]:
+    """The image encoder over ``pixel_values`` (in chunks of :data:`_SAM_IMAGES_PER_FORWARD`),
+    returned as one dict of the decoder's image inputs per image: ``image_embeddings`` (SAM 2,
+    EdgeTAM: the list of feature levels) and, for SAM-HQ, ``intermediate_embeddings``."""
+    per_image: list[dict[str, Any]] = []
+    for chunk in pixel_values.split(_SAM_IMAGES_PER_FORWARD):
+        out = model.get_image_embeddings(chunk)
+        for k in range(chunk.shape[0]):
+            if family == "sam":
+                per_image.append({"image_embeddings": out[k : k + 1]})
+            elif family == "sam_hq":
+                embedding, intermediate = out
+                per_image.append(
+                    {
+                        "image_embeddings": embedding[k : k + 1],
+                        "intermediate_embeddings": [level[k : k + 1] for level in intermediate],
+                    }
+                )
+            else:
+                per_image.append({"image_embeddings": [level[k : k + 1] for level in out]})
+    return per_image
 
 
 # Images per forward of SAM's image encoder: a video's frames go together, in chunks this size,
@@ -231,12 +313,12 @@ def _empty_mask_set(image: Tensor, device: torch.device) -> MaskSet:
 
 
 def _masks_for_boxes(
-    model, embedding: Tensor, boxes: Tensor, scale: Tensor, input_size, resized, original,
-    mask_threshold: float, stability_offset: float,
+    model: nn.Module, embedding: dict[str, Any], boxes: Tensor, frame: _Frame, mask_threshold: float,
+    stability_offset: float,
 ) -> MaskSet:
-    model_boxes = (boxes.reshape(-1, 2, 2) * scale.float()).reshape(1, -1, 4)
-    out = model(image_embeddings=embedding, input_boxes=model_boxes, multimask_output=False)
-    logits = _upscale_logits(out.pred_masks[0, :, 0], input_size, resized, original)
+    model_boxes = frame.to_model(boxes.reshape(-1, 2, 2), boxes=True).reshape(1, -1, 4)
+    out = model(**embedding, input_boxes=model_boxes, multimask_output=False)
+    logits = frame.upscale(out.pred_masks[0, :, 0])
     return MaskSet(
         masks=logits > mask_threshold,
         iou_scores=out.iou_scores[0, :, 0].float(),
@@ -299,19 +381,19 @@ def _deduplicate(masks: Tensor, iou: Tensor, stability: Tensor, points: Tensor, 
 
 
 def _automatic_masks(
-    model, embedding: Tensor, scale: Tensor, input_size, resized, original, points_per_side: int,
-    points_per_batch: int, pred_iou_threshold: float, stability_threshold: float, stability_offset: float,
-    nms_threshold: float, mask_threshold: float,
+    model: nn.Module, embedding: dict[str, Any], frame: _Frame, points_per_side: int, points_per_batch: int,
+    pred_iou_threshold: float, stability_threshold: float, stability_offset: float, nms_threshold: float,
+    mask_threshold: float,
 ) -> MaskSet:
-    device = embedding.device
-    height, width = original
+    device = next(model.parameters()).device
+    height, width = frame.original
     grid = _point_grid(points_per_side).to(device) * torch.tensor([width, height], dtype=torch.float64, device=device)
     parts = []
     for points in grid.split(points_per_batch):
         count = points.shape[0]
         out = model(
-            image_embeddings=embedding,
-            input_points=(points * scale)[None, :, None, :],
+            **embedding,
+            input_points=frame.to_model(points, boxes=False)[None, :, None, :],
             input_labels=torch.ones(1, count, 1, dtype=torch.long, device=device),
             multimask_output=True,
         )
@@ -325,7 +407,7 @@ def _automatic_masks(
                 stability_threshold,
                 stability_offset,
                 mask_threshold,
-                upscale=lambda low_res: _upscale_logits(low_res, input_size, resized, original),
+                upscale=frame.upscale,
             )
         )
     masks, iou, stability, points = (torch.cat(column) for column in zip(*parts))

@@ -22,6 +22,10 @@ setting of the grid (``pred_masks/``, ``evidence/``, ``per_video.csv``, ``summar
 
 A later sweep on the same folder (same subset, split, pipeline, preset, dtype and models) reuses
 every cached video its grid is covered by, without loading a model.
+
+A row's figures equal a separate run's bit for bit where the models' kernels are batch-invariant
+(CPU, one thread): the loosest pass decodes more SAM boxes and embeds more crops at once than a
+stricter run, and other kernels may round a mask logit at 0 the other way for another batch size.
 """
 
 from __future__ import annotations
@@ -46,9 +50,10 @@ from cmsf.evaluate import (
     missing_gt_message,
     no_progress,
     per_video_csv,
+    recorded_sources,
     video_row,
 )
-from cmsf.files import atomic_write_json, atomic_write_text, remove_stale_temporaries
+from cmsf.files import atomic_write_json, atomic_write_text, claim_folder, remove_stale_temporaries
 from cmsf.loading import Models
 from cmsf.metrics import VARIANTS, VariantTotals, VideoScores, dataset_scores, score_video
 from cmsf.pipelines import (
@@ -57,6 +62,7 @@ from cmsf.pipelines import (
     SegmentationResult,
     VideoInput,
     check_settings,
+    find_tagged_concepts,
     ground_tagged_frames,
     prepare_video,
     select_frames,
@@ -76,10 +82,16 @@ SWEEP_RULES: dict[str, dict[str, str]] = {
 """Per pipeline, how each setting is swept: :data:`FREE` (selection only), :data:`LOWEST` (the
 models run at the grid's lowest value) or, for any key not listed, :data:`RERUN`.
 AT-GDINO-SAM's ``text_threshold`` is free because it only shapes GroundingDINO's matched
-sub-phrases, which the pipeline does not keep (boxes, scores and tags do not depend on it)."""
+sub-phrases, which the pipeline does not keep (boxes, scores and tags do not depend on it).
+``bind_mode`` is free because the cache keeps the binder's scoring (mode, logit scale and bias).
+OWOD-BIND's ``proposal_nms_threshold``, ``max_proposals`` and ``crop_background`` and AT-SAM3's
+``instance_threshold`` rerun: the first three change the proposals or the crops; SAM 3's score
+filter is applied in the model's dtype, which a selection from float32 scores cannot repeat
+exactly in bfloat16."""
 
 TAGGED_STAGES: dict[str, tuple[str, Callable[..., list[list[FrameCandidates]]]]] = {
     "at-gdino-sam": ("tag_threshold", ground_tagged_frames),
+    "at-sam3": ("tag_threshold", find_tagged_concepts),
 }
 """Pipelines whose model stage starts with AST tagging: the tag threshold's key and the rest of
 the stage (given each frame's tags). The tags are cached at the grid's lowest tag threshold."""
@@ -103,8 +115,8 @@ def free_keys_help() -> str:
         parts.append(f"{pipeline}: {', '.join(keys)}")
     return (
         "Free keys (scored from the cache, the models run once): " + "; ".join(parts) + ". "
-        "at-gdino-sam's tag_threshold reruns GroundingDINO and SAM only (AST tags are cached); "
-        "any other key reruns the models once per value."
+        "The AT pipelines' tag_threshold reruns GroundingDINO and SAM (SAM 3) only: AST tags are "
+        "cached; any other key reruns the models once per value."
     )
 
 
@@ -265,7 +277,8 @@ def _video_cache(
     clip = avsbench.load_video(root, subset, entry)
     video = prepare_video(clip.frames, clip.waveform, clip.sample_rate)
     if cache is None:
-        cache = VideoCache(identity=identity, frame_size=video.frame_size, num_frames=len(video.images))
+        loaded = models.get()
+        cache = VideoCache(identity, video.frame_size, len(video.images), sources=loaded.sources(), proposer=loaded.proposer)
     for model_pass in missing:
         _add_part(pipeline, cache, _compute_part(pipeline, video, models.get(), model_pass.compute, cache, lowest_tag))
     write_cache(path, cache)
@@ -281,7 +294,7 @@ def select_cached(pipeline: str, cache: VideoCache, settings: Mapping[str, Any])
     part = covering_part(pipeline, cache, settings)
     if part is None:
         raise ValueError(f"settings: no cached model pass covers {dict(settings)}")
-    return select_frames(pipeline, part.frames, settings, cache.frame_size)
+    return select_frames(pipeline, part.frames, settings, cache.frame_size, cache.sources, cache.proposer)
 
 
 # ------------------------------------------------------------------------------ the run
@@ -375,6 +388,8 @@ def run_sweep(
     Raises:
         ValueError: a bad grid (:func:`sweep_rows`), before anything is read or written.
         FileNotFoundError: ground truth missing (all listed), before any model runs.
+        UnwritableFolderError, FolderInUseError: ``out_dir`` cannot be written, or another run
+            is writing into it now (see :func:`cmsf.files.claim_folder`).
         RunConflictError: the run folder belongs to another run.
         VideoError: a video's data is refused.
     """
@@ -389,90 +404,90 @@ def run_sweep(
     if missing_gt:
         raise FileNotFoundError(missing_gt_message(missing_gt))
 
-    sources = dict(sorted((model_sources or {}).items()))
-    identity = {"pipeline": pipeline, "preset": preset, "dtype": dtype, "models": sources}
-    config = {"subset": subset, "split": split, **identity, "sweep": True}
-    out_dir.mkdir(parents=True, exist_ok=True)
-    claim_run_folder(out_dir, config)  # refuses predictions of a plain run or of other models
-    grid_json = {key: list(dict.fromkeys(values)) for key, values in grid.items()}
-    atomic_write_json(out_dir / "run.json", {**config, "grid": grid_json, "fixed": fixed, "settings": None})
-    remove_stale_temporaries(out_dir)
-    log(
-        f"{subset.upper()} {split}: {len(entries)} videos × {len(rows)} settings of {pipeline} "
-        f"({len(passes)} model pass(es) per video, cached in {out_dir / 'cache'})"
-    )
+    with claim_folder(out_dir):  # created, writable, ours until the end: before any model loads
+        sources = recorded_sources(preset, model_sources)
+        identity = {"pipeline": pipeline, "preset": preset, "dtype": dtype, "models": sources}
+        config = {"subset": subset, "split": split, **identity, "sweep": True}
+        claim_run_folder(out_dir, config)  # refuses predictions of a plain run or of other models
+        grid_json = {key: list(dict.fromkeys(values)) for key, values in grid.items()}
+        atomic_write_json(out_dir / "run.json", {**config, "grid": grid_json, "fixed": fixed, "settings": None})
+        remove_stale_temporaries(out_dir)
+        log(
+            f"{subset.upper()} {split}: {len(entries)} videos × {len(rows)} settings of {pipeline} "
+            f"({len(passes)} model pass(es) per video, cached in {out_dir / 'cache'})"
+        )
 
-    models = _LazyModels(load)
-    scored = [_RowScores() for _ in rows]
-    computed = 0
-    for entry in progress(entries, f"sweep of {len(rows)}", "video"):
-        try:
-            path = cache_path(out_dir / "cache", entry.key)
-            cache, ran = _video_cache(root, subset, entry, path, pipeline, identity, passes, models, lowest_tag)
-            computed += ran
-            gt = avsbench.load_gt_masks(root, subset, entry)
-            scored_masks: dict[bytes, VideoScores] = {}  # settings that give the same masks are scored once
-            for index, row in enumerate(rows):
-                masks = select_cached(pipeline, cache, row).masks[: gt.shape[0]]
-                key = np.packbits(masks.numpy()).tobytes() + bytes(str(tuple(masks.shape)), "ascii")
-                if key not in scored_masks:
-                    scored_masks[key] = score_video(masks, gt)
-                scored[index].videos.append(video_row(entry, scored_masks[key]))
-                scored[index].totals.add(scored_masks[key])
-        except (ValueError, OSError) as error:
-            raise VideoError(f"video {entry.key}: {error}") from error
+        models = _LazyModels(load)
+        scored = [_RowScores() for _ in rows]
+        computed = 0
+        for entry in progress(entries, f"sweep of {len(rows)}", "video"):
+            try:
+                path = cache_path(out_dir / "cache", entry.key)
+                cache, ran = _video_cache(root, subset, entry, path, pipeline, identity, passes, models, lowest_tag)
+                computed += ran
+                gt = avsbench.load_gt_masks(root, subset, entry)
+                scored_masks: dict[bytes, VideoScores] = {}  # settings that give the same masks are scored once
+                for index, row in enumerate(rows):
+                    masks = select_cached(pipeline, cache, row).masks[: gt.shape[0]]
+                    key = np.packbits(masks.numpy()).tobytes() + bytes(str(tuple(masks.shape)), "ascii")
+                    if key not in scored_masks:
+                        scored_masks[key] = score_video(masks, gt)
+                    scored[index].videos.append(video_row(entry, scored_masks[key]))
+                    scored[index].totals.add(scored_masks[key])
+            except (ValueError, OSError) as error:
+                raise VideoError(f"video {entry.key}: {error}") from error
 
-    figures = [row_scores.figures() for row_scores in scored]
-    best = best_row(figures)
-    test_tuned = split == "test"
-    for entry in progress(entries, "best setting", "video"):
-        cache = read_cache(cache_path(out_dir / "cache", entry.key), identity)
-        if cache is None:
-            raise VideoError(f"video {entry.key}: its cache {cache_path(out_dir / 'cache', entry.key)} vanished")
-        result = select_cached(pipeline, cache, rows[best])
-        atomic_write_json(out_dir / "evidence" / f"{entry.key}.json", result.to_json())
-        avsbench.write_pred_masks(out_dir / "pred_masks", subset, entry, result.masks)
+        figures = [row_scores.figures() for row_scores in scored]
+        best = best_row(figures)
+        test_tuned = split == "test"
+        for entry in progress(entries, "best setting", "video"):
+            cache = read_cache(cache_path(out_dir / "cache", entry.key), identity)
+            if cache is None:
+                raise VideoError(f"video {entry.key}: its cache {cache_path(out_dir / 'cache', entry.key)} vanished")
+            result = select_cached(pipeline, cache, rows[best])
+            atomic_write_json(out_dir / "evidence" / f"{entry.key}.json", result.to_json())
+            avsbench.write_pred_masks(out_dir / "pred_masks", subset, entry, result.masks)
 
-    cache_bytes = sum(cache_path(out_dir / "cache", e.key).stat().st_size for e in entries)
-    best_settings = {key: rows[best][key] for key in grid}
-    note = (
-        ORACLE_NOTE.format(rows=len(rows))
-        if test_tuned
-        else f"best of {len(rows)} settings on the {split} split; report it on test with {_set_options(best_settings)}"
-    )
-    summary = {
-        "miou": figures[best]["miou"],
-        "fscore": figures[best]["fscore"],
-        "variants": {name: figures[best][name] for name in VARIANTS},
-        "videos": len(entries),
-        "subset": subset,
-        "split": split,
-        "pipeline": pipeline,
-        "preset": preset,
-        "dtype": dtype,
-        "device": str(models.models.device) if models.models is not None else None,
-        "settings": rows[best],
-        "root": str(root),
-        "pred_dir": str(out_dir / "pred_masks"),
-        "limit": limit,
-        "computed": computed,
-        "reused": len(entries) - computed,
-        "elapsed_s": round(time.perf_counter() - started, 3),
-        "sweep": {
-            "grid": grid_json,
-            "fixed": fixed,
-            "rows": len(rows),
-            "best": best_settings,
-            "best_by": "miou, then fscore, then grid order",
-            "test_tuned": test_tuned,
-            "note": note,
-            "model_passes_per_video": len(passes),
-            "cache_bytes": cache_bytes,
-            "cache_bytes_per_video": round(cache_bytes / len(entries)) if entries else 0,
-        },
-    }
-    atomic_write_text(out_dir / "sweep.csv", sweep_csv(grid, rows, figures, best, test_tuned))
-    atomic_write_text(out_dir / "per_video.csv", per_video_csv(scored[best].videos, subset))
-    atomic_write_json(out_dir / "summary.json", summary)
-    atomic_write_json(out_dir / "run.json", {**config, "grid": grid_json, "fixed": fixed, "settings": rows[best]})
-    return summary
+        cache_bytes = sum(cache_path(out_dir / "cache", e.key).stat().st_size for e in entries)
+        best_settings = {key: rows[best][key] for key in grid}
+        note = (
+            ORACLE_NOTE.format(rows=len(rows))
+            if test_tuned
+            else f"best of {len(rows)} settings on the {split} split; report it on test with {_set_options(best_settings)}"
+        )
+        summary = {
+            "miou": figures[best]["miou"],
+            "fscore": figures[best]["fscore"],
+            "variants": {name: figures[best][name] for name in VARIANTS},
+            "videos": len(entries),
+            "subset": subset,
+            "split": split,
+            "pipeline": pipeline,
+            "preset": preset,
+            "dtype": dtype,
+            "device": str(models.models.device) if models.models is not None else None,
+            "settings": rows[best],
+            "root": str(root),
+            "pred_dir": str(out_dir / "pred_masks"),
+            "limit": limit,
+            "computed": computed,
+            "reused": len(entries) - computed,
+            "elapsed_s": round(time.perf_counter() - started, 3),
+            "sweep": {
+                "grid": grid_json,
+                "fixed": fixed,
+                "rows": len(rows),
+                "best": best_settings,
+                "best_by": "miou, then fscore, then grid order",
+                "test_tuned": test_tuned,
+                "note": note,
+                "model_passes_per_video": len(passes),
+                "cache_bytes": cache_bytes,
+                "cache_bytes_per_video": round(cache_bytes / len(entries)) if entries else 0,
+            },
+        }
+        atomic_write_text(out_dir / "sweep.csv", sweep_csv(grid, rows, figures, best, test_tuned))
+        atomic_write_text(out_dir / "per_video.csv", per_video_csv(scored[best].videos, subset))
+        atomic_write_json(out_dir / "summary.json", summary)
+        atomic_write_json(out_dir / "run.json", {**config, "grid": grid_json, "fixed": fixed, "settings": rows[best]})
+        return summary

@@ -491,6 +491,21 @@ def test_model_that_cannot_load_is_a_data_error(video, tmp_path, monkeypatch):
     assert "Traceback" not in result.output
 
 
+def test_segment_with_mavl_records_it_and_names_a_missing_or_foreign_checkpoint(video, tmp_path):
+    out = tmp_path / "mavl"
+    result = run("segment", video, "-p", "owod-bind", "--preset", "tiny", "--model", "mavl=random", "--out", out)
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "evidence.json").read_text())["result"]["settings"]["proposer"] == "mavl"
+    missing = tmp_path / "MDef_DETR_minus_language_r101_epoch10.pth"
+    result = run("segment", video, "-p", "owod-bind", "--preset", "tiny", "--model", f"mavl={missing}", "--out", tmp_path / "o")
+    assert result.exit_code == 2 and str(missing) in result.output and "--model" in result.output
+    foreign = tmp_path / "notes.pth"
+    foreign.write_text("not a checkpoint")
+    result = run("segment", video, "-p", "owod-bind", "--preset", "tiny", "--model", f"mavl={foreign}", "--out", tmp_path / "o")
+    assert result.exit_code == 1 and str(foreign) in result.output and "mvits_for_class_agnostic_od" in result.output
+    assert "Traceback" not in result.output
+
+
 def test_segment_avsbench_frame_folder_finds_its_wav(mini, fake, tmp_path):
     folder = mini.root / "Multi-sources/ms3_data/visual_frames/ms3_b"
     result = run("segment", folder, "-p", "owod-bind", "--out", tmp_path / "o")

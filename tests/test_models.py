@@ -145,16 +145,19 @@ def test_paper_preset_points_at_the_paper_checkpoints():
 
 
 def test_unloadable_component_is_a_clear_error_naming_component_and_id(tmp_path):
-    models = load_models("paper", device="cpu", ast="cmsf-test/no-such-model", owlv2=str(tmp_path / "missing"))
+    models = load_models("paper", device="cpu", ast="cmsf-test/no-such-model", owlv2=str(tmp_path))
     with pytest.raises(ModelLoadError) as info:
         models.ast
     message = str(info.value)
     assert "'ast'" in message and "cmsf-test/no-such-model" in message
     assert "HF_HOME" in message and "local directory" in message
-    with pytest.raises(ModelLoadError, match="owlv2"):
+    with pytest.raises(ModelLoadError, match="owlv2"):  # a folder, but no model saved in it
         models.owlv2
     assert models.loaded == ()
     assert isinstance(info.value, RuntimeError)
+    # a local path that does not exist is refused at once, naming the component and the path
+    with pytest.raises(ValueError, match=rf"^owlv2: the local path '{tmp_path / 'missing'}' does not exist"):
+        load_models("paper", device="cpu", owlv2=str(tmp_path / "missing"))
 
 
 def test_paper_random_configs_match_the_published_architectures():

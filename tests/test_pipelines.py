@@ -10,15 +10,16 @@ import torchvision
 from cmsf.pipelines import FrameEvidence, masked_crops
 
 
-def test_masked_crops_equal_pil_crop_of_the_blacked_out_frame():
-    """The authors' way: black out everything outside the mask, then PIL's crop(box)."""
+def test_black_masked_crops_equal_pil_crop_of_the_blacked_out_frame():
+    """The ImageBind-SAM demo's way (background="black"; the authors' blur: tests/test_crops.py):
+    black out everything outside the mask, then PIL's crop(box)."""
     from PIL import Image
 
     generator = torch.Generator().manual_seed(0)
     image = torch.randint(1, 256, (3, 9, 12), dtype=torch.uint8, generator=generator)
     masks = torch.rand(4, 9, 12, generator=generator) > 0.4
     boxes = torch.tensor([[1.5, 0.2, 5.0, 4.0], [2.5, 3.5, 11.4, 8.6], [0.0, 0.0, 12.0, 9.0], [3.3, 2.7, 7.7, 6.2]])
-    crops = masked_crops(image, boxes, masks)
+    crops = masked_crops(image, boxes, masks, background="black")
     for crop, box, mask in zip(crops, boxes.tolist(), masks):
         blacked = (image * mask).permute(1, 2, 0).numpy()
         expected = np.asarray(Image.fromarray(blacked).crop(tuple(box)))
@@ -271,3 +272,56 @@ def test_selection_of_loose_candidates_equals_a_stricter_run(models, video):
         for s, d in zip(selected.frames, direct.frames):
             assert torch.equal(s.boxes, d.boxes) and torch.equal(s.kept, d.kept)
             torch.testing.assert_close(s.bind_scores, d.bind_scores, rtol=1e-4, atol=1e-6)
+
+
+# ---------------------------------------------------------------- proposer, proposal NMS / cap, crop background
+from cmsf import propose_boxes  # noqa: E402
+
+def test_owod_bind_records_proposer_nms_cap_and_crop_background(models, video):
+    frames, waveform = video
+    result = owod_bind(frames, waveform, SAMPLE_RATE, models, bind_threshold=0.0, max_proposals=2)
+    assert result.settings["proposer"] == "owlv2"
+    assert result.settings["proposal_nms_threshold"] == 0.5 and result.settings["max_proposals"] == 2
+    assert result.settings["crop_background"] == "blur"
+    assert all(len(f.boxes) <= 2 for f in result.frames)
+    assert result.to_json()["settings"]["proposer"] == "owlv2"
+    assert sam_bind(frames, waveform, SAMPLE_RATE, models, points_per_side=2).settings["crop_background"] == "blur"
+
+
+def test_crop_background_reaches_the_binder(models, video):
+    """Blur and black crops of the same proposals give different ImageBind scores; each equals
+    bind_filter of masked_crops with that background."""
+    frames, waveform = video
+    scores = {}
+    for background in ("blur", "black"):
+        result = owod_bind(frames, waveform, SAMPLE_RATE, models, bind_threshold=0.0, crop_background=background)
+        assert result.settings["crop_background"] == background
+        evidence = result.frames[0]
+        crops = masked_crops(frames[0], evidence.boxes, evidence.masks, background=background)
+        visual = models.imagebind.embed_vision(imagebind_vision_inputs(crops))
+        audio = models.imagebind.embed_audio(imagebind_audio_inputs(split_segments(waveform, T)[0], SAMPLE_RATE)[None])[0]
+        torch.testing.assert_close(evidence.bind_scores, bind_filter(visual, audio, 0.0)[1].float(), rtol=1e-4, atol=1e-5)
+        scores[background] = evidence.bind_scores
+    if len(scores["blur"]) > 1:
+        assert not torch.allclose(scores["blur"], scores["black"])
+
+
+def test_owod_bind_with_mavl_proposes_with_mavl(video):
+    frames, waveform = video
+    mavl_models = load_models("tiny", device="cpu", mavl="random")
+    result = owod_bind(frames, waveform, SAMPLE_RATE, mavl_models, bind_threshold=0.0)
+    check_evidence(result, "owod-bind")
+    assert result.settings["proposer"] == "mavl"
+    for evidence, proposals in zip(result.frames, propose_boxes(frames, mavl_models)):
+        torch.testing.assert_close(evidence.boxes, proposals.boxes)
+        torch.testing.assert_close(evidence.proposal_scores, proposals.scores)
+
+
+@pytest.mark.parametrize(
+    "settings, match",
+    [({"crop_background": "grey"}, "crop_background: expected one of blur, black"),
+     ({"max_proposals": 0}, "max_proposals"), ({"proposal_nms_threshold": 1.5}, "proposal_nms_threshold")],
+)
+def test_owod_bind_rejects_bad_proposal_and_crop_settings(settings, match):
+    with pytest.raises(ValueError, match=match):
+        check_settings("owod-bind", settings)

@@ -1,5 +1,7 @@
 """Hostile inputs (issue 15): many-channel audio, every image mode, frame counts beyond the video,
-truncated files, rotation tags, NaN audio, and argument checks of the library.
+truncated files, rotation tags, NaN audio, and argument checks of the library; and the same cases
+through the ``cmsf`` command (which option an error names, its exit status, what is on disk
+after it), runs sharing an --out, an --out that cannot be written, Ctrl-C over an older output.
 
 Every file is generated in the test (PyAV / PIL / numpy) into ``tmp_path``.
 """
@@ -10,6 +12,8 @@ import fractions
 import io
 import json
 import math
+import os
+import signal
 import struct
 import subprocess
 import sys
@@ -21,10 +25,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from click.testing import CliRunner
 from PIL import Image
 
-from avsbench_fixture import decode_index, tone, write_video, write_wav
-from cmsf import decoding, inputs
+from avsbench_fixture import decode_index, make_avsbench, tone, write_png, write_predictions, write_video, write_wav
+from cmsf import cli, decoding, inputs, loading, media
+from cmsf.files import LOCK_NAME
 from cmsf.inputs import check_sample_rate
 from cmsf.decoding import MIN_SEGMENT_SECONDS, apply_orientation, sample_times
 from cmsf.media import MediaWarning, read_audio, read_frame_folder, read_image, read_video, read_wav
@@ -577,3 +583,259 @@ def test_frame_folder_with_too_little_audio_per_frame_names_both(tmp_path):
         read_frame_folder(folder, short)
     enough = write_wav(tmp_path / "enough.wav", tone(0.125, 16_000))
     assert read_frame_folder(folder, enough).num_frames == 5
+
+
+# ---------------------------------------------------------------------------- the command line
+
+
+def _cli(*args):
+    return CliRunner().invoke(cli.main, [str(a) for a in args])
+
+
+class _Result:
+    def __init__(self, masks: torch.Tensor) -> None:
+        self.masks = masks
+
+    def to_json(self) -> dict:
+        return {"pixels": [int(m.sum()) for m in self.masks]}
+
+
+class _Models:
+    device = torch.device("cpu")
+
+
+@pytest.fixture
+def stand_in(monkeypatch):
+    """A stand-in owod-bind (the left half of every frame) and load_models; ``stand_in.calls``
+    counts pipeline runs, ``stand_in.during`` runs inside the first one."""
+
+    class StandIn:
+        calls: list[int] = []
+        during = None
+
+        def __call__(self, frames, waveform, sample_rate, models, *, bind_threshold=0.7, box_threshold=0.5, bind_mode="softmax"):
+            self.calls.append(len(self.calls))
+            if self.during is not None and len(self.calls) == 1:
+                self.during()
+            masks = torch.zeros(frames.shape[0], *frames.shape[-2:], dtype=torch.bool)
+            masks[..., : frames.shape[-1] // 2] = True
+            return _Result(masks)
+
+    pipeline = StandIn()
+    pipeline.calls = []
+    monkeypatch.setitem(cli.PIPELINES, "owod-bind", pipeline)
+    monkeypatch.setattr(cli, "load_models", lambda *args, **kwargs: _Models())
+    return pipeline
+
+
+@pytest.fixture(scope="module")
+def clip_mkv(tmp_path_factory) -> Path:
+    """3 s of 10 fps video with 3 s of 16 kHz PCM audio."""
+    return write_video(tmp_path_factory.mktemp("clip") / "clip.mkv", seconds=3, fps=10, acodec="pcm_s16le", audio_rate=16_000)
+
+
+@pytest.fixture(scope="module")
+def mini(tmp_path_factory):
+    return make_avsbench(tmp_path_factory.mktemp("avsbench"))
+
+
+@pytest.mark.parametrize(
+    "option, value, limit",
+    [("--num-frames", "100000", "at most 30"), ("--fps", "1000", "at most 10"), ("--fps", "10.5", "at most 10")],
+)
+def test_frame_counts_beyond_the_video_are_usage_errors_naming_the_option(clip_mkv, tmp_path, stand_in, decode_log, option, value, limit):
+    result = _cli("segment", clip_mkv, "-p", "owod-bind", option, value, "--out", tmp_path / "o")
+    assert result.exit_code == 2, result.output
+    assert f"Invalid value for {option}" in result.output and limit in result.output and value in result.output
+    assert "clip.mkv" in result.output and "Traceback" not in result.output
+    assert decode_log == [] and stand_in.calls == []  # refused before anything is decoded
+    assert not (tmp_path / "o").exists()
+
+
+def test_more_than_40_fps_is_refused_before_the_audio_is_decoded(tmp_path, stand_in, decode_log):
+    fast = write_video(tmp_path / "fast.mkv", seconds=1, fps=60, acodec="pcm_s16le", audio_rate=16_000)
+    result = _cli("segment", fast, "-p", "owod-bind", "--fps", "50", "--out", tmp_path / "o")
+    assert result.exit_code == 2, result.output
+    assert "Invalid value for --fps" in result.output and "25 ms" in result.output and "at most 40" in result.output
+    assert decode_log == []
+    with pytest.raises(ValueError, match=r"^fps: .*fast\.mkv: 50 frames per second.*at most 40"):
+        read_video(fast, fps=50)
+    assert decode_log == []
+
+
+@pytest.mark.parametrize("source", ["/nonexistent", "./missing", "../missing/dir", "~/missing-cmsf-model", "a/b/c"])
+def test_a_model_path_that_does_not_exist_is_a_usage_error_before_the_video_is_read(clip_mkv, mini, tmp_path, monkeypatch, source):
+    reads = []
+    monkeypatch.setattr(cli, "load_clip", lambda *args, **kwargs: reads.append(args))
+    result = _cli("segment", clip_mkv, "-p", "sam-bind", "--preset", "tiny", "--model", f"sam={source}", "--out", tmp_path / "o")
+    assert result.exit_code == 2, result.output
+    assert f"Invalid value for --model: sam={source}: the local path {source!r} does not exist" in result.output
+    assert "repo" not in result.output.lower() and "clip.mkv" not in result.output
+    assert reads == [] and not (tmp_path / "o").exists()
+    result = _cli("eval", "--root", mini.root, "--subset", "ms3", "-p", "owod-bind", "--model", f"imagebind={source}", "--out", tmp_path / "e")
+    assert result.exit_code == 2 and f"imagebind={source}: the local path" in result.output
+    assert not (tmp_path / "e").exists()
+    with pytest.raises(ValueError, match=rf"^owlv2: the local path '{source}' does not exist"):
+        loading.load_models("tiny", owlv2=source)
+
+
+def test_model_sources_that_are_hub_ids_or_existing_paths_pass_the_path_check(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models" / "sam").mkdir(parents=True)
+    (tmp_path / "home").mkdir()
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    for source in ["facebook/sam-vit-base", "sam-vit-base", "models/sam", "./models/sam", str(tmp_path / "models"), "org/not-cached"]:
+        assert loading.check_local_source("sam", source) == source
+    assert loading.check_local_source("sam", "~") == str(tmp_path / "home")  # ~ expanded for the loader
+    models = loading.load_models("tiny", sam="models/sam", owlv2="~")
+    assert models.source("sam") == "'models/sam'" and models.source("owlv2") == repr(str(tmp_path / "home"))
+
+
+def test_nan_in_the_audio_of_a_frame_folder_names_the_wav(tmp_path, stand_in):
+    folder = tmp_path / "frames"
+    for k in range(2):
+        write_png(folder / f"f_{k}.png", np.zeros((8, 8, 3), np.uint8))
+    signal_ = _signal(1, 2.0, 16_000)
+    signal_[0, 500] = np.nan
+    wav = tmp_path / "noisy.wav"
+    _write_pcm(wav, signal_, 16_000, "mono", "pcm_f32le", "wav")
+    result = _cli("segment", folder, "--audio", wav, "-p", "owod-bind", "--out", tmp_path / "o")
+    assert result.exit_code == 1, result.output
+    assert f"Error: {wav}: the audio holds 1 NaN or infinite" in result.output
+    assert str(folder) not in result.output and stand_in.calls == []
+
+
+def test_a_wrong_size_prediction_mentions_resize_pred_on_the_command_line(mini, tmp_path):
+    for video in mini.split("ms3", "test"):
+        write_predictions(tmp_path / "p", video, video.gt[:, :100, :100])
+    result = _cli("eval", "--root", mini.root, "--subset", "ms3", "--pred-dir", tmp_path / "p", "--out", tmp_path / "o")
+    assert result.exit_code == 1, result.output
+    assert "ms3_a_0.png" in result.output and "--resize-pred" in result.output and "Traceback" not in result.output
+
+
+def test_media_warnings_are_one_line_on_stderr(tmp_path, stand_in):
+    whole = write_video(tmp_path / "whole.mkv", seconds=6, fps=10, acodec="pcm_s16le", audio_rate=16_000)
+    half = tmp_path / "half.mkv"
+    half.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    result = _cli("segment", half, "-p", "owod-bind", "--out", tmp_path / "o")
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.stderr.splitlines() if "half.mkv" in line and "declares" in line]
+    assert lines and all(line.startswith(f"Warning: {half}: the ") for line in lines)
+    assert "MediaWarning" not in result.stderr and "warnings.warn" not in result.stderr
+    assert "Warning" not in result.stdout
+
+
+def test_an_out_that_cannot_be_written_is_refused_before_anything_runs(clip_mkv, mini, tmp_path, stand_in, monkeypatch):
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("x")
+    reads = []
+    real_load_clip = cli.load_clip
+    monkeypatch.setattr(cli, "load_clip", lambda *args, **kwargs: reads.append(args) or real_load_clip(*args, **kwargs))
+    result = _cli("segment", clip_mkv, "-p", "owod-bind", "--out", blocker / "out")
+    assert result.exit_code == 2, result.output
+    assert "Invalid value for --out" in result.output and "file.txt/out: cannot be created" in result.output
+    result = _cli("eval", "--root", mini.root, "--subset", "ms3", "-p", "owod-bind", "--out", blocker / "out")
+    assert result.exit_code == 2 and "Invalid value for --out" in result.output
+
+    real_open = os.open
+
+    def read_only(path, flags, *args):  # as a read-only folder answers (root ignores chmod)
+        if flags & os.O_CREAT and str(path).startswith(str(tmp_path / "ro")):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(os, "open", read_only)
+    (tmp_path / "ro").mkdir()
+    for command in (["segment", clip_mkv], ["eval", "--root", mini.root, "--subset", "ms3"]):
+        result = _cli(*command, "-p", "owod-bind", "--out", tmp_path / "ro")
+        assert result.exit_code == 2, result.output
+        assert f"Invalid value for --out: {tmp_path / 'ro'}: cannot write files here (Permission denied)" in result.output
+        assert "cmsf-tmp" not in result.output and "Traceback" not in result.output
+    assert reads == [] and stand_in.calls == [] and list((tmp_path / "ro").iterdir()) == []
+
+
+def test_two_evals_sharing_an_out_cannot_mix(mini, tmp_path, stand_in):
+    """A second eval into the folder while the first runs (neither has predictions yet, and with
+    other settings) is refused naming the folder and the first run; the first is unaffected."""
+    out = tmp_path / "run"
+    second = []
+    command = ["eval", "--root", mini.root, "--subset", "ms3", "-p", "owod-bind"]
+    stand_in.during = lambda: second.append(_cli(*command, "--set", "bind_threshold=0.5", "--out", out))
+    result = _cli(*command, "--out", out)
+    assert result.exit_code == 0, result.output
+    refused = second[0]
+    assert refused.exit_code == 1, refused.output
+    assert f"Error: {out} is in use by another cmsf run (pid {os.getpid()} on host" in refused.output
+    assert "cmsf" in refused.output and LOCK_NAME in refused.output
+    videos = len(mini.split("ms3", "test"))
+    assert len(stand_in.calls) == videos  # the first run's videos; the second ran none
+    assert json.loads((out / "run.json").read_text())["settings"]["bind_threshold"] == 0.7
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["settings"]["bind_threshold"] == 0.7 and summary["computed"] == videos
+    assert not (out / LOCK_NAME).exists()
+    # afterwards the other settings are refused as a resume (the folder holds the first run's masks)
+    result = _cli(*command, "--set", "bind_threshold=0.5", "--out", out)
+    assert result.exit_code == 1 and "another run" in result.output
+
+
+def test_two_segments_sharing_an_out_cannot_mix(clip_mkv, tmp_path, stand_in):
+    out = tmp_path / "o"
+    second = []
+    stand_in.during = lambda: second.append(_cli("segment", clip_mkv, "-p", "owod-bind", "--num-frames", "2", "--out", out))
+    result = _cli("segment", clip_mkv, "-p", "owod-bind", "--out", out)
+    assert result.exit_code == 0, result.output
+    assert second[0].exit_code == 1 and f"{out} is in use by another cmsf run" in second[0].output
+    evidence = json.loads((out / "evidence.json").read_text())
+    assert evidence["frames"] == 3 and sorted(p.name for p in out.glob("mask_*.png")) == [f"mask_{t:04d}.png" for t in range(3)]
+    assert not (out / LOCK_NAME).exists()
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_ctrl_c_during_segment_over_an_older_output_leaves_the_old_set(clip_mkv, tmp_path, stand_in, monkeypatch):
+    """A real SIGINT (sent to this process by the kernel, as Ctrl-C is) while ``cmsf segment``
+    writes its second new mask over an older output with the user's own file in it. (In-process:
+    a child process would spend seconds importing torch for the same signal path.)"""
+    out = tmp_path / "o"
+    assert _cli("segment", clip_mkv, "-p", "owod-bind", "--num-frames", "5", "--out", out).exit_code == 0
+    (out / "notes.txt").write_text("mine")
+    before = _snapshot(out)
+    real_encode, written = media.encode_png, []
+
+    def interrupted(array):
+        written.append(1)
+        if len(written) == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(5)  # the signal's handler raises KeyboardInterrupt here
+        return real_encode(array)
+
+    monkeypatch.setattr(media, "encode_png", interrupted)
+    result = _cli("segment", clip_mkv, "-p", "owod-bind", "--num-frames", "3", "--set", "bind_threshold=0.5", "--out", out)
+    assert result.exit_code == 1 and "Aborted!" in result.output and len(written) == 3
+    assert _snapshot(out) == before  # the old masks, overlays, evidence and the user's file
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []  # no staging, no lock
+
+
+def test_deep_frames_surround_audio_and_a_phone_video_through_segment(tmp_path, stand_in):
+    """The library's fixes reach the command: 16-bit grey frames scaled (not clipped) to 8 bits,
+    a 5.1 wav read, a rotation tag applied to the frames and the masks."""
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for k in range(2):
+        Image.fromarray(RAMP16).save(folder / f"{k}.png")
+    wav = tmp_path / "surround.wav"
+    _write_pcm(wav, _signal(6, 2.0, 16_000), 16_000, "5.1", "pcm_s16le", "wav")
+    result = _cli("segment", folder, "--audio", wav, "-p", "owod-bind", "--out", tmp_path / "o")
+    assert result.exit_code == 0, result.output
+    overlay = np.asarray(Image.open(tmp_path / "o" / "overlay_0001.png"))
+    expected = np.repeat((RAMP16[:, 128:] >> 8).astype(np.uint8)[..., None], 3, axis=2)
+    np.testing.assert_array_equal(overlay[:, 128:], expected)  # outside the stand-in's mask: the frame
+    phone = tmp_path / "phone.mp4"
+    _write_rotated(phone, 90)
+    result = _cli("segment", phone, "-p", "owod-bind", "--out", tmp_path / "p")
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "p" / "evidence.json").read_text())["frame_size"] == [64, 32]
+    with Image.open(tmp_path / "p" / "mask_0000.png") as mask:
+        assert mask.size == (32, 64)  # (W, H): upright

@@ -15,6 +15,7 @@ from click.testing import CliRunner
 
 from avsbench_fixture import make_avsbench, write_predictions
 from cmsf import cli, load_models
+from cmsf.binding import BindScoring
 from cmsf.cache import CachePart, TagCache, VideoCache, encode_cache, read_cache, write_cache
 from cmsf.media import read_mask
 from cmsf.metrics import VARIANTS, VariantTotals, score_video
@@ -46,6 +47,19 @@ def shared_models(monkeypatch, tiny):
 
     monkeypatch.setattr(cli, "load_models", load)
     return loads
+
+
+@pytest.fixture
+def one_thread():
+    """Bit-for-bit comparisons of a sweep with separate runs need batch-invariant kernels: a
+    separate run decodes fewer SAM boxes (embeds fewer crops) at once than the sweep's loosest
+    pass, and multi-threaded CPU matmuls (like GPU kernels) may round a mask logit at 0 the other
+    way for another batch size (1 pixel in 250 000 seen with 2 threads). One thread is
+    batch-invariant here."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture
@@ -95,7 +109,9 @@ def check_rows_against_separate_runs(mini, pipeline, sweep_dir, tmp_path, fixed,
 
 
 # ---------------------------------------------------------------- OWOD-BIND: τ_BB × τ_BIND from one pass
-def test_owod_bind_sweep_rows_equal_separate_runs_and_a_later_sweep_loads_no_model(mini, tmp_path, shared_models, tiny, monkeypatch):
+def test_owod_bind_sweep_rows_equal_separate_runs_and_a_later_sweep_loads_no_model(
+    mini, tmp_path, shared_models, tiny, monkeypatch, one_thread
+):
     sweep_dir = tmp_path / "sweep"
     first = run(*eval_args(mini, "owod-bind", sweep_dir, "--limit", 1, "--sweep", "box_threshold=0.5"))
     assert first.exit_code == 0, first.output
@@ -103,7 +119,7 @@ def test_owod_bind_sweep_rows_equal_separate_runs_and_a_later_sweep_loads_no_mod
     assert "oracle" in first.output and "WARNING" in first.output  # the test split: test-tuned
     cached = sorted((sweep_dir / "cache").rglob("*.npz"))
     assert len(cached) == 1
-    scores = torch.cat([f.proposal_scores for p in cached for f in read_cache(p, _identity("owod-bind")).parts[0].frames])
+    scores = torch.cat([f.proposal_scores for p in cached for f in read_cache(p, _identity(sweep_dir)).parts[0].frames])
     middle, high = (float(scores.quantile(q)) for q in (0.4, 0.8))  # from the proposals cached at 0.5
 
     # a second sweep on the same folder: every setting is covered by the cache, no model loads
@@ -135,19 +151,21 @@ def test_owod_bind_sweep_rows_equal_separate_runs_and_a_later_sweep_loads_no_mod
     check_rows_against_separate_runs(mini, "owod-bind", sweep_dir, tmp_path, {}, ("box_threshold", "bind_threshold"), 1)
 
 
-def _identity(pipeline: str) -> dict:
-    return {"pipeline": pipeline, "preset": "tiny", "dtype": "float32", "models": {}}
+def _identity(run_dir: Path) -> dict:
+    """The identity a sweep's cache files carry: what its run.json says computed them."""
+    run = json.loads((run_dir / "run.json").read_text())
+    return {key: run[key] for key in ("pipeline", "preset", "dtype", "models")}
 
 
 # ---------------------------------------------------------------- SAM-BIND: pred_iou_threshold is free
-def test_sam_bind_pred_iou_threshold_is_free(mini, tmp_path, shared_models):
+def test_sam_bind_pred_iou_threshold_is_free(mini, tmp_path, shared_models, one_thread):
     fixed = {"points_per_side": "2", "stability_score_threshold": "0.0"}
     sets = [f"--set={k}={v}" for k, v in fixed.items()]
     sweep_dir = tmp_path / "sweep"
     first = run(*eval_args(mini, "sam-bind", sweep_dir, "--limit", 1, *sets, "--sweep", "pred_iou_threshold=0.0"))
     assert first.exit_code == 0, first.output
     (path,) = (sweep_dir / "cache").rglob("*.npz")
-    scores = torch.cat([f.proposal_scores for f in read_cache(path, _identity("sam-bind")).parts[0].frames])
+    scores = torch.cat([f.proposal_scores for f in read_cache(path, _identity(sweep_dir)).parts[0].frames])
     lowest, second = scores.sort().values[:2].tolist()  # random SAM predicts IoUs above 1 too
     middle = min((lowest + second) / 2, 0.999)
     assert lowest < middle  # the threshold drops a mask
@@ -160,7 +178,7 @@ def test_sam_bind_pred_iou_threshold_is_free(mini, tmp_path, shared_models):
 
 
 # ---------------------------------------------------------------- AT-GDINO-SAM: tags cached, grounding rerun
-def test_at_gdino_sam_tag_threshold_reruns_grounding_only(mini, tmp_path, shared_models, monkeypatch):
+def test_at_gdino_sam_tag_threshold_reruns_grounding_only(mini, tmp_path, shared_models, monkeypatch, one_thread):
     import cmsf.pipelines
 
     calls = {"tag": 0, "ground": 0}
@@ -201,6 +219,15 @@ def test_at_gdino_sam_tag_threshold_reruns_grounding_only(mini, tmp_path, shared
         assert_row_equals_run(row, json.loads((out / "summary.json").read_text()))
 
 
+def test_at_sam3_sweep_caches_the_tags_and_equals_separate_runs(mini, tmp_path, shared_models, one_thread):
+    sweep_dir = tmp_path / "sweep"
+    grid = ("--sweep", "tag_threshold=0.58,0.57", "--set", "instance_threshold=0.0")
+    result = run(*eval_args(mini, "at-sam3", sweep_dir, "--limit", 1, *grid))
+    assert result.exit_code == 0, result.output
+    assert json.loads((sweep_dir / "summary.json").read_text())["sweep"]["model_passes_per_video"] == 2
+    check_rows_against_separate_runs(mini, "at-sam3", sweep_dir, tmp_path, {"instance_threshold": "0.0"}, ("tag_threshold",), 1)
+
+
 # ---------------------------------------------------------------- the grid, the rules, the cache
 def test_model_passes_group_by_the_keys_that_rerun():
     rows = sweep_rows("owod-bind", {"box_threshold": [0.4, 0.2], "bind_threshold": [0.5, 0.7]}, {})
@@ -214,6 +241,7 @@ def test_model_passes_group_by_the_keys_that_rerun():
     assert all(p.compute["points_per_side"] == 4 for p in passes)
     assert sweep_rule("owod-bind", "box_threshold") == LOWEST and sweep_rule("sam-bind", "bind_mode") == FREE
     assert sweep_rule("sam-bind", "stability_score_threshold") == RERUN
+    assert sweep_rule("owod-bind", "crop_background") == RERUN and sweep_rule("at-sam3", "instance_threshold") == RERUN
     assert sweep_rule("a-future-pipeline", "anything") == RERUN  # unknown keys rerun: always exact
 
 
@@ -228,6 +256,7 @@ def test_covers():
 
 def _random_candidates(generator, height, width, dim, count):
     return FrameCandidates(
+        scoring=None if dim is None else BindScoring("calibrated", logit_scale=10.25, logit_bias=-3.125),
         boxes=torch.rand(count, 4, generator=generator) * 9,
         proposal_scores=torch.rand(count, generator=generator),
         masks=torch.rand(count, height, width, generator=generator) > 0.5,
@@ -244,16 +273,20 @@ def test_cache_round_trip_is_exact(tmp_path, dim):
     height, width = 5, 11  # H·W not a multiple of 8: the packed bits have a tail
     frames = [_random_candidates(generator, height, width, dim, count) for count in (3, 0, 2)]
     tags = TagCache(0.25, [[("Dog", 0.625)], [], [("Music", 0.3), ("Dog", 0.2500001)]])
-    cache = VideoCache({"pipeline": "p"}, (height, width), 3, [CachePart({"box_threshold": 0.1}, frames)], tags)
+    sources = {"sam": "tiny", "binder": "tiny"}
+    part = CachePart({"box_threshold": 0.1}, frames)
+    cache = VideoCache({"pipeline": "p"}, (height, width), 3, [part], tags, sources=sources, proposer="owlv2")
     path = tmp_path / "guitar" / "v.npz"
     size = write_cache(path, cache)
     assert size == path.stat().st_size == len(encode_cache(cache))
     back = read_cache(path, {"pipeline": "p"})
     assert back is not None and back.frame_size == (height, width) and back.num_frames == 3
     assert back.tags == tags and back.parts[0].compute == {"box_threshold": 0.1}
+    assert back.sources == sources and back.proposer == "owlv2"
     for a, b in zip(frames, back.parts[0].frames):
         assert torch.equal(a.boxes, b.boxes) and torch.equal(a.proposal_scores, b.proposal_scores)
         assert torch.equal(a.masks, b.masks) and a.tags == b.tags and a.phrases == b.phrases
+        assert a.scoring == b.scoring
         if dim is None:
             assert b.visual is None and b.audio is None
         else:
