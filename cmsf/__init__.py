@@ -13,7 +13,7 @@ from cmsf.concepts import ConceptMasks, segment_concepts
 from cmsf.grounding import Detections, ground
 from cmsf.imagebind import ImageBind, imagebind_audio_inputs, imagebind_vision_inputs, load_imagebind
 from cmsf.loading import ModelLoadError, Models, load_models
-from cmsf.metrics import DatasetScores, dataset_scores, fscore, miou
+from cmsf.metrics import DatasetScores, VariantTotals, VideoScores, dataset_scores, fscore, miou, score_video
 from cmsf.ops import bind_filter, nms
 from cmsf.pipelines import FrameEvidence, SegmentationResult, at_gdino_sam, at_sam3, owod_bind, sam_bind
 from cmsf.proposals import Proposals, propose_boxes
@@ -34,6 +34,8 @@ __all__ = [
     "Models",
     "Proposals",
     "SegmentationResult",
+    "VariantTotals",
+    "VideoScores",
     "at_gdino_sam",
     "at_sam3",
     "bind_filter",
@@ -52,6 +54,7 @@ __all__ = [
     "propose_boxes",
     "sam_bind",
     "sam_masks",
+    "score_video",
     "segment_concepts",
     "tag_audio",
 ]

@@ -27,6 +27,8 @@ from cmsf.loading import COMPONENTS, PRESETS, ModelLoadError, Models, check_loca
 from cmsf.media import load_clip
 from cmsf.outputs import SegmentOutput
 from cmsf.pipelines import PIPELINES, default_settings, parse_settings
+from cmsf.report import write_report
+from cmsf.sweep import free_keys_help, parse_sweep, run_sweep, sweep_lines, sweep_rows
 
 # ------------------------------------------------------------------------------------ helpers
 
@@ -96,6 +98,17 @@ def pipeline_settings(pipeline: str, values: Sequence[str]) -> dict[str, Any]:
         return parse_settings(pipeline, _parse_pairs(values, "--set"))
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="--set") from None
+
+
+def sweep_grid(pipeline: str, values: Sequence[str], fixed: dict[str, Any]) -> dict[str, list[Any]]:
+    """Parse ``--sweep KEY=V1,V2`` options and check every setting of the grid up front; anything
+    wrong is a usage error naming ``--sweep``."""
+    try:
+        grid = parse_sweep(pipeline, _parse_pairs(values, "--sweep"))
+        sweep_rows(pipeline, grid, fixed)
+        return grid
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--sweep") from None
 
 
 def effective_settings(pipeline: str, overrides: dict[str, Any]) -> dict[str, Any]:
@@ -324,6 +337,8 @@ def segment(
 @click.option(
     "--limit", type=click.IntRange(min=1), default=None, help="Only the first N videos of the split (smoke runs)."
 )
+@click.option("--sweep", "sweeps", multiple=True, metavar="KEY=V1,V2,...", help="Score every combination of "
+              "these values (repeatable) from one model pass per video, cached in OUT/cache. " + free_keys_help())
 def eval_command(
     root: Path,
     subset: str,
@@ -338,6 +353,7 @@ def eval_command(
     model_overrides: tuple[str, ...],
     resize_pred: bool,
     limit: Optional[int],
+    sweeps: tuple[str, ...],
 ) -> None:
     """Evaluate on AVSBench S4 or MS3 with the benchmark's mIoU and F-score.
 
@@ -358,14 +374,20 @@ def eval_command(
     non-zero pixel is foreground; a prediction of another size than its ground truth is refused
     unless --resize-pred. Missing files are an error that lists them.
 
-    Writes OUT/per_video.csv (video, category for S4, miou, fscore) and OUT/summary.json (miou,
-    fscore: means over videos; videos, subset, split, pipeline, preset, …) and prints the figures.
+    Writes OUT/per_video.csv (video, category for S4, miou, fscore, fscore_per_frame,
+    iou_pooled) and OUT/summary.json (miou, fscore: means over videos; "variants": other ways of
+    averaging frames; videos, subset, split, pipeline, preset, …) and prints the figures.
+
+    With --sweep (and --pipeline): writes OUT/sweep.csv (one row per setting, the best marked)
+    and the run of the best setting; a later sweep on OUT reuses the cache. Tune on val, report
+    test: a sweep on the test split is an oracle figure, not a result.
 
     \b
     Examples:
       cmsf eval --root AVSBench --subset s4 --pipeline owod-bind --out runs/s4-owod
       cmsf eval --root AVSBench --subset ms3 --pred-dir other/pred_masks --out runs/other
       cmsf eval --root AVSBench --subset s4 -p owod-bind --preset tiny --limit 2 --out /tmp/smoke
+      cmsf eval --root AVSBench --subset s4 --split val -p owod-bind --sweep bind_threshold=0.5,0.6,0.7 --out runs/val
     """
     subset = subset.lower()
     if (pipeline is None) == (pred_dir is None):
@@ -379,6 +401,7 @@ def eval_command(
                 ("--dtype", dtype, "float32"),
                 ("--set", settings, ()),
                 ("--model", model_overrides, ()),
+                ("--sweep", sweeps, ()),
             )
             if value != default
         ]
@@ -386,6 +409,16 @@ def eval_command(
             raise click.UsageError(f"{', '.join(given)}: only with --pipeline (--pred-dir loads no model)")
     thresholds = pipeline_settings(pipeline, settings) if pipeline is not None else {}
     overrides = model_overrides_of(model_overrides)
+    if sweeps:
+        grid = sweep_grid(pipeline, sweeps, thresholds)
+        with _data_errors():
+            summary = run_sweep(
+                root, subset, out_dir, pipeline=pipeline, grid=grid, split=split, settings=thresholds,
+                load=lambda: _models(preset, device, dtype, model_overrides), preset=preset, dtype=dtype,
+                model_sources=overrides, limit=limit, progress=_progress, log=_info,
+            )  # fmt: skip
+        click.echo("\n".join(sweep_lines(summary)))
+        return
     with _data_errors():
         summary = evaluate(
             root, subset, out_dir, split=split, pipeline=pipeline, pred_dir=pred_dir, settings=thresholds,
@@ -396,6 +429,24 @@ def eval_command(
         f"{subset.upper()} {split}, {summary['videos']} videos: mIoU {summary['miou']:.4f}  "
         f"F-score {summary['fscore']:.4f}"
     )
+
+
+@main.command(short_help="Write RUN_DIR/report.html: figures, videos, sweep.")
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--root", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="The AVSBench folder, for the frame strips. [default: the run's]")
+def report(run_dir: Path, root: Optional[Path]) -> None:
+    """Write RUN_DIR/report.html for a `cmsf eval` run: its settings and figures, a sortable
+    table of videos, the best and worst videos as frame / ground truth / prediction strips, a
+    histogram of per-video IoU and the sweep's curves or heat map. One self-contained file.
+
+    \b
+    Example:
+      cmsf report runs/s4-owod
+    """
+    with _data_errors():
+        path = write_report(run_dir, root=root)
+    click.echo(f"{path}")
 
 
 if __name__ == "__main__":  # python -m cmsf.cli

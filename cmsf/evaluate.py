@@ -8,8 +8,9 @@ A run folder holds::
     pred_masks/…      the predicted masks, in AVSBench's layout (see cmsf.avsbench)
     evidence/….json   each video's evidence (proposals, scores, kept)
     errors.json       the videos that could not be segmented and why (only while some fail)
-    per_video.csv     video, [category,] miou, fscore
-    summary.json      miou, fscore (means over videos) and what produced them
+    per_video.csv     video, [category,] miou, fscore, fscore_per_frame, iou_pooled
+    summary.json      miou, fscore (means over videos), "variants" (other ways of averaging
+                      frames, see cmsf.metrics) and what produced them
 
 A run owns its folder while it lasts (:func:`cmsf.files.claim_folder`: created, checked for
 writing and locked before any model loads; a second run into it is refused). Videos are
@@ -36,7 +37,7 @@ from cmsf import avsbench
 from cmsf.files import atomic_write_json, atomic_write_text, claim_folder, remove_stale_temporaries
 from cmsf.loading import Models, component_sources
 from cmsf.media import Clip
-from cmsf.metrics import dataset_scores, fscore, miou
+from cmsf.metrics import VariantTotals, VideoScores, dataset_scores, score_video
 from cmsf.pipelines import PIPELINES, SegmentationResult, check_settings
 from cmsf.runner import Job, run_jobs
 
@@ -104,32 +105,60 @@ def score_videos(
     *,
     resize: bool = False,
     progress: Progress = no_progress,
-) -> list[dict[str, Any]]:
+) -> tuple[list[dict[str, Any]], dict[str, Optional[float]]]:
     """Score every video's predictions against its ground truth (AVSBench's protocol).
 
     Prediction k is compared with ground truth ``k + 1`` for the K masks the video has (5, or 1
-    for S4 train). Returns one row per video: ``{"video", "category", "miou", "fscore"}``.
+    for S4 train). Returns one row per video (:func:`video_row`) and the split's variants
+    (:meth:`cmsf.metrics.VariantTotals.variants`).
     """
     rows = []
+    totals = VariantTotals()
     for entry in progress(entries, "scoring", "video"):
         gt = avsbench.load_gt_masks(root, subset, entry)
         pred = avsbench.read_pred_masks(pred_dir, subset, entry, tuple(gt.shape[1:]), resize=resize)
-        pred = pred[: gt.shape[0]]
-        rows.append(
-            {"video": entry.name, "category": entry.category, "miou": miou(pred, gt), "fscore": fscore(pred, gt)}
-        )
-    return rows
+        scores = score_video(pred[: gt.shape[0]], gt)
+        totals.add(scores)
+        rows.append(video_row(entry, scores))
+    return rows, totals.variants()
+
+
+def video_row(entry: avsbench.VideoEntry, scores: VideoScores) -> dict[str, Any]:
+    """One video's row of ``per_video.csv``: ``{"video", "category", "miou", "fscore",
+    "fscore_per_frame", "iou_pooled"}`` (see :class:`cmsf.metrics.VideoScores`)."""
+    return {
+        "video": entry.name,
+        "category": entry.category,
+        "miou": scores.miou,
+        "fscore": scores.fscore,
+        "fscore_per_frame": scores.fscore_per_frame,
+        "iou_pooled": scores.iou_pooled,
+    }
+
+
+PER_VIDEO_FIGURES = ("miou", "fscore", "fscore_per_frame", "iou_pooled")
+"""The figures of each row of ``per_video.csv``, after video (and category for S4)."""
 
 
 def per_video_csv(rows: Sequence[Mapping[str, Any]], subset: str) -> str:
-    """The text of ``per_video.csv``: video, (category for S4,) miou, fscore, full precision."""
+    """The text of ``per_video.csv``: video, (category for S4,) :data:`PER_VIDEO_FIGURES` at full
+    precision; an undefined figure (``fscore_per_frame`` of a video whose targets are all empty)
+    is an empty cell."""
     buffer = io.StringIO()
-    columns = ["video", "category", "miou", "fscore"] if subset == "s4" else ["video", "miou", "fscore"]
+    columns = (["video", "category"] if subset == "s4" else ["video"]) + list(PER_VIDEO_FIGURES)
     writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({**row, "miou": repr(row["miou"]), "fscore": repr(row["fscore"])})
+        figures = {k: "" if row.get(k) is None else repr(row[k]) for k in PER_VIDEO_FIGURES}
+        writer.writerow({**row, **figures})
     return buffer.getvalue()
+
+
+def recorded_sources(preset: Optional[str], model_sources: Optional[Mapping[str, str]]) -> dict[str, str]:
+    """What ``run.json`` records as a run's ``models``: every component's source (``preset`` with
+    the ``model_sources`` overrides, :func:`cmsf.loading.component_sources`), or the overrides
+    alone without a preset."""
+    return component_sources(preset, **(model_sources or {})) if preset else dict(model_sources or {})
 
 
 def claim_run_folder(out_dir: Path, config: Mapping[str, Any]) -> None:
@@ -289,7 +318,7 @@ def evaluate(
                 "preset": preset,
                 "dtype": dtype,
                 "settings": settings,
-                "models": component_sources(preset, **(model_sources or {})) if preset else dict(model_sources or {}),
+                "models": recorded_sources(preset, model_sources),
             }
             claim_run_folder(out_dir, run_config)
             remove_stale_temporaries(out_dir)
@@ -312,11 +341,12 @@ def evaluate(
             if missing:
                 raise FileNotFoundError(missing_predictions_message(missing, predictions, subset))
 
-        rows = score_videos(root, subset, entries, predictions, resize=resize_pred, progress=progress)
+        rows, variants = score_videos(root, subset, entries, predictions, resize=resize_pred, progress=progress)
         scores = dataset_scores((row["miou"], row["fscore"]) for row in rows)
         summary = {
             "miou": scores.miou,
             "fscore": scores.fscore,
+            "variants": variants,
             "videos": scores.videos,
             "subset": subset,
             "split": split,

@@ -314,12 +314,29 @@ def sam_bind_candidates(
 def at_gdino_sam_candidates(
     videos: Sequence[VideoInput], models: Models, settings: Mapping[str, Any]
 ) -> list[list[FrameCandidates]]:
-    """AT-GDINO-SAM's model stage: AST tags of every segment (≥ ``tag_threshold``) →
-    GroundingDINO on each frame with its segment's tags as prompts → one SAM mask per box.
-    A frame without a tag gets no box (GroundingDINO does not run on it)."""
+    """AT-GDINO-SAM's model stage: AST tags of every segment (≥ ``tag_threshold``,
+    :func:`tag_videos`) → GroundingDINO on each frame with its segment's tags as prompts → one SAM
+    mask per box (:func:`ground_tagged_frames`)."""
+    return ground_tagged_frames(videos, tag_videos(videos, models, settings["tag_threshold"]), models, settings)
+
+
+def tag_videos(
+    videos: Sequence[VideoInput], models: Models, tag_threshold: float
+) -> list[list[tuple[str, float]]]:
+    """The AT pipelines' tagging: the AST tags (≥ ``tag_threshold``, most probable first) of every
+    audio segment of ``videos``, one list per frame, all segments of a sample rate in one batch.
+    A stricter threshold gives a prefix of each list (see :func:`~cmsf.tagging.tag_audio`)."""
+    return _per_segment(videos, lambda segments, rate: tag_audio(segments, rate, models, threshold=tag_threshold))
+
+
+def ground_tagged_frames(
+    videos: Sequence[VideoInput], tags: Sequence[Sequence[tuple[str, float]]], models: Models, settings: Mapping[str, Any]
+) -> list[list[FrameCandidates]]:
+    """AT-GDINO-SAM after tagging: GroundingDINO on each frame with its segment's ``tags`` (one
+    list per frame of ``videos``, as :func:`tag_videos` gives them) as prompts (boxes scoring
+    > ``settings["box_threshold"]``) → one SAM mask per box. A frame without a tag gets no box
+    (GroundingDINO does not run on it)."""
     images = _all_images(videos)
-    threshold = settings["tag_threshold"]
-    tags = _per_segment(videos, lambda segments, rate: tag_audio(segments, rate, models, threshold=threshold))
     prompts = [[label for label, _ in frame_tags] for frame_tags in tags]
     detections = ground(
         images, prompts, models, box_threshold=settings["box_threshold"], text_threshold=settings["text_threshold"]
@@ -341,11 +358,18 @@ def at_gdino_sam_candidates(
 def at_sam3_candidates(
     videos: Sequence[VideoInput], models: Models, settings: Mapping[str, Any]
 ) -> list[list[FrameCandidates]]:
-    """AT-SAM3's model stage: AST tags of every segment (≥ ``tag_threshold``) → SAM 3 concept
-    prompts on each frame (:func:`~cmsf.concepts.segment_concepts`). A frame without a tag gets
-    no instance (SAM 3 does not run on it)."""
-    threshold = settings["tag_threshold"]
-    tags = _per_segment(videos, lambda segments, rate: tag_audio(segments, rate, models, threshold=threshold))
+    """AT-SAM3's model stage: AST tags of every segment (≥ ``tag_threshold``, :func:`tag_videos`)
+    → SAM 3 concept prompts on each frame (:func:`find_tagged_concepts`)."""
+    return find_tagged_concepts(videos, tag_videos(videos, models, settings["tag_threshold"]), models, settings)
+
+
+def find_tagged_concepts(
+    videos: Sequence[VideoInput], tags: Sequence[Sequence[tuple[str, float]]], models: Models, settings: Mapping[str, Any]
+) -> list[list[FrameCandidates]]:
+    """AT-SAM3 after tagging: SAM 3 concept prompts on each frame, its segment's ``tags`` (one list
+    per frame of ``videos``, as :func:`tag_videos` gives them) as concepts
+    (:func:`~cmsf.concepts.segment_concepts`). A frame without a tag gets no instance (SAM 3 does
+    not run on it)."""
     prompts = [[label for label, _ in frame_tags] for frame_tags in tags]
     instances = segment_concepts(
         _all_images(videos),
@@ -421,8 +445,24 @@ def select_owod_bind(candidates: FrameCandidates, settings: Mapping[str, Any]) -
     return _bind_selection(candidates, settings)
 
 
+def _passing(candidates: FrameCandidates, passing: Tensor) -> FrameCandidates:
+    """The candidates where ``passing (Tensor[K])`` bool is set (all of them when it is all set)."""
+    if bool(passing.all()):
+        return candidates
+    return _take(candidates, torch.nonzero(passing).flatten())
+
+
 def select_sam_bind(candidates: FrameCandidates, settings: Mapping[str, Any]) -> FrameEvidence:
-    """SAM-BIND's selection: the BIND filter among the automatic masks."""
+    """SAM-BIND's selection: the automatic masks with predicted IoU > ``pred_iou_threshold``
+    (none dropped at 0, SAM's "filter off"), then the BIND filter among them.
+
+    On candidates computed with ``pred_iou_threshold`` itself the first step is the identity; on
+    candidates computed with a lower one it gives exactly the masks a run with it computes: the
+    filter drops the lowest-scored masks and the NMS that follows it in SAM is greedy in the same
+    score order, so filtering before or after it keeps the same masks."""
+    threshold = settings["pred_iou_threshold"]
+    if threshold > 0.0:
+        candidates = _passing(candidates, candidates.proposal_scores > threshold)
     return _bind_selection(candidates, settings)
 
 
@@ -437,6 +477,16 @@ def select_all(candidates: FrameCandidates, settings: Mapping[str, Any]) -> Fram
         tags=list(candidates.tags),
         phrases=list(candidates.phrases),
     )
+
+
+def select_at_gdino_sam(candidates: FrameCandidates, settings: Mapping[str, Any]) -> FrameEvidence:
+    """AT-GDINO-SAM's selection: the grounded boxes scoring > ``box_threshold``, all kept.
+
+    On candidates computed with ``box_threshold`` itself every box passes; on candidates
+    computed with a lower one this gives exactly the boxes of a run with it (GroundingDINO's box
+    threshold is a filter on the box scores kept as ``proposal_scores``; the same tags are
+    assumed: ``tag_threshold`` changes the prompts, so it is a model setting)."""
+    return select_all(_passing(candidates, candidates.proposal_scores > settings["box_threshold"]), settings)
 
 
 @dataclass(frozen=True)
@@ -456,12 +506,24 @@ def select_video(
     settings: Mapping[str, Any],
     sources: Optional[Mapping[str, str]] = None,
 ) -> SegmentationResult:
-    """Apply ``pipeline``'s selection to each frame's candidates: the video's result, whose
-    settings name the bind mode used (``bind_mode`` None resolved to the binder's own) and whose
-    ``sources`` are ``sources``."""
+    """Apply ``pipeline``'s selection to each frame's candidates: the video's result (see
+    :func:`select_frames`)."""
+    return select_frames(pipeline, candidates, settings, video.frame_size, sources)
+
+
+def select_frames(
+    pipeline: str,
+    candidates: Sequence[FrameCandidates],
+    settings: Mapping[str, Any],
+    frame_size: tuple[int, int],
+    sources: Optional[Mapping[str, str]] = None,
+) -> SegmentationResult:
+    """:func:`select_video` for candidates kept without their video (e.g. in a sweep's cache):
+    ``frame_size`` is the video's ``(H, W)``. The result's settings name the bind mode used
+    (``bind_mode`` None resolved to the binder's own); its ``sources`` are ``sources``."""
     select = PIPELINE_STAGES[pipeline].select
     frames = [select(frame, settings) for frame in candidates]
-    height, width = video.frame_size
+    height, width = frame_size
     masks = torch.stack([evidence.union(height, width) for evidence in frames])
     settings = dict(settings)
     scoring = candidates[0].scoring
@@ -626,7 +688,7 @@ its keyword-only settings."""
 PIPELINE_STAGES: dict[str, PipelineStages] = {
     "owod-bind": PipelineStages(owod_bind_candidates, select_owod_bind),
     "sam-bind": PipelineStages(sam_bind_candidates, select_sam_bind),
-    "at-gdino-sam": PipelineStages(at_gdino_sam_candidates, select_all),
+    "at-gdino-sam": PipelineStages(at_gdino_sam_candidates, select_at_gdino_sam),
     "at-sam3": PipelineStages(at_sam3_candidates, select_all),
 }
 """The two stages of each pipeline of :data:`PIPELINES` (see :class:`PipelineStages`)."""
@@ -700,6 +762,19 @@ def parse_settings(pipeline: str, values: Mapping[str, str]) -> dict[str, Any]:
         ValueError: a value that does not parse, or one :func:`check_settings` refuses; the
             message starts with the setting's name.
     """
+    settings = type_settings(pipeline, values)
+    check_settings(pipeline, settings)
+    return settings
+
+
+def type_settings(pipeline: str, values: Mapping[str, str]) -> dict[str, Any]:
+    """The typing half of :func:`parse_settings`, without the range checks (for settings checked
+    later with others, e.g. a sweep's values against its fixed settings).
+
+    Raises:
+        ValueError: a number that does not parse or is not finite; the message starts with the
+            setting's name.
+    """
     defaults = default_settings(pipeline)
     settings: dict[str, Any] = {}
     for key, text in values.items():
@@ -718,5 +793,4 @@ def parse_settings(pipeline: str, values: Mapping[str, str]) -> dict[str, Any]:
                 raise ValueError(f"{key}: expected a finite number, got {text!r}")
         else:
             settings[key] = text
-    check_settings(pipeline, settings)
     return settings

@@ -319,7 +319,7 @@ def test_eval_ms3_pred_dir_and_train_split_with_one_mask(mini, tmp_path):
     result = run("eval", "--root", mini.root, "--subset", "MS3", "--pred-dir", tmp_path / "ms3", "--out", tmp_path / "o")
     assert result.exit_code == 0, result.output
     rows = _read_csv(tmp_path / "o" / "per_video.csv")
-    assert list(rows[0]) == ["video", "miou", "fscore"] and len(rows) == 2
+    assert list(rows[0]) == ["video", "miou", "fscore", "fscore_per_frame", "iou_pooled"] and len(rows) == 2
     # S4 train: one ground-truth mask, scored against prediction 0 only
     video = mini.split("s4", "train")[0]
     preds = np.zeros((FRAMES, SIZE, SIZE), bool)

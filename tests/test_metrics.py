@@ -217,3 +217,124 @@ def test_bad_input_is_a_clear_error(fn):
         fn(torch.zeros(0, 2, 2), torch.zeros(0, 2, 2))
     with pytest.raises(ValueError, match="dtype"):
         fn(torch.zeros(1, 2, 2, dtype=torch.int64), torch.zeros(1, 2, 2))
+
+
+# ---------------------------------------------------------------- the variants (score_video, VariantTotals)
+from cmsf.metrics import VARIANTS, VariantTotals, frame_ious, score_video  # noqa: E402
+
+
+def brute_frame_f(p: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """One frame's F-curve, one threshold at a time (float64 arithmetic on float32 thresholds)."""
+    fg = t != 0
+    curve = []
+    for th in np.linspace(0, 1 - 1e-10, 255).astype(np.float32):
+        positive = p.astype(np.float32) >= th
+        tp = float(np.sum(positive & fg))
+        precision, recall = tp / (positive.sum() + 1e-20), tp / (fg.sum() + 1e-20)
+        denominator = 0.3 * precision + recall
+        curve.append(0.0 if denominator == 0 else 1.3 * precision * recall / denominator)
+    return np.array(curve)
+
+
+def brute_variants(split: list[tuple[np.ndarray, np.ndarray]]) -> dict:
+    """The four variants written from their definitions, frame by frame, in plain numpy."""
+    ious, f_frames, curves, inter, union = [], [], [], 0, 0
+    for pred, target in split:
+        for p, t in zip(pred, target):
+            ious.append(brute_miou(p[None], t[None]))
+            binary, fg = p > 0.5, t != 0
+            inter += int(np.sum(binary & fg))
+            union += int(np.sum(binary | fg))
+            if fg.any():
+                curve = brute_frame_f(p, t)
+                curves.append(curve)
+                f_frames.append(curve.max())
+    return {
+        "miou_per_frame": float(np.mean(ious)),
+        "fscore_per_frame": float(np.mean(f_frames)) if f_frames else None,
+        "iou_dataset": inter / union if union else 1.0,
+        "fscore_dataset": float(np.max(np.mean(curves, axis=0))) if curves else None,
+    }
+
+
+@st.composite
+def split_of_videos(draw):
+    """1-3 videos of one frame size (so the split can also be scored as one batch)."""
+    h, w = draw(st.integers(1, 6)), draw(st.integers(1, 6))
+    videos = []
+    for _ in range(draw(st.integers(1, 3))):
+        n = draw(st.integers(1, 3))
+        pred = draw(arrays(np.float32, (n, h, w), elements=probability_values))
+        target = draw(arrays(np.uint8, (n, h, w), elements=st.sampled_from([0, 0, 1, 255])))
+        if draw(st.booleans()):
+            target[draw(st.integers(0, n - 1))] = 0
+        videos.append((pred, target))
+    return videos
+
+
+def _approx_or_none(value, expected, rel):
+    if expected is None:
+        assert value is None
+    else:
+        assert value == pytest.approx(expected, rel=rel, abs=1e-6)
+
+
+@settings(max_examples=80, deadline=None)
+@given(split_of_videos())
+def test_variants_match_brute_force_and_the_one_batch_identities(split):
+    totals = VariantTotals()
+    for pred, target in split:
+        scores = score_video(torch.from_numpy(pred), torch.from_numpy(target))
+        # AVSBench's two figures are unchanged, bit for bit
+        assert scores.miou == miou(torch.from_numpy(pred), torch.from_numpy(target))
+        assert scores.fscore == fscore(torch.from_numpy(pred), torch.from_numpy(target))
+        totals.add(scores)
+    variants = totals.variants()
+    assert tuple(variants) == VARIANTS
+    expected = brute_variants(split)
+    assert variants["miou_per_frame"] == pytest.approx(expected["miou_per_frame"], rel=1e-6, abs=1e-6)
+    _approx_or_none(variants["fscore_per_frame"], expected["fscore_per_frame"], 1e-5)
+    assert variants["iou_dataset"] == expected["iou_dataset"]  # integer counts: exact
+    _approx_or_none(variants["fscore_dataset"], expected["fscore_dataset"], 1e-5)
+    # the per-frame mIoU and dataset F-score are AVSBench's functions on the split as one batch
+    all_pred = torch.from_numpy(np.concatenate([p for p, _ in split]))
+    all_target = torch.from_numpy(np.concatenate([t for _, t in split]))
+    assert variants["miou_per_frame"] == miou(all_pred, all_target)
+    if variants["fscore_dataset"] is not None:
+        assert variants["fscore_dataset"] == fscore(all_pred, all_target)
+
+
+def test_variants_of_one_video_by_hand():
+    """Frame 0: 2 of 4 target pixels hit, 2 false positives; frame 1: empty target, nothing predicted."""
+    target = torch.zeros(2, 2, 4)
+    target[0, 0] = 1
+    pred = torch.zeros(2, 2, 4, dtype=torch.bool)
+    pred[0, :, :2] = True
+    scores = score_video(pred, target)
+    assert scores.intersections.tolist() == [2, 0] and scores.unions.tolist() == [6, 0]
+    assert frame_ious(pred, target).tolist() == pytest.approx([2 / 6, 8 / 8], rel=1e-6)
+    assert scores.iou_pooled == 2 / 6  # the empty frame adds nothing to either sum
+    # frame 0 alone: at threshold 0 every pixel is positive (P = 1/2, R = 1: F = 1.3·0.5/1.15),
+    # above it P = R = 1/2 (F = 1/2); the best is the first. Frame 1 (empty target) is left out.
+    best = 1.3 * 0.5 / (0.3 * 0.5 + 1)
+    assert scores.fscore_per_frame == pytest.approx(best, rel=1e-6)
+    totals = VariantTotals()
+    totals.add(scores)
+    variants = totals.variants()
+    assert variants["miou_per_frame"] == pytest.approx((2 / 6 + 1) / 2, rel=1e-6)
+    assert variants["fscore_dataset"] == pytest.approx(best, rel=1e-6)
+
+
+def test_variants_edge_cases_are_defined():
+    empty = torch.zeros(3, 4, 4)
+    nothing = score_video(torch.zeros(3, 4, 4, dtype=torch.bool), empty)
+    assert nothing.fscore == 0.0  # AVSBench's figure for a video without a target
+    assert nothing.fscore_per_frame is None and nothing.iou_pooled == 1.0
+    totals = VariantTotals()
+    totals.add(nothing)
+    assert totals.variants()["fscore_dataset"] is None and totals.variants()["fscore_per_frame"] is None
+    assert totals.variants()["iou_dataset"] == 1.0  # nothing predicted, nothing to find
+    false_alarm = score_video(torch.ones(1, 4, 4, dtype=torch.bool), torch.zeros(1, 4, 4))
+    assert false_alarm.iou_pooled == 0.0 and false_alarm.miou == 0.0
+    with pytest.raises(ValueError, match="at least one video"):
+        VariantTotals().variants()
