@@ -61,8 +61,9 @@ def pipeline_table(report: dict[str, Any]) -> str:
     """The pipeline benchmarks: cmsf vs the reference loop, measured in the same run."""
     lines = [
         "| pipeline | case | cmsf / video | reference / video | speedup | mask IoU vs reference | "
-        "bf16 vs f32 IoU | proposals per frame | peak GPU MiB (cmsf / ref) |",
-        "|---|---|---:|---:|---:|---:|---:|---|---:|",
+        "bf16 vs f32 IoU | proposals per frame | peak GPU MiB (cmsf / ref) | S4 test, projected | "
+        "fraction of bf16 peak |",
+        "|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|",
     ]
     for bench in sorted(report.get("benchmarks", []), key=lambda b: b["name"]):
         extra = bench.get("extra_info", {})
@@ -74,8 +75,38 @@ def pipeline_table(report: dict[str, Any]) -> str:
             f"| {name} | {extra['preset']}-{extra['device']}-{extra['dtype']} | {_ms(extra['cmsf_s'])} | "
             f"{_ms(extra['reference_s'])} | {extra['speedup']:.2f}× | {extra['agreement']:.4f} | "
             f"{'–' if bf16 is None else f'{bf16:.4f}'} | {extra.get('proposals_per_frame')} | "
-            f"{_mib(extra.get('peak_gpu_mem_bytes'))} / {_mib(extra.get('reference_peak_gpu_mem_bytes'))} |"
+            f"{_mib(extra.get('peak_gpu_mem_bytes'))} / {_mib(extra.get('reference_peak_gpu_mem_bytes'))} | "
+            f"{_ms(extra.get('s4_test_seconds'))} | {_fraction(extra.get('fraction_of_peak'))} |"
         )
+    return "\n".join(lines)
+
+
+def _fraction(value: Optional[float]) -> str:
+    return "–" if value is None else f"{100 * value:.1f} %"
+
+
+def runner_table(report: dict[str, Any]) -> str:
+    """The dataset runner: seconds per video end to end, the S4 test split projected from them,
+    against the sequential way; the batch-size sweep's largest size within 80 GB."""
+    lines = [
+        "| runner | case | videos | per video | S4 test (740 videos) | vs sequential | fraction of bf16 peak | "
+        "peak GPU MiB | largest frames per batch within 80 GB |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for bench in sorted(report.get("benchmarks", []), key=lambda b: b["name"]):
+        extra = bench.get("extra_info", {})
+        if "runner_s" in extra:
+            lines.append(
+                f"| {extra['pipeline']} | {extra['preset']}-{extra['device']}-{extra['dtype']} | {extra['videos']} | "
+                f"{_ms(extra['per_video_s'])} | {_ms(extra['s4_test_seconds'])} | {extra['speedup_vs_sequential']:.2f}× | "
+                f"{_fraction(extra.get('fraction_of_peak'))} | {_mib(extra.get('peak_gpu_mem_bytes'))} | – |"
+            )
+        elif "sweep" in extra and "largest_frames_per_batch_within_80gb" in extra:
+            largest = extra["largest_frames_per_batch_within_80gb"]
+            lines.append(
+                f"| batch sweep | {bench.get('param') or '–'} | {extra['videos']} | – | – | – | – | – | "
+                f"{'–' if largest is None else largest} |"
+            )
     return "\n".join(lines)
 
 
@@ -89,6 +120,8 @@ def main(argv: Optional[list[str]] = None) -> None:
     print(benchmark_table(report))
     print()
     print(pipeline_table(report))
+    print()
+    print(runner_table(report))
 
 
 if __name__ == "__main__":
