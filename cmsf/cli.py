@@ -1,4 +1,5 @@
-"""The ``cmsf`` command: ``cmsf segment`` (one video) and ``cmsf eval`` (AVSBench S4 / MS3).
+"""The ``cmsf`` command: ``cmsf segment`` (one video), ``cmsf segment-many`` (many, locally or on
+Ray) and ``cmsf eval`` (AVSBench S4 / MS3).
 
 Exit status: 0 on success, 2 for a usage error (a bad option or argument), 1 for a data error (an
 unreadable input, a missing file, a model that cannot be loaded); both print one clear message
@@ -9,18 +10,21 @@ naming the culprit, never a traceback. Progress bars and progress messages go to
 from __future__ import annotations
 
 import contextlib
+import functools
 import sys
 import time
 from pathlib import Path
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Collection, Iterator, Optional, Sequence
 
 import click
 from tqdm import tqdm
 
 from cmsf import avsbench
 from cmsf.checks import DTYPES
+from cmsf.distributed import require_ray, run_ray
 from cmsf.evaluate import evaluate, run_pipeline
 from cmsf.loading import COMPONENTS, PRESETS, ModelLoadError, Models, load_models
+from cmsf.many import Engine, RunSpec, plan_jobs, run_local, segment_many
 from cmsf.media import load_clip
 from cmsf.outputs import write_segmentation
 from cmsf.pipelines import PIPELINES, default_settings, parse_settings
@@ -47,10 +51,10 @@ LOG_EVERY = 25
 """Without a terminal, long loops log one progress line per this many items instead of a bar."""
 
 
-def _progress(items: Sequence[Any], desc: str, unit: str) -> Iterator[Any]:
-    """Iterate ``items`` with progress on stderr: a tqdm bar on a terminal; otherwise (a log
-    file, a batch job) a line every :data:`LOG_EVERY` items and at the end, when there are more
-    than :data:`LOG_EVERY` of them."""
+def _progress(items: Collection[Any], desc: str, unit: str) -> Iterator[Any]:
+    """Iterate ``items`` with progress and rate on stderr: a tqdm bar on a terminal; otherwise (a
+    log file, a batch job) a line every :data:`LOG_EVERY` items and at the end, when there are
+    more than :data:`LOG_EVERY` of them."""
     if sys.stderr.isatty():
         yield from tqdm(items, desc=desc, unit=unit, file=sys.stderr, leave=False, dynamic_ncols=True)
         return
@@ -61,7 +65,7 @@ def _progress(items: Sequence[Any], desc: str, unit: str) -> Iterator[Any]:
         if total > LOG_EVERY and (index % LOG_EVERY == 0 or index == total):
             elapsed = time.perf_counter() - started
             left = elapsed / index * (total - index)
-            _info(f"{desc}: {index}/{total} {unit}s, {elapsed:.0f} s elapsed, about {left:.0f} s left")
+            _info(f"{desc}: {index}/{total} {unit}s, {index / max(elapsed, 1e-9):.3g} {unit}s/s, {elapsed:.0f} s elapsed, about {left:.0f} s left")
 
 
 def _info(message: str) -> None:
@@ -170,6 +174,15 @@ _model_option = click.option(
     help="Use another checkpoint for a component (ast, grounding_dino, sam, owlv2: a hub id or a "
     "local save_pretrained folder; imagebind: a .pth path), e.g. --model sam=facebook/sam-vit-base.",
 )
+_num_frames_option = click.option(
+    "--num-frames", type=click.IntRange(min=1), default=None, help="Video files: N frames, one per N equal spans."
+)
+_fps_option = click.option(
+    "--fps",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Video files: F frames per second of audio. [default: 1, as AVSBench]",
+)
 
 
 # ------------------------------------------------------------------------------------ segment
@@ -184,15 +197,8 @@ _model_option = click.option(
 @_preset_option
 @_device_option
 @_dtype_option
-@click.option(
-    "--num-frames", type=click.IntRange(min=1), default=None, help="Video files: N frames, one per N equal spans."
-)
-@click.option(
-    "--fps",
-    type=click.FloatRange(min=0, min_open=True),
-    default=None,
-    help="Video files: F frames per second of audio. [default: 1, as AVSBench]",
-)
+@_num_frames_option
+@_fps_option
 @click.option(
     "--audio",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -385,6 +391,84 @@ def eval_command(
         f"{subset.upper()} {split}, {summary['videos']} videos: mIoU {summary['miou']:.4f}  "
         f"F-score {summary['fscore']:.4f}"
     )
+
+
+# ------------------------------------------------------------------------------------ segment-many
+
+
+@main.command(name="segment-many", short_help="Segment many videos into one folder (resumable; local or Ray).")
+@click.argument("inputs", metavar="[INPUT]...", nargs=-1, type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "--manifest",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A list of inputs: one path per line, or a .csv with a 'path' column (and 'audio' for "
+    "frame folders); paths relative to its folder.",
+)
+@_pipeline_option
+@click.option("--out", "-o", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder.")
+@_preset_option
+@_device_option
+@_dtype_option
+@_num_frames_option
+@_fps_option
+@_set_option
+@_model_option
+@click.option("--batch-size", type=click.IntRange(min=1), default=4, show_default=True, help="Videos per model batch.")
+@click.option("--engine", type=click.Choice(("local", "ray")), default="local", show_default=True, help='local: this machine; ray: Ray Data (pip install "cmsf[ray]").')
+@click.option("--ray-address", default=None, help="Ray: join this cluster, e.g. 10.0.0.1:6379. [default: a local Ray instance]")
+@click.option("--workers", type=click.IntRange(min=1), default=None, help="Ray: model actors. [default: as many as the cluster's GPUs (or CPUs) allow]")
+@click.option("--gpus-per-worker", type=click.FloatRange(min=0), default=None, help="Ray: GPUs per actor. [default: 1 if the cluster has GPUs, else 0]")
+def segment_many_command(
+    inputs: tuple[Path, ...], manifest: Optional[Path], pipeline: Optional[str], out_dir: Path, preset: str,
+    device: Optional[str], dtype: str, num_frames: Optional[int], fps: Optional[float], settings: tuple[str, ...],
+    model_overrides: tuple[str, ...], batch_size: int, engine: str, ray_address: Optional[str],
+    workers: Optional[int], gpus_per_worker: Optional[float],
+) -> None:  # fmt: skip
+    """Segment many videos: each INPUT (a video file, or a folder of frames with its audio found
+    as `cmsf segment` finds it) and each path of --manifest gets OUT/<name>/ holding what `cmsf
+    segment` writes; <name> is the input's stem and a hash of its absolute path (see README).
+
+    Resumable: an input whose OUT/<name>/evidence.json exists is skipped, so rerun the command
+    after an interruption. An input that cannot be read or segmented is listed in
+    OUT/failures.csv (path, name, error) while the rest go on, and the exit status is then 1.
+
+    \b
+    Examples:
+      cmsf segment-many clips/*.mp4 -p owod-bind --out out/
+      cmsf segment-many --manifest clips.csv -p owod-bind --out out/ --engine ray
+      cmsf segment-many --manifest clips.txt -p owod-bind --out out/ --engine ray --ray-address 10.0.0.1:6379
+    """
+    if pipeline is None:
+        raise click.UsageError("Missing option '--pipeline' / '-p' (one of " + ", ".join(PIPELINES) + ").")
+    if not inputs and manifest is None:
+        raise click.UsageError("no input: give INPUT arguments, --manifest, or both.")
+    if num_frames is not None and fps is not None:
+        raise click.UsageError("--num-frames and --fps: give at most one of them.")
+    ray_only = [name for name, value in (("--ray-address", ray_address), ("--workers", workers), ("--gpus-per-worker", gpus_per_worker)) if value is not None]  # fmt: skip
+    if engine == "local" and ray_only:
+        raise click.UsageError(f"{', '.join(ray_only)}: only with --engine ray")
+    spec = RunSpec(out_dir, pipeline, pipeline_settings(pipeline, settings), preset, device, dtype,
+                   model_overrides_of(model_overrides), num_frames, fps, batch_size)  # fmt: skip
+    with _data_errors():
+        jobs = plan_jobs(inputs, manifest)
+    if engine == "ray":
+        try:
+            require_ray()
+        except ImportError as error:
+            raise click.UsageError(str(error)) from None
+        run: Engine = functools.partial(run_ray, address=ray_address, workers=workers, gpus_per_worker=gpus_per_worker)
+    else:
+        models = _models(preset, device, dtype, model_overrides)
+        run = functools.partial(run_local, models=models)
+    with _data_errors():
+        summary = segment_many(spec, jobs, run, progress=_progress, log=_info)
+    rate = f"{summary['videos_per_s']:.3g} videos/s" if summary["segmented"] else "nothing to do"
+    click.echo(
+        f"{summary['segmented']} segmented, {summary['done_before']} already done, {summary['failed']} failed "
+        f"({summary['elapsed_s']:.1f} s, {rate}) → {out_dir}"
+    )
+    if summary["failed"]:
+        raise click.ClickException(f"{summary['failed']} of {len(jobs)} inputs failed; see {summary['failures']}")
 
 
 if __name__ == "__main__":  # python -m cmsf.cli

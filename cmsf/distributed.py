@@ -1,0 +1,246 @@
+"""The Ray Data engine of ``cmsf segment-many``: decoding in CPU tasks, the pipeline in an actor
+pool that loads the models once per actor, outputs written by the actors. Ray is an optional
+dependency (``pip install "cmsf[ray]"``), imported only here and only when this engine runs.
+
+The jobs to do (after the resume check, :func:`cmsf.many.segment_many`) become a dataset of
+``{name, path, audio}`` rows (``ray.data.from_items``), then:
+
+1. ``map(decode_row)``: a CPU task reads each input (:func:`cmsf.many.load_job`) and passes the
+   decoded clip on as one binary column (frames uint8, waveform float32, their metadata: an
+   uncompressed ``.npz``), or the reason it could not be read;
+2. ``map_batches(Segmenter, batch_size=…, compute=ActorPoolStrategy(…), num_gpus=…)``: each actor
+   loads the models once (lazily, on first use) and runs :func:`cmsf.many.segment_batch` on its
+   batches, which writes every video's files into ``DIR/<name>/`` and returns one small row per
+   video (name, error, frames); the driver streams these rows for its progress bar and
+   ``failures.csv``.
+
+**Where decoding happens.** Decoded frames travel through Ray's object store from the CPU tasks to
+the actors. That is what lets decoding run on any node's CPUs while GPU actors stay busy, and it
+is cheap at the rates cmsf samples (one frame per second: a 10 s clip at 1080p is about 60 MB,
+at AVSBench's 224 px about 1 MB); Ray Data streams with backpressure, so only the blocks in
+flight occupy the object store (spilled to disk beyond its size), never the whole corpus.
+Decoding inside the actors would save that copy but leave the GPU idle while an actor decodes.
+When the actors ask for no GPU (a CPU-only run), their resources equal the decoding tasks' and
+Ray Data fuses the two steps into the actors, so each actor decodes its own batch: on CPUs alone
+that costs nothing, the CPUs being the workers anyway.
+
+**Resume and failures** are the driver's (:mod:`cmsf.many`): a crashed or interrupted run leaves
+complete video folders (``evidence.json`` written last) and nothing half-written; a rerun skips
+them. An input that cannot be read or segmented comes back as a row with its error; only a model
+that cannot be loaded stops the run.
+
+**Clusters.** Without an address, :func:`run_ray` starts a local Ray instance (or attaches to the
+one ``RAY_ADDRESS`` names) and shuts it down at the end; with ``address`` it joins a running
+cluster (``ray start --head`` on one node, ``ray start --address=HEAD:6379`` on the others).
+Every node needs cmsf installed and must see the inputs and ``DIR`` at the same paths (a shared
+file system).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Iterator, Optional, Sequence
+
+import numpy as np
+import torch
+
+from cmsf.loading import ModelLoadError, load_models
+from cmsf.many import Outcome, RunSpec, VideoJob, describe, load_job, segment_batch
+from cmsf.media import Clip
+
+RAY_INSTALL = 'pip install "cmsf[ray]"'
+MAX_BLOCKS = 10_000
+"""The most blocks the job list is cut into (each block is one decoding task's input)."""
+
+
+def require_ray() -> ModuleType:
+    """Import Ray (with Ray Data) for the Ray engine.
+
+    Raises:
+        ImportError: Ray is not installed; the message says how to install it.
+    """
+    try:
+        import ray
+        import ray.data  # noqa: F401 - the engine needs Ray Data, not only Ray core
+    except ImportError as error:
+        raise ImportError(
+            f"the ray engine needs Ray Data, which cannot be imported ({error}); install it with: {RAY_INSTALL}"
+        ) from None
+    return ray
+
+
+# ---------------------------------------------------------------- decoded clips as bytes
+
+
+def clip_to_bytes(clip: Clip) -> bytes:
+    """A clip as an uncompressed ``.npz``: ``frames`` (uint8 [T, 3, H, W]), ``waveform``
+    (float32 [C, S]), ``sample_rate``, ``source`` and, for a video file, ``frame_times``."""
+    arrays = {
+        "frames": clip.frames.detach().cpu().numpy(),
+        "waveform": clip.waveform.detach().cpu().numpy(),
+        "sample_rate": np.asarray(clip.sample_rate, dtype=np.int64),
+        "source": np.asarray(clip.source),
+    }
+    if clip.frame_times is not None:
+        arrays["frame_times"] = np.asarray(clip.frame_times, dtype=np.float64)
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def clip_from_bytes(data: bytes) -> Clip:
+    """The clip :func:`clip_to_bytes` encoded, equal to it value for value."""
+    with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
+        return Clip(
+            frames=torch.from_numpy(arrays["frames"].copy()),
+            waveform=torch.from_numpy(arrays["waveform"].copy()),
+            sample_rate=int(arrays["sample_rate"]),
+            source=str(arrays["source"]),
+            frame_times=tuple(float(t) for t in arrays["frame_times"]) if "frame_times" in arrays.files else None,
+        )
+
+
+# ---------------------------------------------------------------- the two steps
+
+
+def _job(row: dict[str, Any]) -> VideoJob:
+    audio = str(row["audio"])
+    return VideoJob(path=Path(str(row["path"])), audio=Path(audio) if audio else None, name=str(row["name"]))
+
+
+def decode_row(row: dict[str, Any], *, spec: RunSpec) -> dict[str, Any]:
+    """The decoding step (a CPU task): one ``{name, path, audio}`` row gains ``clip`` (the clip
+    as bytes, see :func:`clip_to_bytes`) and ``error`` (empty, or why the input cannot be read)."""
+    try:
+        clip = clip_to_bytes(load_job(spec, _job(row)))
+    except Exception as error:  # noqa: BLE001 - an unreadable input fails alone, recorded
+        return {**row, "clip": b"", "error": describe(error)}
+    return {**row, "clip": clip, "error": ""}
+
+
+class Segmenter:
+    """The model step (a Ray actor): loads the models once, segments each batch of decoded rows
+    with :func:`cmsf.many.segment_batch` (writing the outputs) and returns ``{name, error,
+    frames}`` per row."""
+
+    def __init__(self, spec: RunSpec) -> None:
+        self.spec = spec
+        self.models = load_models(spec.preset, device=spec.device, dtype=spec.dtype, **dict(spec.models))
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        outcomes: list[Outcome] = []
+        decoded: list[tuple[VideoJob, Clip]] = []
+        for index in range(len(batch["name"])):
+            job = _job({key: batch[key][index] for key in ("name", "path", "audio")})
+            error = str(batch["error"][index])
+            if error:
+                outcomes.append(Outcome(job, error))
+            else:
+                decoded.append((job, clip_from_bytes(bytes(batch["clip"][index]))))
+        outcomes += segment_batch(self.spec, decoded, self.models)
+        return {
+            "name": np.asarray([o.job.name for o in outcomes], dtype=object),
+            "error": np.asarray([o.error or "" for o in outcomes], dtype=object),
+            "frames": np.asarray([o.frames for o in outcomes], dtype=np.int64),
+        }
+
+
+# ---------------------------------------------------------------- the engine
+
+
+def _root_cause(error: BaseException) -> BaseException:
+    """The deepest cmsf data error (ModelLoadError, ValueError) in a Ray exception chain (Ray
+    wraps what an actor raised, its ``cause``), or ``error`` itself when there is none."""
+    chain: list[BaseException] = []
+    current: Optional[BaseException] = error
+    while current is not None and all(current is not seen for seen in chain):
+        chain.append(current)
+        current = getattr(current, "cause", None) or current.__cause__
+    found = [e for e in chain if isinstance(e, (ModelLoadError, ValueError))]
+    return found[-1] if found else error
+
+
+def actor_pool(ray: ModuleType, workers: Optional[int], gpus_per_worker: Optional[float]) -> tuple[Any, float]:
+    """The actor pool of the model step and the GPUs each actor asks for.
+
+    ``gpus_per_worker`` None: 1 when the cluster has a GPU, else 0. ``workers`` None: an
+    autoscaling pool from 1 to what the cluster holds (its GPUs / ``gpus_per_worker``, or its CPUs
+    on a CPU-only run, one CPU each); else exactly ``workers`` actors.
+    """
+    resources = ray.cluster_resources()
+    gpus = gpus_per_worker if gpus_per_worker is not None else (1.0 if resources.get("GPU", 0) >= 1 else 0.0)
+    if workers is not None:
+        return ray.data.ActorPoolStrategy(size=workers), gpus
+    if gpus > 0:
+        most = int(resources.get("GPU", 0) // gpus)
+    else:
+        most = int(resources.get("CPU", 1))
+    return ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, most)), gpus
+
+
+def run_ray(
+    spec: RunSpec,
+    jobs: Sequence[VideoJob],
+    *,
+    address: Optional[str] = None,
+    workers: Optional[int] = None,
+    gpus_per_worker: Optional[float] = None,
+) -> Iterator[Outcome]:
+    """The Ray engine (an :data:`cmsf.many.Engine` once the options are bound): segments
+    ``jobs`` on a Ray cluster and yields each :class:`~cmsf.many.Outcome` as its row comes back.
+
+    Args:
+        address: a cluster to join (``ray start --head`` prints it, e.g. ``10.0.0.1:6379``);
+            None starts a local instance, shut down at the end. When Ray is already initialised
+            in this process, that instance is used.
+        workers: model actors (see :func:`actor_pool`); gpus_per_worker: GPUs each asks for.
+
+    Raises:
+        ImportError: Ray is not installed (see :func:`require_ray`).
+        ModelLoadError, ValueError: what stopped an actor (a model that cannot be loaded).
+    """
+    ray = require_ray()
+    started_here = not ray.is_initialized()
+    if started_here:
+        options: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.WARNING}
+        if address is None:
+            options["include_dashboard"] = False
+        ray.init(address=address, **options)
+    context = ray.data.DataContext.get_current()
+    progress_bars = context.enable_progress_bars
+    context.enable_progress_bars = False  # the driver shows its own, in videos
+    try:
+        by_name = {job.name: job for job in jobs}
+        rows = [{"name": job.name, "path": str(job.path), "audio": str(job.audio or "")} for job in jobs]
+        compute, gpus = actor_pool(ray, workers, gpus_per_worker)
+        blocks = max(1, min(len(rows), math.ceil(len(rows) / spec.batch_size), MAX_BLOCKS))
+        dataset = (
+            ray.data.from_items(rows, override_num_blocks=blocks)
+            .map(decode_row, fn_kwargs={"spec": spec}, num_cpus=1)
+            .map_batches(
+                Segmenter,
+                fn_constructor_kwargs={"spec": spec},
+                batch_size=spec.batch_size,
+                batch_format="numpy",
+                compute=compute,
+                num_cpus=1,
+                num_gpus=gpus or None,
+            )
+        )
+        try:
+            for row in dataset.iter_rows():
+                error = str(row["error"])
+                yield Outcome(by_name[str(row["name"])], error or None, int(row["frames"]))
+        except Exception as error:  # noqa: BLE001 - unwrap Ray's exception chain to cmsf's error
+            cause = _root_cause(error)
+            if cause is error:
+                raise
+            raise cause from None
+    finally:
+        context.enable_progress_bars = progress_bars
+        if started_here:
+            ray.shutdown()

@@ -1,0 +1,437 @@
+"""``cmsf segment-many``: one pipeline over many videos into one folder, resumable, a failing input
+recorded while the rest go on; the inputs (arguments, manifests), the output names, the
+completeness rule, ``failures.csv``, and the local engine. The Ray Data engine is
+:mod:`cmsf.distributed`; both run each batch through :func:`segment_batch`.
+
+An output folder ``DIR`` holds::
+
+    run.json        the run's pipeline, settings, models and frame sampling (a resume with
+                    other ones is refused, as `cmsf eval` does)
+    <name>/         what `cmsf segment` writes for one input: mask_0000.png …, overlay_0000.png …,
+                    evidence.json
+    failures.csv    path, name, error of each input that failed in the latest run (absent when
+                    none did)
+
+**Names.** Input ``…/clip.mp4`` (or frame folder ``…/clip``) goes to ``DIR/clip-<16 hex>``: its
+stem (characters other than letters, digits, ``.``, ``_``, ``-`` replaced by ``_``, at most 60)
+and the first 16 hex digits of the SHA-1 of its resolved absolute path (plus, for a frame folder
+given with an explicit audio file, that file's resolved path). A name depends on that input only,
+so it stays the same when the list of inputs grows or is reordered, and two inputs that share a
+file name get different folders. An input listed twice (the same resolved path) runs once.
+
+**Complete.** A video is done when ``DIR/<name>/evidence.json`` exists: it is written after
+(and, with a replaced output, moved in after) all the masks and overlays it lists, each file
+atomically, so it exists only beside a complete set. A resumed run skips done videos and
+retries everything else, failures included; delete a video's ``evidence.json`` to have it
+recomputed.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import re
+import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable, Collection, Generic, Iterable, Iterator, Mapping, Optional, Sequence, TypeVar
+
+from cmsf.evaluate import record_run
+from cmsf.files import atomic_write_text, remove_stale_temporaries
+from cmsf.loading import ModelLoadError, Models
+from cmsf.media import Clip, load_clip
+from cmsf.outputs import write_segmentation
+from cmsf.pipelines import SegmentationResult, check_settings, prepare_video, run_videos
+
+T = TypeVar("T")
+Progress = Callable[[Collection[T], str, str], Iterable[T]]
+"""``progress(items, description, unit)`` yields ``items`` (whose ``len`` is known), reporting
+progress as it goes."""
+
+EVIDENCE_NAME = "evidence.json"
+FAILURES_NAME = "failures.csv"
+RUN_NAME = "run.json"
+HASH_DIGITS = 16
+"""Hex digits of the path hash in an output name (64 bits: among 2 M inputs that share a stem,
+the chance of two equal names is about 1e-7, and a clash is refused, not overwritten)."""
+STEM_CHARACTERS = 60
+
+
+@dataclass(frozen=True)
+class VideoJob:
+    """One input of segment-many.
+
+    Attributes:
+        path: a video file or a folder of frames, absolute.
+        audio: a frame folder's audio file (absolute), or None to find it as ``cmsf segment``
+            does (:func:`cmsf.media.find_audio_for_frames`).
+        name: the output folder's name under ``DIR`` (:func:`output_name`).
+    """
+
+    path: Path
+    audio: Optional[Path]
+    name: str
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one job: ``error`` is None when its outputs were written (``frames`` of
+    them), else the reason it failed."""
+
+    job: VideoJob
+    error: Optional[str] = None
+    frames: int = 0
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything an engine needs to segment a job, the same on every worker (picklable).
+
+    Attributes:
+        out_dir: ``DIR``.
+        pipeline: a name of :data:`cmsf.pipelines.PIPELINES`; settings: all its settings, checked.
+        preset, device, dtype, models: the arguments of :func:`cmsf.loading.load_models`
+            (``models``: the component overrides); device None is CUDA when the worker has it.
+        num_frames, fps: frame sampling of video files (:func:`cmsf.media.load_clip`); frame
+            folders use all their frames.
+        batch_size: videos per model batch.
+    """
+
+    out_dir: Path
+    pipeline: str
+    settings: Mapping[str, Any]
+    preset: str = "paper"
+    device: Optional[str] = None
+    dtype: str = "float32"
+    models: Mapping[str, str] = field(default_factory=dict)
+    num_frames: Optional[int] = None
+    fps: Optional[float] = None
+    batch_size: int = 4
+
+    def record(self) -> dict[str, Any]:
+        """What ``run.json`` records (and a resume must match): not the device, engine or batch
+        size, which do not change the masks."""
+        return {
+            "pipeline": self.pipeline,
+            "preset": self.preset,
+            "dtype": self.dtype,
+            "settings": dict(self.settings),
+            "models": dict(sorted(self.models.items())),
+            "num_frames": self.num_frames,
+            "fps": self.fps,
+        }
+
+
+Engine = Callable[[RunSpec, Sequence[VideoJob]], Iterator[Outcome]]
+"""An engine segments jobs and yields each one's :class:`Outcome` as it finishes (any order)."""
+
+
+# ---------------------------------------------------------------- inputs and names
+
+
+def output_name(path: Path, audio: Optional[Path] = None) -> str:
+    """The output folder name of an input: ``<stem>-<16 hex>`` (see the module docstring)."""
+    resolved = Path(path).resolve()
+    key = str(resolved) if audio is None else f"{resolved}\n{Path(audio).resolve()}"
+    digest = hashlib.sha1(key.encode("utf-8", "surrogateescape")).hexdigest()[:HASH_DIGITS]
+    stem = resolved.name if resolved.is_dir() else resolved.stem
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("._")[:STEM_CHARACTERS] or "video"
+    return f"{safe}-{digest}"
+
+
+def _text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
+
+
+def read_manifest(path: Path) -> list[tuple[Path, Optional[Path]]]:
+    """The inputs a manifest lists, as ``(path, audio or None)``.
+
+    A ``.csv`` file (any case) is a CSV with a header holding a ``path`` column and optionally an
+    ``audio`` column (the audio file of a frame folder; an empty cell finds it automatically).
+    Any other file lists one path per line; blank lines and lines starting with ``#`` are
+    skipped. Relative paths are relative to the manifest's folder.
+
+    Raises:
+        FileNotFoundError: no such manifest.
+        ValueError: not UTF-8, a CSV without a ``path`` column, or a CSV row with an empty path;
+            the message names the manifest (and the line).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such manifest file")
+    base = path.resolve().parent
+    text = _text(path)
+    entries: list[tuple[Path, Optional[Path]]] = []
+    if path.suffix.lower() != ".csv":
+        for line in text.splitlines():
+            line = line.strip()
+            if line and not line.startswith("#"):
+                entries.append((base / line, None))
+        return entries
+    try:
+        reader = csv.DictReader(io.StringIO(text))
+        columns = [name.strip() for name in reader.fieldnames or []]
+        if "path" not in columns:
+            raise ValueError(f"{path}: expected a CSV with a 'path' column (and optionally 'audio'), got columns {columns}")
+        reader.fieldnames = columns
+        for row in reader:
+            if not any((value or "").strip() for value in row.values() if isinstance(value, str)):
+                continue  # a blank line
+            video = (row.get("path") or "").strip()
+            if not video:
+                raise ValueError(f"{path}: line {reader.line_num}: empty 'path'")
+            audio = (row.get("audio") or "").strip()
+            entries.append((base / video, base / audio if audio else None))
+    except csv.Error as error:
+        raise ValueError(f"{path}: not a readable CSV ({error})") from None
+    return entries
+
+
+def plan_jobs(inputs: Sequence[Path], manifest: Optional[Path] = None) -> list[VideoJob]:
+    """The jobs of the command-line ``inputs`` (relative to the working folder) followed by
+    those of ``manifest`` (:func:`read_manifest`), in order, each input once.
+
+    An input that does not exist is kept: it fails when it is read (``failures.csv``), like any
+    unreadable input, so one bad line does not stop a corpus run.
+
+    Raises:
+        ValueError: two different inputs with the same output name (a hash collision, see
+            :data:`HASH_DIGITS`), or a bad manifest (:func:`read_manifest`).
+    """
+    entries: list[tuple[Path, Optional[Path]]] = [(Path(p), None) for p in inputs]
+    if manifest is not None:
+        entries += read_manifest(manifest)
+    jobs: dict[str, VideoJob] = {}
+    for video, audio in entries:
+        job = VideoJob(
+            path=video.resolve(),
+            audio=audio.resolve() if audio is not None else None,
+            name=output_name(video, audio),
+        )
+        known = jobs.get(job.name)
+        if known is not None and (known.path, known.audio) != (job.path, job.audio):
+            raise ValueError(f"{job.path}: its output name {job.name} is also that of {known.path}; rename one")
+        jobs.setdefault(job.name, job)
+    return list(jobs.values())
+
+
+def is_complete(out_dir: Path, job: VideoJob) -> bool:
+    """Whether ``job``'s outputs are complete: ``out_dir/<name>/evidence.json`` exists."""
+    return (out_dir / job.name / EVIDENCE_NAME).is_file()
+
+
+def load_job(spec: RunSpec, job: VideoJob) -> Clip:
+    """Read one job's input (:func:`cmsf.media.load_clip`); the spec's ``num_frames`` / ``fps``
+    apply to video files only."""
+    video_file = not job.path.is_dir()
+    return load_clip(
+        job.path,
+        audio=job.audio,
+        num_frames=spec.num_frames if video_file else None,
+        fps=spec.fps if video_file else None,
+    )
+
+
+def describe(error: BaseException) -> str:
+    """One line for ``failures.csv``: the message of a data error (it names the file), the type
+    and message of anything else."""
+    message = str(error).strip() or type(error).__name__
+    if not isinstance(error, (ValueError, OSError)):
+        message = f"{type(error).__name__}: {message}"
+    return " ".join(message.split())
+
+
+# ---------------------------------------------------------------- one batch (both engines)
+
+
+def segment_batch(spec: RunSpec, batch: Sequence[tuple[VideoJob, Clip]], models: Models) -> list[Outcome]:
+    """Segment decoded videos with one model batch and write each one's outputs to
+    ``spec.out_dir/<name>/`` (:func:`cmsf.outputs.write_segmentation`, atomic files,
+    ``evidence.json`` last).
+
+    A video the pipeline refuses fails alone: when the batch fails, its videos are retried one by
+    one. Each video's masks are those of a run on it alone (:func:`cmsf.pipelines.run_videos`),
+    so they do not depend on the batch it was in.
+
+    Raises:
+        ModelLoadError: a model cannot be loaded (every video would fail alike).
+    """
+    started = time.perf_counter()
+    outcomes: list[Outcome] = []
+    ready = []
+    for job, clip in batch:
+        try:
+            ready.append((job, clip, prepare_video(clip.frames, clip.waveform, clip.sample_rate)))
+        except ValueError as error:
+            outcomes.append(Outcome(job, describe(error)))
+    results: Optional[list[SegmentationResult]] = None
+    if len(ready) > 1:
+        try:
+            results = run_videos(spec.pipeline, [video for _, _, video in ready], models, spec.settings)
+        except ModelLoadError:
+            raise
+        except Exception:  # noqa: BLE001 - find the video at fault: retried one by one below
+            results = None
+    run = {
+        "pipeline": spec.pipeline,
+        "preset": spec.preset,
+        "device": str(models.device),
+        "dtype": spec.dtype,
+        "settings": dict(spec.settings),
+    }
+    for index, (job, clip, video) in enumerate(ready):
+        try:
+            if results is not None:
+                result = results[index]
+            else:
+                result = run_videos(spec.pipeline, [video], models, spec.settings)[0]
+            write_segmentation(spec.out_dir / job.name, clip, result, {**run, "input": str(job.path)}, started=started)
+            outcomes.append(Outcome(job, None, clip.num_frames))
+        except ModelLoadError:
+            raise
+        except Exception as error:  # noqa: BLE001 - one input's failure is recorded, the rest go on
+            outcomes.append(Outcome(job, describe(error)))
+    return outcomes
+
+
+# ---------------------------------------------------------------- the local engine
+
+
+def run_local(
+    spec: RunSpec, jobs: Sequence[VideoJob], models: Models, *, decode_workers: int = 2
+) -> Iterator[Outcome]:
+    """The local engine: ``decode_workers`` threads read the next inputs while the models run,
+    batches of ``spec.batch_size`` decoded videos go through :func:`segment_batch`; outcomes
+    stream out in input order, a batch at a time.
+
+    At most ``2 × batch_size`` decoded videos wait in memory.
+    """
+    pool = ThreadPoolExecutor(max_workers=decode_workers, thread_name_prefix="cmsf-decode")
+    pending: deque[tuple[VideoJob, Future[Clip]]] = deque()
+    todo = iter(jobs)
+
+    def refill() -> None:
+        while len(pending) < 2 * spec.batch_size:
+            job = next(todo, None)
+            if job is None:
+                return
+            pending.append((job, pool.submit(load_job, spec, job)))
+
+    try:
+        refill()
+        while pending:
+            batch: list[tuple[VideoJob, Clip]] = []
+            failed: list[Outcome] = []
+            while pending and len(batch) < spec.batch_size:
+                job, decoding = pending.popleft()
+                refill()
+                try:
+                    batch.append((job, decoding.result()))
+                except Exception as error:  # noqa: BLE001 - an unreadable input fails alone
+                    failed.append(Outcome(job, describe(error)))
+            yield from failed
+            if batch:
+                yield from segment_batch(spec, batch, models)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+# ---------------------------------------------------------------- the run
+
+
+def write_failures(out_dir: Path, failures: Sequence[Outcome]) -> Optional[Path]:
+    """Write ``out_dir/failures.csv`` (path, name, error; atomically), or remove it when there
+    is no failure. Returns its path, or None."""
+    path = out_dir / FAILURES_NAME
+    if not failures:
+        path.unlink(missing_ok=True)
+        return None
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["path", "name", "error"])
+    for outcome in failures:
+        writer.writerow([str(outcome.job.path), outcome.job.name, outcome.error])
+    return atomic_write_text(path, buffer.getvalue())
+
+
+class _Counted(Generic[T]):
+    """An iterator with a known length, for a progress bar."""
+
+    def __init__(self, items: Iterator[T], count: int) -> None:
+        self._items, self._count = items, count
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __iter__(self) -> Iterator[T]:
+        return self._items
+
+
+def _no_progress(items: Collection[T], description: str, unit: str) -> Iterable[T]:
+    return items
+
+
+def _no_log(message: str) -> None:
+    pass
+
+
+def segment_many(
+    spec: RunSpec,
+    jobs: Sequence[VideoJob],
+    engine: Engine,
+    *,
+    progress: Progress = _no_progress,
+    log: Callable[[str], None] = _no_log,
+) -> dict[str, Any]:
+    """Run ``engine`` on the jobs whose outputs are not complete, recording failures.
+
+    Checks the settings, records the run in ``DIR/run.json`` (a resume with another pipeline,
+    other settings, models or frame sampling is refused), skips complete videos (see the module
+    docstring), then writes ``DIR/failures.csv`` after each failure and at the end (removing an
+    earlier one when nothing failed).
+
+    Returns:
+        ``{"videos", "done_before", "segmented", "failed", "frames", "elapsed_s",
+        "videos_per_s", "failures" (the path of failures.csv or None)}``.
+
+    Raises:
+        ValueError: bad settings; ``RunConflictError`` (a ValueError): ``DIR`` holds another
+            run's outputs.
+    """
+    spec = replace(spec, settings=check_settings(spec.pipeline, spec.settings))
+    started = time.perf_counter()
+    out_dir = spec.out_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
+    has_outputs = any(out_dir.glob(f"*/{EVIDENCE_NAME}"))
+    record_run(out_dir / RUN_NAME, spec.record(), outputs_exist=has_outputs, outputs="video outputs")
+    remove_stale_temporaries(out_dir)
+    todo = [job for job in jobs if not is_complete(out_dir, job)]
+    log(f"{len(jobs)} videos: {len(jobs) - len(todo)} already done, {len(todo)} to segment with {spec.pipeline}")
+    failures: list[Outcome] = []
+    segmented = frames = 0
+    if todo:
+        for outcome in progress(_Counted(engine(spec, todo), len(todo)), spec.pipeline, "video"):
+            if outcome.error is None:
+                segmented += 1
+                frames += outcome.frames
+            else:
+                failures.append(outcome)
+                write_failures(out_dir, failures)
+    failures_path = write_failures(out_dir, failures)
+    elapsed = time.perf_counter() - started
+    return {
+        "videos": len(jobs),
+        "done_before": len(jobs) - len(todo),
+        "segmented": segmented,
+        "failed": len(failures),
+        "frames": frames,
+        "elapsed_s": round(elapsed, 3),
+        "videos_per_s": round(segmented / elapsed, 4) if elapsed > 0 else None,
+        "failures": str(failures_path) if failures_path is not None else None,
+    }
