@@ -5,24 +5,28 @@ dependency (``pip install "cmsf[ray]"``), imported only here and only when this 
 The jobs to do (after the resume check, :func:`cmsf.many.segment_many`) become a dataset of
 ``{name, path, audio}`` rows (``ray.data.from_items``), then:
 
-1. ``map(decode_row)``: a CPU task reads each input (:func:`cmsf.many.load_job`) and passes the
-   decoded clip on as one binary column (frames uint8, waveform float32, their metadata: an
-   uncompressed ``.npz``), or the reason it could not be read;
-2. ``map_batches(Segmenter, batch_size=…, compute=ActorPoolStrategy(…), num_gpus=…)``: each actor
-   loads the models once (lazily, on first use) and runs :func:`cmsf.many.segment_batch` on its
-   batches, which writes every video's files into ``DIR/<name>/`` and returns one small row per
-   video (name, error, frames); the driver streams these rows for its progress bar and
-   ``failures.csv``.
+1. with GPU actors, ``map(decode_row)``: a CPU task reads each input (:func:`cmsf.many.load_job`)
+   and passes the decoded clip on as one binary column (frames uint8, waveform float32, their
+   metadata: an uncompressed ``.npz``), or the reason it could not be read;
+2. ``map_batches(Segmenter, batch_size=…, compute=ActorPoolStrategy(…), num_gpus=…,
+   num_cpus=threads)``: each actor loads the models once (lazily, on first use) and runs
+   :func:`cmsf.many.segment_batch` on its batches, which writes every video's files into
+   ``DIR/<name>/`` and returns one small row per video (name, error, frames); the driver streams
+   these rows for its progress bar and ``failures.csv``.
 
-**Where decoding happens.** Decoded frames travel through Ray's object store from the CPU tasks to
-the actors. That is what lets decoding run on any node's CPUs while GPU actors stay busy, and it
-is cheap at the rates cmsf samples (one frame per second: a 10 s clip at 1080p is about 60 MB,
-at AVSBench's 224 px about 1 MB); Ray Data streams with backpressure, so only the blocks in
-flight occupy the object store (spilled to disk beyond its size), never the whole corpus.
+**Where decoding happens.** With GPU actors, decoded frames travel through Ray's object store
+from the CPU tasks to the actors. That lets decoding run on any node's CPUs while the GPUs stay
+busy, and it is cheap at the rates cmsf samples (one frame per second: a 10 s clip at 1080p is
+about 60 MB, at AVSBench's 224 px about 1 MB); Ray Data streams with backpressure, so only the
+blocks in flight occupy the object store (spilled to disk beyond its size), never the corpus.
 Decoding inside the actors would save that copy but leave the GPU idle while an actor decodes.
-When the actors ask for no GPU (a CPU-only run), their resources equal the decoding tasks' and
-Ray Data fuses the two steps into the actors, so each actor decodes its own batch: on CPUs alone
-that costs nothing, the CPUs being the workers anyway.
+On a CPU-only run the actors are the CPUs' work anyway, so each decodes its own batch: no copy
+through the object store, and no decoding task competing with the actors for CPUs (on a 2-CPU
+machine, two tasks waiting for CPUs held by actors would stall).
+
+**Threads.** An actor runs torch with ``RunSpec.threads`` CPU threads (default 1) and reserves
+as many CPUs; CPU results depend on the thread count in their last bits, so the local engine
+gives the same bytes when run with the same count (``--threads``).
 
 **Resume and failures** are the driver's (:mod:`cmsf.many`): a crashed or interrupted run leaves
 complete video folders (``evidence.json`` written last) and nothing half-written; a rerun skips
@@ -123,24 +127,27 @@ def decode_row(row: dict[str, Any], *, spec: RunSpec) -> dict[str, Any]:
 
 
 class Segmenter:
-    """The model step (a Ray actor): loads the models once, segments each batch of decoded rows
-    with :func:`cmsf.many.segment_batch` (writing the outputs) and returns ``{name, error,
-    frames}`` per row."""
+    """The model step (a Ray actor): loads the models once, segments each batch of rows with
+    :func:`cmsf.many.segment_batch` (writing the outputs) and returns ``{name, error, frames}``
+    per row. Rows carry their decoded clip (``clip``, ``error``: from :func:`decode_row`) or,
+    on a CPU-only run, only ``{name, path, audio}``: the actor then decodes them itself."""
 
     def __init__(self, spec: RunSpec) -> None:
         self.spec = spec
+        torch.set_num_threads(spec.threads or 1)  # this actor's own process
         self.models = load_models(spec.preset, device=spec.device, dtype=spec.dtype, **dict(spec.models))
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         outcomes: list[Outcome] = []
         decoded: list[tuple[VideoJob, Clip]] = []
         for index in range(len(batch["name"])):
-            job = _job({key: batch[key][index] for key in ("name", "path", "audio")})
-            error = str(batch["error"][index])
-            if error:
-                outcomes.append(Outcome(job, error))
+            row = {key: column[index] for key, column in batch.items()}
+            if "clip" not in row:
+                row = decode_row(row, spec=self.spec)
+            if row["error"]:
+                outcomes.append(Outcome(_job(row), str(row["error"])))
             else:
-                decoded.append((job, clip_from_bytes(bytes(batch["clip"][index]))))
+                decoded.append((_job(row), clip_from_bytes(bytes(row["clip"]))))
         outcomes += segment_batch(self.spec, decoded, self.models)
         return {
             "name": np.asarray([o.job.name for o in outcomes], dtype=object),
@@ -164,12 +171,14 @@ def _root_cause(error: BaseException) -> BaseException:
     return found[-1] if found else error
 
 
-def actor_pool(ray: ModuleType, workers: Optional[int], gpus_per_worker: Optional[float]) -> tuple[Any, float]:
+def actor_pool(
+    ray: ModuleType, workers: Optional[int], gpus_per_worker: Optional[float], cpus_per_worker: int
+) -> tuple[Any, float]:
     """The actor pool of the model step and the GPUs each actor asks for.
 
     ``gpus_per_worker`` None: 1 when the cluster has a GPU, else 0. ``workers`` None: an
-    autoscaling pool from 1 to what the cluster holds (its GPUs / ``gpus_per_worker``, or its CPUs
-    on a CPU-only run, one CPU each); else exactly ``workers`` actors.
+    autoscaling pool from 1 to what the cluster holds (its GPUs / ``gpus_per_worker``, or on a
+    CPU-only run its CPUs / ``cpus_per_worker``); else exactly ``workers`` actors.
     """
     resources = ray.cluster_resources()
     gpus = gpus_per_worker if gpus_per_worker is not None else (1.0 if resources.get("GPU", 0) >= 1 else 0.0)
@@ -178,7 +187,7 @@ def actor_pool(ray: ModuleType, workers: Optional[int], gpus_per_worker: Optiona
     if gpus > 0:
         most = int(resources.get("GPU", 0) // gpus)
     else:
-        most = int(resources.get("CPU", 1))
+        most = int(resources.get("CPU", 1) // cpus_per_worker)
     return ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, most)), gpus
 
 
@@ -216,23 +225,23 @@ def run_ray(
     try:
         by_name = {job.name: job for job in jobs}
         rows = [{"name": job.name, "path": str(job.path), "audio": str(job.audio or "")} for job in jobs]
-        compute, gpus = actor_pool(ray, workers, gpus_per_worker)
+        compute, gpus = actor_pool(ray, workers, gpus_per_worker, spec.threads or 1)
         blocks = max(1, min(len(rows), math.ceil(len(rows) / spec.batch_size), MAX_BLOCKS))
-        dataset = (
-            ray.data.from_items(rows, override_num_blocks=blocks)
-            .map(decode_row, fn_kwargs={"spec": spec}, num_cpus=1)
-            .map_batches(
-                Segmenter,
-                fn_constructor_kwargs={"spec": spec},
-                batch_size=spec.batch_size,
-                batch_format="numpy",
-                compute=compute,
-                num_cpus=1,
-                num_gpus=gpus or None,
-            )
+        dataset = ray.data.from_items(rows, override_num_blocks=blocks)
+        if gpus > 0:  # decoding in CPU tasks, apart from the GPU actors
+            dataset = dataset.map(decode_row, fn_kwargs={"spec": spec}, num_cpus=1)
+        dataset = dataset.map_batches(
+            Segmenter,
+            fn_constructor_kwargs={"spec": spec},
+            batch_size=spec.batch_size,
+            batch_format="numpy",
+            compute=compute,
+            num_cpus=spec.threads or 1,
+            num_gpus=gpus or None,
         )
+        results = iter(dataset.iter_rows())
         try:
-            for row in dataset.iter_rows():
+            for row in results:
                 error = str(row["error"])
                 yield Outcome(by_name[str(row["name"])], error or None, int(row["frames"]))
         except Exception as error:  # noqa: BLE001 - unwrap Ray's exception chain to cmsf's error
@@ -240,6 +249,8 @@ def run_ray(
             if cause is error:
                 raise
             raise cause from None
+        finally:
+            getattr(results, "close", lambda: None)()  # stops the execution (its actors) now, not at GC
     finally:
         context.enable_progress_bars = progress_bars
         if started_here:

@@ -39,6 +39,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Collection, Generic, Iterable, Iterator, Mapping, Optional, Sequence, TypeVar
 
+import torch
+
 from cmsf.evaluate import record_run
 from cmsf.files import atomic_write_text, remove_stale_temporaries
 from cmsf.loading import ModelLoadError, Models
@@ -98,6 +100,11 @@ class RunSpec:
         num_frames, fps: frame sampling of video files (:func:`cmsf.media.load_clip`); frame
             folders use all their frames.
         batch_size: videos per model batch.
+        threads: torch's CPU threads in each worker (the local engine's process, each Ray
+            actor), None for torch's default (local) or the CPUs an actor reserves (Ray, 1).
+            Results computed on the CPU depend on it in their last bits (reductions are split
+            across threads), and so, rarely, can a mask pixel: two runs give the same bytes on
+            the same device with the same thread count, whichever engine ran them.
     """
 
     out_dir: Path
@@ -110,6 +117,7 @@ class RunSpec:
     num_frames: Optional[int] = None
     fps: Optional[float] = None
     batch_size: int = 4
+    threads: Optional[int] = None
 
     def record(self) -> dict[str, Any]:
         """What ``run.json`` records (and a resume must match): not the device, engine or batch
@@ -310,8 +318,12 @@ def run_local(
     batches of ``spec.batch_size`` decoded videos go through :func:`segment_batch`; outcomes
     stream out in input order, a batch at a time.
 
-    At most ``2 × batch_size`` decoded videos wait in memory.
+    At most ``2 × batch_size`` decoded videos wait in memory. torch's thread count is
+    ``spec.threads`` while the run lasts.
     """
+    threads = torch.get_num_threads()
+    if spec.threads is not None:
+        torch.set_num_threads(spec.threads)  # for this run only: restored at the end
     pool = ThreadPoolExecutor(max_workers=decode_workers, thread_name_prefix="cmsf-decode")
     pending: deque[tuple[VideoJob, Future[Clip]]] = deque()
     todo = iter(jobs)
@@ -340,6 +352,7 @@ def run_local(
                 yield from segment_batch(spec, batch, models)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+        torch.set_num_threads(threads)
 
 
 # ---------------------------------------------------------------- the run

@@ -1,0 +1,98 @@
+"""``cmsf segment-many --engine ray`` on a local Ray instance (2 CPUs, tiny preset): the same
+outputs as the local engine byte for byte, an interrupted run resumed to them, a corrupt input in
+failures.csv. Ray is part of the test install (the ``ray`` extra): without it this module fails,
+it is never skipped."""
+
+from __future__ import annotations
+
+import csv
+import functools
+import json
+import os
+from pathlib import Path
+
+import pytest
+import ray
+import torch
+from click.testing import CliRunner
+
+import cmsf
+from corpus_fixture import make_corpus, output_files
+from cmsf import cli
+from cmsf.distributed import clip_from_bytes, clip_to_bytes, run_ray
+from cmsf.many import RunSpec, is_complete, plan_jobs, segment_many
+from cmsf.media import load_clip
+
+TREE = str(Path(cmsf.__file__).resolve().parents[1])
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """One local Ray instance for the module; its workers import the cmsf under test. It declares
+    one (logical) GPU so that the GPU layout runs too (decoding tasks, then actors asking for a
+    GPU), on the CPU (``--device cpu``)."""
+    path = os.pathsep.join(p for p in (TREE, os.environ.get("PYTHONPATH", "")) if p)
+    ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"PYTHONPATH": path}})  # fmt: skip
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return make_corpus(tmp_path_factory.mktemp("corpus"))
+
+
+def run(*args):
+    return CliRunner().invoke(cli.main, [str(a) for a in args], catch_exceptions=True)
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def evidence_results(out: Path) -> dict[str, dict]:
+    return {p.parent.name: json.loads(p.read_text())["result"] for p in sorted(out.glob("*/evidence.json"))}
+
+
+@pytest.mark.parametrize("which", ["video", "folder"])
+def test_decoded_clips_cross_the_object_store_unchanged(corpus, which):
+    clip = load_clip(corpus.videos[0] if which == "video" else corpus.folder)
+    back = clip_from_bytes(clip_to_bytes(clip))
+    assert torch.equal(back.frames, clip.frames) and back.frames.dtype == torch.uint8
+    assert torch.equal(back.waveform, clip.waveform) and back.waveform.dtype == clip.waveform.dtype
+    assert (back.sample_rate, back.source, back.frame_times) == (clip.sample_rate, clip.source, clip.frame_times)
+
+
+def test_ray_run_interrupted_then_resumed_equals_the_local_engine(local_ray, corpus, tmp_path):
+    # every batch of 2 holds a readable video, so the first result means one video done
+    inputs = [corpus.videos[0], corpus.broken, corpus.videos[1], corpus.videos[2], corpus.folder]
+    common = ["-p", "owod-bind", "--preset", "tiny", "--device", "cpu", "--batch-size", "2", "--threads", "1"]
+    local = run("segment-many", *inputs, *common, "--out", tmp_path / "local")
+    assert local.exit_code == 1, local.output
+
+    out = tmp_path / "ray"
+    spec = RunSpec(out, "owod-bind", {}, preset="tiny", device="cpu", batch_size=2, threads=1)
+    jobs = plan_jobs(inputs)
+
+    def interrupt_after_the_first(items, description, unit):
+        for item in items:
+            yield item
+            raise KeyboardInterrupt  # Ctrl-C while the actor works on the next batch
+
+    with pytest.raises(KeyboardInterrupt):
+        engine = functools.partial(run_ray, workers=1, gpus_per_worker=0)  # CPU layout: actors decode
+        segment_many(spec, jobs, engine, progress=interrupt_after_the_first)
+    done = sum(is_complete(out, job) for job in jobs)
+    assert done >= 1
+
+    # GPU layout (a GPU per actor by default, the cluster having one): decoding in CPU tasks
+    resumed = run("segment-many", *inputs, *common, "--engine", "ray", "--out", out)
+    assert resumed.exit_code == 1, resumed.output
+    assert f"{len(corpus.good) - done} segmented, {done} already done, 1 failed" in resumed.stdout
+    assert output_files(out) == output_files(tmp_path / "local")  # masks and overlays, byte for byte
+    assert len(output_files(out)) == 2 * 2 * len(corpus.good)
+    assert evidence_results(out) == evidence_results(tmp_path / "local")
+    assert read_csv(out / "failures.csv") == read_csv(tmp_path / "local" / "failures.csv")
+    assert [row["path"] for row in read_csv(out / "failures.csv")] == [str(corpus.broken)]
