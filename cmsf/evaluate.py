@@ -7,12 +7,14 @@ A run folder holds::
     run.json          the run's settings (a resume with other settings is refused)
     pred_masks/…      the predicted masks, in AVSBench's layout (see cmsf.avsbench)
     evidence/….json   each video's evidence (proposals, scores, kept)
+    errors.json       the videos that could not be segmented and why (only while some fail)
     per_video.csv     video, [category,] miou, fscore
     summary.json      miou, fscore (means over videos) and what produced them
 
-Every file is written atomically; a video whose masks all exist is not recomputed. Progress is
-reported through the callables passed in (``progress`` wraps a loop, ``log`` prints a line), so
-the library itself never prints.
+Videos are segmented by the dataset runner (:mod:`cmsf.runner`: reading in background threads,
+several videos per model batch). Every file is written atomically; a video whose masks all exist
+is not recomputed. Progress is reported through the callables passed in (``progress`` wraps a
+loop, ``log`` prints a line), so the library itself never prints.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ import csv
 import io
 import json
 import time
+from contextlib import closing
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, TypeVar
 
@@ -32,6 +36,7 @@ from cmsf.loading import Models
 from cmsf.media import Clip
 from cmsf.metrics import dataset_scores, fscore, miou
 from cmsf.pipelines import PIPELINES, SegmentationResult, check_settings
+from cmsf.runner import DEFAULT_WORKERS, Job, run_jobs
 
 T = TypeVar("T")
 Progress = Callable[[Sequence[T], str, str], Iterable[T]]
@@ -51,7 +56,7 @@ def _no_log(message: str) -> None:
 
 
 class VideoError(ValueError):
-    """Reading or segmenting one video failed on its data; the message starts with the video."""
+    """Reading or segmenting videos failed on their data; the message names each video."""
 
 
 class RunConflictError(ValueError):
@@ -175,21 +180,48 @@ def segment_videos(
     models: Models,
     *,
     progress: Progress = no_progress,
+    frames_per_batch: Optional[int] = None,
+    workers: int = DEFAULT_WORKERS,
 ) -> None:
-    """Run ``pipeline`` on every video of ``entries``, writing its masks under
-    ``out_dir/pred_masks`` and ``out_dir/evidence/{key}.json``, each atomically.
+    """Run ``pipeline`` on every video of ``entries`` with the dataset runner
+    (:func:`cmsf.runner.run_jobs`: videos read on ``workers`` threads, several videos per model
+    batch of at most ``frames_per_batch`` frames), writing each video's masks under
+    ``out_dir/pred_masks`` and its evidence as ``out_dir/evidence/{key}.json``, each atomically,
+    as soon as its batch is done.
+
+    A video whose data is refused (reading it, or the pipeline, raises ``ValueError`` /
+    ``OSError``) does not stop the others: every other video is segmented and saved, the
+    failures are listed in ``out_dir/errors.json`` ({key: message}), and then a
+    :class:`VideoError` names them (a rerun resumes with just those). Any other exception (a
+    bug, out of memory) is raised at once; the videos before it are saved.
 
     Raises:
-        VideoError: a video cannot be read or its data is refused by the pipeline.
+        VideoError: one or more videos could not be read or were refused by the pipeline.
     """
-    for entry in progress(entries, pipeline, "video"):
-        try:
-            clip = avsbench.load_video(root, subset, entry)
-            result = run_pipeline(pipeline, clip, models, settings)
-            atomic_write_json(out_dir / "evidence" / f"{entry.key}.json", result.to_json())
-            avsbench.write_pred_masks(out_dir / "pred_masks", subset, entry, result.masks.detach().cpu().bool())
-        except (ValueError, OSError) as error:
-            raise VideoError(f"video {entry.key}: {error}") from error
+    jobs = [Job(entry.key, partial(avsbench.load_video, root, subset, entry)) for entry in entries]
+    failures: dict[str, str] = {}
+    outcomes = run_jobs(jobs, pipeline, settings, models, frames_per_batch=frames_per_batch, workers=workers)
+    with closing(outcomes):
+        for entry in progress(entries, pipeline, "video"):
+            outcome = next(outcomes)
+            try:
+                if outcome.error is not None:
+                    raise outcome.error
+                assert outcome.result is not None
+                atomic_write_json(out_dir / "evidence" / f"{entry.key}.json", outcome.result.to_json())
+                avsbench.write_pred_masks(out_dir / "pred_masks", subset, entry, outcome.result.masks.bool())
+            except (ValueError, OSError) as error:
+                failures[entry.key] = str(error) or type(error).__name__
+    errors_path = out_dir / "errors.json"
+    if failures:
+        atomic_write_json(errors_path, failures)
+        listed = "\n".join(f"  {key}: {message}" for key, message in list(failures.items())[:MAX_LISTED])
+        more = f"\n  … and {len(failures) - MAX_LISTED} more" if len(failures) > MAX_LISTED else ""
+        raise VideoError(
+            f"{len(failures)} of {len(entries)} video(s) failed (all listed in {errors_path}); the other "
+            f"{len(entries) - len(failures)} are saved, and a rerun computes only the failed ones:\n{listed}{more}"
+        )
+    errors_path.unlink(missing_ok=True)
 
 
 def evaluate(
@@ -207,6 +239,8 @@ def evaluate(
     model_sources: Optional[Mapping[str, str]] = None,
     resize_pred: bool = False,
     limit: Optional[int] = None,
+    frames_per_batch: Optional[int] = None,
+    workers: int = DEFAULT_WORKERS,
     progress: Progress = no_progress,
     log: Callable[[str], None] = _no_log,
 ) -> dict[str, Any]:
@@ -224,6 +258,8 @@ def evaluate(
             of any method; ``resize_pred`` resizes predictions of another size than the ground
             truth (nearest neighbour) instead of refusing them.
         limit: only the first ``limit`` videos of the split.
+        frames_per_batch, workers: of the dataset runner (:func:`cmsf.runner.run_jobs`); the
+            masks do not depend on them beyond floating-point rounding (see :mod:`cmsf.runner`).
         progress, log: how to report progress (see :data:`Progress`) and messages.
 
     Returns:
@@ -232,7 +268,8 @@ def evaluate(
     Raises:
         FileNotFoundError: ground truth or predictions missing (all listed), before any model runs.
         RunConflictError: the run folder belongs to another run.
-        VideoError: a video's data is refused.
+        VideoError: videos whose data is refused (after every other video is saved; see
+            :func:`segment_videos`).
     """
     if (pipeline is None) == (pred_dir is None):
         raise ValueError("pipeline, pred_dir: give exactly one")
@@ -269,7 +306,10 @@ def evaluate(
         )
         if todo:
             models = load()
-            segment_videos(root, subset, todo, out_dir, pipeline, settings, models, progress=progress)
+            segment_videos(
+                root, subset, todo, out_dir, pipeline, settings, models,
+                progress=progress, frames_per_batch=frames_per_batch, workers=workers,
+            )  # fmt: skip
             computed = len(todo)
     else:
         predictions = avsbench.resolve_pred_dir(pred_dir)

@@ -24,6 +24,8 @@ from cmsf import avsbench, cli
 from cmsf.avsbench import VideoEntry
 from cmsf.evaluate import MAX_LISTED, missing_predictions_message
 from cmsf.files import TEMP_SUFFIX
+from cmsf.loading import load_models
+from cmsf.pipelines import PIPELINE_STAGES, FrameCandidates, FrameEvidence, PipelineStages
 
 
 @pytest.fixture(scope="module")
@@ -59,31 +61,58 @@ class FakeResult:
 
 
 class FakePipeline:
-    """Predicts the left ``fraction`` of every frame; records the first pixel of each video."""
+    """Predicts the left ``fraction`` of every frame; records the first pixel of each video.
+
+    Called on one video (``cmsf segment`` runs ``PIPELINES[name]``) or, as a model stage, on a
+    batch of videos (``cmsf eval`` runs ``PIPELINE_STAGES[name]`` through the dataset runner).
+    ``fail_on_call``: the n-th video seen raises (a bug in a pipeline), when it is seen again too."""
 
     def __init__(self, fraction: float = 0.5, fail_on_call: int | None = None):
         self.fraction = fraction
         self.calls: list[int] = []
         self.fail_on_call = fail_on_call
+        self._failing: int | None = None
+
+    def _masks(self, frames) -> torch.Tensor:
+        first = int(frames[0][0, 0, 0])
+        self.calls.append(first)
+        if self.fail_on_call is not None and (len(self.calls) == self.fail_on_call or first == self._failing):
+            self._failing = first
+            raise RuntimeError("simulated crash")
+        masks = torch.zeros(len(frames), *frames[0].shape[-2:], dtype=torch.bool)
+        masks[..., : int(frames[0].shape[-1] * self.fraction)] = True
+        return masks
 
     def __call__(self, frames, waveform, sample_rate, models, *, bind_threshold=0.7, box_threshold=0.5, bind_mode="softmax"):
-        self.calls.append(int(frames[0, 0, 0, 0]))
-        if self.fail_on_call is not None and len(self.calls) == self.fail_on_call:
-            raise RuntimeError("simulated crash")
-        masks = torch.zeros(frames.shape[0], *frames.shape[-2:], dtype=torch.bool)
-        masks[..., : int(frames.shape[-1] * self.fraction)] = True
-        return FakeResult(masks)
+        return FakeResult(self._masks(frames))
+
+    def candidates(self, videos, models, settings):
+        out = []
+        for video in videos:
+            masks = self._masks(video.images)
+            boxes = torch.tensor([[0.0, 0.0, 1.0, 1.0]])
+            out.append([FrameCandidates(boxes, torch.ones(1), mask[None]) for mask in masks])
+        return out
+
+    @staticmethod
+    def select(candidates, settings):
+        return FrameEvidence(candidates.boxes, candidates.proposal_scores, candidates.masks, kept=torch.ones(1, dtype=torch.bool))
+
+    def install(self, monkeypatch, name: str = "owod-bind") -> None:
+        monkeypatch.setitem(cli.PIPELINES, name, self)
+        monkeypatch.setitem(PIPELINE_STAGES, name, PipelineStages(self.candidates, self.select))
 
 
-class FakeModels:
-    device = torch.device("cpu")
+def FakeModels():
+    """Real, lazily loaded tiny models: the stand-in pipeline never touches them."""
+    return load_models("tiny", device="cpu")
 
 
 @pytest.fixture
 def fake(monkeypatch):
     pipeline = FakePipeline()
     loads = []
-    monkeypatch.setitem(cli.PIPELINES, "owod-bind", pipeline)
+    pipeline.install(monkeypatch)
 
     def load(preset, device=None, dtype=None, **overrides):
         loads.append(preset)
@@ -436,7 +465,7 @@ def test_interrupted_eval_leaves_no_half_written_file(mini, tmp_path, monkeypatc
 
 def test_eval_pipeline_crash_is_resumable(mini, tmp_path, monkeypatch):
     crashing = FakePipeline(fail_on_call=2)
-    monkeypatch.setitem(cli.PIPELINES, "owod-bind", crashing)
+    crashing.install(monkeypatch)
     monkeypatch.setattr(cli, "load_models", lambda *a, **k: FakeModels())
     out = tmp_path / "run"
     result = run("eval", "--root", mini.root, "--subset", "ms3", "-p", "owod-bind", "--out", out)
@@ -445,7 +474,10 @@ def test_eval_pipeline_crash_is_resumable(mini, tmp_path, monkeypatch):
     assert not (out / "pred_masks" / "ms3_b").exists()
     crashing.fail_on_call = None
     result = run("eval", "--root", mini.root, "--subset", "ms3", "-p", "owod-bind", "--out", out)
-    assert result.exit_code == 0 and len(crashing.calls) == 3
+    # ms3_a and ms3_b in one batch (b crashes), then each alone to find the culprit (b crashes
+    # again: the error is raised, a is saved), then only b on the rerun
+    a, b = crashing.calls[:2]
+    assert result.exit_code == 0 and crashing.calls == [a, b, a, b, b]
 
 
 # ---------------------------------------------------------------- eval --pipeline: the real thing

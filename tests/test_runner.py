@@ -1,0 +1,221 @@
+"""The dataset runner (cmsf.runner.run_jobs): results equal to each video run alone, batches as
+asked, job order, errors kept with their video, early stop; and ``cmsf eval`` (which runs on it)
+against the library pipeline called on each video."""
+
+from __future__ import annotations
+
+import threading
+from contextlib import closing
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from avsbench_fixture import make_avsbench
+from cmsf import avsbench, cli
+from cmsf.decoding import Clip
+from cmsf.loading import ModelLoadError, load_models
+from cmsf.pipelines import PIPELINE_STAGES, PIPELINES, PipelineStages, prepare_video, run_videos
+from cmsf.runner import Job, default_frames_per_batch, run_jobs
+
+RATE = 16000
+SETTINGS = {
+    "owod-bind": {"bind_threshold": 0.3},
+    "sam-bind": {"points_per_side": 2, "bind_threshold": 0.3},
+    "at-gdino-sam": {"tag_threshold": 0.57},  # ~5 of the tiny AST's near-uniform tags
+}
+
+
+@pytest.fixture(scope="module")
+def models():
+    return load_models("tiny", device="cpu")
+
+
+def make_clip(seed: int, frames: int = 3, size: tuple[int, int] = (48, 64), seconds: float = 1.5) -> Clip:
+    generator = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, 256, (frames, 3, *size), dtype=torch.uint8, generator=generator)
+    images[:, :, 8:30, 10 + seed : 40 + seed] = torch.tensor([240, 40, 40], dtype=torch.uint8)[None, :, None, None]
+    waveform = 0.1 * torch.randn(1, int(seconds * RATE), generator=generator)
+    return Clip(frames=images, waveform=waveform, sample_rate=RATE, source=f"clip {seed}")
+
+
+def jobs_of(clips: list[Clip]) -> list[Job]:
+    return [Job(f"v{i}", lambda clip=clip: clip) for i, clip in enumerate(clips)]
+
+
+def alone(pipeline: str, clip: Clip, models, settings):
+    return run_videos(pipeline, [prepare_video(clip.frames, clip.waveform, clip.sample_rate)], models, settings)[0]
+
+
+@pytest.mark.parametrize("pipeline", tuple(PIPELINES))
+def test_batched_results_equal_each_video_alone(models, pipeline):
+    """Masks, boxes and kept proposals equal; scores equal to float rounding (≤ 1e-6)."""
+    clips = [make_clip(seed, frames=2 + seed % 3) for seed in range(3)]
+    settings = SETTINGS[pipeline]
+    outcomes = list(run_jobs(jobs_of(clips), pipeline, settings, models, frames_per_batch=7, workers=2))
+    assert [o.key for o in outcomes] == [f"v{i}" for i in range(len(clips))] and all(o.ok for o in outcomes)
+    for outcome, clip in zip(outcomes, clips):
+        single = alone(pipeline, clip, models, settings)
+        assert outcome.clip is clip
+        assert torch.equal(outcome.result.masks, single.masks)
+        for batched, one in zip(outcome.result.frames, single.frames):
+            assert torch.equal(batched.boxes, one.boxes) and torch.equal(batched.kept, one.kept)
+            torch.testing.assert_close(batched.proposal_scores, one.proposal_scores, rtol=0, atol=1e-6)
+            if one.bind_scores is not None:
+                torch.testing.assert_close(batched.bind_scores, one.bind_scores, rtol=0, atol=1e-6)
+            assert [label for label, _ in batched.tags] == [label for label, _ in one.tags]
+            for (_, p), (_, q) in zip(batched.tags, one.tags):
+                assert abs(p - q) <= 1e-6
+            assert batched.phrases == one.phrases
+
+
+def test_one_frame_per_batch_is_bit_identical_to_the_pipeline_call(models):
+    clips = [make_clip(seed) for seed in range(2)]
+    outcomes = list(run_jobs(jobs_of(clips), "owod-bind", SETTINGS["owod-bind"], models, frames_per_batch=1))
+    for outcome, clip in zip(outcomes, clips):
+        direct = PIPELINES["owod-bind"](clip.frames, clip.waveform, RATE, models, **SETTINGS["owod-bind"])
+        assert torch.equal(outcome.result.masks, direct.masks)
+        for a, b in zip(outcome.result.frames, direct.frames):
+            assert torch.equal(a.bind_scores, b.bind_scores) and torch.equal(a.proposal_scores, b.proposal_scores)
+
+
+def recording_stage(monkeypatch, pipeline: str = "owod-bind") -> list[list[int]]:
+    """Wrap the pipeline's model stage to record each batch's frame counts."""
+    batches: list[list[int]] = []
+    real = PIPELINE_STAGES[pipeline]
+
+    def candidates(videos, models, settings):
+        batches.append([len(video.images) for video in videos])
+        return real.candidates(videos, models, settings)
+
+    monkeypatch.setitem(PIPELINE_STAGES, pipeline, PipelineStages(candidates, real.select))
+    return batches
+
+
+def test_batches_hold_at_most_frames_per_batch_in_job_order(models, monkeypatch):
+    batches = recording_stage(monkeypatch)
+    frames = [3, 3, 3, 12, 2, 5, 1]
+    clips = [make_clip(i, frames=n, size=(32, 32), seconds=0.5) for i, n in enumerate(frames)]
+    outcomes = list(run_jobs(jobs_of(clips), "owod-bind", {}, models, frames_per_batch=7, workers=0))
+    assert [o.index for o in outcomes] == list(range(len(frames))) and all(o.ok for o in outcomes)
+    # in job order, as many as fit in 7 frames; a longer video alone
+    assert batches == [[3, 3], [3], [12], [2, 5], [1]]
+
+
+def test_errors_stay_with_their_video(models, monkeypatch):
+    batches = recording_stage(monkeypatch)
+    good = [make_clip(seed) for seed in range(3)]
+    short_audio = make_clip(9, seconds=0.03)  # 10 ms per segment: shorter than one fbank window
+
+    def unreadable() -> Clip:
+        raise FileNotFoundError("v_missing.wav: no such file")
+
+    jobs = [
+        Job("a", lambda: good[0]),
+        Job("missing", unreadable),
+        Job("b", lambda: good[1]),
+        Job("short", lambda: short_audio),
+        Job("not a clip", lambda: "frames.png"),
+        Job("c", lambda: good[2]),
+    ]
+    outcomes = list(run_jobs(jobs, "owod-bind", SETTINGS["owod-bind"], models, frames_per_batch=100))
+    # the four readable videos in one batch, which failed; then each alone
+    assert batches == [[3, 3, 3, 3], [3], [3], [3], [3]]
+    assert [o.key for o in outcomes] == ["a", "missing", "b", "short", "not a clip", "c"]
+    by_key = {o.key: o for o in outcomes}
+    assert by_key["missing"].stage == "load" and isinstance(by_key["missing"].error, FileNotFoundError)
+    assert by_key["not a clip"].stage == "load" and "expected a cmsf Clip" in str(by_key["not a clip"].error)
+    assert by_key["short"].stage == "segment" and "fbank window" in str(by_key["short"].error)
+    assert by_key["short"].clip is short_audio and by_key["short"].result is None
+    for key, clip in zip("abc", good):
+        assert by_key[key].ok and by_key[key].stage is None and by_key[key].clip is clip
+        assert by_key[key].result.masks.shape == (3, 48, 64)
+
+
+def test_a_component_that_cannot_load_stops_the_run(models, monkeypatch):
+    def unloadable(videos, models, settings):
+        raise ModelLoadError("could not load the OWLv2 proposer (component 'owlv2')")
+
+    monkeypatch.setitem(PIPELINE_STAGES, "owod-bind", PipelineStages(unloadable, PIPELINE_STAGES["owod-bind"].select))
+    with pytest.raises(ModelLoadError, match="owlv2"):
+        list(run_jobs(jobs_of([make_clip(0), make_clip(1)]), "owod-bind", {}, models))
+
+
+def test_closing_early_stops_reading(models):
+    loaded = []
+    lock = threading.Lock()
+
+    def load(seed: int) -> Clip:
+        with lock:
+            loaded.append(seed)
+        return make_clip(seed, frames=1, size=(32, 32), seconds=0.1)
+
+    jobs = (Job(str(seed), lambda seed=seed: load(seed)) for seed in range(10_000))
+    with closing(run_jobs(jobs, "owod-bind", {}, models, frames_per_batch=2, workers=2)) as outcomes:
+        first = next(outcomes)
+    assert first.key == "0" and first.ok
+    assert len(loaded) <= 8  # read ahead about two batches, never the whole (lazy) job list
+
+
+def test_arguments_are_checked_before_any_job_is_read(models):
+    never = [Job("x", lambda: pytest.fail("read"))]
+    for kwargs, needle in (
+        ({"frames_per_batch": 0}, "frames_per_batch"),
+        ({"workers": -1}, "workers"),
+        ({"workers": 1.5}, "workers"),
+    ):
+        with pytest.raises(ValueError, match=needle):
+            run_jobs(never, "owod-bind", {}, models, **kwargs)
+    with pytest.raises(ValueError, match="pipeline"):
+        run_jobs(never, "owod-bond", {}, models)
+    with pytest.raises(ValueError, match="bind_threshold"):
+        run_jobs(never, "owod-bind", {"bind_threshold": 2.0}, models)
+    with pytest.raises(ValueError, match="models"):
+        run_jobs(never, "owod-bind", {}, object())
+    with pytest.raises(ValueError, match="Job"):
+        list(run_jobs(["x"], "owod-bind", {}, models))
+    assert default_frames_per_batch("cpu") < default_frames_per_batch("cuda")
+
+
+# ---------------------------------------------------------------- cmsf eval runs on the runner
+
+
+@pytest.fixture(scope="module")
+def mini(tmp_path_factory):
+    return make_avsbench(tmp_path_factory.mktemp("avsbench"))
+
+
+def test_eval_masks_equal_the_pipeline_on_each_video_alone(mini, models, tmp_path):
+    out = tmp_path / "run"
+    args = ["eval", "--root", mini.root, "--subset", "s4", "-p", "owod-bind", "--preset", "tiny", "--device", "cpu"]
+    result = CliRunner().invoke(cli.main, [str(a) for a in [*args, "--set", "bind_threshold=0.3", "--out", out]])
+    assert result.exit_code == 0, result.output
+    entries = avsbench.list_videos(mini.root, "s4", "test")
+    assert len(entries) == 3  # more than one video per batch at the CPU default (10 frames)
+    for entry in entries:
+        clip = avsbench.load_video(mini.root, "s4", entry)
+        direct = PIPELINES["owod-bind"](clip.frames, clip.waveform, clip.sample_rate, models, bind_threshold=0.3)
+        assert torch.equal(avsbench.read_pred_masks(out / "pred_masks", "s4", entry), direct.masks)
+
+
+def test_eval_saves_every_readable_video_and_names_the_others(mini, tmp_path):
+    broken = make_avsbench(tmp_path / "avs")
+    wav = avsbench.audio_path(broken.root, "s4", avsbench.list_videos(broken.root, "s4", "test")[1])
+    wav.write_bytes(b"not a wav")
+    out = tmp_path / "run"
+    args = ["eval", "--root", broken.root, "--subset", "s4", "-p", "owod-bind", "--preset", "tiny", "--out", out]
+    result = CliRunner().invoke(cli.main, [str(a) for a in args])
+    assert result.exit_code == 1, result.output
+    assert "1 of 3 video(s) failed" in result.output and "s4_b" in result.output and "Traceback" not in result.output
+    done = [e.name for e in avsbench.list_videos(broken.root, "s4", "test") if avsbench.is_complete(out / "pred_masks", "s4", e)]
+    assert done == ["s4_a", "s4_c"] and (out / "errors.json").is_file() and not (out / "summary.json").exists()
+    # repaired, a rerun computes only the failed video and clears errors.json
+    mini_wav = avsbench.audio_path(mini.root, "s4", avsbench.list_videos(mini.root, "s4", "test")[1])
+    wav.write_bytes(mini_wav.read_bytes())
+    result = CliRunner().invoke(cli.main, [str(a) for a in args])
+    assert result.exit_code == 0, result.output
+    assert not (out / "errors.json").exists()
+    import json
+
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["computed"] == 1 and summary["reused"] == 2
