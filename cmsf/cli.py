@@ -413,7 +413,7 @@ def eval_command(
 @_fps_option
 @_set_option
 @_model_option
-@click.option("--batch-size", type=click.IntRange(min=1), default=4, show_default=True, help="Videos per model batch.")
+@click.option("--frames-per-batch", type=click.IntRange(min=1), default=None, help="The most frames per model batch (1: each video alone). [default: 10 on CPU, 64 on CUDA]")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="torch CPU threads per worker (CPU results depend on it in the last bits). [default: local: torch's; ray: 1]")
 @click.option("--engine", type=click.Choice(("local", "ray")), default="local", show_default=True, help='local: this machine; ray: Ray Data (pip install "cmsf[ray]").')
 @click.option("--ray-address", default=None, help="Ray: join this cluster, e.g. 10.0.0.1:6379. [default: a local Ray instance]")
@@ -422,7 +422,7 @@ def eval_command(
 def segment_many_command(
     inputs: tuple[Path, ...], manifest: Optional[Path], pipeline: Optional[str], out_dir: Path, preset: str,
     device: Optional[str], dtype: str, num_frames: Optional[int], fps: Optional[float], settings: tuple[str, ...],
-    model_overrides: tuple[str, ...], batch_size: int, threads: Optional[int], engine: str, ray_address: Optional[str],
+    model_overrides: tuple[str, ...], frames_per_batch: Optional[int], threads: Optional[int], engine: str, ray_address: Optional[str],
     workers: Optional[int], gpus_per_worker: Optional[float],
 ) -> None:  # fmt: skip
     """Segment many videos: each INPUT (a video file, or a folder of frames with its audio found
@@ -449,7 +449,7 @@ def segment_many_command(
     if engine == "local" and ray_only:
         raise click.UsageError(f"{', '.join(ray_only)}: only with --engine ray")
     spec = RunSpec(out_dir, pipeline, pipeline_settings(pipeline, settings), preset, device, dtype,
-                   model_overrides_of(model_overrides), num_frames, fps, batch_size, threads)  # fmt: skip
+                   model_overrides_of(model_overrides), num_frames, fps, frames_per_batch, threads)  # fmt: skip
     with _data_errors():
         jobs = plan_jobs(inputs, manifest)
     if engine == "ray":

@@ -8,11 +8,12 @@ The jobs to do (after the resume check, :func:`cmsf.many.segment_many`) become a
 1. with GPU actors, ``map(decode_row)``: a CPU task reads each input (:func:`cmsf.many.load_job`)
    and passes the decoded clip on as one binary column (frames uint8, waveform float32, their
    metadata: an uncompressed ``.npz``), or the reason it could not be read;
-2. ``map_batches(Segmenter, batch_size=…, compute=ActorPoolStrategy(…), num_gpus=…,
+2. ``map_batches(Segmenter, batch_size=F, compute=ActorPoolStrategy(…), num_gpus=…,
    num_cpus=threads)``: each actor loads the models once (lazily, on first use) and runs
-   :func:`cmsf.many.segment_batch` on its batches, which writes every video's files into
-   ``DIR/<name>/`` and returns one small row per video (name, error, frames); the driver streams
-   these rows for its progress bar and ``failures.csv``.
+   :func:`cmsf.many.segment_jobs` (the dataset runner) on each call's F videos, F being the
+   frames per model batch (so a call holds at least one full model batch), writing every
+   video's files into ``DIR/<name>/``; it returns one small row per video (name, error,
+   frames), which the driver streams for its progress bar and ``failures.csv``.
 
 **Where decoding happens.** With GPU actors, decoded frames travel through Ray's object store
 from the CPU tasks to the actors. That lets decoding run on any node's CPUs while the GPUs stay
@@ -45,16 +46,19 @@ from __future__ import annotations
 import io
 import logging
 import math
+from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Iterator, Optional, Sequence
+from functools import partial
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
 
 from cmsf.loading import ModelLoadError, load_models
-from cmsf.many import Outcome, RunSpec, VideoJob, describe, load_job, segment_batch
+from cmsf.many import Outcome, RunSpec, VideoJob, describe, load_job, segment_jobs
 from cmsf.media import Clip
+from cmsf.runner import default_frames_per_batch
 
 RAY_INSTALL = 'pip install "cmsf[ray]"'
 MAX_BLOCKS = 10_000
@@ -127,10 +131,11 @@ def decode_row(row: dict[str, Any], *, spec: RunSpec) -> dict[str, Any]:
 
 
 class Segmenter:
-    """The model step (a Ray actor): loads the models once, segments each batch of rows with
-    :func:`cmsf.many.segment_batch` (writing the outputs) and returns ``{name, error, frames}``
-    per row. Rows carry their decoded clip (``clip``, ``error``: from :func:`decode_row`) or,
-    on a CPU-only run, only ``{name, path, audio}``: the actor then decodes them itself."""
+    """The model step (a Ray actor): loads the models once and segments each batch of rows with
+    :func:`cmsf.many.segment_jobs` (the dataset runner, writing the outputs), returning ``{name,
+    error, frames}`` per row. Rows carry their decoded clip (``clip``, ``error``: from
+    :func:`decode_row`) or, on a CPU-only run, only ``{name, path, audio}``: the actor's reading
+    threads then decode them while its models work."""
 
     def __init__(self, spec: RunSpec) -> None:
         self.spec = spec
@@ -139,16 +144,17 @@ class Segmenter:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         outcomes: list[Outcome] = []
-        decoded: list[tuple[VideoJob, Clip]] = []
+        jobs: list[tuple[VideoJob, Callable[[], Clip]]] = []
         for index in range(len(batch["name"])):
             row = {key: column[index] for key, column in batch.items()}
+            job = _job(row)
             if "clip" not in row:
-                row = decode_row(row, spec=self.spec)
-            if row["error"]:
-                outcomes.append(Outcome(_job(row), str(row["error"])))
+                jobs.append((job, partial(load_job, self.spec, job)))
+            elif row["error"]:
+                outcomes.append(Outcome(job, str(row["error"])))
             else:
-                decoded.append((_job(row), clip_from_bytes(bytes(row["clip"]))))
-        outcomes += segment_batch(self.spec, decoded, self.models)
+                jobs.append((job, partial(clip_from_bytes, bytes(row["clip"]))))
+        outcomes += segment_jobs(self.spec, jobs, self.models)
         return {
             "name": np.asarray([o.job.name for o in outcomes], dtype=object),
             "error": np.asarray([o.error or "" for o in outcomes], dtype=object),
@@ -226,14 +232,17 @@ def run_ray(
         by_name = {job.name: job for job in jobs}
         rows = [{"name": job.name, "path": str(job.path), "audio": str(job.audio or "")} for job in jobs]
         compute, gpus = actor_pool(ray, workers, gpus_per_worker, spec.threads or 1)
-        blocks = max(1, min(len(rows), math.ceil(len(rows) / spec.batch_size), MAX_BLOCKS))
+        frames_per_batch = spec.frames_per_batch or default_frames_per_batch("cuda" if gpus > 0 else "cpu")
+        spec = replace(spec, frames_per_batch=frames_per_batch)
+        per_call = frames_per_batch  # videos per actor call: at least one model batch of frames
+        blocks = max(1, min(len(rows), math.ceil(len(rows) / per_call), MAX_BLOCKS))
         dataset = ray.data.from_items(rows, override_num_blocks=blocks)
         if gpus > 0:  # decoding in CPU tasks, apart from the GPU actors
             dataset = dataset.map(decode_row, fn_kwargs={"spec": spec}, num_cpus=1)
         dataset = dataset.map_batches(
             Segmenter,
             fn_constructor_kwargs={"spec": spec},
-            batch_size=spec.batch_size,
+            batch_size=per_call,
             batch_format="numpy",
             compute=compute,
             num_cpus=spec.threads or 1,

@@ -1,7 +1,8 @@
 """``cmsf segment-many``: one pipeline over many videos into one folder, resumable, a failing input
 recorded while the rest go on; the inputs (arguments, manifests), the output names, the
 completeness rule, ``failures.csv``, and the local engine. The Ray Data engine is
-:mod:`cmsf.distributed`; both run each batch through :func:`segment_batch`.
+:mod:`cmsf.distributed`; both segment through :func:`segment_jobs` (the dataset runner,
+:mod:`cmsf.runner`, plus the writing of each video's files).
 
 An output folder ``DIR`` holds::
 
@@ -24,6 +25,12 @@ file name get different folders. An input listed twice (the same resolved path) 
 atomically, so it exists only beside a complete set. A resumed run skips done videos and
 retries everything else, failures included; delete a video's ``evidence.json`` to have it
 recomputed.
+
+**Same outputs.** A video's masks do not depend on the engine, on the other videos in its batch or
+on an interruption, with one caveat of floating point: on the same device, with the same torch
+thread count (``RunSpec.threads``), the models' last bits can still depend on the batch a video
+was computed in (:mod:`cmsf.runner`), and so, very rarely, can a pixel near a threshold;
+``frames_per_batch=1`` computes each video alone, bit-identical whatever the engine or resume.
 """
 
 from __future__ import annotations
@@ -33,9 +40,9 @@ import hashlib
 import io
 import re
 import time
-from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Collection, Generic, Iterable, Iterator, Mapping, Optional, Sequence, TypeVar
 
@@ -43,10 +50,11 @@ import torch
 
 from cmsf.evaluate import record_run
 from cmsf.files import atomic_write_text, remove_stale_temporaries
-from cmsf.loading import ModelLoadError, Models
+from cmsf.loading import Models
 from cmsf.media import Clip, load_clip
 from cmsf.outputs import write_segmentation
-from cmsf.pipelines import SegmentationResult, check_settings, prepare_video, run_videos
+from cmsf.pipelines import check_settings
+from cmsf.runner import DEFAULT_WORKERS, Job, run_jobs
 
 T = TypeVar("T")
 Progress = Callable[[Collection[T], str, str], Iterable[T]]
@@ -99,7 +107,8 @@ class RunSpec:
             (``models``: the component overrides); device None is CUDA when the worker has it.
         num_frames, fps: frame sampling of video files (:func:`cmsf.media.load_clip`); frame
             folders use all their frames.
-        batch_size: videos per model batch.
+        frames_per_batch: the most frames per model batch (:func:`cmsf.runner.run_jobs`; None:
+            its default for the device, :func:`cmsf.runner.default_frames_per_batch`).
         threads: torch's CPU threads in each worker (the local engine's process, each Ray
             actor), None for torch's default (local) or the CPUs an actor reserves (Ray, 1).
             Results computed on the CPU depend on it in their last bits (reductions are split
@@ -116,12 +125,12 @@ class RunSpec:
     models: Mapping[str, str] = field(default_factory=dict)
     num_frames: Optional[int] = None
     fps: Optional[float] = None
-    batch_size: int = 4
+    frames_per_batch: Optional[int] = None
     threads: Optional[int] = None
 
     def record(self) -> dict[str, Any]:
-        """What ``run.json`` records (and a resume must match): not the device, engine or batch
-        size, which do not change the masks."""
+        """What ``run.json`` records (and a resume must match): not the device, engine, batch size
+        or threads, which change at most the last bits of a computation."""
         return {
             "pipeline": self.pipeline,
             "preset": self.preset,
@@ -255,37 +264,28 @@ def describe(error: BaseException) -> str:
     return " ".join(message.split())
 
 
-# ---------------------------------------------------------------- one batch (both engines)
+# ---------------------------------------------------------------- segmenting (both engines)
 
 
-def segment_batch(spec: RunSpec, batch: Sequence[tuple[VideoJob, Clip]], models: Models) -> list[Outcome]:
-    """Segment decoded videos with one model batch and write each one's outputs to
-    ``spec.out_dir/<name>/`` (:func:`cmsf.outputs.write_segmentation`, atomic files,
-    ``evidence.json`` last).
+def segment_jobs(
+    spec: RunSpec,
+    jobs: Sequence[tuple[VideoJob, Callable[[], Clip]]],
+    models: Models,
+    *,
+    workers: int = DEFAULT_WORKERS,
+) -> Iterator[Outcome]:
+    """Segment ``jobs`` (each with the function that reads its clip) with the dataset runner
+    (:func:`cmsf.runner.run_jobs`: clips read on ``workers`` threads while the models work,
+    model batches of at most ``spec.frames_per_batch`` frames, a failing batch retried video by
+    video) and write each video's outputs to ``spec.out_dir/<name>/`` as soon as its batch is
+    done (:func:`cmsf.outputs.write_segmentation`: atomic files, ``evidence.json`` last).
 
-    A video the pipeline refuses fails alone: when the batch fails, its videos are retried one by
-    one. Each video's masks are those of a run on it alone (:func:`cmsf.pipelines.run_videos`),
-    so they do not depend on the batch it was in.
+    Yields each job's :class:`Outcome`, in job order. Any exception reading, segmenting or
+    writing a video is that video's failure: the rest go on.
 
     Raises:
         ModelLoadError: a model cannot be loaded (every video would fail alike).
     """
-    started = time.perf_counter()
-    outcomes: list[Outcome] = []
-    ready = []
-    for job, clip in batch:
-        try:
-            ready.append((job, clip, prepare_video(clip.frames, clip.waveform, clip.sample_rate)))
-        except ValueError as error:
-            outcomes.append(Outcome(job, describe(error)))
-    results: Optional[list[SegmentationResult]] = None
-    if len(ready) > 1:
-        try:
-            results = run_videos(spec.pipeline, [video for _, _, video in ready], models, spec.settings)
-        except ModelLoadError:
-            raise
-        except Exception:  # noqa: BLE001 - find the video at fault: retried one by one below
-            results = None
     run = {
         "pipeline": spec.pipeline,
         "preset": spec.preset,
@@ -293,65 +293,40 @@ def segment_batch(spec: RunSpec, batch: Sequence[tuple[VideoJob, Clip]], models:
         "dtype": spec.dtype,
         "settings": dict(spec.settings),
     }
-    for index, (job, clip, video) in enumerate(ready):
-        try:
-            if results is not None:
-                result = results[index]
+    named = {job.name: job for job, _ in jobs}
+    runner_jobs = [Job(job.name, load) for job, load in jobs]
+    started = time.perf_counter()
+    outcomes = run_jobs(
+        runner_jobs, spec.pipeline, spec.settings, models, frames_per_batch=spec.frames_per_batch, workers=workers
+    )
+    with closing(outcomes):
+        for outcome in outcomes:
+            job = named[outcome.key]
+            if outcome.error is not None:
+                done = Outcome(job, describe(outcome.error))
             else:
-                result = run_videos(spec.pipeline, [video], models, spec.settings)[0]
-            write_segmentation(spec.out_dir / job.name, clip, result, {**run, "input": str(job.path)}, started=started)
-            outcomes.append(Outcome(job, None, clip.num_frames))
-        except ModelLoadError:
-            raise
-        except Exception as error:  # noqa: BLE001 - one input's failure is recorded, the rest go on
-            outcomes.append(Outcome(job, describe(error)))
-    return outcomes
+                assert outcome.clip is not None and outcome.result is not None
+                try:  # elapsed_s in the evidence: since the previous video was written
+                    write_segmentation(
+                        spec.out_dir / job.name, outcome.clip, outcome.result, {**run, "input": str(job.path)},
+                        started=started,
+                    )  # fmt: skip
+                    done = Outcome(job, None, outcome.clip.num_frames)
+                except Exception as error:  # noqa: BLE001 - one video's failure, recorded
+                    done = Outcome(job, describe(error))
+            started = time.perf_counter()
+            yield done
 
 
-# ---------------------------------------------------------------- the local engine
-
-
-def run_local(
-    spec: RunSpec, jobs: Sequence[VideoJob], models: Models, *, decode_workers: int = 2
-) -> Iterator[Outcome]:
-    """The local engine: ``decode_workers`` threads read the next inputs while the models run,
-    batches of ``spec.batch_size`` decoded videos go through :func:`segment_batch`; outcomes
-    stream out in input order, a batch at a time.
-
-    At most ``2 × batch_size`` decoded videos wait in memory. torch's thread count is
-    ``spec.threads`` while the run lasts.
-    """
+def run_local(spec: RunSpec, jobs: Sequence[VideoJob], models: Models, *, workers: int = DEFAULT_WORKERS) -> Iterator[Outcome]:
+    """The local engine: :func:`segment_jobs` on this machine, each job read with
+    :func:`load_job`; torch's thread count is ``spec.threads`` while the run lasts."""
     threads = torch.get_num_threads()
     if spec.threads is not None:
-        torch.set_num_threads(spec.threads)  # for this run only: restored at the end
-    pool = ThreadPoolExecutor(max_workers=decode_workers, thread_name_prefix="cmsf-decode")
-    pending: deque[tuple[VideoJob, Future[Clip]]] = deque()
-    todo = iter(jobs)
-
-    def refill() -> None:
-        while len(pending) < 2 * spec.batch_size:
-            job = next(todo, None)
-            if job is None:
-                return
-            pending.append((job, pool.submit(load_job, spec, job)))
-
+        torch.set_num_threads(spec.threads)
     try:
-        refill()
-        while pending:
-            batch: list[tuple[VideoJob, Clip]] = []
-            failed: list[Outcome] = []
-            while pending and len(batch) < spec.batch_size:
-                job, decoding = pending.popleft()
-                refill()
-                try:
-                    batch.append((job, decoding.result()))
-                except Exception as error:  # noqa: BLE001 - an unreadable input fails alone
-                    failed.append(Outcome(job, describe(error)))
-            yield from failed
-            if batch:
-                yield from segment_batch(spec, batch, models)
+        yield from segment_jobs(spec, [(job, partial(load_job, spec, job)) for job in jobs], models, workers=workers)
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
         torch.set_num_threads(threads)
 
 

@@ -20,6 +20,7 @@ import cmsf
 from corpus_fixture import make_corpus, output_files
 from cmsf import cli
 from cmsf.distributed import clip_from_bytes, clip_to_bytes, run_ray
+from cmsf.files import TEMP_SUFFIX
 from cmsf.many import RunSpec, is_complete, plan_jobs, segment_many
 from cmsf.media import load_clip
 
@@ -66,33 +67,42 @@ def test_decoded_clips_cross_the_object_store_unchanged(corpus, which):
 
 
 def test_ray_run_interrupted_then_resumed_equals_the_local_engine(local_ray, corpus, tmp_path):
-    # every batch of 2 holds a readable video, so the first result means one video done
     inputs = [corpus.videos[0], corpus.broken, corpus.videos[1], corpus.videos[2], corpus.folder]
-    common = ["-p", "owod-bind", "--preset", "tiny", "--device", "cpu", "--batch-size", "2", "--threads", "1"]
+    common = ["-p", "owod-bind", "--preset", "tiny", "--device", "cpu", "--frames-per-batch", "2", "--threads", "1"]
     local = run("segment-many", *inputs, *common, "--out", tmp_path / "local")
     assert local.exit_code == 1, local.output
 
+    # a Ray run on the first three inputs, stopped by Ctrl-C at its first result (the first
+    # video's); then the traces of a kill during a write: that video's evidence.json gone, a
+    # mask half-written, a temporary file left
     out = tmp_path / "ray"
-    spec = RunSpec(out, "owod-bind", {}, preset="tiny", device="cpu", batch_size=2, threads=1)
+    spec = RunSpec(out, "owod-bind", {}, preset="tiny", device="cpu", frames_per_batch=2, threads=1)
     jobs = plan_jobs(inputs)
 
-    def interrupt_after_the_first(items, description, unit):
+    def interrupt_at_the_first(items, description, unit):
         for item in items:
             yield item
-            raise KeyboardInterrupt  # Ctrl-C while the actor works on the next batch
+            raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
         engine = functools.partial(run_ray, workers=1, gpus_per_worker=0)  # CPU layout: actors decode
-        segment_many(spec, jobs, engine, progress=interrupt_after_the_first)
+        segment_many(spec, jobs[:3], engine, progress=interrupt_at_the_first)
+    first = out / jobs[0].name
+    assert is_complete(out, jobs[0])
+    (first / "evidence.json").unlink()
+    (first / "mask_0001.png").write_bytes(b"half")
+    (first / f".mask_0000.png.0123abcd{TEMP_SUFFIX}").write_bytes(b"half")
     done = sum(is_complete(out, job) for job in jobs)
-    assert done >= 1
+    assert done <= 1  # the second readable video, at most
 
-    # GPU layout (a GPU per actor by default, the cluster having one): decoding in CPU tasks
+    # resumed through the command, GPU layout (a GPU per actor by default, the cluster having
+    # one): decoding in CPU tasks, decoded clips through the object store
     resumed = run("segment-many", *inputs, *common, "--engine", "ray", "--out", out)
     assert resumed.exit_code == 1, resumed.output
     assert f"{len(corpus.good) - done} segmented, {done} already done, 1 failed" in resumed.stdout
     assert output_files(out) == output_files(tmp_path / "local")  # masks and overlays, byte for byte
     assert len(output_files(out)) == 2 * 2 * len(corpus.good)
     assert evidence_results(out) == evidence_results(tmp_path / "local")
+    assert not list(out.rglob(f"*{TEMP_SUFFIX}"))
     assert read_csv(out / "failures.csv") == read_csv(tmp_path / "local" / "failures.csv")
     assert [row["path"] for row in read_csv(out / "failures.csv")] == [str(corpus.broken)]

@@ -7,6 +7,7 @@ import csv
 import json
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,7 @@ from cmsf.files import TEMP_SUFFIX
 from cmsf.loading import load_models
 from cmsf.media import load_clip
 from cmsf.outputs import write_segmentation
-from cmsf.pipelines import run_videos, prepare_video
+from cmsf.pipelines import PIPELINE_STAGES, PipelineStages, prepare_video, run_videos
 
 
 @pytest.fixture(scope="module")
@@ -125,7 +126,7 @@ def test_local_engine_writes_what_segment_writes_and_records_failures(corpus, mo
     manifest = tmp_path / "m.csv"
     manifest.write_text(f"path,audio\n{corpus.folder},\n{corpus.broken},\n{corpus.silent},\n", encoding="utf-8")
     result = run("segment-many", *corpus.videos, "--manifest", manifest, "-p", "owod-bind", "--preset", "tiny",
-                 "--device", "cpu", "--batch-size", "2", "--out", out)  # fmt: skip
+                 "--device", "cpu", "--frames-per-batch", "4", "--out", out)  # fmt: skip
     assert result.exit_code == 1, result.output
     assert "4 segmented, 0 already done, 2 failed" in result.stdout and "videos/s" in result.stdout
     assert "2 of 6 inputs failed" in result.stderr and "failures.csv" in result.stderr
@@ -178,25 +179,27 @@ def test_resume_skips_complete_videos_and_retries_the_rest(corpus, tmp_path):
     assert result.exit_code == 1 and "another run" in result.output and "bind_threshold" in result.output
 
 
-def test_one_bad_video_in_a_batch_fails_alone(corpus, models, tmp_path, monkeypatch):
+def test_a_video_the_pipeline_refuses_fails_alone(corpus, models, tmp_path, monkeypatch):
     jobs = many.plan_jobs(corpus.videos)
-    spec = many.RunSpec(tmp_path / "out", "owod-bind", {}, preset="tiny", batch_size=3)
-    calls = []
+    spec = many.RunSpec(tmp_path / "out", "owod-bind", {}, preset="tiny", frames_per_batch=6)
+    stages = PIPELINE_STAGES["owod-bind"]
+    refused = load_clip(corpus.videos[1]).frames[0]
+    batches = []
 
-    def run_videos_refusing_the_second(pipeline, videos, models, settings):
-        calls.append(len(videos))
-        if any(torch.equal(video.images[0], second) for video in videos):
+    def candidates(videos, models, settings):
+        batches.append(len(videos))
+        if any(torch.equal(video.images[0], refused) for video in videos):
             raise RuntimeError("simulated failure")
-        return run_videos(pipeline, videos, models, settings)
+        return stages.candidates(videos, models, settings)
 
-    second = load_clip(corpus.videos[1]).frames[0]
-    monkeypatch.setattr(many, "run_videos", run_videos_refusing_the_second)
-    summary = many.segment_many(spec, jobs, lambda s, todo: many.run_local(s, todo, models))
-    assert calls == [3, 1, 1, 1]  # the batch, then each video alone
-    assert summary["segmented"] == 2 and summary["failed"] == 1
+    monkeypatch.setitem(PIPELINE_STAGES, "owod-bind", PipelineStages(candidates, stages.select))
+    summary = many.segment_many(spec, jobs, partial(many.run_local, models=models))
+    assert batches == [3, 1, 1, 1]  # one batch of the 3 videos, then each alone
+    assert (summary["segmented"], summary["failed"]) == (2, 1)
     assert read_failures(spec.out_dir) == [
         {"path": str(corpus.videos[1]), "name": jobs[1].name, "error": "RuntimeError: simulated failure"}
     ]
+    assert [many.is_complete(spec.out_dir, job) for job in jobs] == [True, False, True]
 
 
 def test_a_model_that_cannot_load_stops_the_run(corpus, tmp_path):
@@ -221,7 +224,7 @@ def test_a_model_that_cannot_load_stops_the_run(corpus, tmp_path):
         (["{video}", "-p", "owod-bind", "--ray-address", "x:1"], "--ray-address: only with --engine ray"),
         (["{video}", "-p", "owod-bind", "--num-frames", "3", "--fps", "2"], "at most one"),
         (["{video}", "-p", "owod-bind", "--set", "tau=1"], "bind_threshold"),
-        (["{video}", "-p", "owod-bind", "--batch-size", "0"], "--batch-size"),
+        (["{video}", "-p", "owod-bind", "--frames-per-batch", "0"], "--frames-per-batch"),
         (["{video}", "missing.mp4", "-p", "owod-bind"], "missing.mp4"),
     ],
 )
