@@ -8,12 +8,12 @@ The jobs to do (after the resume check, :func:`cmsf.many.segment_many`) become a
 1. with GPU actors, ``map(decode_row)``: a CPU task reads each input (:func:`cmsf.many.load_job`)
    and passes the decoded clip on as one binary column (frames uint8, waveform float32, their
    metadata: an uncompressed ``.npz``), or the reason it could not be read;
-2. ``map_batches(Segmenter, batch_size=F, compute=ActorPoolStrategy(…), num_gpus=…,
+2. ``map_batches(Segmenter, batch_size=…, compute=ActorPoolStrategy(…), num_gpus=…,
    num_cpus=threads)``: each actor loads the models once (lazily, on first use) and runs
-   :func:`cmsf.many.segment_jobs` (the dataset runner) on each call's F videos, F being the
-   frames per model batch (so a call holds at least one full model batch), writing every
-   video's files into ``DIR/<name>/``; it returns one small row per video (name, error,
-   frames), which the driver streams for its progress bar and ``failures.csv``.
+   :func:`cmsf.many.segment_jobs` (the dataset runner) on each call's videos (about one model
+   batch of frames, :func:`videos_per_call`), writing every video's files into
+   ``DIR/<name>/``; it returns one small row per video (name, error, frames), which the driver
+   streams for its progress bar and ``failures.csv``.
 
 **Where decoding happens.** With GPU actors, decoded frames travel through Ray's object store
 from the CPU tasks to the actors. That lets decoding run on any node's CPUs while the GPUs stay
@@ -63,6 +63,9 @@ from cmsf.runner import default_frames_per_batch
 RAY_INSTALL = 'pip install "cmsf[ray]"'
 MAX_BLOCKS = 10_000
 """The most blocks the job list is cut into (each block is one decoding task's input)."""
+CLIP_SECONDS = 10
+"""The clip length :func:`videos_per_call` assumes when the frame count is not fixed (VGGSound's
+and AudioSet's clips last 10 s)."""
 
 
 def require_ray() -> ModuleType:
@@ -177,6 +180,16 @@ def _root_cause(error: BaseException) -> BaseException:
     return found[-1] if found else error
 
 
+def videos_per_call(spec: RunSpec) -> int:
+    """Videos per actor call: about one model batch, ``spec.frames_per_batch`` frames over the
+    frames a video gives (``spec.num_frames``, else :data:`CLIP_SECONDS` × ``spec.fps`` (1)),
+    at least 1. Small calls spread a corpus evenly over the actors and stream results; the
+    runner in the actor still fills each model batch from the call's videos."""
+    assert spec.frames_per_batch is not None
+    frames = spec.num_frames or max(1, round(CLIP_SECONDS * (spec.fps or 1.0)))
+    return max(1, round(spec.frames_per_batch / frames))
+
+
 def actor_pool(
     ray: ModuleType, workers: Optional[int], gpus_per_worker: Optional[float], cpus_per_worker: int
 ) -> tuple[Any, float]:
@@ -232,9 +245,8 @@ def run_ray(
         by_name = {job.name: job for job in jobs}
         rows = [{"name": job.name, "path": str(job.path), "audio": str(job.audio or "")} for job in jobs]
         compute, gpus = actor_pool(ray, workers, gpus_per_worker, spec.threads or 1)
-        frames_per_batch = spec.frames_per_batch or default_frames_per_batch("cuda" if gpus > 0 else "cpu")
-        spec = replace(spec, frames_per_batch=frames_per_batch)
-        per_call = frames_per_batch  # videos per actor call: at least one model batch of frames
+        spec = replace(spec, frames_per_batch=spec.frames_per_batch or default_frames_per_batch("cuda" if gpus else "cpu"))
+        per_call = videos_per_call(spec)
         blocks = max(1, min(len(rows), math.ceil(len(rows) / per_call), MAX_BLOCKS))
         dataset = ray.data.from_items(rows, override_num_blocks=blocks)
         if gpus > 0:  # decoding in CPU tasks, apart from the GPU actors

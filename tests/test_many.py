@@ -124,15 +124,16 @@ def alone(corpus_path: Path, models, out: Path) -> None:
 def test_local_engine_writes_what_segment_writes_and_records_failures(corpus, models, tmp_path):
     out = tmp_path / "out"
     manifest = tmp_path / "m.csv"
-    manifest.write_text(f"path,audio\n{corpus.folder},\n{corpus.broken},\n{corpus.silent},\n", encoding="utf-8")
+    manifest.write_text(f"path,audio\n{corpus.folder},\n{corpus.broken},\n{corpus.silent},\nmissing.mp4,\n", encoding="utf-8")
     result = run("segment-many", *corpus.videos, "--manifest", manifest, "-p", "owod-bind", "--preset", "tiny",
                  "--device", "cpu", "--frames-per-batch", "4", "--out", out)  # fmt: skip
     assert result.exit_code == 1, result.output
-    assert "4 segmented, 0 already done, 2 failed" in result.stdout and "videos/s" in result.stdout
-    assert "2 of 6 inputs failed" in result.stderr and "failures.csv" in result.stderr
+    assert "4 segmented, 0 already done, 3 failed" in result.stdout and "videos/s" in result.stdout
+    assert "3 of 7 inputs failed" in result.stderr and "failures.csv" in result.stderr
     failures = read_failures(out)
-    assert [row["path"] for row in failures] == [str(corpus.broken), str(corpus.silent)]
+    assert [row["path"] for row in failures] == [str(corpus.broken), str(corpus.silent), str(tmp_path / "missing.mp4")]
     assert "not a readable" in failures[0]["error"] and "no audio track" in failures[1]["error"]
+    assert "no such file" in failures[2]["error"]
     assert failures[0]["name"] == many.output_name(corpus.broken)
 
     names = [many.output_name(p) for p in corpus.good]
