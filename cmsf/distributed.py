@@ -55,7 +55,7 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 import numpy as np
 import torch
 
-from cmsf.loading import ModelLoadError, load_models
+from cmsf.loading import ModelLoadError, Models, load_models
 from cmsf.many import Outcome, RunSpec, VideoJob, describe, load_job, segment_jobs
 from cmsf.media import Clip
 from cmsf.runner import default_frames_per_batch
@@ -136,19 +136,29 @@ def decode_row(row: dict[str, Any], *, spec: RunSpec) -> dict[str, Any]:
 class Segmenter:
     """The model step (a Ray actor): loads the models once and segments each batch of rows with
     :func:`cmsf.many.segment_jobs` (the dataset runner, writing the outputs), returning ``{name,
-    error, frames}`` per row. Rows carry their decoded clip (``clip``, ``error``: from
+    error, frames, fatal}`` per row. Rows carry their decoded clip (``clip``, ``error``: from
     :func:`decode_row`) or, on a CPU-only run, only ``{name, path, audio}``: the actor's reading
-    threads then decode them while its models work."""
+    threads then decode them while its models work.
+
+    Models that cannot be loaded (:class:`~cmsf.loading.ModelLoadError`, or a device this node
+    lacks) are no video's fault: every row of the call comes back with ``fatal`` set and the
+    message, which :func:`run_ray` raises (Ray would pass an exception on without its cause)."""
 
     def __init__(self, spec: RunSpec) -> None:
         self.spec = spec
+        self.models: Optional[Models] = None
+        self.fatal: Optional[str] = None
         torch.set_num_threads(spec.threads or 1)  # this actor's own process
-        self.models = load_models(spec.preset, device=spec.device, dtype=spec.dtype, **dict(spec.models))
+        try:
+            self.models = load_models(spec.preset, device=spec.device, dtype=spec.dtype, **dict(spec.models))
+        except (ModelLoadError, ValueError) as error:
+            self.fatal = str(error)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        names = [str(name) for name in batch["name"]]
         outcomes: list[Outcome] = []
         jobs: list[tuple[VideoJob, Callable[[], Clip]]] = []
-        for index in range(len(batch["name"])):
+        for index in range(len(names)):
             row = {key: column[index] for key, column in batch.items()}
             job = _job(row)
             if "clip" not in row:
@@ -157,27 +167,26 @@ class Segmenter:
                 outcomes.append(Outcome(job, str(row["error"])))
             else:
                 jobs.append((job, partial(clip_from_bytes, bytes(row["clip"]))))
-        outcomes += segment_jobs(self.spec, jobs, self.models)
-        return {
-            "name": np.asarray([o.job.name for o in outcomes], dtype=object),
-            "error": np.asarray([o.error or "" for o in outcomes], dtype=object),
-            "frames": np.asarray([o.frames for o in outcomes], dtype=np.int64),
-        }
+        if self.fatal is None and self.models is not None:
+            try:
+                outcomes += segment_jobs(self.spec, jobs, self.models)
+            except ModelLoadError as error:
+                self.fatal = str(error)
+        if self.fatal is not None:
+            return _rows(names, [self.fatal] * len(names), [0] * len(names), fatal=True)
+        return _rows([o.job.name for o in outcomes], [o.error or "" for o in outcomes], [o.frames for o in outcomes])
+
+
+def _rows(names: list[str], errors: list[str], frames: list[int], *, fatal: bool = False) -> dict[str, np.ndarray]:
+    return {
+        "name": np.asarray(names, dtype=object),
+        "error": np.asarray(errors, dtype=object),
+        "frames": np.asarray(frames, dtype=np.int64),
+        "fatal": np.full(len(names), fatal),
+    }
 
 
 # ---------------------------------------------------------------- the engine
-
-
-def _root_cause(error: BaseException) -> BaseException:
-    """The deepest cmsf data error (ModelLoadError, ValueError) in a Ray exception chain (Ray
-    wraps what an actor raised, its ``cause``), or ``error`` itself when there is none."""
-    chain: list[BaseException] = []
-    current: Optional[BaseException] = error
-    while current is not None and all(current is not seen for seen in chain):
-        chain.append(current)
-        current = getattr(current, "cause", None) or current.__cause__
-    found = [e for e in chain if isinstance(e, (ModelLoadError, ValueError))]
-    return found[-1] if found else error
 
 
 def videos_per_call(spec: RunSpec) -> int:
@@ -229,7 +238,8 @@ def run_ray(
 
     Raises:
         ImportError: Ray is not installed (see :func:`require_ray`).
-        ModelLoadError, ValueError: what stopped an actor (a model that cannot be loaded).
+        ModelLoadError: an actor could not load the models (its message: a component that
+            cannot be loaded, or a device its node lacks).
     """
     ray = require_ray()
     started_here = not ray.is_initialized()
@@ -264,12 +274,9 @@ def run_ray(
         try:
             for row in results:
                 error = str(row["error"])
+                if row["fatal"]:
+                    raise ModelLoadError(error)
                 yield Outcome(by_name[str(row["name"])], error or None, int(row["frames"]))
-        except Exception as error:  # noqa: BLE001 - unwrap Ray's exception chain to cmsf's error
-            cause = _root_cause(error)
-            if cause is error:
-                raise
-            raise cause from None
         finally:
             getattr(results, "close", lambda: None)()  # stops the execution (its actors) now, not at GC
     finally:

@@ -11,6 +11,7 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import ray
 import torch
@@ -19,7 +20,7 @@ from click.testing import CliRunner
 import cmsf
 from corpus_fixture import make_corpus, output_files
 from cmsf import cli
-from cmsf.distributed import clip_from_bytes, clip_to_bytes, run_ray, videos_per_call
+from cmsf.distributed import Segmenter, clip_from_bytes, clip_to_bytes, run_ray, videos_per_call
 from cmsf.files import TEMP_SUFFIX
 from cmsf.many import RunSpec, is_complete, plan_jobs, segment_many
 from cmsf.media import load_clip
@@ -64,6 +65,20 @@ def test_decoded_clips_cross_the_object_store_unchanged(corpus, which):
     assert torch.equal(back.frames, clip.frames) and back.frames.dtype == torch.uint8
     assert torch.equal(back.waveform, clip.waveform) and back.waveform.dtype == clip.waveform.dtype
     assert (back.sample_rate, back.source, back.frame_times) == (clip.sample_rate, clip.source, clip.frame_times)
+
+
+def test_an_actor_whose_models_cannot_load_answers_fatal_rows(corpus, tmp_path):
+    """(In this process: the actor class itself.) No video is blamed, nothing is written."""
+    empty = tmp_path / "no-model-here"
+    empty.mkdir()
+    spec = RunSpec(tmp_path / "out", "owod-bind", {}, preset="tiny", device="cpu", models={"owlv2": str(empty)})
+    jobs = plan_jobs(corpus.videos[:2])
+    rows = {key: np.asarray([getattr(job, key) if key == "name" else str(getattr(job, key) or "") for job in jobs],
+                            dtype=object) for key in ("name", "path", "audio")}  # fmt: skip
+    answer = Segmenter(spec)(rows)
+    assert answer["fatal"].tolist() == [True, True] and answer["name"].tolist() == [job.name for job in jobs]
+    assert all("owlv2" in error for error in answer["error"])
+    assert not any(is_complete(spec.out_dir, job) for job in jobs)
 
 
 @pytest.mark.parametrize(
