@@ -87,7 +87,9 @@ def owod_bind_settings() -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("engine", tuple(ENGINES))
-def test_segment_many(benchmark, request: pytest.FixtureRequest, corpus: list[Path], tmp_path: Path, engine: str) -> None:  # noqa: E501
+def test_segment_many(
+    benchmark: Any, request: pytest.FixtureRequest, corpus: list[Path], tmp_path: Path, engine: str
+) -> None:
     if benchmark.disabled:
         pytest.skip("segment-many runs take tens of seconds: only with benchmarking on (tests/test_many.py and "
                     "tests/test_distributed.py check them)")  # fmt: skip

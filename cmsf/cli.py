@@ -65,7 +65,8 @@ def _progress(items: Collection[Any], desc: str, unit: str) -> Iterator[Any]:
         if total > LOG_EVERY and (index % LOG_EVERY == 0 or index == total):
             elapsed = time.perf_counter() - started
             left = elapsed / index * (total - index)
-            _info(f"{desc}: {index}/{total} {unit}s, {index / max(elapsed, 1e-9):.3g} {unit}s/s, {elapsed:.0f} s elapsed, about {left:.0f} s left")
+            rate = f"{index / max(elapsed, 1e-9):.3g} {unit}s/s"
+            _info(f"{desc}: {index}/{total} {unit}s, {rate}, {elapsed:.0f} s elapsed, about {left:.0f} s left")
 
 
 def _info(message: str) -> None:
@@ -405,7 +406,9 @@ def eval_command(
     "frame folders); paths relative to its folder.",
 )
 @_pipeline_option
-@click.option("--out", "-o", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder.")
+@click.option(
+    "--out", "-o", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder."
+)
 @_preset_option
 @_device_option
 @_dtype_option
@@ -413,17 +416,31 @@ def eval_command(
 @_fps_option
 @_set_option
 @_model_option
-@click.option("--frames-per-batch", type=click.IntRange(min=1), default=None, help="The most frames per model batch (1: each video alone). [default: 10 on CPU, 64 on CUDA]")
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="torch CPU threads per worker (CPU results depend on it in the last bits). [default: local: torch's; ray: 1]")
-@click.option("--engine", type=click.Choice(("local", "ray")), default="local", show_default=True, help='local: this machine; ray: Ray Data (pip install "cmsf[ray]").')
-@click.option("--ray-address", default=None, help="Ray: join this cluster, e.g. 10.0.0.1:6379. [default: a local Ray instance]")
-@click.option("--workers", type=click.IntRange(min=1), default=None, help="Ray: model actors. [default: as many as the cluster's GPUs (or CPUs) allow]")
-@click.option("--gpus-per-worker", type=click.FloatRange(min=0), default=None, help="Ray: GPUs per actor. [default: 1 if the cluster has GPUs, else 0]")
+@click.option(
+    "--frames-per-batch",
+    type=click.IntRange(min=1),
+    help="The most frames per model batch (1: each video alone). [default: 10 on CPU, 64 on CUDA]",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    help="torch CPU threads per worker (CPU results depend on it in the last bits). [default: local: torch's, ray: 1]",
+)
+@click.option(
+    "--engine",
+    type=click.Choice(("local", "ray")),
+    default="local",
+    show_default=True,
+    help='local: this machine; ray: Ray Data (pip install "cmsf[ray]").',
+)
+@click.option("--ray-address", help="Ray: join this cluster, e.g. 10.0.0.1:6379. [default: a local Ray instance]")
+@click.option("--workers", type=click.IntRange(min=1), help="Ray: model actors. [default: as the cluster allows]")
+@click.option("--gpus-per-worker", type=click.FloatRange(min=0), help="Ray: GPUs per actor. [default: 1 with GPUs]")
 def segment_many_command(
     inputs: tuple[Path, ...], manifest: Optional[Path], pipeline: Optional[str], out_dir: Path, preset: str,
     device: Optional[str], dtype: str, num_frames: Optional[int], fps: Optional[float], settings: tuple[str, ...],
-    model_overrides: tuple[str, ...], frames_per_batch: Optional[int], threads: Optional[int], engine: str, ray_address: Optional[str],
-    workers: Optional[int], gpus_per_worker: Optional[float],
+    model_overrides: tuple[str, ...], frames_per_batch: Optional[int], threads: Optional[int], engine: str,
+    ray_address: Optional[str], workers: Optional[int], gpus_per_worker: Optional[float],
 ) -> None:  # fmt: skip
     """Segment many videos: each INPUT (a video file, or a folder of frames with its audio found
     as `cmsf segment` finds it) and each path of --manifest gets OUT/<name>/ holding what `cmsf
@@ -445,7 +462,8 @@ def segment_many_command(
         raise click.UsageError("no input: give INPUT arguments, --manifest, or both.")
     if num_frames is not None and fps is not None:
         raise click.UsageError("--num-frames and --fps: give at most one of them.")
-    ray_only = [name for name, value in (("--ray-address", ray_address), ("--workers", workers), ("--gpus-per-worker", gpus_per_worker)) if value is not None]  # fmt: skip
+    ray_options = {"--ray-address": ray_address, "--workers": workers, "--gpus-per-worker": gpus_per_worker}
+    ray_only = [name for name, value in ray_options.items() if value is not None]
     if engine == "local" and ray_only:
         raise click.UsageError(f"{', '.join(ray_only)}: only with --engine ray")
     spec = RunSpec(out_dir, pipeline, pipeline_settings(pipeline, settings), preset, device, dtype,

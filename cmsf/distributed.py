@@ -255,7 +255,8 @@ def run_ray(
         by_name = {job.name: job for job in jobs}
         rows = [{"name": job.name, "path": str(job.path), "audio": str(job.audio or "")} for job in jobs]
         compute, gpus = actor_pool(ray, workers, gpus_per_worker, spec.threads or 1)
-        spec = replace(spec, frames_per_batch=spec.frames_per_batch or default_frames_per_batch("cuda" if gpus else "cpu"))
+        frames_per_batch = spec.frames_per_batch or default_frames_per_batch("cuda" if gpus else "cpu")
+        spec = replace(spec, frames_per_batch=frames_per_batch)
         per_call = videos_per_call(spec)
         blocks = max(1, min(len(rows), math.ceil(len(rows) / per_call), MAX_BLOCKS))
         dataset = ray.data.from_items(rows, override_num_blocks=blocks)

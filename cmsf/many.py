@@ -195,7 +195,7 @@ def read_manifest(path: Path) -> list[tuple[Path, Optional[Path]]]:
         reader = csv.DictReader(io.StringIO(text))
         columns = [name.strip() for name in reader.fieldnames or []]
         if "path" not in columns:
-            raise ValueError(f"{path}: expected a CSV with a 'path' column (and optionally 'audio'), got columns {columns}")
+            raise ValueError(f"{path}: expected a CSV with a 'path' column (and optionally 'audio'), got {columns}")
         reader.fieldnames = columns
         for row in reader:
             if not any((value or "").strip() for value in row.values() if isinstance(value, str)):
@@ -318,7 +318,9 @@ def segment_jobs(
             yield done
 
 
-def run_local(spec: RunSpec, jobs: Sequence[VideoJob], models: Models, *, workers: int = DEFAULT_WORKERS) -> Iterator[Outcome]:
+def run_local(
+    spec: RunSpec, jobs: Sequence[VideoJob], models: Models, *, workers: int = DEFAULT_WORKERS
+) -> Iterator[Outcome]:
     """The local engine: :func:`segment_jobs` on this machine, each job read with
     :func:`load_job`; torch's thread count is ``spec.threads`` while the run lasts."""
     threads = torch.get_num_threads()

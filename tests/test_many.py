@@ -124,7 +124,8 @@ def alone(corpus_path: Path, models, out: Path) -> None:
 def test_local_engine_writes_what_segment_writes_and_records_failures(corpus, models, tmp_path):
     out = tmp_path / "out"
     manifest = tmp_path / "m.csv"
-    manifest.write_text(f"path,audio\n{corpus.folder},\n{corpus.broken},\n{corpus.silent},\nmissing.mp4,\n", encoding="utf-8")
+    rows = [corpus.folder, corpus.broken, corpus.silent, "missing.mp4"]
+    manifest.write_text("path,audio\n" + "".join(f"{row},\n" for row in rows), encoding="utf-8")
     result = run("segment-many", *corpus.videos, "--manifest", manifest, "-p", "owod-bind", "--preset", "tiny",
                  "--device", "cpu", "--frames-per-batch", "4", "--out", out)  # fmt: skip
     assert result.exit_code == 1, result.output
