@@ -46,6 +46,7 @@ from __future__ import annotations
 import io
 import logging
 import math
+import os
 from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
@@ -200,16 +201,34 @@ def videos_per_call(spec: RunSpec) -> int:
 
 
 def actor_pool(
-    ray: ModuleType, workers: Optional[int], gpus_per_worker: Optional[float], cpus_per_worker: int
+    ray: ModuleType,
+    workers: Optional[int],
+    gpus_per_worker: Optional[float],
+    cpus_per_worker: int,
+    *,
+    fixed_cluster: bool = False,
 ) -> tuple[Any, float]:
     """The actor pool of the model step and the GPUs each actor asks for.
 
     ``gpus_per_worker`` None: 1 when the cluster has a GPU, else 0. ``workers`` None: an
     autoscaling pool from 1 to what the cluster holds (its GPUs / ``gpus_per_worker``, or on a
     CPU-only run its CPUs / ``cpus_per_worker``); else exactly ``workers`` actors.
+
+    Raises:
+        ValueError: on a ``fixed_cluster`` (a local instance, which cannot grow), an actor would
+            ask for more CPUs or GPUs than it has: Ray would wait for them forever.
     """
     resources = ray.cluster_resources()
     gpus = gpus_per_worker if gpus_per_worker is not None else (1.0 if resources.get("GPU", 0) >= 1 else 0.0)
+    if fixed_cluster:
+        if cpus_per_worker > resources.get("CPU", 0):
+            raise ValueError(
+                f"threads: each Ray actor reserves {cpus_per_worker} CPUs (one per thread); this Ray "
+                f"instance has {resources.get('CPU', 0):g}"
+            )
+        if gpus > resources.get("GPU", 0):
+            have = resources.get("GPU", 0)
+            raise ValueError(f"gpus_per_worker: {gpus:g} GPUs per actor; this Ray instance has {have:g}")
     if workers is not None:
         return ray.data.ActorPoolStrategy(size=workers), gpus
     if gpus > 0:
@@ -254,7 +273,8 @@ def run_ray(
     try:
         by_name = {job.name: job for job in jobs}
         rows = [{"name": job.name, "path": str(job.path), "audio": str(job.audio or "")} for job in jobs]
-        compute, gpus = actor_pool(ray, workers, gpus_per_worker, spec.threads or 1)
+        local = started_here and address is None and not os.environ.get("RAY_ADDRESS")
+        compute, gpus = actor_pool(ray, workers, gpus_per_worker, spec.threads or 1, fixed_cluster=local)
         frames_per_batch = spec.frames_per_batch or default_frames_per_batch("cuda" if gpus else "cpu")
         spec = replace(spec, frames_per_batch=frames_per_batch)
         per_call = videos_per_call(spec)

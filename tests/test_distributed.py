@@ -10,6 +10,7 @@ import functools
 import json
 import os
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -20,7 +21,7 @@ from click.testing import CliRunner
 import cmsf
 from corpus_fixture import make_corpus, output_files
 from cmsf import cli
-from cmsf.distributed import Segmenter, clip_from_bytes, clip_to_bytes, run_ray, videos_per_call
+from cmsf.distributed import Segmenter, actor_pool, clip_from_bytes, clip_to_bytes, run_ray, videos_per_call
 from cmsf.files import TEMP_SUFFIX
 from cmsf.many import RunSpec, is_complete, plan_jobs, segment_many
 from cmsf.media import load_clip
@@ -88,6 +89,25 @@ def test_an_actor_whose_models_cannot_load_answers_fatal_rows(corpus, tmp_path):
 def test_an_actor_call_holds_about_one_model_batch(frames_per_batch, num_frames, fps, expected):
     spec = RunSpec(Path("out"), "owod-bind", {}, frames_per_batch=frames_per_batch, num_frames=num_frames, fps=fps)
     assert videos_per_call(spec) == expected
+
+
+def fake_ray(resources: dict[str, float]) -> SimpleNamespace:
+    return SimpleNamespace(
+        cluster_resources=lambda: resources, data=SimpleNamespace(ActorPoolStrategy=lambda **sizes: sizes)
+    )
+
+
+def test_actor_pool_follows_the_cluster_and_refuses_what_a_local_instance_lacks():
+    gpu_cluster, cpu_cluster = fake_ray({"CPU": 16.0, "GPU": 2.0}), fake_ray({"CPU": 4.0})
+    assert actor_pool(gpu_cluster, None, None, 1) == ({"min_size": 1, "max_size": 2}, 1.0)
+    assert actor_pool(gpu_cluster, None, 0.5, 1) == ({"min_size": 1, "max_size": 4}, 0.5)
+    assert actor_pool(gpu_cluster, 3, 0.0, 1) == ({"size": 3}, 0.0)
+    assert actor_pool(cpu_cluster, None, None, 2) == ({"min_size": 1, "max_size": 2}, 0.0)
+    assert actor_pool(cpu_cluster, None, 1.0, 8) == ({"min_size": 1, "max_size": 1}, 1.0)  # a cluster may grow
+    with pytest.raises(ValueError, match="threads: each Ray actor reserves 8 CPUs"):
+        actor_pool(cpu_cluster, None, None, 8, fixed_cluster=True)
+    with pytest.raises(ValueError, match="gpus_per_worker"):
+        actor_pool(cpu_cluster, None, 1.0, 1, fixed_cluster=True)
 
 
 def test_ray_run_interrupted_then_resumed_equals_the_local_engine(local_ray, corpus, tmp_path):
