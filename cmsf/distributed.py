@@ -1,5 +1,6 @@
-"""The Ray Data engine of ``cmsf segment-many``: decoding in CPU tasks, the pipeline in an actor
-pool that loads the models once per actor, outputs written by the actors. Ray is an optional
+"""The Ray Data engine of ``cmsf segment-many``: decoding in CPU tasks (in the actors on CPU-only
+runs), the pipeline in an actor pool that loads the models once per actor, outputs written by the
+actors. Ray is an optional
 dependency (``pip install "cmsf[ray]"``), imported only here and only when this engine runs.
 
 The jobs to do (after the resume check, :func:`cmsf.many.segment_many`) become a dataset of
@@ -48,9 +49,9 @@ import logging
 import math
 import os
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from types import ModuleType
-from functools import partial
 from typing import Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
