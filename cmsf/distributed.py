@@ -1,7 +1,7 @@
 """The Ray Data engine of ``cmsf segment-many``: decoding in CPU tasks (in the actors on CPU-only
 runs), the pipeline in an actor pool that loads the models once per actor, outputs written by the
-actors. Ray is an optional
-dependency (``pip install "cmsf[ray]"``), imported only here and only when this engine runs.
+actors. Ray is an optional dependency (``pip install "cmsf[ray]"``), imported only here and only
+when this engine runs.
 
 The jobs to do (after the resume check, :func:`cmsf.many.segment_many`) become a dataset of
 ``{name, path, audio}`` rows (``ray.data.from_items``), then:
