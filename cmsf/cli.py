@@ -175,6 +175,9 @@ _model_option = click.option(
     help="Use another checkpoint for a component (ast, grounding_dino, sam, owlv2: a hub id or a "
     "local save_pretrained folder; imagebind: a .pth path), e.g. --model sam=facebook/sam-vit-base.",
 )
+_out_option = click.option(
+    "--out", "-o", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder."
+)
 _num_frames_option = click.option(
     "--num-frames", type=click.IntRange(min=1), default=None, help="Video files: N frames, one per N equal spans."
 )
@@ -186,20 +189,22 @@ _fps_option = click.option(
 )
 
 
+
+def _video_run_options(command: Any) -> Any:
+    """--pipeline, --out, --preset, --device, --dtype, --num-frames, --fps: the options of the
+    commands that segment video files (segment, segment-many)."""
+    options = (_pipeline_option, _out_option, _preset_option, _device_option, _dtype_option)
+    for option in reversed((*options, _num_frames_option, _fps_option)):
+        command = option(command)
+    return command
+
+
 # ------------------------------------------------------------------------------------ segment
 
 
 @main.command(short_help="Segment the sounding objects of one video.")
 @click.argument("input_path", metavar="INPUT", type=click.Path(exists=True, path_type=Path))
-@_pipeline_option
-@click.option(
-    "--out", "-o", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder."
-)
-@_preset_option
-@_device_option
-@_dtype_option
-@_num_frames_option
-@_fps_option
+@_video_run_options
 @click.option(
     "--audio",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -304,9 +309,7 @@ def segment(
     help="Score existing predictions instead of running a pipeline: a pred_masks folder in "
     "AVSBench's layout (or the folder holding it), written by any method.",
 )
-@click.option(
-    "--out", "-o", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder."
-)
+@_out_option
 @_preset_option
 @_device_option
 @_dtype_option
@@ -405,15 +408,7 @@ def eval_command(
     help="A list of inputs: one path per line, or a .csv with a 'path' column (and 'audio' for "
     "frame folders); paths relative to its folder.",
 )
-@_pipeline_option
-@click.option(
-    "--out", "-o", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder."
-)
-@_preset_option
-@_device_option
-@_dtype_option
-@_num_frames_option
-@_fps_option
+@_video_run_options
 @_set_option
 @_model_option
 @click.option(
