@@ -1,4 +1,5 @@
-"""The ``cmsf`` command: ``cmsf segment`` (one video) and ``cmsf eval`` (AVSBench S4 / MS3).
+"""The ``cmsf`` command: ``cmsf segment`` (one video), ``cmsf segment-many`` (many, locally or on
+Ray) and ``cmsf eval`` (AVSBench S4 / MS3).
 
 Exit status: 0 on success, 2 for a usage error (a bad option or argument: more frames than the video
 has, a --model path that does not exist, an --out that cannot be written), 1 for a data error (an
@@ -10,10 +11,11 @@ and messages go to stderr; results (the summary line, the scores) to stdout.
 from __future__ import annotations
 
 import contextlib
+import functools
 import sys
 import time
 from pathlib import Path
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Collection, Iterator, Optional, Sequence
 
 import click
 from tqdm import tqdm
@@ -21,9 +23,11 @@ from tqdm import tqdm
 from cmsf import avsbench
 from cmsf.checks import DTYPES
 from cmsf.decoding import media_warnings_to
+from cmsf.distributed import require_ray, run_ray
 from cmsf.evaluate import evaluate, run_pipeline
 from cmsf.files import FolderInUseError, UnwritableFolderError
 from cmsf.loading import COMPONENTS, PRESETS, ModelLoadError, Models, check_local_source, load_models
+from cmsf.many import Engine, RunSpec, plan_jobs, run_local, segment_many
 from cmsf.media import load_clip
 from cmsf.outputs import SegmentOutput
 from cmsf.pipelines import PIPELINES, default_settings, parse_settings
@@ -60,10 +64,10 @@ LOG_EVERY = 25
 """Without a terminal, long loops log one progress line per this many items instead of a bar."""
 
 
-def _progress(items: Sequence[Any], desc: str, unit: str) -> Iterator[Any]:
-    """Iterate ``items`` with progress on stderr: a tqdm bar on a terminal; otherwise (a log
-    file, a batch job) a line every :data:`LOG_EVERY` items and at the end, when there are more
-    than :data:`LOG_EVERY` of them."""
+def _progress(items: Collection[Any], desc: str, unit: str) -> Iterator[Any]:
+    """Iterate ``items`` with progress and rate on stderr: a tqdm bar on a terminal; otherwise (a
+    log file, a batch job) a line every :data:`LOG_EVERY` items and at the end, when there are
+    more than :data:`LOG_EVERY` of them."""
     if sys.stderr.isatty():
         yield from tqdm(items, desc=desc, unit=unit, file=sys.stderr, leave=False, dynamic_ncols=True)
         return
@@ -74,7 +78,8 @@ def _progress(items: Sequence[Any], desc: str, unit: str) -> Iterator[Any]:
         if total > LOG_EVERY and (index % LOG_EVERY == 0 or index == total):
             elapsed = time.perf_counter() - started
             left = elapsed / index * (total - index)
-            _info(f"{desc}: {index}/{total} {unit}s, {elapsed:.0f} s elapsed, about {left:.0f} s left")
+            rate = f"{index / max(elapsed, 1e-9):.3g} {unit}s/s"
+            _info(f"{desc}: {index}/{total} {unit}s, {rate}, {elapsed:.0f} s elapsed, about {left:.0f} s left")
 
 
 def _info(message: str) -> None:
@@ -204,6 +209,28 @@ _model_option = click.option(
     "imagebind: a .pth path), e.g. --model sam=facebook/sam2.1-hiera-large; --model mavl=PATH (the authors' "
     "MDef_DETR_minus_language_r101_epoch10.pth, or 'random') makes OWOD-BIND propose with MAVL instead of OWLv2.",
 )
+_out_option = click.option(
+    "--out", "-o", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder."
+)
+_num_frames_option = click.option(
+    "--num-frames", type=click.IntRange(min=1), default=None, help="Video files: N frames, one per N equal spans."
+)
+_fps_option = click.option(
+    "--fps",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Video files: F frames per second of audio. [default: 1, as AVSBench]",
+)
+
+
+
+def _video_run_options(command: Any) -> Any:
+    """--pipeline, --out, --preset, --device, --dtype, --num-frames, --fps: the options of the
+    commands that segment video files (segment, segment-many)."""
+    options = (_pipeline_option, _out_option, _preset_option, _device_option, _dtype_option)
+    for option in reversed((*options, _num_frames_option, _fps_option)):
+        command = option(command)
+    return command
 
 
 # ------------------------------------------------------------------------------------ segment
@@ -211,22 +238,7 @@ _model_option = click.option(
 
 @main.command(short_help="Segment the sounding objects of one video.")
 @click.argument("input_path", metavar="INPUT", type=click.Path(exists=True, path_type=Path))
-@_pipeline_option
-@click.option(
-    "--out", "-o", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder."
-)
-@_preset_option
-@_device_option
-@_dtype_option
-@click.option(
-    "--num-frames", type=click.IntRange(min=1), default=None, help="Video files: N frames, one per N equal spans."
-)
-@click.option(
-    "--fps",
-    type=click.FloatRange(min=0, min_open=True),
-    default=None,
-    help="Video files: F frames per second of audio. [default: 1, as AVSBench]",
-)
+@_video_run_options
 @click.option(
     "--audio",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -320,9 +332,7 @@ def segment(
     help="Score existing predictions instead of running a pipeline: a pred_masks folder in "
     "AVSBench's layout (or the folder holding it), written by any method.",
 )
-@click.option(
-    "--out", "-o", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder."
-)
+@_out_option
 @_preset_option
 @_device_option
 @_dtype_option
@@ -447,6 +457,94 @@ def report(run_dir: Path, root: Optional[Path]) -> None:
     with _data_errors():
         path = write_report(run_dir, root=root)
     click.echo(f"{path}")
+
+
+# ------------------------------------------------------------------------------------ segment-many
+
+
+@main.command(name="segment-many", short_help="Segment many videos into one folder (resumable; local or Ray).")
+@click.argument("inputs", metavar="[INPUT]...", nargs=-1, type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "--manifest",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A list of inputs: one path per line, or a .csv with a 'path' column (and 'audio' for "
+    "frame folders); paths relative to its folder.",
+)
+@_video_run_options
+@_set_option
+@_model_option
+@click.option(
+    "--frames-per-batch",
+    type=click.IntRange(min=1),
+    help="The most frames per model batch (1: each video alone). [default: 10 on CPU, 64 on CUDA]",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    help="torch CPU threads per worker (CPU results depend on it in the last bits). [default: local: torch's, ray: 1]",
+)
+@click.option(
+    "--engine",
+    type=click.Choice(("local", "ray")),
+    default="local",
+    show_default=True,
+    help='local: this machine; ray: Ray Data (pip install "cmsf[ray]").',
+)
+@click.option("--ray-address", help="Ray: join this cluster, e.g. 10.0.0.1:6379. [default: a local Ray instance]")
+@click.option("--workers", type=click.IntRange(min=1), help="Ray: model actors. [default: as the cluster allows]")
+@click.option("--gpus-per-worker", type=click.FloatRange(min=0), help="Ray: GPUs per actor. [default: 1 with GPUs]")
+def segment_many_command(
+    inputs: tuple[Path, ...], manifest: Optional[Path], pipeline: Optional[str], out_dir: Path, preset: str,
+    device: Optional[str], dtype: str, num_frames: Optional[int], fps: Optional[float], settings: tuple[str, ...],
+    model_overrides: tuple[str, ...], frames_per_batch: Optional[int], threads: Optional[int], engine: str,
+    ray_address: Optional[str], workers: Optional[int], gpus_per_worker: Optional[float],
+) -> None:  # fmt: skip
+    """Segment many videos: each INPUT (a video file, or a folder of frames with its audio found
+    as `cmsf segment` finds it) and each path of --manifest gets OUT/<name>/ holding what `cmsf
+    segment` writes; <name> is the input's stem and a hash of its absolute path (see README).
+
+    Resumable: an input whose OUT/<name>/evidence.json exists is skipped, so rerun the command
+    after an interruption. An input that cannot be read or segmented is listed in
+    OUT/failures.csv (path, name, error) while the rest go on, and the exit status is then 1.
+
+    \b
+    Examples:
+      cmsf segment-many clips/*.mp4 -p owod-bind --out out/
+      cmsf segment-many --manifest clips.csv -p owod-bind --out out/ --engine ray
+      cmsf segment-many --manifest clips.txt -p owod-bind --out out/ --engine ray --ray-address 10.0.0.1:6379
+    """
+    if pipeline is None:
+        raise click.UsageError("Missing option '--pipeline' / '-p' (one of " + ", ".join(PIPELINES) + ").")
+    if not inputs and manifest is None:
+        raise click.UsageError("no input: give INPUT arguments, --manifest, or both.")
+    if num_frames is not None and fps is not None:
+        raise click.UsageError("--num-frames and --fps: give at most one of them.")
+    ray_options = {"--ray-address": ray_address, "--workers": workers, "--gpus-per-worker": gpus_per_worker}
+    ray_only = [name for name, value in ray_options.items() if value is not None]
+    if engine == "local" and ray_only:
+        raise click.UsageError(f"{', '.join(ray_only)}: only with --engine ray")
+    spec = RunSpec(out_dir, pipeline, pipeline_settings(pipeline, settings), preset, device, dtype,
+                   model_overrides_of(model_overrides), num_frames, fps, frames_per_batch, threads)  # fmt: skip
+    with _data_errors():
+        jobs = plan_jobs(inputs, manifest)
+    if engine == "ray":
+        try:
+            require_ray()
+        except ImportError as error:
+            raise click.UsageError(str(error)) from None
+        run: Engine = functools.partial(run_ray, address=ray_address, workers=workers, gpus_per_worker=gpus_per_worker)
+    else:
+        models = _models(preset, device, dtype, model_overrides)
+        run = functools.partial(run_local, models=models)
+    with _data_errors():
+        summary = segment_many(spec, jobs, run, progress=_progress, log=_info)
+    rate = f"{summary['videos_per_s']:.3g} videos/s" if summary["segmented"] else "nothing to do"
+    click.echo(
+        f"{summary['segmented']} segmented, {summary['done_before']} already done, {summary['failed']} failed "
+        f"({summary['elapsed_s']:.1f} s, {rate}) → {out_dir}"
+    )
+    if summary["failed"]:
+        raise click.ClickException(f"{summary['failed']} of {len(jobs)} inputs failed; see {summary['failures']}")
 
 
 if __name__ == "__main__":  # python -m cmsf.cli

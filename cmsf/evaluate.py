@@ -161,18 +161,15 @@ def recorded_sources(preset: Optional[str], model_sources: Optional[Mapping[str,
     return component_sources(preset, **(model_sources or {})) if preset else dict(model_sources or {})
 
 
-def claim_run_folder(out_dir: Path, config: Mapping[str, Any]) -> None:
-    """Refuse to mix predictions of different runs in one folder; record this run's settings in
-    ``out_dir/run.json``.
+def record_run(path: Path, config: Mapping[str, Any], *, outputs_exist: bool, outputs: str) -> None:
+    """Record a run's settings in ``path`` (a ``run.json``), refusing to mix the outputs of
+    different runs in one folder: when ``outputs_exist`` and ``path`` names other settings, or
+    cannot be read, nothing is written. ``outputs`` names them in the message ("predictions").
 
     Raises:
-        RunConflictError: ``run.json`` names other settings while predictions exist, or cannot
-            be read.
+        RunConflictError: ``path`` names other settings while outputs exist, or cannot be read.
     """
-    path = out_dir / "run.json"
-    predictions = out_dir / "pred_masks"
-    has_predictions = predictions.is_dir() and any(p.is_file() for p in predictions.rglob("*.png"))
-    if path.is_file() and has_predictions:
+    if path.is_file() and outputs_exist:
         try:
             previous = json.loads(path.read_text(encoding="utf-8"))
         except ValueError as error:
@@ -185,10 +182,23 @@ def claim_run_folder(out_dir: Path, config: Mapping[str, Any]) -> None:
         if changed:
             detail = ", ".join(f"{k}: {old!r} there, {new!r} now" for k, (old, new) in changed.items())
             raise RunConflictError(
-                f"{out_dir} holds predictions of another run ({detail}); use another --out, or delete "
-                f"{out_dir / 'pred_masks'} and {path} to start over"
+                f"{path.parent} holds {outputs} of another run ({detail}); use another --out, or delete "
+                f"them and {path} to start over"
             )
     atomic_write_json(path, config)
+
+
+def claim_run_folder(out_dir: Path, config: Mapping[str, Any]) -> None:
+    """Refuse to mix predictions of different runs in one folder; record this run's settings in
+    ``out_dir/run.json`` (:func:`record_run`).
+
+    Raises:
+        RunConflictError: ``run.json`` names other settings while predictions exist, or cannot
+            be read.
+    """
+    predictions = out_dir / "pred_masks"
+    has_predictions = predictions.is_dir() and any(p.is_file() for p in predictions.rglob("*.png"))
+    record_run(out_dir / "run.json", config, outputs_exist=has_predictions, outputs=f"predictions ({predictions})")
 
 
 def segment_videos(

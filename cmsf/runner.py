@@ -46,7 +46,7 @@ import torch
 from cmsf.checks import check_positive_int
 from cmsf.decoding import Clip
 from cmsf.loading import ModelLoadError, Models, check_models
-from cmsf.pipelines import PIPELINE_STAGES, SegmentationResult, VideoInput, check_settings, prepare_video, select_video
+from cmsf.pipelines import SegmentationResult, VideoInput, check_settings, prepare_video, run_videos
 
 FRAMES_PER_BATCH = {"cpu": 5, "cuda": 64}
 """Default frames per model batch by device type (:func:`default_frames_per_batch`)."""
@@ -149,11 +149,8 @@ def _load(job: Job, index: int) -> _Loaded:
 def _segment(pipeline: str, batch: Sequence[_Loaded], models: Models, settings: Mapping[str, Any]) -> None:
     """Run ``batch`` through the pipeline, filling each outcome's result or error; a failing
     batch of several videos is run again video by video, so the error lands on its video."""
-    stages = PIPELINE_STAGES[pipeline]
     try:
-        videos = [item.video for item in batch]
-        candidates = stages.candidates(videos, models, settings)
-        results = [select_video(pipeline, video, frames, settings) for video, frames in zip(videos, candidates)]
+        results = run_videos(pipeline, [item.video for item in batch], models, settings)
     except ModelLoadError:
         raise  # about the models, not the videos: every job would fail the same way
     except Exception as error:  # noqa: BLE001

@@ -1,0 +1,248 @@
+"""``cmsf segment-many`` with the local engine: inputs and manifests, output names, the same files
+as ``cmsf segment`` (byte for byte), resume, failures.csv, run.json, usage errors (tiny preset)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+import time
+from functools import partial
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from corpus_fixture import make_corpus, output_files
+from cmsf import cli, many
+from cmsf.files import TEMP_SUFFIX
+from cmsf.loading import load_models
+from cmsf.media import load_clip
+from cmsf.outputs import write_segmentation
+from cmsf.pipelines import PIPELINE_STAGES, PipelineStages, prepare_video, run_videos
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return make_corpus(tmp_path_factory.mktemp("corpus"))
+
+
+@pytest.fixture(scope="module")
+def models():
+    return load_models("tiny", device="cpu")
+
+
+def run(*args) -> "click.testing.Result":  # noqa: F821
+    return CliRunner().invoke(cli.main, [str(a) for a in args], catch_exceptions=True)
+
+
+def read_failures(out: Path) -> list[dict[str, str]]:
+    with open(out / "failures.csv", newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+# ---------------------------------------------------------------- names and manifests
+
+
+def test_output_names_are_stable_unique_and_safe(tmp_path, monkeypatch):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    name = many.output_name(tmp_path / "a" / "clip.mp4")
+    assert name.startswith("clip-") and len(name) == len("clip-") + many.HASH_DIGITS
+    monkeypatch.chdir(tmp_path)
+    assert many.output_name(Path("a/../a/clip.mp4")) == name  # the resolved path counts, not its spelling
+    assert many.output_name(tmp_path / "b" / "clip.mp4") != name
+    assert many.output_name(tmp_path / "a" / "clip.mp4", tmp_path / "x.wav") != name
+    assert many.output_name(tmp_path / "a" / "my clip (1).mov").startswith("my_clip_1-")
+    assert many.output_name(tmp_path / "a" / "...mp4").startswith("video-")
+    folder = tmp_path / "v1.2"
+    folder.mkdir()
+    assert many.output_name(folder).startswith("v1.2-")  # a folder keeps its whole name
+
+
+def test_text_manifest(tmp_path):
+    manifest = tmp_path / "lists" / "clips.txt"
+    manifest.parent.mkdir()
+    manifest.write_text("# a comment\n\nx.mp4\n  ../y.mp4  \n/abs/z.mp4\n", encoding="utf-8")
+    assert many.read_manifest(manifest) == [
+        (manifest.parent / "x.mp4", None),
+        (manifest.parent / "../y.mp4", None),
+        (Path("/abs/z.mp4"), None),
+    ]
+
+
+def test_csv_manifest_with_audio_column(tmp_path):
+    manifest = tmp_path / "clips.CSV"
+    manifest.write_text("\ufeffid, path ,audio\n1,x.mp4,\n2,frames,frames/sound.wav\n\n", encoding="utf-8")
+    assert many.read_manifest(manifest) == [
+        (tmp_path / "x.mp4", None),
+        (tmp_path / "frames", tmp_path / "frames/sound.wav"),
+    ]
+
+
+@pytest.mark.parametrize(
+    "name, data, needle",
+    [
+        ("m.csv", "file\nx.mp4\n".encode(), "'path' column"),
+        ("m.csv", "path,audio\n,a.wav\n".encode(), "line 2: empty 'path'"),
+        ("m.txt", b"\xff\xfex.mp4\n", "not UTF-8"),
+    ],
+)
+def test_bad_manifest_is_a_value_error_naming_it(tmp_path, name, data, needle):
+    manifest = tmp_path / name
+    manifest.write_bytes(data)
+    with pytest.raises(ValueError, match=needle) as error:
+        many.read_manifest(manifest)
+    assert str(manifest) in str(error.value)
+
+
+def test_plan_jobs_keeps_order_and_runs_an_input_once(tmp_path, monkeypatch):
+    manifest = tmp_path / "m.txt"
+    manifest.write_text("b/clip.mp4\na/clip.mp4\n", encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    jobs = many.plan_jobs([Path("a/clip.mp4")], manifest)
+    assert [job.path for job in jobs] == [tmp_path / "a/clip.mp4", tmp_path / "b/clip.mp4"]
+    assert len({job.name for job in jobs}) == 2
+    monkeypatch.setattr(many, "HASH_DIGITS", 0)  # every clip.mp4 gets the name "clip-"
+    with pytest.raises(ValueError, match="also that of"):
+        many.plan_jobs([Path("a/clip.mp4")], manifest)
+
+
+# ---------------------------------------------------------------- the local engine, end to end
+
+
+def alone(corpus_path: Path, models, out: Path) -> None:
+    """What ``cmsf segment`` writes for one input: the pipeline on it alone."""
+    clip = load_clip(corpus_path)
+    result = run_videos("owod-bind", [prepare_video(clip.frames, clip.waveform, clip.sample_rate)], models, {})[0]
+    run_info = {"input": str(corpus_path), "pipeline": "owod-bind", "preset": "tiny", "device": "cpu",
+                "dtype": "float32", "settings": result.settings}  # fmt: skip
+    write_segmentation(out, clip, result, run_info, started=time.perf_counter())
+
+
+def test_local_engine_writes_what_segment_writes_and_records_failures(corpus, models, tmp_path):
+    out = tmp_path / "out"
+    manifest = tmp_path / "m.csv"
+    rows = [corpus.folder, corpus.broken, corpus.silent, "missing.mp4"]
+    manifest.write_text("path,audio\n" + "".join(f"{row},\n" for row in rows), encoding="utf-8")
+    result = run("segment-many", *corpus.videos, "--manifest", manifest, "-p", "owod-bind", "--preset", "tiny",
+                 "--device", "cpu", "--frames-per-batch", "4", "--out", out)  # fmt: skip
+    assert result.exit_code == 1, result.output
+    assert "4 segmented, 0 already done, 3 failed" in result.stdout and "videos/s" in result.stdout
+    assert "3 of 7 inputs failed" in result.stderr and "failures.csv" in result.stderr
+    failures = read_failures(out)
+    assert [row["path"] for row in failures] == [str(corpus.broken), str(corpus.silent), str(tmp_path / "missing.mp4")]
+    assert "not a readable" in failures[0]["error"] and "no audio track" in failures[1]["error"]
+    assert "no such file" in failures[2]["error"]
+    assert failures[0]["name"] == many.output_name(corpus.broken)
+
+    names = [many.output_name(p) for p in corpus.good]
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == sorted(names)
+    reference = tmp_path / "reference"
+    for path, name in zip(corpus.good, names):
+        alone(path, models, reference / name)
+        evidence = json.loads((out / name / "evidence.json").read_text())
+        expected = json.loads((reference / name / "evidence.json").read_text())
+        assert evidence["input"] == str(path) and evidence["result"] == expected["result"]
+        assert evidence["masks"] == expected["masks"] and evidence["frame_times_s"] == expected["frame_times_s"]
+    assert output_files(out) == output_files(reference)  # masks and overlays, byte for byte
+    run_json = json.loads((out / "run.json").read_text())
+    assert run_json["pipeline"] == "owod-bind" and run_json["preset"] == "tiny" and run_json["num_frames"] is None
+    assert not list(out.rglob(f"*{TEMP_SUFFIX}"))
+
+
+def test_resume_skips_complete_videos_and_retries_the_rest(corpus, tmp_path):
+    out = tmp_path / "out"
+    args = ["segment-many", *corpus.videos, corpus.broken, "-p", "owod-bind", "--preset", "tiny", "--out", out]
+    assert run(*args).exit_code == 1
+    names = [many.output_name(p) for p in corpus.videos]
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*.png")}
+    # an interrupted write: masks of one video without its evidence, and a temporary file
+    (out / names[1] / "evidence.json").unlink()
+    (out / names[1] / "mask_0000.png").write_bytes(b"half")
+    (out / names[0] / f".mask_0000.png.1234abcd{TEMP_SUFFIX}").write_bytes(b"half")
+    result = run(*args)
+    assert result.exit_code == 1
+    assert "1 segmented, 2 already done, 1 failed" in result.stdout
+    assert "4 videos: 2 already done, 2 to segment" in result.stderr
+    after = {p: p.stat().st_mtime_ns for p in out.rglob("*.png")}
+    assert {p for p in before if after[p] != before[p]} == {p for p in before if p.parent.name == names[1]}
+    assert (out / names[1] / "mask_0000.png").read_bytes() != b"half"
+    assert not list(out.rglob(f"*{TEMP_SUFFIX}"))
+    assert [row["path"] for row in read_failures(out)] == [str(corpus.broken)]
+    # nothing failing any more: failures.csv of the earlier run goes away, exit status 0
+    result = run("segment-many", *corpus.videos, "-p", "owod-bind", "--preset", "tiny", "--out", out)
+    assert result.exit_code == 0, result.output
+    assert "0 segmented, 3 already done, 0 failed" in result.stdout and "nothing to do" in result.stdout
+    assert not (out / "failures.csv").exists()
+    # another setting: refused, nothing touched
+    result = run(*args[:-2], "--set", "bind_threshold=0.6", "--out", out)
+    assert result.exit_code == 1 and "another run" in result.output and "bind_threshold" in result.output
+
+
+def test_a_video_the_pipeline_refuses_fails_alone(corpus, models, tmp_path, monkeypatch):
+    jobs = many.plan_jobs(corpus.videos)
+    spec = many.RunSpec(tmp_path / "out", "owod-bind", {}, preset="tiny", frames_per_batch=6)
+    stages = PIPELINE_STAGES["owod-bind"]
+    refused = load_clip(corpus.videos[1]).frames[0]
+    batches = []
+
+    def candidates(videos, models, settings):
+        batches.append(len(videos))
+        if any(torch.equal(video.images[0], refused) for video in videos):
+            raise RuntimeError("simulated failure")
+        return stages.candidates(videos, models, settings)
+
+    monkeypatch.setitem(PIPELINE_STAGES, "owod-bind", PipelineStages(candidates, stages.select))
+    summary = many.segment_many(spec, jobs, partial(many.run_local, models=models))
+    assert batches == [3, 1, 1, 1]  # one batch of the 3 videos, then each alone
+    assert (summary["segmented"], summary["failed"]) == (2, 1)
+    assert read_failures(spec.out_dir) == [
+        {"path": str(corpus.videos[1]), "name": jobs[1].name, "error": "RuntimeError: simulated failure"}
+    ]
+    assert [many.is_complete(spec.out_dir, job) for job in jobs] == [True, False, True]
+
+
+def test_a_model_that_cannot_load_stops_the_run(corpus, tmp_path):
+    empty = tmp_path / "no-model-here"
+    empty.mkdir()
+    result = run("segment-many", *corpus.videos, "-p", "owod-bind", "--preset", "tiny", "--model", f"owlv2={empty}",
+                 "--out", tmp_path / "out")  # fmt: skip
+    assert result.exit_code == 1 and "owlv2" in result.output and "--model COMPONENT=PATH" in result.output
+    assert not (tmp_path / "out" / "failures.csv").exists()
+    assert "Traceback" not in result.output
+
+
+# ---------------------------------------------------------------- usage
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["-p", "owod-bind"], "no input"),
+        (["{video}"], "--pipeline"),
+        (["{video}", "-p", "owod-bind", "--workers", "2"], "--workers: only with --engine ray"),
+        (["{video}", "-p", "owod-bind", "--ray-address", "x:1"], "--ray-address: only with --engine ray"),
+        (["{video}", "-p", "owod-bind", "--num-frames", "3", "--fps", "2"], "at most one"),
+        (["{video}", "-p", "owod-bind", "--set", "tau=1"], "bind_threshold"),
+        (["{video}", "-p", "owod-bind", "--frames-per-batch", "0"], "--frames-per-batch"),
+        (["{video}", "missing.mp4", "-p", "owod-bind"], "missing.mp4"),
+    ],
+)
+def test_usage_errors(corpus, tmp_path, args, needle):
+    result = run("segment-many", *[a.replace("{video}", str(corpus.videos[0])) for a in args], "--out", tmp_path / "o")
+    assert result.exit_code == 2 and needle in result.output, result.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_ray_engine_without_ray_says_how_to_install_it(corpus, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray raises ImportError
+    result = run("segment-many", corpus.videos[0], "-p", "owod-bind", "--engine", "ray", "--out", tmp_path / "o")
+    assert result.exit_code == 2 and 'pip install "cmsf[ray]"' in result.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_help_shows_examples():
+    result = run("segment-many", "--help")
+    assert result.exit_code == 0 and "cmsf segment-many" in result.output and "--manifest" in result.output
