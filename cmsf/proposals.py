@@ -223,8 +223,11 @@ def _select_proposals(
     index = torch.nonzero(keep).flatten()
     index = index[torch.sort(scores[index], descending=True, stable=True).indices]
     if nms_threshold < 1.0 and index.numel() > 1:
-        survivors = box_nms(boxes[index], scores[index], nms_threshold)
-        index = index[torch.sort(survivors).values]  # NMS keeps a subset; keep the stable order
+        # NMS sees each box's rank, not its score: equal scores are then visited in the stable
+        # order above (lower index first), where torchvision's own sort leaves ties unordered
+        ranks = -torch.arange(index.numel(), dtype=torch.float32, device=boxes.device)
+        survivors = box_nms(boxes[index], ranks, nms_threshold)
+        index = index[torch.sort(survivors).values]
     index = index[:max_proposals]
     return Proposals(boxes[index], scores[index])
 

@@ -95,11 +95,13 @@ def test_large_frame_is_prepared_without_transformers_processor(tiny, monkeypatc
 
 
 def _iou(a: list[float], b: list[float]) -> float:
+    """IoU in float32, as torchvision's NMS computes it (0.3 exactly in float64 is
+    float32(0.3) = 0.30000001 there, which suppresses at a threshold of 0.3)."""
     ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
     iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
     inter = ix * iy
     union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
+    return float(np.float32(inter) / np.float32(union)) if union > 0 else 0.0
 
 
 @st.composite
