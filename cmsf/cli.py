@@ -24,13 +24,13 @@ from cmsf import avsbench
 from cmsf.checks import DTYPES
 from cmsf.decoding import media_warnings_to
 from cmsf.distributed import require_ray, run_ray
-from cmsf.evaluate import evaluate, run_pipeline
+from cmsf.evaluate import evaluate, run_pipeline, scores_line
 from cmsf.files import FolderInUseError, UnwritableFolderError
-from cmsf.loading import COMPONENTS, PRESETS, ModelLoadError, Models, check_local_source, load_models
-from cmsf.many import Engine, RunSpec, plan_jobs, run_local, segment_many
+from cmsf.loading import PRESETS, ModelLoadError, Models, check_sources, load_models
+from cmsf.many import Engine, RunSpec, plan_jobs, run_local, segment_many, summary_line
 from cmsf.media import load_clip
 from cmsf.outputs import SegmentOutput
-from cmsf.pipelines import PIPELINES, default_settings, parse_settings
+from cmsf.pipelines import PIPELINES, check_settings, parse_settings
 from cmsf.report import write_report
 from cmsf.sweep import free_keys_help, parse_sweep, run_sweep, sweep_lines, sweep_rows
 
@@ -116,26 +116,13 @@ def sweep_grid(pipeline: str, values: Sequence[str], fixed: dict[str, Any]) -> d
         raise click.BadParameter(str(error), param_hint="--sweep") from None
 
 
-def effective_settings(pipeline: str, overrides: dict[str, Any]) -> dict[str, Any]:
-    """All of the pipeline's keyword settings: its defaults, updated with ``overrides``."""
-    return {**default_settings(pipeline), **overrides}
-
-
 def model_overrides_of(values: Sequence[str]) -> dict[str, str]:
-    """Parse ``--model COMPONENT=SOURCE`` options; an unknown component, or a local path that does
-    not exist (:func:`cmsf.loading.check_local_source`), is a usage error."""
-    overrides = _parse_pairs(values, "--model")
-    unknown = [name for name in overrides if name not in COMPONENTS]
-    if unknown:
-        raise click.BadParameter(
-            f"unknown component {unknown[0]!r}; expected one of {', '.join(COMPONENTS)}", param_hint="--model"
-        )
-    for name, source in overrides.items():
-        try:
-            check_local_source(name, source)
-        except ValueError as error:  # "sam: the local path … does not exist"
-            raise click.BadParameter(f"{name}={source}:{str(error).partition(':')[2]}", param_hint="--model") from None
-    return overrides
+    """Parse ``--model COMPONENT=SOURCE`` options (:func:`cmsf.loading.check_sources`); an unknown
+    component, or a local path that does not exist, is a usage error."""
+    try:
+        return check_sources(_parse_pairs(values, "--model"))
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--model") from None
 
 
 def _models(preset: str, device: Optional[str], dtype: str, model_overrides: Sequence[str]) -> Models:
@@ -301,7 +288,7 @@ def segment(
         with _data_errors(f"{input_path}: "):
             result = run_pipeline(pipeline, clip, models, thresholds)
         run = {"input": str(input_path), "pipeline": pipeline, "preset": preset, "device": str(models.device),
-               "dtype": dtype, "settings": effective_settings(pipeline, thresholds)}  # fmt: skip
+               "dtype": dtype, "settings": check_settings(pipeline, thresholds)}  # fmt: skip
         evidence = output.write(clip, result, run, started=started, progress=_progress)
     coverage = evidence["coverage"]
     mean = 100 * sum(coverage) / len(coverage)
@@ -435,10 +422,7 @@ def eval_command(
             load=lambda: _models(preset, device, dtype, model_overrides), preset=preset, dtype=dtype,
             model_sources=overrides, resize_pred=resize_pred, limit=limit, progress=_progress, log=_info,
         )  # fmt: skip
-    click.echo(
-        f"{subset.upper()} {split}, {summary['videos']} videos: mIoU {summary['miou']:.4f}  "
-        f"F-score {summary['fscore']:.4f}"
-    )
+    click.echo(scores_line(summary))
 
 
 @main.command(short_help="Write RUN_DIR/report.html: figures, videos, sweep.")
@@ -538,11 +522,7 @@ def segment_many_command(
         run = functools.partial(run_local, models=models)
     with _data_errors():
         summary = segment_many(spec, jobs, run, progress=_progress, log=_info)
-    rate = f"{summary['videos_per_s']:.3g} videos/s" if summary["segmented"] else "nothing to do"
-    click.echo(
-        f"{summary['segmented']} segmented, {summary['done_before']} already done, {summary['failed']} failed "
-        f"({summary['elapsed_s']:.1f} s, {rate}) → {out_dir}"
-    )
+    click.echo(summary_line(summary, out_dir))
     if summary["failed"]:
         raise click.ClickException(f"{summary['failed']} of {len(jobs)} inputs failed; see {summary['failures']}")
 

@@ -375,3 +375,12 @@ def evaluate(
         atomic_write_text(out_dir / "per_video.csv", per_video_csv(rows, subset))
         atomic_write_json(out_dir / "summary.json", summary)
         return summary
+
+
+def scores_line(summary: Mapping[str, Any]) -> str:
+    """The scores of an :func:`evaluate` summary in one line:
+    ``"S4 test, 4932 videos: mIoU 0.5812  F-score 0.6723"``."""
+    return (
+        f"{summary['subset'].upper()} {summary['split']}, {summary['videos']} videos: mIoU {summary['miou']:.4f}  "
+        f"F-score {summary['fscore']:.4f}"
+    )

@@ -223,6 +223,28 @@ def check_local_source(name: str, source: str) -> str:
     return expanded
 
 
+def check_sources(sources: Mapping[str, str]) -> dict[str, str]:
+    """Component overrides given as text (``{"sam": "facebook/sam2.1-hiera-large"}``, from a
+    command line or a file), checked before anything loads: each name one of :data:`COMPONENTS`,
+    each source that looks like a local path existing (:func:`check_local_source`). Returns them
+    as given (``~`` unexpanded; :func:`load_models` expands it), for ``load_models(preset,
+    **sources)``.
+
+    Raises:
+        ValueError: an unknown component (``"unknown component 'x'; expected one of …"``), or a
+            local path where nothing is (the message starts with ``"{name}={source}:"``).
+    """
+    unknown = [name for name in sources if name not in COMPONENTS]
+    if unknown:
+        raise ValueError(f"unknown component {unknown[0]!r}; expected one of {', '.join(COMPONENTS)}")
+    for name, source in sources.items():
+        try:
+            check_local_source(name, source)
+        except ValueError as error:  # "sam: the local path … does not exist"
+            raise ValueError(f"{name}={source}:{str(error).partition(':')[2]}") from None
+    return dict(sources)
+
+
 def _override_spec(name: str, value: Any, preset: str) -> _Spec:
     if name == "mavl":
         return _mavl_spec(value, preset)

@@ -426,3 +426,13 @@ def segment_many(
             "videos_per_s": round(segmented / elapsed, 4) if elapsed > 0 else None,
             "failures": str(failures_path) if failures_path is not None else None,
         }
+
+
+def summary_line(summary: Mapping[str, Any], out_dir: Path) -> str:
+    """A :func:`segment_many` summary in one line: ``"12 segmented, 3 already done, 1 failed
+    (40.2 s, 0.299 videos/s) → out"``."""
+    rate = f"{summary['videos_per_s']:.3g} videos/s" if summary["segmented"] else "nothing to do"
+    return (
+        f"{summary['segmented']} segmented, {summary['done_before']} already done, {summary['failed']} failed "
+        f"({summary['elapsed_s']:.1f} s, {rate}) → {out_dir}"
+    )

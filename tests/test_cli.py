@@ -26,7 +26,7 @@ from cmsf.avsbench import VideoEntry
 from cmsf.evaluate import MAX_LISTED, missing_predictions_message
 from cmsf.files import TEMP_SUFFIX
 from cmsf.loading import load_models
-from cmsf.pipelines import PIPELINE_STAGES
+from cmsf.pipelines import PIPELINE_STAGES, check_settings
 
 
 @pytest.fixture(scope="module")
@@ -550,8 +550,8 @@ def test_pipeline_settings_types():
         cli.pipeline_settings("sam-bind", ["points_per_side=8.5"])
     with pytest.raises(click.BadParameter, match="KEY=VALUE"):
         cli.pipeline_settings("sam-bind", ["points_per_side"])
-    assert cli.effective_settings("owod-bind", {"bind_threshold": 0.5})["bind_threshold"] == 0.5
-    assert cli.effective_settings("owod-bind", {})["box_threshold"] == 0.5  # the paper's tau_BB
+    assert check_settings("owod-bind", {"bind_threshold": 0.5})["bind_threshold"] == 0.5
+    assert check_settings("owod-bind", {})["box_threshold"] == 0.5  # the paper's tau_BB
 
 
 @pytest.mark.parametrize("value", ["nan", "inf", "-Infinity"])

@@ -145,6 +145,16 @@ def test_bad_arguments_to_load_models():
         load_models("tiny", device="not-a-device")
 
 
+def test_check_sources_names_an_unknown_component_or_a_missing_local_path(tmp_path):
+    sources = {"sam": "facebook/sam-vit-base", "owlv2": str(tmp_path)}
+    assert loading.check_sources(sources) == sources
+    with pytest.raises(ValueError, match=r"^unknown component 'clip'; expected one of ast, grounding_dino, sam"):
+        loading.check_sources({"sam": "facebook/sam-vit-base", "clip": "openai/clip"})
+    missing = str(tmp_path / "nothing")
+    with pytest.raises(ValueError, match=r"^sam=.*nothing: the local path .* does not exist"):
+        loading.check_sources({"sam": missing})
+
+
 def test_paper_preset_points_at_the_paper_checkpoints():
     models = load_models("paper", device="cpu")
     assert models.loaded == ()
