@@ -1,5 +1,8 @@
-"""The ``cmsf`` command: ``cmsf segment`` (one video), ``cmsf segment-many`` (many, locally or on
-Ray) and ``cmsf eval`` (AVSBench S4 / MS3).
+"""The ``cmsf`` command: the click group and its commands, ``cmsf segment`` (one video), ``cmsf
+segment-many`` (many, locally or on Ray), ``cmsf eval`` (AVSBench S4 / MS3, or a sweep of settings)
+and ``cmsf report`` (a run's report.html). Each command parses its options, calls the library and
+maps errors to exit codes; what several commands share (their common options, ``KEY=VALUE``
+parsing, the error mapping, progress on stderr) is :mod:`cmsf.cli_options`.
 
 Exit status: 0 on success, 2 for a usage error (a bad option or argument: more frames than the video
 has, a --model path that does not exist, an --out that cannot be written), 1 for a data error (an
@@ -10,133 +13,28 @@ and messages go to stderr; results (the summary line, the scores) to stdout.
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import sys
 import time
 from pathlib import Path
-from typing import Any, Collection, Iterator, Optional, Sequence
+from typing import Any, Optional
 
 import click
-from tqdm import tqdm
 
 from cmsf import avsbench
-from cmsf.checks import DTYPES
+from cmsf.cli_options import (
+    check_sampling, data_errors, dtype_option, device_option, info, model_option, model_overrides_of, models_of,
+    only_with, out_option, pipeline_option, pipeline_settings, preset_option, progress, require_pipeline, set_option,
+    sweep_grid, video_run_options,
+)  # fmt: skip
 from cmsf.decoding import media_warnings_to
 from cmsf.distributed import require_ray, run_ray
 from cmsf.evaluate import evaluate, run_pipeline, scores_line
-from cmsf.files import FolderInUseError, UnwritableFolderError
-from cmsf.loading import PRESETS, ModelLoadError, Models, check_sources, load_models
 from cmsf.many import Engine, RunSpec, plan_jobs, run_local, segment_many, summary_line
 from cmsf.media import load_clip
 from cmsf.outputs import SegmentOutput
-from cmsf.pipelines import PIPELINES, check_settings, parse_settings
+from cmsf.pipelines import check_settings
 from cmsf.report import write_report
-from cmsf.sweep import free_keys_help, parse_sweep, run_sweep, sweep_lines, sweep_rows
-
-# ------------------------------------------------------------------------------------ helpers
-
-
-_OPTIONS = {"num_frames": "--num-frames", "fps": "--fps"}  # a ValueError "num_frames: …" is about --num-frames
-
-
-@contextlib.contextmanager
-def _data_errors(context: str = "") -> Iterator[None]:
-    """Turn the errors bad data raises (ValueError, OSError, ModelLoadError, a folder in use) into a click
-    error: exit 1, one line, no traceback; those about --num-frames, --fps, --out: a usage error (2)."""
-    try:
-        yield
-    except click.ClickException:
-        raise
-    except UnwritableFolderError as error:
-        raise click.BadParameter(str(error), param_hint="--out") from None
-    except (ValueError, OSError, ModelLoadError, FolderInUseError) as error:
-        message = str(error) or type(error).__name__
-        argument, colon, detail = message.partition(":")
-        if isinstance(error, ValueError) and colon and argument in _OPTIONS:
-            raise click.BadParameter(detail.strip(), param_hint=_OPTIONS[argument]) from None
-        if isinstance(error, ModelLoadError):
-            message += " On the command line, a local copy is passed as --model COMPONENT=PATH."
-        raise click.ClickException(f"{context}{message}") from None
-
-
-LOG_EVERY = 25
-"""Without a terminal, long loops log one progress line per this many items instead of a bar."""
-
-
-def _progress(items: Collection[Any], desc: str, unit: str) -> Iterator[Any]:
-    """Iterate ``items`` with progress and rate on stderr: a tqdm bar on a terminal; otherwise (a
-    log file, a batch job) a line every :data:`LOG_EVERY` items and at the end, when there are
-    more than :data:`LOG_EVERY` of them."""
-    if sys.stderr.isatty():
-        yield from tqdm(items, desc=desc, unit=unit, file=sys.stderr, leave=False, dynamic_ncols=True)
-        return
-    total = len(items)
-    started = time.perf_counter()
-    for index, item in enumerate(items, start=1):
-        yield item
-        if total > LOG_EVERY and (index % LOG_EVERY == 0 or index == total):
-            elapsed = time.perf_counter() - started
-            left = elapsed / index * (total - index)
-            rate = f"{index / max(elapsed, 1e-9):.3g} {unit}s/s"
-            _info(f"{desc}: {index}/{total} {unit}s, {rate}, {elapsed:.0f} s elapsed, about {left:.0f} s left")
-
-
-def _info(message: str) -> None:
-    click.echo(message, err=True)
-
-
-def _parse_pairs(values: Sequence[str], option: str) -> dict[str, str]:
-    pairs: dict[str, str] = {}
-    for value in values:
-        key, sep, rest = value.partition("=")
-        if not sep or not key.strip() or not rest.strip():
-            raise click.BadParameter(f"expected KEY=VALUE, got {value!r}", param_hint=option)
-        pairs[key.strip()] = rest.strip()
-    return pairs
-
-
-def pipeline_settings(pipeline: str, values: Sequence[str]) -> dict[str, Any]:
-    """Parse ``--set KEY=VALUE`` options with :func:`cmsf.pipelines.parse_settings` (typed after
-    the defaults, checked); anything wrong is a usage error naming ``--set``."""
-    try:
-        return parse_settings(pipeline, _parse_pairs(values, "--set"))
-    except ValueError as error:
-        raise click.BadParameter(str(error), param_hint="--set") from None
-
-
-def sweep_grid(pipeline: str, values: Sequence[str], fixed: dict[str, Any]) -> dict[str, list[Any]]:
-    """Parse ``--sweep KEY=V1,V2`` options and check every setting of the grid up front; anything
-    wrong is a usage error naming ``--sweep``."""
-    try:
-        grid = parse_sweep(pipeline, _parse_pairs(values, "--sweep"))
-        sweep_rows(pipeline, grid, fixed)
-        return grid
-    except ValueError as error:
-        raise click.BadParameter(str(error), param_hint="--sweep") from None
-
-
-def model_overrides_of(values: Sequence[str]) -> dict[str, str]:
-    """Parse ``--model COMPONENT=SOURCE`` options (:func:`cmsf.loading.check_sources`); an unknown
-    component, or a local path that does not exist, is a usage error."""
-    try:
-        return check_sources(_parse_pairs(values, "--model"))
-    except ValueError as error:
-        raise click.BadParameter(str(error), param_hint="--model") from None
-
-
-def _models(preset: str, device: Optional[str], dtype: str, model_overrides: Sequence[str]) -> Models:
-    """Load the preset's models once for the whole command (each component loads on first use)."""
-    overrides = model_overrides_of(model_overrides)
-    try:
-        return load_models(preset, device=device, dtype=dtype, **overrides)
-    except ValueError as error:
-        message = str(error) or type(error).__name__
-        if message.startswith("device:"):  # load_models names its argument; the option is --device
-            detail = message.removeprefix("device:").strip()
-            raise click.BadParameter(detail, param_hint="--device") from None
-        raise click.UsageError(message) from None
-
+from cmsf.sweep import free_keys_help, run_sweep, sweep_lines
 
 # ------------------------------------------------------------------------------------ the group
 
@@ -155,69 +53,7 @@ def main() -> None:
       cmsf segment clip.mp4 --pipeline owod-bind --out out/
       cmsf eval --root AVSBench --subset s4 --pipeline owod-bind --out runs/s4
     """
-    click.get_current_context().with_resource(media_warnings_to(_info))  # one line each, on stderr
-
-
-_pipeline_option = click.option(
-    "--pipeline",
-    "-p",
-    type=click.Choice(tuple(PIPELINES)),
-    help="Which CMSF pipeline: owod-bind (the paper's best), sam-bind, at-gdino-sam, or at-sam3 (audio tags as SAM 3 concepts).",
-)
-_preset_option = click.option(
-    "--preset",
-    type=click.Choice(PRESETS),
-    default="paper",
-    show_default=True,
-    help="Model weights: paper (the paper's checkpoints, downloaded once and cached), 2025 (SAM 2.1, "
-    "MM-GroundingDINO, PE-AV), tiny (tiny random models, offline, for smoke tests), or paper-random / "
-    "2025-random (full-size random, for timing).",
-)
-_device_option = click.option(
-    "--device", default=None, help="Torch device, e.g. cpu, cuda, cuda:1. [default: cuda if available, else cpu]"
-)
-_dtype_option = click.option(
-    "--dtype", type=click.Choice(tuple(DTYPES)), default="float32", show_default=True, help="Model precision."
-)
-_set_option = click.option(
-    "--set",
-    "settings",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="A pipeline threshold, e.g. --set bind_threshold=0.6 (repeatable; defaults are the paper's).",
-)
-_model_option = click.option(
-    "--model",
-    "model_overrides",
-    multiple=True,
-    metavar="COMPONENT=SOURCE",
-    help="Use another checkpoint for a component (ast, grounding_dino, sam, owlv2, sam3, binder: a hub id or "
-    "a local save_pretrained folder, its family read from its config; binder=imagebind for ImageBind; "
-    "imagebind: a .pth path), e.g. --model sam=facebook/sam2.1-hiera-large; --model mavl=PATH (the authors' "
-    "MDef_DETR_minus_language_r101_epoch10.pth, or 'random') makes OWOD-BIND propose with MAVL instead of OWLv2.",
-)
-_out_option = click.option(
-    "--out", "-o", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder."
-)
-_num_frames_option = click.option(
-    "--num-frames", type=click.IntRange(min=1), default=None, help="Video files: N frames, one per N equal spans."
-)
-_fps_option = click.option(
-    "--fps",
-    type=click.FloatRange(min=0, min_open=True),
-    default=None,
-    help="Video files: F frames per second of audio. [default: 1, as AVSBench]",
-)
-
-
-
-def _video_run_options(command: Any) -> Any:
-    """--pipeline, --out, --preset, --device, --dtype, --num-frames, --fps: the options of the
-    commands that segment video files (segment, segment-many)."""
-    options = (_pipeline_option, _out_option, _preset_option, _device_option, _dtype_option)
-    for option in reversed((*options, _num_frames_option, _fps_option)):
-        command = option(command)
-    return command
+    click.get_current_context().with_resource(media_warnings_to(info))  # one line each, on stderr
 
 
 # ------------------------------------------------------------------------------------ segment
@@ -225,7 +61,7 @@ def _video_run_options(command: Any) -> Any:
 
 @main.command(short_help="Segment the sounding objects of one video.")
 @click.argument("input_path", metavar="INPUT", type=click.Path(exists=True, path_type=Path))
-@_video_run_options
+@video_run_options
 @click.option(
     "--audio",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -233,8 +69,8 @@ def _video_run_options(command: Any) -> Any:
     help="The audio file of a frame folder (found automatically when the folder holds one .wav, "
     "or sits in AVSBench's layout).",
 )
-@_set_option
-@_model_option
+@set_option
+@model_option
 def segment(
     input_path: Path,
     pipeline: Optional[str],
@@ -266,10 +102,8 @@ def segment(
       cmsf segment examples/demo.mp4 -p owod-bind --preset tiny --out /tmp/smoke   # offline
       cmsf segment frames/ --audio sound.wav -p at-gdino-sam --out out/ --device cuda
     """
-    if pipeline is None:
-        raise click.UsageError("Missing option '--pipeline' / '-p' (one of " + ", ".join(PIPELINES) + ").")
-    if num_frames is not None and fps is not None:
-        raise click.UsageError("--num-frames and --fps: give at most one of them.")
+    pipeline = require_pipeline(pipeline)
+    check_sampling(num_frames, fps)
     if input_path.is_dir() and (num_frames is not None or fps is not None):
         raise click.BadParameter("--num-frames / --fps apply to a video file; a frame folder's frames are all used.", param_hint="INPUT")
     if input_path.is_file() and audio is not None:
@@ -279,17 +113,17 @@ def segment(
         raise click.BadParameter(message, param_hint="--out")
     thresholds = pipeline_settings(pipeline, settings)
     started = time.perf_counter()
-    models = _models(preset, device, dtype, model_overrides)  # lazy: nothing loads before the pipeline runs
-    with _data_errors(), SegmentOutput(out_dir) as output:  # --out created, checked, locked up front
+    models = models_of(preset, device, dtype, model_overrides)  # lazy: nothing loads before the pipeline runs
+    with data_errors(), SegmentOutput(out_dir) as output:  # --out created, checked, locked up front
         clip = load_clip(input_path, audio=audio, num_frames=num_frames, fps=fps)
         height, width = clip.frames.shape[-2:]
-        _info(f"read {clip.num_frames} frames of {width}×{height} and {clip.duration:.2f} s of audio from {input_path}")
-        _info(f"running {pipeline} ({preset} models on {models.device}, {dtype})…")
-        with _data_errors(f"{input_path}: "):
+        info(f"read {clip.num_frames} frames of {width}×{height} and {clip.duration:.2f} s of audio from {input_path}")
+        info(f"running {pipeline} ({preset} models on {models.device}, {dtype})…")
+        with data_errors(f"{input_path}: "):
             result = run_pipeline(pipeline, clip, models, thresholds)
         run = {"input": str(input_path), "pipeline": pipeline, "preset": preset, "device": str(models.device),
                "dtype": dtype, "settings": check_settings(pipeline, thresholds)}  # fmt: skip
-        evidence = output.write(clip, result, run, started=started, progress=_progress)
+        evidence = output.write(clip, result, run, started=started, progress=progress)
     coverage = evidence["coverage"]
     mean = 100 * sum(coverage) / len(coverage)
     nonempty = sum(1 for c in coverage if c > 0)
@@ -311,7 +145,7 @@ def segment(
 )
 @click.option("--subset", required=True, type=click.Choice(avsbench.SUBSETS, case_sensitive=False), help="s4 or ms3.")
 @click.option("--split", default="test", show_default=True, help="The csv's split to evaluate (train, val, test).")
-@_pipeline_option
+@pipeline_option
 @click.option(
     "--pred-dir",
     type=click.Path(exists=True, file_okay=False, path_type=Path),
@@ -319,12 +153,12 @@ def segment(
     help="Score existing predictions instead of running a pipeline: a pred_masks folder in "
     "AVSBench's layout (or the folder holding it), written by any method.",
 )
-@_out_option
-@_preset_option
-@_device_option
-@_dtype_option
-@_set_option
-@_model_option
+@out_option
+@preset_option
+@device_option
+@dtype_option
+@set_option
+@model_option
 @click.option(
     "--resize-pred",
     is_flag=True,
@@ -390,38 +224,24 @@ def eval_command(
     if (pipeline is None) == (pred_dir is None):
         raise click.UsageError("give exactly one of --pipeline (run it) and --pred-dir (score existing masks)")
     if pred_dir is not None:
-        given = [
-            name
-            for name, value, default in (
-                ("--preset", preset, "paper"),
-                ("--device", device, None),
-                ("--dtype", dtype, "float32"),
-                ("--set", settings, ()),
-                ("--model", model_overrides, ()),
-                ("--sweep", sweeps, ()),
-            )
-            if value != default
-        ]
-        if given:
-            raise click.UsageError(f"{', '.join(given)}: only with --pipeline (--pred-dir loads no model)")
+        only_with("--pipeline (--pred-dir loads no model)", {
+            "--preset": (preset, "paper"), "--device": (device, None), "--dtype": (dtype, "float32"),
+            "--set": (settings, ()), "--model": (model_overrides, ()), "--sweep": (sweeps, ()),
+        })  # fmt: skip
     thresholds = pipeline_settings(pipeline, settings) if pipeline is not None else {}
-    overrides = model_overrides_of(model_overrides)
+    run_args: dict[str, Any] = dict(  # what a sweep and a plain run share
+        split=split, pipeline=pipeline, settings=thresholds, preset=preset, dtype=dtype,
+        model_sources=model_overrides_of(model_overrides), load=lambda: models_of(preset, device, dtype, model_overrides),
+        limit=limit, progress=progress, log=info,
+    )  # fmt: skip
     if sweeps:
         grid = sweep_grid(pipeline, sweeps, thresholds)
-        with _data_errors():
-            summary = run_sweep(
-                root, subset, out_dir, pipeline=pipeline, grid=grid, split=split, settings=thresholds,
-                load=lambda: _models(preset, device, dtype, model_overrides), preset=preset, dtype=dtype,
-                model_sources=overrides, limit=limit, progress=_progress, log=_info,
-            )  # fmt: skip
+        with data_errors():
+            summary = run_sweep(root, subset, out_dir, grid=grid, **run_args)
         click.echo("\n".join(sweep_lines(summary)))
         return
-    with _data_errors():
-        summary = evaluate(
-            root, subset, out_dir, split=split, pipeline=pipeline, pred_dir=pred_dir, settings=thresholds,
-            load=lambda: _models(preset, device, dtype, model_overrides), preset=preset, dtype=dtype,
-            model_sources=overrides, resize_pred=resize_pred, limit=limit, progress=_progress, log=_info,
-        )  # fmt: skip
+    with data_errors():
+        summary = evaluate(root, subset, out_dir, pred_dir=pred_dir, resize_pred=resize_pred, **run_args)
     click.echo(scores_line(summary))
 
 
@@ -438,7 +258,7 @@ def report(run_dir: Path, root: Optional[Path]) -> None:
     Example:
       cmsf report runs/s4-owod
     """
-    with _data_errors():
+    with data_errors():
         path = write_report(run_dir, root=root)
     click.echo(f"{path}")
 
@@ -454,9 +274,9 @@ def report(run_dir: Path, root: Optional[Path]) -> None:
     help="A list of inputs: one path per line, or a .csv with a 'path' column (and 'audio' for "
     "frame folders); paths relative to its folder.",
 )
-@_video_run_options
-@_set_option
-@_model_option
+@video_run_options
+@set_option
+@model_option
 @click.option(
     "--frames-per-batch",
     type=click.IntRange(min=1),
@@ -497,19 +317,16 @@ def segment_many_command(
       cmsf segment-many --manifest clips.csv -p owod-bind --out out/ --engine ray
       cmsf segment-many --manifest clips.txt -p owod-bind --out out/ --engine ray --ray-address 10.0.0.1:6379
     """
-    if pipeline is None:
-        raise click.UsageError("Missing option '--pipeline' / '-p' (one of " + ", ".join(PIPELINES) + ").")
+    pipeline = require_pipeline(pipeline)
     if not inputs and manifest is None:
         raise click.UsageError("no input: give INPUT arguments, --manifest, or both.")
-    if num_frames is not None and fps is not None:
-        raise click.UsageError("--num-frames and --fps: give at most one of them.")
-    ray_options = {"--ray-address": ray_address, "--workers": workers, "--gpus-per-worker": gpus_per_worker}
-    ray_only = [name for name, value in ray_options.items() if value is not None]
-    if engine == "local" and ray_only:
-        raise click.UsageError(f"{', '.join(ray_only)}: only with --engine ray")
+    check_sampling(num_frames, fps)
+    if engine == "local":
+        ray_options = {"--ray-address": ray_address, "--workers": workers, "--gpus-per-worker": gpus_per_worker}
+        only_with("--engine ray", {name: (value, None) for name, value in ray_options.items()})
     spec = RunSpec(out_dir, pipeline, pipeline_settings(pipeline, settings), preset, device, dtype,
                    model_overrides_of(model_overrides), num_frames, fps, frames_per_batch, threads)  # fmt: skip
-    with _data_errors():
+    with data_errors():
         jobs = plan_jobs(inputs, manifest)
     if engine == "ray":
         try:
@@ -518,10 +335,10 @@ def segment_many_command(
             raise click.UsageError(str(error)) from None
         run: Engine = functools.partial(run_ray, address=ray_address, workers=workers, gpus_per_worker=gpus_per_worker)
     else:
-        models = _models(preset, device, dtype, model_overrides)
+        models = models_of(preset, device, dtype, model_overrides)
         run = functools.partial(run_local, models=models)
-    with _data_errors():
-        summary = segment_many(spec, jobs, run, progress=_progress, log=_info)
+    with data_errors():
+        summary = segment_many(spec, jobs, run, progress=progress, log=info)
     click.echo(summary_line(summary, out_dir))
     if summary["failed"]:
         raise click.ClickException(f"{summary['failed']} of {len(jobs)} inputs failed; see {summary['failures']}")

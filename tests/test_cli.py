@@ -21,12 +21,12 @@ from PIL import Image
 
 from avsbench_fixture import FRAMES, SIZE, make_avsbench, write_png, write_predictions, write_video, write_wav, tone
 from stand_ins import as_stages
-from cmsf import avsbench, cli
+from cmsf import avsbench, cli, cli_options
 from cmsf.avsbench import VideoEntry
 from cmsf.evaluate import MAX_LISTED, missing_predictions_message
 from cmsf.files import TEMP_SUFFIX
 from cmsf.loading import load_models
-from cmsf.pipelines import PIPELINE_STAGES, check_settings
+from cmsf.pipelines import PIPELINE_STAGES, PIPELINES, check_settings
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +85,7 @@ class FakePipeline:
         return FakeResult(masks)
 
     def install(self, monkeypatch, name: str = "owod-bind") -> None:
-        monkeypatch.setitem(cli.PIPELINES, name, self)
+        monkeypatch.setitem(PIPELINES, name, self)
         monkeypatch.setitem(PIPELINE_STAGES, name, as_stages(self))
 
 
@@ -104,7 +104,7 @@ def fake(monkeypatch):
         loads.append(preset)
         return FakeModels()
 
-    monkeypatch.setattr(cli, "load_models", load)
+    monkeypatch.setattr(cli_options, "load_models", load)
     pipeline.loads = loads
     return pipeline
 
@@ -452,7 +452,7 @@ def test_interrupted_eval_leaves_no_half_written_file(mini, tmp_path, monkeypatc
 def test_eval_pipeline_crash_is_resumable(mini, tmp_path, monkeypatch):
     crashing = FakePipeline(fail_on_call=2)
     crashing.install(monkeypatch)
-    monkeypatch.setattr(cli, "load_models", lambda *a, **k: FakeModels())
+    monkeypatch.setattr(cli_options, "load_models", lambda *a, **k: FakeModels())
     out = tmp_path / "run"
     result = run("eval", "--root", mini.root, "--subset", "ms3", "-p", "owod-bind", "--out", out)
     assert isinstance(result.exception, RuntimeError)  # a bug in a pipeline is not hidden
@@ -502,7 +502,7 @@ def test_model_that_cannot_load_is_a_data_error(video, tmp_path, monkeypatch):
     def unloadable(*args, **kwargs):
         raise ModelLoadError("could not load the SAM segmenter (component 'sam') from 'x'")
 
-    monkeypatch.setitem(cli.PIPELINES, "sam-bind", unloadable)
+    monkeypatch.setitem(PIPELINES, "sam-bind", unloadable)
     result = run("segment", video, "-p", "sam-bind", "--preset", "tiny", "--out", tmp_path / "o")
     assert result.exit_code == 1 and "component 'sam'" in result.output and "--model" in result.output
     assert "Traceback" not in result.output
@@ -535,7 +535,7 @@ def test_segment_avsbench_frame_folder_finds_its_wav(mini, fake, tmp_path):
 def test_progress_lines_without_a_terminal(mini, tmp_path, monkeypatch):
     for video in mini.split("s4", "test"):
         write_predictions(tmp_path / "p", video, video.gt)
-    monkeypatch.setattr(cli, "LOG_EVERY", 2)
+    monkeypatch.setattr(cli_options, "LOG_EVERY", 2)
     result = run("eval", "--root", mini.root, "--subset", "s4", "--pred-dir", tmp_path / "p", "--out", tmp_path / "o")
     assert result.exit_code == 0, result.output
     assert "scoring: 2/3 videos" in result.stderr and "scoring: 3/3 videos" in result.stderr
@@ -543,13 +543,13 @@ def test_progress_lines_without_a_terminal(mini, tmp_path, monkeypatch):
 
 
 def test_pipeline_settings_types():
-    settings = cli.pipeline_settings("sam-bind", ["points_per_side=8", "bind_threshold=0.6", "bind_mode=softmax"])
+    settings = cli_options.pipeline_settings("sam-bind", ["points_per_side=8", "bind_threshold=0.6", "bind_mode=softmax"])
     assert settings == {"points_per_side": 8, "bind_threshold": 0.6, "bind_mode": "softmax"}
     assert isinstance(settings["points_per_side"], int)
     with pytest.raises(click.BadParameter, match="expected an integer"):
-        cli.pipeline_settings("sam-bind", ["points_per_side=8.5"])
+        cli_options.pipeline_settings("sam-bind", ["points_per_side=8.5"])
     with pytest.raises(click.BadParameter, match="KEY=VALUE"):
-        cli.pipeline_settings("sam-bind", ["points_per_side"])
+        cli_options.pipeline_settings("sam-bind", ["points_per_side"])
     assert check_settings("owod-bind", {"bind_threshold": 0.5})["bind_threshold"] == 0.5
     assert check_settings("owod-bind", {})["box_threshold"] == 0.5  # the paper's tau_BB
 
@@ -557,7 +557,7 @@ def test_pipeline_settings_types():
 @pytest.mark.parametrize("value", ["nan", "inf", "-Infinity"])
 def test_non_finite_setting_is_a_usage_error(video, tmp_path, value):
     with pytest.raises(click.BadParameter, match="bind_threshold: expected a finite number"):
-        cli.pipeline_settings("owod-bind", [f"bind_threshold={value}"])
+        cli_options.pipeline_settings("owod-bind", [f"bind_threshold={value}"])
     result = run("segment", video, "-p", "owod-bind", "--preset", "tiny", "--set", f"bind_threshold={value}", "--out", tmp_path / "o")
     assert result.exit_code == 2, result.output
     assert "--set" in result.output and "bind_threshold" in result.output and "JSON" not in result.output
@@ -565,7 +565,7 @@ def test_non_finite_setting_is_a_usage_error(video, tmp_path, value):
 
 
 def test_setting_values_are_checked_before_anything_runs():
-    assert cli.pipeline_settings("sam-bind", ["bind_mode=cosine", "bind_threshold=-0.5"])["bind_threshold"] == -0.5
+    assert cli_options.pipeline_settings("sam-bind", ["bind_mode=cosine", "bind_threshold=-0.5"])["bind_threshold"] == -0.5
     for values, needle in [
         (["bind_mode=cos"], "bind_mode: expected one of softmax, cosine"),
         (["bind_threshold=-0.5"], "bind_threshold: expected a number in [0, 1]"),
@@ -578,10 +578,10 @@ def test_setting_values_are_checked_before_anything_runs():
     ]:
         pipeline = "owod-bind" if values[0].startswith("box_threshold") else "sam-bind"
         with pytest.raises(click.BadParameter, match=re.escape(needle)):
-            cli.pipeline_settings(pipeline, values)
+            cli_options.pipeline_settings(pipeline, values)
     for key in ("tag_threshold", "text_threshold", "box_threshold"):
         with pytest.raises(click.BadParameter, match=key):
-            cli.pipeline_settings("at-gdino-sam", [f"{key}=1.01"])
+            cli_options.pipeline_settings("at-gdino-sam", [f"{key}=1.01"])
 
 
 @pytest.mark.parametrize(

@@ -30,12 +30,12 @@ from PIL import Image
 
 from avsbench_fixture import decode_index, make_avsbench, tone, write_png, write_predictions, write_video, write_wav
 from stand_ins import as_stages
-from cmsf import cli, decoding, inputs, loading, media
+from cmsf import cli, cli_options, decoding, inputs, loading, media
 from cmsf.files import LOCK_NAME
 from cmsf.inputs import check_sample_rate
 from cmsf.decoding import MIN_SEGMENT_SECONDS, apply_orientation, sample_times
 from cmsf.media import MediaWarning, read_audio, read_frame_folder, read_image, read_video, read_wav
-from cmsf.pipelines import PIPELINE_STAGES
+from cmsf.pipelines import PIPELINE_STAGES, PIPELINES
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -621,9 +621,9 @@ def stand_in(monkeypatch):
 
     pipeline = StandIn()
     pipeline.calls = []
-    monkeypatch.setitem(cli.PIPELINES, "owod-bind", pipeline)  # cmsf segment
+    monkeypatch.setitem(PIPELINES, "owod-bind", pipeline)  # cmsf segment
     monkeypatch.setitem(PIPELINE_STAGES, "owod-bind", as_stages(pipeline))  # cmsf eval's runner
-    monkeypatch.setattr(cli, "load_models", lambda *args, **kwargs: loading.load_models("tiny", device="cpu"))  # never loaded
+    monkeypatch.setattr(cli_options, "load_models", lambda *args, **kwargs: loading.load_models("tiny", device="cpu"))  # never loaded
     return pipeline
 
 

@@ -14,7 +14,7 @@ import torch
 from click.testing import CliRunner
 
 from avsbench_fixture import make_avsbench, write_predictions
-from cmsf import cli, load_models
+from cmsf import cli, cli_options, load_models
 from cmsf.binding import BindScoring
 from cmsf.cache import CachePart, TagCache, VideoCache, encode_cache, read_cache, write_cache
 from cmsf.media import read_mask
@@ -45,7 +45,7 @@ def shared_models(monkeypatch, tiny):
         loads.append(preset)
         return tiny
 
-    monkeypatch.setattr(cli, "load_models", load)
+    monkeypatch.setattr(cli_options, "load_models", load)
     return loads
 
 
@@ -67,7 +67,7 @@ def no_models(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("a model was loaded")
 
-    monkeypatch.setattr(cli, "load_models", refuse)
+    monkeypatch.setattr(cli_options, "load_models", refuse)
 
 
 def run(*args):
@@ -123,7 +123,7 @@ def test_owod_bind_sweep_rows_equal_separate_runs_and_a_later_sweep_loads_no_mod
     middle, high = (float(scores.quantile(q)) for q in (0.4, 0.8))  # from the proposals cached at 0.5
 
     # a second sweep on the same folder: every setting is covered by the cache, no model loads
-    monkeypatch.setattr(cli, "load_models", lambda *a, **k: pytest.fail("a model was loaded"))
+    monkeypatch.setattr(cli_options, "load_models", lambda *a, **k: pytest.fail("a model was loaded"))
     grid = ("--sweep", f"box_threshold={middle!r},{high!r}", "--sweep", "bind_threshold=0.3,0.6")
     second = run(*eval_args(mini, "owod-bind", sweep_dir, "--limit", 1, *grid))
     assert second.exit_code == 0, second.output
@@ -147,7 +147,7 @@ def test_owod_bind_sweep_rows_equal_separate_runs_and_a_later_sweep_loads_no_mod
     assert 'class="banner oracle"' in text and "miou heat map" in text
 
     # each row equals a separate run with those settings, exactly
-    monkeypatch.setattr(cli, "load_models", lambda *a, **k: tiny)
+    monkeypatch.setattr(cli_options, "load_models", lambda *a, **k: tiny)
     check_rows_against_separate_runs(mini, "owod-bind", sweep_dir, tmp_path, {}, ("box_threshold", "bind_threshold"), 1)
 
 
