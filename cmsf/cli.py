@@ -22,7 +22,7 @@ import click
 
 from cmsf import avsbench
 from cmsf.cli_options import (
-    check_sampling, data_errors, dtype_option, device_option, info, model_option, model_overrides_of, models_of,
+    check_sampling, data_errors, device_option, dtype_option, info, model_option, model_overrides_of, models_of,
     only_with, out_option, pipeline_option, pipeline_settings, preset_option, progress, require_pipeline, set_option,
     sweep_grid, video_run_options,
 )  # fmt: skip
@@ -231,8 +231,8 @@ def eval_command(
     thresholds = pipeline_settings(pipeline, settings) if pipeline is not None else {}
     run_args: dict[str, Any] = dict(  # what a sweep and a plain run share
         split=split, pipeline=pipeline, settings=thresholds, preset=preset, dtype=dtype,
-        model_sources=model_overrides_of(model_overrides), load=lambda: models_of(preset, device, dtype, model_overrides),
-        limit=limit, progress=progress, log=info,
+        model_sources=model_overrides_of(model_overrides), limit=limit, progress=progress, log=info,
+        load=lambda: models_of(preset, device, dtype, model_overrides),
     )  # fmt: skip
     if sweeps:
         grid = sweep_grid(pipeline, sweeps, thresholds)
@@ -322,8 +322,9 @@ def segment_many_command(
         raise click.UsageError("no input: give INPUT arguments, --manifest, or both.")
     check_sampling(num_frames, fps)
     if engine == "local":
-        ray_options = {"--ray-address": ray_address, "--workers": workers, "--gpus-per-worker": gpus_per_worker}
-        only_with("--engine ray", {name: (value, None) for name, value in ray_options.items()})
+        only_with("--engine ray", {
+            "--ray-address": (ray_address, None), "--workers": (workers, None), "--gpus-per-worker": (gpus_per_worker, None),
+        })  # fmt: skip
     spec = RunSpec(out_dir, pipeline, pipeline_settings(pipeline, settings), preset, device, dtype,
                    model_overrides_of(model_overrides), num_frames, fps, frames_per_batch, threads)  # fmt: skip
     with data_errors():
