@@ -188,7 +188,7 @@ def ground(
             phrases in GroundingDINO's "a. b. c." prompt, built here). An image with no prompts
             gets empty :class:`Detections` and is not run through the model. Phrases that do not
             fit GroundingDINO's ``max_text_len`` (256 tokens) in one prompt are split over
-            several prompts, each run on the image (one batched forward for everything).
+            several prompts, each run on the image (one batched forward per image size).
         models: the loaded models (uses ``models.grounding_dino``).
         box_threshold: keep boxes whose best token probability is > this, in [0, 1].
         text_threshold: tokens with probability > this form a box's matched phrase, in [0, 1].
@@ -199,9 +199,11 @@ def ground(
         image, highest score first.
 
     Note:
-        Images of different sizes are padded to a common size for the batch, as GroundingDINO's
-        own batching does; boxes stay relative to each image, but the padded pixels pass through
-        the backbone, so results may differ slightly from running an image alone.
+        Images of one size run in one forward, each size in its own: GroundingDINO's processor
+        would pad images of different sizes to a common size, and the padded pixels would pass
+        through the backbone, making an image's detections depend on the others in the call.
+        An image's detections are those of the image run with the other images of its size
+        (the same as alone up to float rounding of batched matrix products).
     """
     models = check_models(models)
     image_list = as_image_list(images)
@@ -218,20 +220,31 @@ def ground(
     for i, phrases in enumerate(per_image):
         for start, group in _chunk_prompts(phrases, processor.tokenizer, max_tokens):
             rows.append((i, start, group))
-    row_images = [image_list[i].to(device) for i, _, _ in rows]
-    texts = [". ".join(group) + "." for _, _, group in rows]
     sizes = [(int(image_list[i].shape[1]), int(image_list[i].shape[2])) for i, _, _ in rows]
-
+    # the processor pads the images of one call to a common size and the padding goes through
+    # the backbone: one forward per image size, so an image's boxes do not depend on the others
+    by_size: dict[tuple[int, int], list[int]] = {}
+    for r, size in enumerate(sizes):
+        by_size.setdefault(size, []).append(r)
+    row_results: list[Any] = [None] * len(rows)
     with torch.inference_mode():
-        inputs = processor(images=row_images, text=texts, return_tensors="pt", padding="longest")
-        inputs = {k: v.to(device) for k, v in inputs.items()}
-        inputs["pixel_values"] = inputs["pixel_values"].to(models.dtype)
-        raw = model(**inputs)
-        # post-processing walks the boxes one by one: do it on the CPU after one transfer
-        outputs = _GroundingOutputs(raw.logits.float().cpu(), raw.pred_boxes.float().cpu())
-        row_results = _postprocess_grounding(
-            processor, outputs, inputs["input_ids"].cpu(), sizes, box_threshold, text_threshold
-        )
+        for size, members in by_size.items():
+            inputs = processor(
+                images=[image_list[rows[r][0]].to(device) for r in members],
+                text=[". ".join(rows[r][2]) + "." for r in members],
+                return_tensors="pt",
+                padding="longest",
+            )
+            inputs = {k: v.to(device) for k, v in inputs.items()}
+            inputs["pixel_values"] = inputs["pixel_values"].to(models.dtype)
+            raw = model(**inputs)
+            # post-processing walks the boxes one by one: do it on the CPU after one transfer
+            outputs = _GroundingOutputs(raw.logits.float().cpu(), raw.pred_boxes.float().cpu())
+            results = _postprocess_grounding(
+                processor, outputs, inputs["input_ids"].cpu(), [size] * len(members), box_threshold, text_threshold
+            )
+            for r, result in zip(members, results):
+                row_results[r] = result
 
     collected: list[list[tuple[int, _GroundingRow]]] = [[] for _ in image_list]
     for (i, start, _), row in zip(rows, row_results):

@@ -382,6 +382,20 @@ def test_ground_batch_equals_one_by_one(tiny):
         assert together.labels == alone.labels
 
 
+def test_ground_images_of_different_sizes_equal_each_alone(tiny):
+    """GroundingDINO's processor pads the images of one call to a common size, and the padding
+    goes through the backbone: images of different sizes must not share a forward."""
+    images = _images(sizes=((48, 80), (90, 60), (48, 80), (30, 30)))
+    prompts = [["dog", "a car"], ["speech"], ["speech", "dog"], ["dog"]]
+    batch = ground(images, prompts, tiny, box_threshold=0.0)
+    for image, own, together in zip(images, prompts, batch):
+        (alone,) = ground([image], [own], tiny, box_threshold=0.0)
+        assert len(together) == len(alone) > 0
+        torch.testing.assert_close(together.scores, alone.scores, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(together.boxes, alone.boxes, rtol=1e-4, atol=1e-3)
+        assert together.labels == alone.labels
+
+
 def test_ground_accepts_pil_and_batched_tensors(tiny):
     images = _images(sizes=((40, 60), (40, 60)))
     pil = [Image.fromarray(im.permute(1, 2, 0).numpy()) for im in images]
