@@ -11,7 +11,7 @@ images, or one ``Tensor[B, 3, H, W]`` uint8; boxes are ``Tensor[K, 4]`` float32 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, NamedTuple, Sequence, Union
+from typing import Any, NamedTuple, Sequence
 
 import torch
 from torch import Tensor
@@ -19,7 +19,7 @@ from torchvision.ops import clip_boxes_to_image
 
 from cmsf.checks import check_unit
 from cmsf.loading import Models, check_models
-from cmsf.inputs import Images, as_image_list
+from cmsf.inputs import Images, Prompts, as_image_list, as_prompt_lists, collapse_whitespace
 from cmsf.random_models import BERT_CLS, BERT_DOT, BERT_QUESTION, BERT_SEP
 
 @dataclass(frozen=True)
@@ -48,32 +48,11 @@ class Detections:
         return int(self.boxes.shape[0])
 
 
-def _clean_prompt(prompt: Any, name: str) -> str:
+def grounding_phrase(prompt: str) -> str:
     """GroundingDINO's prompt convention: lowercase phrases separated by ". ". The phrase
     delimiters "." and "?" cannot occur inside a phrase and are replaced by spaces (AudioSet's
     "Bee, wasp, etc." becomes "bee, wasp, etc"); whitespace is collapsed."""
-    if not isinstance(prompt, str):
-        raise ValueError(f"{name}: expected a string, got {type(prompt).__name__}")
-    cleaned = " ".join(prompt.lower().replace(".", " ").replace("?", " ").split())
-    if not cleaned:
-        raise ValueError(f"{name}: empty prompt {prompt!r}")
-    return cleaned
-
-
-def _prompt_lists(prompts: Any, count: int) -> list[list[str]]:
-    if isinstance(prompts, str) or not isinstance(prompts, (list, tuple)):
-        raise ValueError(
-            "prompts: expected a list of strings (the same prompts for every image) or a list with one "
-            f"list of strings per image, got {type(prompts).__name__}"
-        )
-    if all(isinstance(p, str) for p in prompts):
-        shared = [_clean_prompt(p, f"prompts[{i}]") for i, p in enumerate(prompts)]
-        return [list(shared) for _ in range(count)]
-    if not all(isinstance(p, (list, tuple)) for p in prompts):
-        raise ValueError("prompts: expected a list of strings or a list of lists of strings, not a mixture")
-    if len(prompts) != count:
-        raise ValueError(f"prompts: expected one list of prompts per image ({count}), got {len(prompts)} lists")
-    return [[_clean_prompt(p, f"prompts[{i}][{j}]") for j, p in enumerate(per)] for i, per in enumerate(prompts)]
+    return collapse_whitespace(prompt.lower().replace(".", " ").replace("?", " "))
 
 
 def _chunk_prompts(phrases: list[str], tokenizer, max_tokens: int) -> list[tuple[int, list[str]]]:
@@ -173,7 +152,7 @@ def _empty_detections(device: torch.device) -> Detections:
 
 def ground(
     images: Images,
-    prompts: Union[Sequence[str], Sequence[Sequence[str]]],
+    prompts: Prompts,
     models: Models,
     box_threshold: float = 0.35,
     text_threshold: float = 0.25,
@@ -207,7 +186,7 @@ def ground(
     """
     models = check_models(models)
     image_list = as_image_list(images)
-    per_image = _prompt_lists(prompts, len(image_list))
+    per_image = as_prompt_lists(prompts, len(image_list), grounding_phrase)
     box_threshold = check_unit(box_threshold, "box_threshold")
     text_threshold = check_unit(text_threshold, "text_threshold")
     device = models.device

@@ -70,7 +70,7 @@ def test_tiny_tokenizer_covers_every_audioset_label_and_uses_bert_delimiter_ids(
     tokenizer = tiny.grounding_dino.processor.tokenizer
     assert tokenizer.convert_tokens_to_ids(["[CLS]", "[SEP]", ".", "?"]) == [101, 102, 1012, 1029]
     for label in audioset_labels():
-        ids = tokenizer(grounding._clean_prompt(label, "label"))["input_ids"]
+        ids = tokenizer(grounding.grounding_phrase(label))["input_ids"]
         assert tokenizer.unk_token_id not in ids, label
         assert 1012 not in ids[1:-1], label  # no phrase delimiter inside a phrase
 
