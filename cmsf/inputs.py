@@ -23,6 +23,8 @@ from PIL import Image
 from torch import Tensor
 from torchvision.transforms.functional import pil_to_tensor
 
+from cmsf.checks import check_positive_int
+
 ImageLike = Union[Tensor, Image.Image]
 Images = Union[Tensor, Sequence[ImageLike]]
 Waveforms = Union[Tensor, Sequence[Tensor]]
@@ -172,9 +174,7 @@ def split_segments(waveform: Tensor, num_segments: int, name: str = "waveform") 
         a list of T ``Tensor[C, S_t]`` views.
     """
     waveform = as_waveform(waveform, name)
-    if isinstance(num_segments, bool) or not isinstance(num_segments, numbers.Integral) or num_segments <= 0:
-        raise ValueError(f"num_segments: expected a positive integer, got {num_segments!r}")
-    num_segments = int(num_segments)
+    num_segments = check_positive_int(num_segments, "num_segments")
     total = waveform.shape[-1]
     if total < num_segments:
         raise ValueError(
