@@ -15,8 +15,9 @@ from cmsf.imagebind import ImageBind, imagebind_audio_inputs, imagebind_vision_i
 from cmsf.loading import ModelLoadError, Models, load_models
 from cmsf.metrics import DatasetScores, VariantTotals, VideoScores, dataset_scores, fscore, miou, score_video
 from cmsf.ops import bind_filter, nms
-from cmsf.pipelines import FrameEvidence, SegmentationResult, at_gdino_sam, at_sam3, owod_bind, sam_bind
+from cmsf.pipelines import at_gdino_sam, at_sam3, owod_bind, sam_bind
 from cmsf.proposals import Proposals, propose_boxes
+from cmsf.results import FrameEvidence, SegmentationResult
 from cmsf.segmentation import MaskSet, sam_masks
 from cmsf.tagging import tag_audio
 

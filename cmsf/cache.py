@@ -38,7 +38,7 @@ import torch
 
 from cmsf.binding import BindScoring
 from cmsf.files import atomic_write_bytes
-from cmsf.pipelines import FrameCandidates
+from cmsf.results import FrameCandidates
 
 FORMAT = 1
 """The version of the file layout; a file of another version is ignored (recomputed)."""

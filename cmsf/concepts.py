@@ -18,14 +18,14 @@ images, or one ``Tensor[B, 3, H, W]`` uint8; boxes are ``Tensor[K, 4]`` float32 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence, Union
+from typing import Any
 
 import torch
 from torch import Tensor
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from cmsf.checks import check_unit
-from cmsf.inputs import Images, as_image_list
+from cmsf.inputs import Images, Prompts, as_image_list, as_prompt_lists
 from cmsf.loading import Models, check_models
 
 __all__ = ["ConceptMasks", "segment_concepts"]
@@ -57,31 +57,6 @@ class ConceptMasks:
         return int(self.masks.shape[0])
 
 
-def _clean_prompt(prompt: Any, name: str) -> str:
-    if not isinstance(prompt, str):
-        raise ValueError(f"{name}: expected a string, got {type(prompt).__name__}")
-    cleaned = " ".join(prompt.split())
-    if not cleaned:
-        raise ValueError(f"{name}: empty prompt {prompt!r}")
-    return cleaned
-
-
-def _prompt_lists(prompts: Any, count: int) -> list[list[str]]:
-    if isinstance(prompts, str) or not isinstance(prompts, (list, tuple)):
-        raise ValueError(
-            "prompts: expected a list of strings (the same concepts for every image) or a list with one "
-            f"list of strings per image, got {type(prompts).__name__}"
-        )
-    if all(isinstance(p, str) for p in prompts):
-        shared = [_clean_prompt(p, f"prompts[{i}]") for i, p in enumerate(prompts)]
-        return [list(shared) for _ in range(count)]
-    if not all(isinstance(p, (list, tuple)) for p in prompts):
-        raise ValueError("prompts: expected a list of strings or a list of lists of strings, not a mixture")
-    if len(prompts) != count:
-        raise ValueError(f"prompts: expected one list of prompts per image ({count}), got {len(prompts)} lists")
-    return [[_clean_prompt(p, f"prompts[{i}][{j}]") for j, p in enumerate(per)] for i, per in enumerate(prompts)]
-
-
 def _empty(image: Tensor, device: torch.device) -> ConceptMasks:
     height, width = int(image.shape[1]), int(image.shape[2])
     return ConceptMasks(
@@ -107,7 +82,7 @@ def _select(output: Any, index: Tensor) -> Any:
 
 def segment_concepts(
     images: Images,
-    prompts: Union[Sequence[str], Sequence[Sequence[str]]],
+    prompts: Prompts,
     models: Models,
     threshold: float = 0.5,
     mask_threshold: float = 0.5,
@@ -132,7 +107,7 @@ def segment_concepts(
     """
     models = check_models(models)
     image_list = as_image_list(images)
-    per_image = _prompt_lists(prompts, len(image_list))
+    per_image = as_prompt_lists(prompts, len(image_list))
     threshold = check_unit(threshold, "threshold")
     mask_threshold = check_unit(mask_threshold, "mask_threshold")
     device = models.device

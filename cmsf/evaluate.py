@@ -38,7 +38,8 @@ from cmsf.files import atomic_write_json, atomic_write_text, claim_folder, remov
 from cmsf.loading import Models, component_sources
 from cmsf.media import Clip
 from cmsf.metrics import VariantTotals, VideoScores, dataset_scores, score_video
-from cmsf.pipelines import PIPELINES, SegmentationResult, check_settings
+from cmsf.pipelines import PIPELINES, check_settings
+from cmsf.results import SegmentationResult
 from cmsf.runner import Job, run_jobs
 
 T = TypeVar("T")

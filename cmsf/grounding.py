@@ -11,7 +11,7 @@ images, or one ``Tensor[B, 3, H, W]`` uint8; boxes are ``Tensor[K, 4]`` float32 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, NamedTuple, Sequence, Union
+from typing import Any, NamedTuple, Sequence
 
 import torch
 from torch import Tensor
@@ -19,7 +19,7 @@ from torchvision.ops import clip_boxes_to_image
 
 from cmsf.checks import check_unit
 from cmsf.loading import Models, check_models
-from cmsf.inputs import Images, as_image_list
+from cmsf.inputs import Images, Prompts, as_image_list, as_prompt_lists, collapse_whitespace
 from cmsf.random_models import BERT_CLS, BERT_DOT, BERT_QUESTION, BERT_SEP
 
 @dataclass(frozen=True)
@@ -48,32 +48,11 @@ class Detections:
         return int(self.boxes.shape[0])
 
 
-def _clean_prompt(prompt: Any, name: str) -> str:
+def grounding_phrase(prompt: str) -> str:
     """GroundingDINO's prompt convention: lowercase phrases separated by ". ". The phrase
     delimiters "." and "?" cannot occur inside a phrase and are replaced by spaces (AudioSet's
     "Bee, wasp, etc." becomes "bee, wasp, etc"); whitespace is collapsed."""
-    if not isinstance(prompt, str):
-        raise ValueError(f"{name}: expected a string, got {type(prompt).__name__}")
-    cleaned = " ".join(prompt.lower().replace(".", " ").replace("?", " ").split())
-    if not cleaned:
-        raise ValueError(f"{name}: empty prompt {prompt!r}")
-    return cleaned
-
-
-def _prompt_lists(prompts: Any, count: int) -> list[list[str]]:
-    if isinstance(prompts, str) or not isinstance(prompts, (list, tuple)):
-        raise ValueError(
-            "prompts: expected a list of strings (the same prompts for every image) or a list with one "
-            f"list of strings per image, got {type(prompts).__name__}"
-        )
-    if all(isinstance(p, str) for p in prompts):
-        shared = [_clean_prompt(p, f"prompts[{i}]") for i, p in enumerate(prompts)]
-        return [list(shared) for _ in range(count)]
-    if not all(isinstance(p, (list, tuple)) for p in prompts):
-        raise ValueError("prompts: expected a list of strings or a list of lists of strings, not a mixture")
-    if len(prompts) != count:
-        raise ValueError(f"prompts: expected one list of prompts per image ({count}), got {len(prompts)} lists")
-    return [[_clean_prompt(p, f"prompts[{i}][{j}]") for j, p in enumerate(per)] for i, per in enumerate(prompts)]
+    return collapse_whitespace(prompt.lower().replace(".", " ").replace("?", " "))
 
 
 def _chunk_prompts(phrases: list[str], tokenizer, max_tokens: int) -> list[tuple[int, list[str]]]:
@@ -173,7 +152,7 @@ def _empty_detections(device: torch.device) -> Detections:
 
 def ground(
     images: Images,
-    prompts: Union[Sequence[str], Sequence[Sequence[str]]],
+    prompts: Prompts,
     models: Models,
     box_threshold: float = 0.35,
     text_threshold: float = 0.25,
@@ -188,7 +167,7 @@ def ground(
             phrases in GroundingDINO's "a. b. c." prompt, built here). An image with no prompts
             gets empty :class:`Detections` and is not run through the model. Phrases that do not
             fit GroundingDINO's ``max_text_len`` (256 tokens) in one prompt are split over
-            several prompts, each run on the image (one batched forward for everything).
+            several prompts, each run on the image (one batched forward per image size).
         models: the loaded models (uses ``models.grounding_dino``).
         box_threshold: keep boxes whose best token probability is > this, in [0, 1].
         text_threshold: tokens with probability > this form a box's matched phrase, in [0, 1].
@@ -199,13 +178,15 @@ def ground(
         image, highest score first.
 
     Note:
-        Images of different sizes are padded to a common size for the batch, as GroundingDINO's
-        own batching does; boxes stay relative to each image, but the padded pixels pass through
-        the backbone, so results may differ slightly from running an image alone.
+        Images of one size run in one forward, each size in its own: GroundingDINO's processor
+        would pad images of different sizes to a common size, and the padded pixels would pass
+        through the backbone, making an image's detections depend on the others in the call.
+        An image's detections are those of the image run with the other images of its size
+        (the same as alone up to float rounding of batched matrix products).
     """
     models = check_models(models)
     image_list = as_image_list(images)
-    per_image = _prompt_lists(prompts, len(image_list))
+    per_image = as_prompt_lists(prompts, len(image_list), grounding_phrase)
     box_threshold = check_unit(box_threshold, "box_threshold")
     text_threshold = check_unit(text_threshold, "text_threshold")
     device = models.device
@@ -218,20 +199,31 @@ def ground(
     for i, phrases in enumerate(per_image):
         for start, group in _chunk_prompts(phrases, processor.tokenizer, max_tokens):
             rows.append((i, start, group))
-    row_images = [image_list[i].to(device) for i, _, _ in rows]
-    texts = [". ".join(group) + "." for _, _, group in rows]
     sizes = [(int(image_list[i].shape[1]), int(image_list[i].shape[2])) for i, _, _ in rows]
-
+    # the processor pads the images of one call to a common size and the padding goes through
+    # the backbone: one forward per image size, so an image's boxes do not depend on the others
+    by_size: dict[tuple[int, int], list[int]] = {}
+    for r, size in enumerate(sizes):
+        by_size.setdefault(size, []).append(r)
+    row_results: list[Any] = [None] * len(rows)
     with torch.inference_mode():
-        inputs = processor(images=row_images, text=texts, return_tensors="pt", padding="longest")
-        inputs = {k: v.to(device) for k, v in inputs.items()}
-        inputs["pixel_values"] = inputs["pixel_values"].to(models.dtype)
-        raw = model(**inputs)
-        # post-processing walks the boxes one by one: do it on the CPU after one transfer
-        outputs = _GroundingOutputs(raw.logits.float().cpu(), raw.pred_boxes.float().cpu())
-        row_results = _postprocess_grounding(
-            processor, outputs, inputs["input_ids"].cpu(), sizes, box_threshold, text_threshold
-        )
+        for size, members in by_size.items():
+            inputs = processor(
+                images=[image_list[rows[r][0]].to(device) for r in members],
+                text=[". ".join(rows[r][2]) + "." for r in members],
+                return_tensors="pt",
+                padding="longest",
+            )
+            inputs = {k: v.to(device) for k, v in inputs.items()}
+            inputs["pixel_values"] = inputs["pixel_values"].to(models.dtype)
+            raw = model(**inputs)
+            # post-processing walks the boxes one by one: do it on the CPU after one transfer
+            outputs = _GroundingOutputs(raw.logits.float().cpu(), raw.pred_boxes.float().cpu())
+            results = _postprocess_grounding(
+                processor, outputs, inputs["input_ids"].cpu(), [size] * len(members), box_threshold, text_threshold
+            )
+            for r, result in zip(members, results):
+                row_results[r] = result
 
     collected: list[list[tuple[int, _GroundingRow]]] = [[] for _ in image_list]
     for (i, start, _), row in zip(rows, row_results):

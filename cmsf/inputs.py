@@ -1,10 +1,12 @@
-"""The forms cmsf's functions accept, checked in one place: images, waveforms, masks; and the
-audio helpers every stage shares (mixdown, resampling, cutting a waveform into segments).
+"""The forms cmsf's functions accept, checked in one place: images, waveforms, masks, text
+prompts; and the audio helpers every stage shares (mixdown, resampling, cutting a waveform into
+segments).
 
 - images: a list of ``Tensor[3, H, W]`` uint8 or PIL images (sizes may differ), or one
   ``Tensor[B, 3, H, W]`` uint8;
 - waveforms: ``Tensor[C, S]`` or ``Tensor[S]`` float, with an explicit ``sample_rate`` in Hz;
-- masks: ``Tensor[H, W]``, any non-zero value foreground.
+- masks: ``Tensor[H, W]``, any non-zero value foreground;
+- prompts: one list of strings for every image, or one list of strings per image.
 
 Bad input is a ``ValueError`` naming the argument and saying what was expected.
 """
@@ -13,7 +15,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Callable, Optional, Sequence, Union
 
 import torch
 import torchaudio.functional as AF
@@ -21,9 +23,12 @@ from PIL import Image
 from torch import Tensor
 from torchvision.transforms.functional import pil_to_tensor
 
+from cmsf.checks import check_positive_int
+
 ImageLike = Union[Tensor, Image.Image]
 Images = Union[Tensor, Sequence[ImageLike]]
 Waveforms = Union[Tensor, Sequence[Tensor]]
+Prompts = Union[Sequence[str], Sequence[Sequence[str]]]
 
 
 def as_image_list(images: Images, name: str = "images") -> list[Tensor]:
@@ -169,9 +174,7 @@ def split_segments(waveform: Tensor, num_segments: int, name: str = "waveform") 
         a list of T ``Tensor[C, S_t]`` views.
     """
     waveform = as_waveform(waveform, name)
-    if isinstance(num_segments, bool) or not isinstance(num_segments, numbers.Integral) or num_segments <= 0:
-        raise ValueError(f"num_segments: expected a positive integer, got {num_segments!r}")
-    num_segments = int(num_segments)
+    num_segments = check_positive_int(num_segments, "num_segments")
     total = waveform.shape[-1]
     if total < num_segments:
         raise ValueError(
@@ -189,3 +192,56 @@ def as_mask(mask: Tensor, name: str = "mask") -> Tensor:
         raise ValueError(f"{name}: expected a non-empty Tensor[H, W], got shape {tuple(mask.shape)}")
     return (mask.detach().cpu() != 0)
 
+
+
+def collapse_whitespace(text: str) -> str:
+    """``text`` with runs of whitespace made one space and the ends stripped."""
+    return " ".join(text.split())
+
+
+def as_prompt(prompt: Any, name: str, normalise: Callable[[str], str] = collapse_whitespace) -> str:
+    """Check one text prompt and return ``normalise(prompt)``.
+
+    Raises:
+        ValueError: ``prompt`` is not a string, or nothing is left of it after ``normalise``.
+    """
+    if not isinstance(prompt, str):
+        raise ValueError(f"{name}: expected a string, got {type(prompt).__name__}")
+    normalised = normalise(prompt)
+    if not normalised:
+        raise ValueError(f"{name}: empty prompt {prompt!r}")
+    return normalised
+
+
+def as_prompt_lists(
+    prompts: Any, count: int, normalise: Callable[[str], str] = collapse_whitespace
+) -> list[list[str]]:
+    """Normalise ``prompts`` to one list of prompts per image (``count`` images).
+
+    Args:
+        prompts: one list of strings for every image, or a list with one list of strings per
+            image (an image's list may be empty).
+        count: the number of images.
+        normalise: applied to each prompt (see :func:`as_prompt`).
+
+    Returns:
+        ``count`` lists of normalised prompts (new lists: the shared form is copied per image).
+
+    Raises:
+        ValueError: naming ``prompts`` (or ``prompts[i][j]``): a string or a non-list, a mixture
+            of strings and lists, a number of lists other than ``count``, a prompt that is not a
+            string or is empty after ``normalise``.
+    """
+    if isinstance(prompts, str) or not isinstance(prompts, (list, tuple)):
+        raise ValueError(
+            "prompts: expected a list of strings (the same prompts for every image) or a list with one "
+            f"list of strings per image, got {type(prompts).__name__}"
+        )
+    if all(isinstance(p, str) for p in prompts):
+        shared = [as_prompt(p, f"prompts[{i}]", normalise) for i, p in enumerate(prompts)]
+        return [list(shared) for _ in range(count)]
+    if not all(isinstance(p, (list, tuple)) for p in prompts):
+        raise ValueError("prompts: expected a list of strings or a list of lists of strings, not a mixture")
+    if len(prompts) != count:
+        raise ValueError(f"prompts: expected one list of prompts per image ({count}), got {len(prompts)} lists")
+    return [[as_prompt(p, f"prompts[{i}][{j}]", normalise) for j, p in enumerate(per)] for i, per in enumerate(prompts)]

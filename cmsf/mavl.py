@@ -45,6 +45,8 @@ from torchvision.ops import box_convert
 from torchvision.ops.misc import FrozenBatchNorm2d
 from transformers.models.deformable_detr.modeling_deformable_detr import MultiScaleDeformableAttention
 
+from cmsf.resampling import resized_size
+
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
@@ -386,14 +388,6 @@ def _inverse_sigmoid(x: Tensor, eps: float = 1e-5) -> Tensor:
 
 
 # ---------------------------------------------------------------------------- inference
-def _resized_size(height: int, width: int, shorter_side: int) -> tuple[int, int]:
-    """torchvision ``Resize(shorter_side)``'s output (H, W): the shorter side to
-    ``shorter_side``, the longer scaled and truncated to an integer."""
-    if height <= width:
-        return shorter_side, int(shorter_side * width / height)
-    return int(shorter_side * height / width), shorter_side
-
-
 def mavl_inputs(image: Tensor, shorter_side: int) -> Tensor:
     """The authors' MAVL preprocessing of one image: PIL bilinear resize of the shorter side to
     ``shorter_side`` (PIL antialiases when shrinking and rounds to uint8, as
@@ -406,7 +400,7 @@ def mavl_inputs(image: Tensor, shorter_side: int) -> Tensor:
         ``Tensor[3, h, w]`` float32 on the CPU.
     """
     height, width = int(image.shape[1]), int(image.shape[2])
-    new_height, new_width = _resized_size(height, width, shorter_side)
+    new_height, new_width = resized_size(height, width, shorter_side)
     pil = Image.fromarray(image.permute(1, 2, 0).cpu().numpy())
     if (new_height, new_width) != (height, width):
         pil = pil.resize((new_width, new_height), Image.BILINEAR)

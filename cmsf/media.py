@@ -19,6 +19,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
+from cmsf.checks import check_unit
 from cmsf.decoding import (
     DEFAULT_SAMPLE_RATE,
     MIN_SEGMENT_SECONDS,
@@ -338,8 +339,7 @@ def overlay_mask(
     mask = as_mask(mask)
     if tuple(mask.shape) != tuple(frame.shape[1:]):
         raise ValueError(f"mask: expected the frame's size {tuple(frame.shape[1:])}, got {tuple(mask.shape)}")
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha: expected a number in [0, 1], got {alpha}")
+    alpha = check_unit(alpha, "alpha")
     tint = torch.tensor(color, dtype=torch.float32).view(3, 1, 1)
     blended = ((1 - alpha) * frame.float() + alpha * tint).round().clamp(0, 255).to(torch.uint8)
     return torch.where(mask.unsqueeze(0), blended, frame)

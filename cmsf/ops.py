@@ -15,6 +15,8 @@ import torch
 from torch import Tensor
 from torchvision.ops import nms as box_nms
 
+from cmsf.checks import check_finite, check_range
+
 BIND_MODES = ("softmax", "cosine", "calibrated")
 
 
@@ -92,7 +94,8 @@ def nms(items: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
         items: boxes ``Tensor[N, 4]`` in pixel (x1, y1, x2, y2), or masks ``Tensor[N, H, W]`` bool.
         scores (Tensor[N]): higher is better; NaN is refused.
         iou_threshold: an item is suppressed when its IoU with an already kept, higher-scoring
-            item is greater than this.
+            item is greater than this (any number but NaN: IoU lies in [0, 1], so ≥ 1 keeps
+            every item).
 
     Returns:
         Tensor[K] int64, the indices of the kept items, highest score first (on the items'
@@ -102,19 +105,18 @@ def nms(items: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
     """
     if not isinstance(items, Tensor):
         raise ValueError(f"items: expected boxes Tensor[N, 4] or masks Tensor[N, H, W], got {type(items).__name__}")
-    if isinstance(iou_threshold, bool) or not isinstance(iou_threshold, (int, float)) or math.isnan(iou_threshold):
-        raise ValueError(f"iou_threshold: expected a number, got {iou_threshold!r}")
+    iou_threshold = check_range(iou_threshold, "iou_threshold", -math.inf, math.inf)  # any number but NaN
     if items.ndim == 2:
         boxes = check_boxes(items, "items")
         _check_scores(scores, boxes.shape[0])
         if boxes.shape[0] == 0:
             return torch.empty(0, dtype=torch.int64, device=items.device)
-        return box_nms(boxes, scores.to(device=boxes.device, dtype=boxes.dtype), float(iou_threshold))
+        return box_nms(boxes, scores.to(device=boxes.device, dtype=boxes.dtype), iou_threshold)
     if items.ndim == 3:
         if items.dtype != torch.bool:
             raise ValueError(f"items: masks must be bool Tensor[N, H, W], got dtype {items.dtype}")
         _check_scores(scores, items.shape[0])
-        return _mask_nms(items, scores.to(items.device), float(iou_threshold))
+        return _mask_nms(items, scores.to(items.device), iou_threshold)
     raise ValueError(
         f"items: expected boxes Tensor[N, 4] or masks Tensor[N, H, W], got shape {tuple(items.shape)}"
     )
@@ -172,17 +174,14 @@ def bind_filter(
     """
     if mode not in BIND_MODES:
         raise ValueError(f"mode: expected one of {BIND_MODES}, got {mode!r}")
-    for name, value in (("logit_scale", logit_scale), ("logit_bias", logit_bias)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)):
-            raise ValueError(f"{name}: expected a finite number or None, got {value!r}")
+    logit_scale = None if logit_scale is None else check_finite(logit_scale, "logit_scale")
+    logit_bias = None if logit_bias is None else check_finite(logit_bias, "logit_bias")
     if mode == "calibrated" and (logit_scale is None or logit_bias is None):
         raise ValueError(
             "mode: 'calibrated' needs the binder's logit_scale and logit_bias (a binder with a calibrated match "
             "logit, such as PE-AV)"
         )
-    low = -1.0 if mode == "cosine" else 0.0
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not (low <= threshold <= 1.0):
-        raise ValueError(f"threshold: expected a number in [{low:g}, 1] for mode {mode!r}, got {threshold!r}")
+    threshold = check_range(threshold, f"threshold (mode {mode!r})", -1.0 if mode == "cosine" else 0.0, 1.0)
     if not isinstance(visual_embeddings, Tensor) or visual_embeddings.ndim != 2:
         shape = tuple(visual_embeddings.shape) if isinstance(visual_embeddings, Tensor) else type(visual_embeddings).__name__
         raise ValueError(f"visual_embeddings: expected Tensor[K, D], got {shape}")
@@ -203,9 +202,9 @@ def bind_filter(
     audio = audio_embedding.to(device=visual.device, dtype=torch.float64)
     if mode == "softmax":
         logits = visual @ audio
-        scores = torch.softmax(logits if logit_scale is None else float(logit_scale) * logits, dim=0)
+        scores = torch.softmax(logits if logit_scale is None else logit_scale * logits, dim=0)
     elif mode == "calibrated":
-        scores = torch.sigmoid(float(logit_scale) * (visual @ audio) + float(logit_bias))
+        scores = torch.sigmoid(logit_scale * (visual @ audio) + logit_bias)
     else:
         scores = torch.nn.functional.cosine_similarity(visual, audio[None, :], dim=1)
     keep = scores >= threshold

@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, TypeVar
 
 from cmsf.files import TEMP_SUFFIX, atomic_write_json, claim_folder, deferred_interrupts
 from cmsf.media import Clip, overlay_mask, write_png_image, write_png_mask
-from cmsf.pipelines import SegmentationResult
+from cmsf.results import SegmentationResult
 
 T = TypeVar("T")
 Progress = Callable[[Sequence[T], str, str], Iterable[T]]

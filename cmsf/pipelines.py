@@ -7,11 +7,16 @@ waveform (:func:`cmsf.inputs.split_segments`; AVSBench: 5 frames, 5 s, one secon
 
 Each pipeline is two stages (:data:`PIPELINE_STAGES`):
 
-- the *model stage* runs the foundation models on a batch of videos and returns, per frame,
-  :class:`FrameCandidates` (proposals, their masks, binder embeddings, tags); every model sees
-  the frames (crops, audio segments) of the whole batch at once and nothing is computed twice;
-- the *selection stage* applies the thresholds that need no model (τ_BB on cached proposals,
-  τ_BIND) to one frame's candidates and gives its :class:`FrameEvidence`.
+- the *model stage* (here) runs the foundation models on a batch of videos and returns, per
+  frame, :class:`~cmsf.results.FrameCandidates` (proposals, their masks, binder embeddings,
+  tags); every model sees the frames (crops, audio segments) of the whole batch at once and
+  nothing is computed twice;
+- the *selection stage* (:mod:`cmsf.selection`) applies the thresholds that need no model (τ_BB
+  on cached proposals, τ_BIND) to one frame's candidates and gives its
+  :class:`~cmsf.results.FrameEvidence`.
+
+The data types (inputs, candidates, evidence, results) live in :mod:`cmsf.results`; the
+pipelines' settings (defaults, checks, parsing from text) at the end of this module.
 
 :func:`run_videos` chains them for several videos; :func:`owod_bind`, :func:`sam_bind`,
 :func:`at_gdino_sam` and :func:`at_sam3` for one. The result keeps its evidence (tags, boxes, scores, which proposals
@@ -22,174 +27,51 @@ from __future__ import annotations
 
 import inspect
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Optional, Sequence, TypeVar
 
 import torch
 from torch import Tensor
 
-from cmsf.binding import CROP_BACKGROUNDS, BindScoring, binder_of, masked_crops
+from cmsf.binding import CROP_BACKGROUNDS, binder_of, masked_crops
 from cmsf.checks import check_positive_int, check_range, check_unit
 from cmsf.concepts import segment_concepts
 from cmsf.grounding import ground
+from cmsf.inputs import Images
 from cmsf.loading import Models
-from cmsf.inputs import Images, as_image_list, check_sample_rate, split_segments
-from cmsf.ops import BIND_MODES, bind_filter
+from cmsf.ops import BIND_MODES
 from cmsf.proposals import MAX_PROPOSALS, PROPOSAL_NMS_THRESHOLD, propose_boxes
+from cmsf.results import FrameCandidates, FrameEvidence, SegmentationResult, VideoInput, prepare_video
 from cmsf.segmentation import sam_masks
+from cmsf.selection import select_all, select_at_gdino_sam, select_owod_bind, select_sam_bind
 from cmsf.tagging import tag_audio
 
+__all__ = [
+    "PIPELINES",
+    "PIPELINE_STAGES",
+    "FrameCandidates",
+    "FrameEvidence",
+    "PipelineStages",
+    "SegmentationResult",
+    "VideoInput",
+    "at_gdino_sam",
+    "at_sam3",
+    "check_settings",
+    "default_settings",
+    "find_tagged_concepts",
+    "ground_tagged_frames",
+    "owod_bind",
+    "parse_settings",
+    "prepare_video",
+    "run_videos",
+    "sam_bind",
+    "select_frames",
+    "select_video",
+    "tag_videos",
+    "type_settings",
+]
+
 T = TypeVar("T")
-
-
-@dataclass
-class FrameEvidence:
-    """What one frame's mask was made from.
-
-    Attributes:
-        boxes (Tensor[K, 4]): the K proposals, pixel (x1, y1, x2, y2) of the frame, float32.
-        proposal_scores (Tensor[K]): the proposer's score of each: OWLv2 objectness (OWOD-BIND),
-            SAM's predicted IoU (SAM-BIND), GroundingDINO's box score (AT-GDINO-SAM), SAM 3's
-            instance score (AT-SAM3).
-        masks (Tensor[K, H, W]): SAM's mask of each proposal, bool at the frame's resolution.
-        kept (Tensor[K]): bool, the proposals whose masks make up the frame's mask.
-        bind_scores (Tensor[K] | None): the binder's audio-visual scores (the BIND pipelines).
-        tags (list[tuple[str, float]]): the segment's audio tags and probabilities (AT pipelines).
-        phrases (list[str]): the tag each box was grounded to / each instance was found for (AT
-            pipelines).
-    """
-
-    boxes: Tensor
-    proposal_scores: Tensor
-    masks: Tensor
-    kept: Tensor
-    bind_scores: Optional[Tensor] = None
-    tags: list[tuple[str, float]] = field(default_factory=list)
-    phrases: list[str] = field(default_factory=list)
-
-    def union(self, height: int, width: int) -> Tensor:
-        """The frame's mask: ``Tensor[H, W]`` bool, the union of the kept proposals' masks."""
-        if tuple(self.masks.shape[1:]) != (height, width):
-            raise ValueError(f"masks: expected Tensor[K, {height}, {width}], got {tuple(self.masks.shape)}")
-        return self.masks[self.kept].any(dim=0)
-
-    def to_json(self) -> dict[str, Any]:
-        """JSON-serialisable evidence (no masks: those are written as images)."""
-        out: dict[str, Any] = {
-            "boxes": [[round(float(v), 2) for v in box] for box in self.boxes.tolist()],
-            "proposal_scores": [round(float(s), 5) for s in self.proposal_scores.tolist()],
-            "kept": [bool(k) for k in self.kept.tolist()],
-            "proposal_mask_pixels": [int(n) for n in self.masks.flatten(1).sum(1).tolist()],
-        }
-        if self.bind_scores is not None:
-            out["bind_scores"] = [round(float(s), 5) for s in self.bind_scores.tolist()]
-        if self.tags:
-            out["tags"] = [[label, round(float(p), 5)] for label, p in self.tags]
-        if self.phrases:
-            out["phrases"] = list(self.phrases)
-        return out
-
-
-@dataclass
-class SegmentationResult:
-    """A pipeline's output for one video.
-
-    Attributes:
-        pipeline: ``"owod-bind"``, ``"sam-bind"``, ``"at-gdino-sam"`` or ``"at-sam3"``.
-        masks (Tensor[T, H, W]): bool, the sounding objects of each frame, at frame resolution, CPU.
-        frames: the evidence of each frame; ``masks[t]`` is ``frames[t].union(H, W)``.
-        settings: the thresholds the pipeline ran with (``bind_mode`` resolved to the mode used).
-        sources: where every component of the models comes from (:meth:`Models.sources`).
-    """
-
-    pipeline: str
-    masks: Tensor
-    frames: list[FrameEvidence]
-    settings: dict[str, Any]
-    sources: dict[str, str] = field(default_factory=dict)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "pipeline": self.pipeline,
-            "settings": dict(self.settings),
-            "models": dict(self.sources),
-            "frame_size": list(self.masks.shape[1:]),
-            "frames": [
-                {"index": t, "mask_pixels": int(self.masks[t].sum()), **evidence.to_json()}
-                for t, evidence in enumerate(self.frames)
-            ],
-        }
-
-
-@dataclass
-class FrameCandidates:
-    """What the models computed for one frame, before any threshold of the selection step.
-
-    The model stage of a pipeline (:data:`PIPELINE_STAGES`) turns a video into one
-    ``FrameCandidates`` per frame; the selection stage turns each into a :class:`FrameEvidence`
-    with the pipeline's thresholds. Candidates computed with looser proposal thresholds are a
-    superset of those computed with stricter ones, so one model pass can be selected with
-    several settings (see :func:`select_frame`).
-
-    Attributes:
-        boxes (Tensor[K, 4]): pixel (x1, y1, x2, y2) of the frame, float32, CPU.
-        proposal_scores (Tensor[K]): float32, highest first for OWOD-BIND (see
-            :attr:`FrameEvidence.proposal_scores`).
-        masks (Tensor[K, H, W]): bool, one per box.
-        visual (Tensor[K, D] | None): the binder's embedding of each proposal's masked crop (the
-            BIND pipelines), float32.
-        audio (Tensor[D] | None): the binder's embedding of the frame's audio segment.
-        scoring (BindScoring | None): how the binder's dot products become scores.
-        tags, phrases: as in :class:`FrameEvidence` (AT pipelines).
-    """
-
-    boxes: Tensor
-    proposal_scores: Tensor
-    masks: Tensor
-    visual: Optional[Tensor] = None
-    audio: Optional[Tensor] = None
-    scoring: Optional[BindScoring] = None
-    tags: list[tuple[str, float]] = field(default_factory=list)
-    phrases: list[str] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class VideoInput:
-    """One video as the pipelines take it, checked: ``images`` (T ``Tensor[3, H, W]`` uint8 of
-    one size), ``segments`` (T ``Tensor[C, S_t]`` float, segment t goes with frame t) and
-    ``sample_rate`` in Hz. Made by :func:`prepare_video`."""
-
-    images: list[Tensor]
-    segments: list[Tensor]
-    sample_rate: int
-
-    @property
-    def frame_size(self) -> tuple[int, int]:
-        """``(H, W)`` of every frame."""
-        return int(self.images[0].shape[-2]), int(self.images[0].shape[-1])
-
-
-def prepare_video(frames: Images, waveform: Tensor, sample_rate: int) -> VideoInput:
-    """Check one video's inputs and cut its audio into one segment per frame.
-
-    Args:
-        frames: ``Tensor[T, 3, H, W]`` uint8, or a list of T PIL images / ``Tensor[3, H, W]``
-            uint8, all of one size.
-        waveform: ``Tensor[C, S]`` or ``Tensor[S]`` float; segment t is the t-th of T equal
-            slices (:func:`cmsf.inputs.split_segments`).
-        sample_rate: Hz.
-
-    Raises:
-        ValueError: frames of different sizes, or any input refused by the shared checks; the
-            message names the argument.
-    """
-    images = as_image_list(frames, "frames")
-    sizes = {tuple(image.shape[-2:]) for image in images}
-    if len(sizes) != 1:
-        raise ValueError(f"frames: expected frames of one size, got sizes {sorted(sizes)}")
-    sample_rate = check_sample_rate(sample_rate)
-    segments = split_segments(waveform, len(images), "waveform")
-    return VideoInput(images=images, segments=segments, sample_rate=sample_rate)
 
 
 def _per_video(items: Sequence[Any], videos: Sequence[VideoInput]) -> list[list[Any]]:
@@ -389,104 +271,6 @@ def find_tagged_concepts(
         for frame_tags, found in zip(tags, instances)
     ]
     return _per_video(frames, videos)
-
-
-# ---------------------------------------------------------------- selection stages (thresholds only)
-def _take(candidates: FrameCandidates, index: Tensor) -> FrameCandidates:
-    """The candidates at ``index (Tensor[K'])``, in that order."""
-    return replace(
-        candidates,
-        boxes=candidates.boxes[index],
-        proposal_scores=candidates.proposal_scores[index],
-        masks=candidates.masks[index],
-        visual=None if candidates.visual is None else candidates.visual[index],
-        phrases=[candidates.phrases[i] for i in index.tolist()] if candidates.phrases else [],
-    )
-
-
-def _bind_selection(candidates: FrameCandidates, settings: Mapping[str, Any]) -> FrameEvidence:
-    """The selection half of the BIND step: :func:`~cmsf.ops.bind_filter` of the proposals'
-    embeddings against the segment's, read as the binder says (``bind_mode`` None: its own)."""
-    scoring = candidates.scoring
-    assert candidates.visual is not None and candidates.audio is not None and scoring is not None
-    keep, scores = bind_filter(
-        candidates.visual,
-        candidates.audio,
-        settings["bind_threshold"],
-        scoring.mode(settings["bind_mode"]),
-        logit_scale=scoring.logit_scale,
-        logit_bias=scoring.logit_bias,
-    )
-    return FrameEvidence(
-        boxes=candidates.boxes,
-        proposal_scores=candidates.proposal_scores,
-        masks=candidates.masks,
-        kept=keep.cpu(),
-        bind_scores=scores.float().cpu(),
-    )
-
-
-def select_owod_bind(candidates: FrameCandidates, settings: Mapping[str, Any]) -> FrameEvidence:
-    """OWOD-BIND's selection: the proposals with objectness ≥ ``box_threshold`` (the top
-    candidate when none is: candidates are in decreasing objectness, and the top one is the
-    proposer's keep-best-if-none choice), then the BIND filter among them.
-
-    On candidates computed with ``box_threshold`` itself this is the identity on proposals; on
-    candidates computed with a lower one it gives exactly the proposals a run with
-    ``box_threshold`` computes (score thresholds commute with the proposer's other rules: the
-    greedy NMS over OWLv2 boxes decides each box from higher-scored ones only, and the cap keeps
-    a prefix)."""
-    scores = candidates.proposal_scores
-    passing = torch.nonzero(scores >= settings["box_threshold"]).flatten()
-    if passing.numel() == 0 and scores.numel() > 0:
-        passing = torch.zeros(1, dtype=torch.int64)
-    if passing.numel() != scores.numel():
-        candidates = _take(candidates, passing)
-    return _bind_selection(candidates, settings)
-
-
-def _passing(candidates: FrameCandidates, passing: Tensor) -> FrameCandidates:
-    """The candidates where ``passing (Tensor[K])`` bool is set (all of them when it is all set)."""
-    if bool(passing.all()):
-        return candidates
-    return _take(candidates, torch.nonzero(passing).flatten())
-
-
-def select_sam_bind(candidates: FrameCandidates, settings: Mapping[str, Any]) -> FrameEvidence:
-    """SAM-BIND's selection: the automatic masks with predicted IoU > ``pred_iou_threshold``
-    (none dropped at 0, SAM's "filter off"), then the BIND filter among them.
-
-    On candidates computed with ``pred_iou_threshold`` itself the first step is the identity; on
-    candidates computed with a lower one it gives exactly the masks a run with it computes: the
-    filter drops the lowest-scored masks and the NMS that follows it in SAM is greedy in the same
-    score order, so filtering before or after it keeps the same masks."""
-    threshold = settings["pred_iou_threshold"]
-    if threshold > 0.0:
-        candidates = _passing(candidates, candidates.proposal_scores > threshold)
-    return _bind_selection(candidates, settings)
-
-
-def select_all(candidates: FrameCandidates, settings: Mapping[str, Any]) -> FrameEvidence:
-    """The AT pipelines' selection: every grounded box (AT-GDINO-SAM) or found instance
-    (AT-SAM3) is kept."""
-    return FrameEvidence(
-        boxes=candidates.boxes,
-        proposal_scores=candidates.proposal_scores,
-        masks=candidates.masks,
-        kept=torch.ones(candidates.boxes.shape[0], dtype=torch.bool),
-        tags=list(candidates.tags),
-        phrases=list(candidates.phrases),
-    )
-
-
-def select_at_gdino_sam(candidates: FrameCandidates, settings: Mapping[str, Any]) -> FrameEvidence:
-    """AT-GDINO-SAM's selection: the grounded boxes scoring > ``box_threshold``, all kept.
-
-    On candidates computed with ``box_threshold`` itself every box passes; on candidates
-    computed with a lower one this gives exactly the boxes of a run with it (GroundingDINO's box
-    threshold is a filter on the box scores kept as ``proposal_scores``; the same tags are
-    assumed: ``tag_threshold`` changes the prompts, so it is a model setting)."""
-    return select_all(_passing(candidates, candidates.proposal_scores > settings["box_threshold"]), settings)
 
 
 @dataclass(frozen=True)

@@ -182,10 +182,6 @@ class _Axis:
         return _Axis(self.first[index], count, self.weights[index, :, :taps])
 
 
-def _column(pairs: list[tuple[int, int]], i: int) -> Tensor:
-    return torch.tensor([pair[i] for pair in pairs], dtype=torch.int64)
-
-
 def _groups(order: list[int], cost: list[int], rows: list[int], row_elements: int) -> list[list[int]]:
     """Consecutive images of ``order`` (sorted by ``cost``) in groups whose padded cost (size ×
     the largest cost) stays within 1.5 × their total cost and whose horizontal-pass buffer

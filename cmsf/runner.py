@@ -46,7 +46,8 @@ import torch
 from cmsf.checks import check_positive_int
 from cmsf.decoding import Clip
 from cmsf.loading import ModelLoadError, Models, check_models
-from cmsf.pipelines import SegmentationResult, VideoInput, check_settings, prepare_video, run_videos
+from cmsf.pipelines import check_settings, run_videos
+from cmsf.results import SegmentationResult, VideoInput, prepare_video
 
 FRAMES_PER_BATCH = {"cpu": 5, "cuda": 64}
 """Default frames per model batch by device type (:func:`default_frames_per_batch`)."""

@@ -58,17 +58,14 @@ from cmsf.loading import Models
 from cmsf.metrics import VARIANTS, VariantTotals, VideoScores, dataset_scores, score_video
 from cmsf.pipelines import (
     PIPELINE_STAGES,
-    FrameCandidates,
-    SegmentationResult,
-    VideoInput,
     check_settings,
     find_tagged_concepts,
     ground_tagged_frames,
-    prepare_video,
     select_frames,
     tag_videos,
     type_settings,
 )
+from cmsf.results import FrameCandidates, SegmentationResult, VideoInput, prepare_video
 
 FREE = "free"
 LOWEST = "lowest"

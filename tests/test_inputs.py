@@ -1,4 +1,4 @@
-"""The shared input helpers of cmsf.inputs: image and waveform normalisation, segments."""
+"""The shared input helpers of cmsf.inputs: image, waveform and prompt normalisation, segments."""
 
 import math
 
@@ -7,7 +7,18 @@ import pytest
 import torch
 from PIL import Image
 
-from cmsf.inputs import as_image_list, as_waveform, as_waveform_list, check_sample_rate, resample, split_segments
+from cmsf.concepts import segment_concepts
+from cmsf.grounding import ground, grounding_phrase
+from cmsf.inputs import (
+    as_image_list,
+    as_prompt_lists,
+    as_waveform,
+    as_waveform_list,
+    check_sample_rate,
+    resample,
+    split_segments,
+)
+from cmsf.loading import load_models
 
 
 def test_images_from_batch_list_and_pil_agree():
@@ -100,3 +111,41 @@ def test_split_segments_cover_the_waveform():
         split_segments(x, 0)
     with pytest.raises(ValueError, match="cannot be cut"):
         split_segments(torch.zeros(3), 5)
+
+
+def test_prompt_lists_shared_and_per_image():
+    shared = as_prompt_lists(["  a  dog ", "Bee, wasp, etc."], 3)
+    assert shared == [["a dog", "Bee, wasp, etc."]] * 3
+    shared[0].append("x")  # each image gets its own list
+    assert shared[1] == ["a dog", "Bee, wasp, etc."]
+    assert as_prompt_lists((["x"], [], ("y\tz",)), 3) == [["x"], [], ["y z"]]
+    assert as_prompt_lists([], 2) == [[], []]
+    assert as_prompt_lists([["Bee, wasp, etc."], ["Why? "]], 2, grounding_phrase) == [["bee, wasp, etc"], ["why"]]
+
+
+@pytest.mark.parametrize(
+    "prompts, message",
+    [
+        ("dog. cat.", r"^prompts: expected a list of strings \(the same prompts for every image\).*got str$"),
+        ({"dog"}, "got set"),
+        (["dog", ["cat"]], "not a mixture"),
+        ([["dog"]], r"one list of prompts per image \(2\), got 1 lists"),
+        ([["dog"], ["cat", 3]], r"^prompts\[1\]\[1\]: expected a string, got int$"),
+        ([["dog"], ["cat", " "]], r"^prompts\[1\]\[1\]: empty prompt ' '$"),
+    ],
+)
+def test_bad_prompts_are_refused_alike_by_grounding_and_concepts(prompts, message):
+    models = load_models("tiny", device="cpu")
+    image = [torch.zeros(3, 4, 4, dtype=torch.uint8)] * 2
+    for stage in (ground, segment_concepts):
+        with pytest.raises(ValueError, match=message):
+            stage(image, prompts, models)
+    assert models.loaded == ()  # refused before any model is loaded
+    with pytest.raises(ValueError, match=message):
+        as_prompt_lists(prompts, 2)
+
+
+def test_grounding_refuses_a_prompt_left_empty_by_its_convention():
+    with pytest.raises(ValueError, match=r"prompts\[0\]: empty prompt ' \. '"):
+        as_prompt_lists([" . "], 1, grounding_phrase)
+    assert as_prompt_lists([" . "], 1) == [["."]]  # SAM 3's concepts keep "."

@@ -112,11 +112,12 @@ def test_plan_jobs_keeps_order_and_runs_an_input_once(tmp_path, monkeypatch):
 # ---------------------------------------------------------------- the local engine, end to end
 
 
-def alone(corpus_path: Path, models, out: Path) -> None:
+def alone(corpus_path: Path, models, out: Path, pipeline: str = "owod-bind", settings: dict | None = None) -> None:
     """What ``cmsf segment`` writes for one input: the pipeline on it alone."""
     clip = load_clip(corpus_path)
-    result = run_videos("owod-bind", [prepare_video(clip.frames, clip.waveform, clip.sample_rate)], models, {})[0]
-    run_info = {"input": str(corpus_path), "pipeline": "owod-bind", "preset": "tiny", "device": "cpu",
+    video = prepare_video(clip.frames, clip.waveform, clip.sample_rate)
+    result = run_videos(pipeline, [video], models, dict(settings or {}))[0]
+    run_info = {"input": str(corpus_path), "pipeline": pipeline, "preset": "tiny", "device": "cpu",
                 "dtype": "float32", "settings": result.settings}  # fmt: skip
     write_segmentation(out, clip, result, run_info, started=time.perf_counter())
 
@@ -150,6 +151,25 @@ def test_local_engine_writes_what_segment_writes_and_records_failures(corpus, mo
     run_json = json.loads((out / "run.json").read_text())
     assert run_json["pipeline"] == "owod-bind" and run_json["preset"] == "tiny" and run_json["num_frames"] is None
     assert not list(out.rglob(f"*{TEMP_SUFFIX}"))
+
+
+def test_videos_of_different_frame_sizes_in_one_batch_write_what_each_alone_writes(corpus, models, tmp_path):
+    """AT-GDINO-SAM on a 48×64 video and a 40×56 frame folder in one batch (GroundingDINO's
+    processor would pad one to the other's size)."""
+    out = tmp_path / "out"
+    inputs = [corpus.videos[0], corpus.folder]
+    result = run("segment-many", *inputs, "-p", "at-gdino-sam", "--preset", "tiny", "--device", "cpu",
+                 "--set", "tag_threshold=0.57", "--frames-per-batch", "4", "--out", out)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    reference = tmp_path / "reference"
+    for path in inputs:
+        name = many.output_name(path)
+        alone(path, models, reference / name, "at-gdino-sam", {"tag_threshold": 0.57})
+        evidence = json.loads((out / name / "evidence.json").read_text())
+        expected = json.loads((reference / name / "evidence.json").read_text())
+        assert any(frame["boxes"] for frame in expected["result"]["frames"])
+        assert evidence["result"] == expected["result"]
+    assert output_files(out) == output_files(reference)
 
 
 def test_resume_skips_complete_videos_and_retries_the_rest(corpus, tmp_path):

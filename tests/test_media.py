@@ -273,6 +273,9 @@ def test_overlay_tints_only_the_mask():
     assert torch.equal(out[:, 1:], frame[:, 1:])
     with pytest.raises(ValueError, match="frame's size"):
         overlay_mask(frame, torch.zeros(3, 3, dtype=torch.bool))
+    for bad in (1.5, math.nan, "0.5", True):
+        with pytest.raises(ValueError, match=r"^alpha: expected a number in \[0, 1\]"):
+            overlay_mask(frame, mask, alpha=bad)
 
 
 def test_write_png_image(tmp_path):

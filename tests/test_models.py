@@ -70,7 +70,7 @@ def test_tiny_tokenizer_covers_every_audioset_label_and_uses_bert_delimiter_ids(
     tokenizer = tiny.grounding_dino.processor.tokenizer
     assert tokenizer.convert_tokens_to_ids(["[CLS]", "[SEP]", ".", "?"]) == [101, 102, 1012, 1029]
     for label in audioset_labels():
-        ids = tokenizer(grounding._clean_prompt(label, "label"))["input_ids"]
+        ids = tokenizer(grounding.grounding_phrase(label))["input_ids"]
         assert tokenizer.unk_token_id not in ids, label
         assert 1012 not in ids[1:-1], label  # no phrase delimiter inside a phrase
 
@@ -387,6 +387,20 @@ def test_ground_batch_equals_one_by_one(tiny):
     batch = ground(images, prompts, tiny, box_threshold=0.0)
     for image, own, together in zip(images, prompts, batch):
         (alone,) = ground([image], [own], tiny, box_threshold=0.0)
+        torch.testing.assert_close(together.scores, alone.scores, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(together.boxes, alone.boxes, rtol=1e-4, atol=1e-3)
+        assert together.labels == alone.labels
+
+
+def test_ground_images_of_different_sizes_equal_each_alone(tiny):
+    """GroundingDINO's processor pads the images of one call to a common size, and the padding
+    goes through the backbone: images of different sizes must not share a forward."""
+    images = _images(sizes=((48, 80), (90, 60), (48, 80), (30, 30)))
+    prompts = [["dog", "a car"], ["speech"], ["speech", "dog"], ["dog"]]
+    batch = ground(images, prompts, tiny, box_threshold=0.0)
+    for image, own, together in zip(images, prompts, batch):
+        (alone,) = ground([image], [own], tiny, box_threshold=0.0)
+        assert len(together) == len(alone) > 0
         torch.testing.assert_close(together.scores, alone.scores, rtol=1e-4, atol=1e-4)
         torch.testing.assert_close(together.boxes, alone.boxes, rtol=1e-4, atol=1e-3)
         assert together.labels == alone.labels

@@ -128,6 +128,21 @@ def test_nms_bad_input():
         nms(torch.zeros(2), torch.zeros(2), 0.5)
     with pytest.raises(ValueError, match="NaN or infinite"):
         nms(torch.tensor([[0.0, 0.0, math.inf, 1.0]]), torch.tensor([1.0]), 0.5)
+    for bad in (math.nan, True, "0.5", None):
+        with pytest.raises(ValueError, match=r"^iou_threshold: expected a number"):
+            nms(torch.zeros(2, 4), torch.zeros(2), bad)
+
+
+def test_nms_iou_threshold_is_any_number_but_nan():
+    boxes = torch.tensor([[0.0, 0.0, 4.0, 4.0], [0.0, 0.0, 4.0, 3.0], [10.0, 10.0, 12.0, 12.0]])
+    masks = torch.zeros(3, 12, 12, dtype=torch.bool)
+    for k, (x1, y1, x2, y2) in enumerate(boxes.long().tolist()):
+        masks[k, y1:y2, x1:x2] = True
+    scores = torch.tensor([0.9, 0.8, 0.7])
+    for items in (boxes, masks):
+        assert nms(items, scores, np.float32(0.5)).tolist() == [0, 2]  # numpy numbers too
+        assert nms(items, scores, 1).tolist() == nms(items, scores, math.inf).tolist() == [0, 1, 2]
+        assert nms(items, scores, -math.inf).tolist() == [0]  # everything overlaps "more" than -inf
 
 
 # ---------------------------------------------------------------- bind_filter
@@ -202,6 +217,16 @@ def test_bind_filter_empty_and_errors():
     with pytest.raises(ValueError, match="threshold"):
         bind_filter(torch.ones(2, 4), torch.ones(4), threshold=-0.1, mode="softmax")
     bind_filter(torch.ones(2, 4), torch.ones(4), threshold=-0.1, mode="cosine")  # valid for cosine
+    with pytest.raises(ValueError, match=r"^threshold \(mode 'cosine'\): expected a number in \[-1, 1\], got nan$"):
+        bind_filter(torch.ones(2, 4), torch.ones(4), threshold=math.nan, mode="cosine")
+    with pytest.raises(ValueError, match=r"^threshold \(mode 'softmax'\): expected a number in \[0, 1\], got True$"):
+        bind_filter(torch.ones(2, 4), torch.ones(4), threshold=True)
+    keep, _ = bind_filter(torch.eye(2, 4), torch.tensor([1.0, 0, 0, 0]), threshold=np.float32(0.6))  # numpy numbers too
+    assert keep.tolist() == [True, False]
+    for name in ("logit_scale", "logit_bias"):
+        for bad in (math.inf, math.nan, True, "1"):
+            with pytest.raises(ValueError, match=rf"^{name}: expected a finite number, got"):
+                bind_filter(torch.ones(2, 4), torch.ones(4), 0.5, "calibrated", **{"logit_scale": 1.0, "logit_bias": 0.0, name: bad})
     with pytest.raises(ValueError, match="mode"):
         bind_filter(torch.ones(2, 4), torch.ones(4), mode="dot")
     with pytest.raises(ValueError, match=r"visual_embeddings: expected Tensor\[K, D\]"):

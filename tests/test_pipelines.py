@@ -61,7 +61,7 @@ def test_frame_union_is_the_union_of_kept_masks():
 from cmsf import at_gdino_sam, bind_filter, load_models, owod_bind, sam_bind  # noqa: E402
 from cmsf.imagebind import imagebind_audio_inputs, imagebind_vision_inputs  # noqa: E402
 from cmsf.inputs import split_segments  # noqa: E402
-from cmsf.grounding import _clean_prompt  # noqa: E402
+from cmsf.grounding import grounding_phrase  # noqa: E402
 
 T, H, W = 3, 56, 72  # non-square on purpose
 SAMPLE_RATE = 16000
@@ -182,7 +182,7 @@ def test_at_gdino_sam_evidence(models, video):
         assert probabilities == sorted(probabilities, reverse=True)
         assert len(evidence.phrases) == evidence.boxes.shape[0]
         # each box is grounded to one of the frame's tags (GroundingDINO's lowercase prompt form)
-        assert set(evidence.phrases) <= {_clean_prompt(label, "tag") for label, _ in evidence.tags}
+        assert set(evidence.phrases) <= {grounding_phrase(label) for label, _ in evidence.tags}
 
 
 def test_at_gdino_sam_without_tags_gives_empty_masks_and_skips_grounding(models, video, monkeypatch):

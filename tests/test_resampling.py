@@ -71,12 +71,23 @@ def test_any_shape_equals_pillow(height, width, seed, channels):
     assert torch.equal(resize_center_crop([image], SIZE)[0], meta(image) if channels == 3 else meta(image)[:1])
 
 
-@settings(max_examples=30, deadline=None)
-@given(height=st.integers(1, 3000), width=st.integers(1, 3000), size=st.sampled_from([7, 64, 224]))
+@settings(max_examples=40, deadline=None)
+@given(
+    height=st.integers(1, 3000),
+    width=st.integers(1, 3000),
+    size=st.one_of(st.sampled_from([7, 64, 224, 800]), st.integers(1, 1333)),  # ImageBind, MAVL
+)
 def test_resized_size_is_torchvisions(height, width, size):
     new_height, new_width = resized_size(height, width, size)
     assert [new_height, new_width] == TF._compute_resized_output_size((height, width), [size])
     assert resize_is_large(height, width, size) == (new_height * new_width > 4 * size * size)
+
+
+@settings(max_examples=30, deadline=None)
+@given(height=st.integers(1, 40), width=st.integers(1, 40), size=st.integers(1, 48))
+def test_resized_size_is_the_size_of_torchvisions_resize(height, width, size):
+    resized = TF.resize(Image.new("RGB", (width, height)), size)  # Resize(size) on a PIL image
+    assert resized_size(height, width, size) == (resized.height, resized.width)
 
 
 @settings(max_examples=30, deadline=None)

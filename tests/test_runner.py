@@ -70,6 +70,23 @@ def test_batched_results_equal_each_video_alone(models, pipeline):
             assert batched.phrases == one.phrases
 
 
+@pytest.mark.parametrize("pipeline", tuple(PIPELINES))
+def test_videos_of_different_frame_sizes_in_one_batch_equal_each_alone(models, pipeline):
+    """A batch holding videos of two frame sizes: no stage pads one video's frames to another's
+    size (GroundingDINO's processor would, so it runs one forward per size)."""
+    clips = [make_clip(0, frames=2, size=(48, 64)), make_clip(1, frames=2, size=(96, 40))]
+    settings = SETTINGS[pipeline]
+    outcomes = list(run_jobs(jobs_of(clips), pipeline, settings, models, frames_per_batch=4, workers=0))
+    assert all(o.ok for o in outcomes)
+    for outcome, clip in zip(outcomes, clips):
+        single = alone(pipeline, clip, models, settings)
+        assert torch.equal(outcome.result.masks, single.masks)
+        for batched, one in zip(outcome.result.frames, single.frames):
+            assert torch.equal(batched.boxes, one.boxes) and torch.equal(batched.kept, one.kept)
+            assert batched.phrases == one.phrases
+            torch.testing.assert_close(batched.proposal_scores, one.proposal_scores, rtol=0, atol=1e-6)
+
+
 def test_one_frame_per_batch_is_bit_identical_to_the_pipeline_call(models):
     clips = [make_clip(seed) for seed in range(2)]
     outcomes = list(run_jobs(jobs_of(clips), "owod-bind", SETTINGS["owod-bind"], models, frames_per_batch=1))
