@@ -21,9 +21,11 @@ How it runs:
 - **errors stay with their video**: a job whose ``load`` raises is yielded with that error; when a
   batch's model stage raises, each of its videos is run again alone, so that only the video at
   fault gets the error and the others their results (a batch that runs out of GPU memory is
-  thus retried video by video). A :class:`~cmsf.loading.ModelLoadError` (a component that
-  cannot be loaded) is raised, not recorded: it is no video's fault. ``KeyboardInterrupt`` and
-  other ``BaseException`` s are not caught.
+  thus retried video by video, once the memory the failed batch held is freed). An outcome's
+  error keeps its type, message and traceback lines but not its frames' variables (tensors).
+  A :class:`~cmsf.loading.ModelLoadError` (a component that cannot be loaded) is raised, not
+  recorded: it is no video's fault. ``KeyboardInterrupt`` and other ``BaseException`` s are not
+  caught.
 
 Results equal those of the pipeline called on each video alone (:func:`cmsf.pipelines.run_videos`
 with one video) except for floating-point rounding: a model's output for one item can differ in
@@ -34,6 +36,7 @@ the other way. ``frames_per_batch=1`` runs every video alone: bit-identical to t
 
 from __future__ import annotations
 
+import gc
 import math
 import time
 from collections import deque
@@ -96,7 +99,10 @@ class JobOutcome:
         clip: the clip ``job.load()`` returned (``None`` if loading failed).
         result: the pipeline's result (``None`` on error); ``result.masks`` is
             ``Tensor[T, H, W]`` bool at the clip's frame size, on the CPU.
-        error: the exception that stopped the job, or ``None``.
+        error: the exception that stopped the job, or ``None``. Its type, message and
+            traceback lines are kept, the local variables of its traceback's frames are cleared
+            (as ``traceback.clear_frames`` does): keeping outcomes does not keep the tensors of
+            a failed run alive.
         stage: where it stopped: ``"load"`` (reading or checking the clip) or ``"segment"`` (the
             pipeline); ``None`` on success.
         load_seconds: wall time of ``job.load()`` and the input checks, on its reading thread.
@@ -141,27 +147,58 @@ def _load(job: Job, index: int) -> _Loaded:
         outcome.clip = clip
         video = prepare_video(clip.frames, clip.waveform, clip.sample_rate)
     except Exception as error:  # noqa: BLE001 - the job's outcome carries it
-        outcome.error, outcome.stage = error, "load"
+        outcome.error, outcome.stage = _detached(error), "load"
         video = None
     outcome.load_seconds = time.perf_counter() - started
     return _Loaded(outcome, video)
 
 
+def _detached(error: Exception) -> Exception:
+    """``error`` with the local variables of its traceback's frames (and of the errors chained
+    to it) cleared, so that an outcome can keep it without keeping the activations, clips and
+    batches those frames referenced alive. Its type, message and traceback lines stay, except
+    the line of the runner's frame that caught it (still running, so it cannot be cleared)."""
+    seen: set[int] = set()
+    chained: Optional[BaseException] = error
+    while chained is not None and id(chained) not in seen:
+        seen.add(id(chained))
+        entry = chained.__traceback__
+        while entry is not None:
+            try:
+                entry.tb_frame.clear()
+            except RuntimeError:  # a frame still running: the one that caught the error
+                if entry is chained.__traceback__:
+                    chained.__traceback__ = entry.tb_next
+            entry = entry.tb_next
+        chained = chained.__cause__ or chained.__context__
+    return error
+
+
 def _segment(pipeline: str, batch: Sequence[_Loaded], models: Models, settings: Mapping[str, Any]) -> None:
     """Run ``batch`` through the pipeline, filling each outcome's result or error; a failing
-    batch of several videos is run again video by video, so the error lands on its video."""
+    batch of several videos is run again video by video, so the error lands on its video.
+
+    The retries run after the failed batch's error is dropped (not inside its ``except``): its
+    traceback holds the batch's activations, which must be freed (``gc.collect``, then CUDA's
+    cache emptied) before the videos run again, or an out-of-memory batch would likely run out
+    of memory again on each video; and the videos' errors do not carry the batch's as context.
+    """
+    batch_failed = False
     try:
         results = run_videos(pipeline, [item.video for item in batch], models, settings)
     except ModelLoadError:
         raise  # about the models, not the videos: every job would fail the same way
     except Exception as error:  # noqa: BLE001
-        if isinstance(error, torch.OutOfMemoryError) and models.device.type == "cuda":
-            torch.cuda.empty_cache()  # the videos are retried one by one below
-        if len(batch) > 1:
-            for item in batch:
-                _segment(pipeline, [item], models, settings)
+        if len(batch) == 1:
+            batch[0].outcome.error, batch[0].outcome.stage = _detached(error), "segment"
             return
-        batch[0].outcome.error, batch[0].outcome.stage = error, "segment"
+        batch_failed = True  # the error, its traceback and their frames go at the end of this block
+    if batch_failed:
+        gc.collect()  # frames in reference cycles (a re-raised error's) hold tensors too
+        if models.device.type == "cuda":
+            torch.cuda.empty_cache()
+        for item in batch:
+            _segment(pipeline, [item], models, settings)
         return
     for item, result in zip(batch, results):
         item.outcome.result = result

@@ -5,13 +5,17 @@ against the library pipeline called on each video."""
 from __future__ import annotations
 
 import threading
+import traceback
+import weakref
 from contextlib import closing
+from types import SimpleNamespace
 
 import pytest
 import torch
 from click.testing import CliRunner
 
 from avsbench_fixture import make_avsbench
+from stand_ins import as_stages
 from cmsf import avsbench, cli, runner
 from cmsf.decoding import Clip
 from cmsf.loading import ModelLoadError, load_models
@@ -240,3 +244,34 @@ def test_eval_saves_every_readable_video_and_names_the_others(mini, tmp_path):
 
     summary = json.loads((out / "summary.json").read_text())
     assert summary["computed"] == 1 and summary["reused"] == 2
+
+
+def test_a_failed_batch_is_freed_before_its_videos_are_retried(models, monkeypatch):
+    """The batch's error (and the tensors its traceback's frames hold) is gone before the videos
+    run again alone; each video's error keeps its type, message and traceback lines, not the
+    batch error as context nor its frames' tensors."""
+    first_attempt: list[weakref.ref] = []
+    retries_saw_it_alive: list[bool] = []
+    failed_video: list[weakref.ref] = []
+
+    def run(frames, waveform, sample_rate, models):
+        activations = torch.ones(1000)
+        if not first_attempt:
+            first_attempt.append(weakref.ref(activations))
+            raise RuntimeError("CUDA out of memory (stand-in)")
+        retries_saw_it_alive.append(first_attempt[0]() is not None)
+        if frames.shape[0] == 2:
+            failed_video.append(weakref.ref(activations))
+            raise ValueError("this video is refused")
+        return SimpleNamespace(masks=torch.zeros(frames.shape[0], *frames.shape[-2:], dtype=torch.bool))
+
+    monkeypatch.setitem(PIPELINE_STAGES, "owod-bind", as_stages(run))
+    clips = [make_clip(0, frames=3), make_clip(1, frames=2), make_clip(2, frames=3)]
+    outcomes = list(run_jobs(jobs_of(clips), "owod-bind", {}, models, frames_per_batch=100, workers=0))
+    assert retries_saw_it_alive == [False, False, False]
+    assert [o.ok for o in outcomes] == [True, False, True]
+    error = outcomes[1].error
+    assert type(error) is ValueError and str(error) == "this video is refused" and outcomes[1].stage == "segment"
+    assert error.__context__ is None and error.__cause__ is None
+    assert failed_video[0]() is None  # the outcome keeps the error, not its frames' tensors
+    assert "in run" in "".join(traceback.format_exception(error))
