@@ -26,6 +26,13 @@ atomically, so it exists only beside a complete set. A resumed run skips done vi
 retries everything else, failures included; delete a video's ``evidence.json`` to have it
 recomputed.
 
+**One writer.** :func:`segment_many` holds ``DIR``'s lock (:func:`cmsf.files.claim_folder`)
+while it runs; each video's folder is written by one worker of that run, staged and swapped in
+as one set (:func:`cmsf.outputs.replace_segmentation`) without a lock of its own. Start-up looks
+at ``DIR``'s own entries and each job's ``evidence.json`` only, never inside a finished video's
+folder (a corpus of millions of videos starts in the time those checks take); what a killed
+writer left in a video's folder is removed when that video is written.
+
 **Same outputs.** A video's masks do not depend on the engine, on the other videos in its batch or
 on an interruption, with one caveat of floating point: on the same device, with the same torch
 thread count (``RunSpec.threads``), the models' last bits can still depend on the batch a video
@@ -49,10 +56,10 @@ from typing import Any, Callable, Collection, Generic, Iterable, Iterator, Mappi
 import torch
 
 from cmsf.evaluate import record_run
-from cmsf.files import atomic_write_text, claim_folder, remove_stale_temporaries
+from cmsf.files import atomic_write_text, claim_folder
 from cmsf.loading import Models
 from cmsf.media import Clip, load_clip
-from cmsf.outputs import write_segmentation
+from cmsf.outputs import remove_leftovers, replace_segmentation
 from cmsf.pipelines import check_settings
 from cmsf.runner import Job, run_jobs
 
@@ -278,7 +285,9 @@ def segment_jobs(
     (:func:`cmsf.runner.run_jobs`: clips read on ``workers`` threads while the models work,
     model batches of at most ``spec.frames_per_batch`` frames, a failing batch retried video by
     video) and write each video's outputs to ``spec.out_dir/<name>/`` as soon as its batch is
-    done (:func:`cmsf.outputs.write_segmentation`: atomic files, ``evidence.json`` last).
+    done (:func:`cmsf.outputs.replace_segmentation`: staged, then swapped in as one set, with
+    ``evidence.json`` last). The folders are not claimed one by one: the caller holds the lock of
+    ``spec.out_dir`` (:func:`segment_many`), which keeps any other run out of them.
 
     Yields each job's :class:`Outcome`, in job order. Any exception reading, segmenting or
     writing a video is that video's failure: the rest go on.
@@ -307,7 +316,7 @@ def segment_jobs(
             else:
                 assert outcome.clip is not None and outcome.result is not None
                 try:  # elapsed_s in the evidence: since the previous video was written
-                    write_segmentation(
+                    replace_segmentation(
                         spec.out_dir / job.name, outcome.clip, outcome.result, {**run, "input": str(job.path)},
                         started=started,
                     )  # fmt: skip
@@ -401,7 +410,7 @@ def segment_many(
     with claim_folder(out_dir):  # created, writable and locked: a second run into it is refused
         has_outputs = any(out_dir.glob(f"*/{EVIDENCE_NAME}"))
         record_run(out_dir / RUN_NAME, spec.record(), outputs_exist=has_outputs, outputs="video outputs")
-        remove_stale_temporaries(out_dir)
+        remove_leftovers(out_dir)  # DIR's own temporaries; a video's folder is cleaned when it is written
         todo = [job for job in jobs if not is_complete(out_dir, job)]
         log(f"{len(jobs)} videos: {len(jobs) - len(todo)} already done, {len(todo)} to segment with {spec.pipeline}")
         failures: list[Outcome] = []

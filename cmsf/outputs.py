@@ -3,9 +3,11 @@
 the pipeline's proposals, scores and kept indices behind every mask).
 
 A run owns its folder while it lasts (:func:`cmsf.files.claim_folder`: created, checked for
-writing, locked) and replaces the previous output as one set (:class:`SegmentOutput`): a reader
-finds the old set or the new one, never a mix, and an interrupted run leaves the old set as it
-was. cmsf's own files are exactly the names above (``evidence.json``, and ``mask_`` /
+writing, locked) and replaces the previous output as one set (:func:`replace_segmentation`): a
+reader finds the old set or the new one, never a mix, and an interrupted run leaves the old set
+as it was. ``cmsf segment`` claims its ``--out`` (:class:`SegmentOutput`); ``cmsf segment-many``
+claims the folder above its videos' folders once and writes each video's folder with
+:func:`replace_segmentation` alone (no lock, probe or fsync of a lock per video). cmsf's own files are exactly the names above (``evidence.json``, and ``mask_`` /
 ``overlay_`` + the frame index in at least 4 digits + ``.png``); nothing else in the folder is
 touched.
 """
@@ -121,6 +123,77 @@ def _swap_in(staging: Path, out_dir: Path, num_frames: int) -> None:
     _fsync_folder(out_dir)
 
 
+def replace_segmentation(
+    out_dir: Path,
+    clip: Clip,
+    result: SegmentationResult,
+    run: Mapping[str, Any],
+    *,
+    started: float,
+    progress: Progress = lambda items, description, unit: iter(items),
+) -> dict[str, Any]:
+    """Write one video's masks, overlays and ``evidence.json`` into ``out_dir`` (created if
+    needed) as the folder's new set, without claiming the folder: the caller must be its only
+    writer (:class:`SegmentOutput` holds its lock; ``cmsf segment-many`` holds the lock of the
+    folder above and writes each video's folder once).
+
+    First removes what a killed writer left there (:func:`remove_leftovers`). Then puts the whole
+    new set into a staging folder ``OUT/.cmsf-new-XXXXXXXX/`` and moves it in: ``evidence.json``
+    of the old set is removed, the masks and overlays moved over the old ones, those of an
+    earlier, longer run removed, the new ``evidence.json`` moved in last. Ctrl-C (SIGINT) and
+    SIGTERM are held back during these moves. So an interrupted or failing write leaves the old
+    set (and its evidence) untouched; only a kill that cannot be held back (SIGKILL, power loss)
+    during the moves can leave a set without ``evidence.json``, which tells a reader that it is
+    incomplete.
+
+    Args:
+        clip: the input the pipeline ran on; result: what it returned.
+        run: ``input``, ``pipeline``, ``preset``, ``device``, ``dtype`` and ``settings`` of
+            the run, recorded in the evidence.
+        started: ``time.perf_counter()`` when the run began (the evidence records the
+            elapsed time up to the evidence itself).
+        progress: reports the writing of the frames.
+
+    Returns:
+        the evidence, as written.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    remove_leftovers(out_dir)
+    masks = result.masks.detach().cpu().bool()
+    height, width = clip.frames.shape[-2:]
+    staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=out_dir))
+    try:
+        for t in progress(range(clip.num_frames), "writing", "frame"):
+            write_png_mask(staging / mask_name(t), masks[t])
+            write_png_image(staging / overlay_name(t), overlay_mask(clip.frames[t], masks[t]))
+        evidence = {
+            "input": run["input"],
+            "source": clip.source,
+            "pipeline": run["pipeline"],
+            "preset": run["preset"],
+            "device": run["device"],
+            "dtype": run["dtype"],
+            "settings": dict(run["settings"]),
+            "frames": clip.num_frames,
+            "frame_size": [int(height), int(width)],
+            "frame_times_s": list(clip.frame_times) if clip.frame_times is not None else None,
+            "sample_rate": clip.sample_rate,
+            "audio_seconds": clip.duration,
+            "coverage": [float(m.float().mean()) for m in masks],
+            "masks": [mask_name(t) for t in range(clip.num_frames)],
+            "overlays": [overlay_name(t) for t in range(clip.num_frames)],
+            "elapsed_s": round(time.perf_counter() - started, 3),
+            "result": result.to_json(),
+        }
+        atomic_write_json(staging / EVIDENCE_NAME, evidence)
+        with deferred_interrupts():
+            _swap_in(staging, out_dir, clip.num_frames)
+    finally:
+        _remove_staging(staging)
+    return evidence
+
+
 class SegmentOutput:
     """An output folder of ``cmsf segment``, owned for one run.
 
@@ -131,16 +204,8 @@ class SegmentOutput:
             evidence = output.write(clip, result, run, started=started)
 
     Entering claims the folder (:func:`cmsf.files.claim_folder`: raises
-    ``UnwritableFolderError`` / ``FolderInUseError`` before anything runs) and removes what a
-    killed run left there (:func:`remove_leftovers`); leaving releases it.
-
-    :meth:`write` puts the whole new set into a staging folder ``OUT/.cmsf-new-XXXXXXXX/`` and
-    then moves it in: ``evidence.json`` of the old set is removed, the masks and overlays moved
-    over the old ones, those of an earlier, longer run removed, the new ``evidence.json`` moved
-    in last. Ctrl-C (SIGINT) and SIGTERM are held back during these moves. So an interrupted or
-    failing run leaves the old set (and its evidence) untouched; only a kill that cannot be
-    held back (SIGKILL, power loss) during the moves can leave a set without ``evidence.json``,
-    which tells a reader that it is incomplete.
+    ``UnwritableFolderError`` / ``FolderInUseError`` before anything runs); leaving releases it.
+    :meth:`write` replaces the folder's set as one (:func:`replace_segmentation`, which see).
     """
 
     def __init__(self, out_dir: Path) -> None:
@@ -150,7 +215,6 @@ class SegmentOutput:
     def __enter__(self) -> "SegmentOutput":
         with contextlib.ExitStack() as stack:
             stack.enter_context(claim_folder(self.out_dir))
-            remove_leftovers(self.out_dir)
             self._stack = stack.pop_all()
         return self
 
@@ -173,53 +237,11 @@ class SegmentOutput:
         started: float,
         progress: Progress = lambda items, description, unit: iter(items),
     ) -> dict[str, Any]:
-        """Write one video's masks, overlays and ``evidence.json`` as the folder's new set.
-
-        Args:
-            clip: the input the pipeline ran on; result: what it returned.
-            run: ``input``, ``pipeline``, ``preset``, ``device``, ``dtype`` and ``settings`` of
-                the run, recorded in the evidence.
-            started: ``time.perf_counter()`` when the run began (the evidence records the
-                elapsed time up to the evidence itself).
-            progress: reports the writing of the frames.
-
-        Returns:
-            the evidence, as written.
-        """
+        """Write one video's masks, overlays and ``evidence.json`` as the folder's new set
+        (:func:`replace_segmentation`, which see for the arguments). Returns the evidence."""
         if self._stack is None:
             raise RuntimeError("SegmentOutput.write: use it inside its with block")
-        masks = result.masks.detach().cpu().bool()
-        height, width = clip.frames.shape[-2:]
-        staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=self.out_dir))
-        try:
-            for t in progress(range(clip.num_frames), "writing", "frame"):
-                write_png_mask(staging / mask_name(t), masks[t])
-                write_png_image(staging / overlay_name(t), overlay_mask(clip.frames[t], masks[t]))
-            evidence = {
-                "input": run["input"],
-                "source": clip.source,
-                "pipeline": run["pipeline"],
-                "preset": run["preset"],
-                "device": run["device"],
-                "dtype": run["dtype"],
-                "settings": dict(run["settings"]),
-                "frames": clip.num_frames,
-                "frame_size": [int(height), int(width)],
-                "frame_times_s": list(clip.frame_times) if clip.frame_times is not None else None,
-                "sample_rate": clip.sample_rate,
-                "audio_seconds": clip.duration,
-                "coverage": [float(m.float().mean()) for m in masks],
-                "masks": [mask_name(t) for t in range(clip.num_frames)],
-                "overlays": [overlay_name(t) for t in range(clip.num_frames)],
-                "elapsed_s": round(time.perf_counter() - started, 3),
-                "result": result.to_json(),
-            }
-            atomic_write_json(staging / EVIDENCE_NAME, evidence)
-            with deferred_interrupts():
-                _swap_in(staging, self.out_dir, clip.num_frames)
-        finally:
-            _remove_staging(staging)
-        return evidence
+        return replace_segmentation(self.out_dir, clip, result, run, started=started, progress=progress)
 
 
 def write_segmentation(

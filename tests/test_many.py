@@ -5,18 +5,21 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import sys
 import time
 from functools import partial
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 from click.testing import CliRunner
 
 from corpus_fixture import make_corpus, output_files
-from cmsf import cli, many
-from cmsf.files import TEMP_SUFFIX
+from stand_ins import as_stages
+from cmsf import cli, files, many
+from cmsf.files import LOCK_NAME, TEMP_SUFFIX
 from cmsf.loading import load_models
 from cmsf.media import load_clip
 from cmsf.outputs import write_segmentation
@@ -181,7 +184,10 @@ def test_resume_skips_complete_videos_and_retries_the_rest(corpus, tmp_path):
     # an interrupted write: masks of one video without its evidence, and a temporary file
     (out / names[1] / "evidence.json").unlink()
     (out / names[1] / "mask_0000.png").write_bytes(b"half")
-    (out / names[0] / f".mask_0000.png.1234abcd{TEMP_SUFFIX}").write_bytes(b"half")
+    (out / names[1] / f".mask_0000.png.1234abcd{TEMP_SUFFIX}").write_bytes(b"half")
+    (out / names[1] / ".cmsf-new-dead0001").mkdir()  # a killed writer's staging folder
+    (out / names[1] / ".cmsf-new-dead0001" / "mask_0000.png").write_bytes(b"half")
+    (out / f".failures.csv.1234abcd{TEMP_SUFFIX}").write_bytes(b"half")
     result = run(*args)
     assert result.exit_code == 1
     assert "1 segmented, 2 already done, 1 failed" in result.stdout
@@ -189,7 +195,7 @@ def test_resume_skips_complete_videos_and_retries_the_rest(corpus, tmp_path):
     after = {p: p.stat().st_mtime_ns for p in out.rglob("*.png")}
     assert {p for p in before if after[p] != before[p]} == {p for p in before if p.parent.name == names[1]}
     assert (out / names[1] / "mask_0000.png").read_bytes() != b"half"
-    assert not list(out.rglob(f"*{TEMP_SUFFIX}"))
+    assert not list(out.rglob(f"*{TEMP_SUFFIX}")) and not list(out.glob("*/.cmsf-new-*"))
     assert [row["path"] for row in read_failures(out)] == [str(corpus.broken)]
     # nothing failing any more: failures.csv of the earlier run goes away, exit status 0
     result = run("segment-many", *corpus.videos, "-p", "owod-bind", "--preset", "tiny", "--out", out)
@@ -222,6 +228,53 @@ def test_a_video_the_pipeline_refuses_fails_alone(corpus, models, tmp_path, monk
         {"path": str(corpus.videos[1]), "name": jobs[1].name, "error": "RuntimeError: simulated failure"}
     ]
     assert [many.is_complete(spec.out_dir, job) for job in jobs] == [True, False, True]
+
+
+def stand_in_owod_bind(monkeypatch) -> None:
+    """owod-bind replaced by a stand-in without models (each frame's mask: its pixels brighter
+    than the frame's mean), for tests of the bookkeeping."""
+
+    def run(frames, waveform, sample_rate, models):
+        gray = frames.float().mean(dim=1)
+        return SimpleNamespace(masks=gray > gray.mean(dim=(1, 2), keepdim=True))
+
+    monkeypatch.setitem(PIPELINE_STAGES, "owod-bind", as_stages(run))
+
+
+def test_a_lock_left_in_a_video_folder_does_not_block_it(corpus, models, tmp_path, monkeypatch):
+    """Each video's folder is written without a lock of its own (DIR's excludes other runs), so
+    the lock a worker killed on another host left in one does not stop it from being redone."""
+    stand_in_owod_bind(monkeypatch)
+    jobs = many.plan_jobs(corpus.videos[:2])
+    spec = many.RunSpec(tmp_path / "out", "owod-bind", {}, preset="tiny")
+    engine = partial(many.run_local, models=models)
+    assert many.segment_many(spec, jobs, engine)["segmented"] == 2
+    folder = spec.out_dir / jobs[1].name
+    (folder / "evidence.json").unlink()
+    holder = {"pid": 4242, "host": "gpu-node-7", "started": "2026-12-01 10:00:00 UTC", "command": "ray::MapWorker"}
+    (folder / LOCK_NAME).write_text(json.dumps(holder), encoding="utf-8")
+    claimed = []
+    acquire = files._acquire_lock
+    monkeypatch.setattr(files, "_acquire_lock", lambda path: claimed.append(path) or acquire(path))
+    summary = many.segment_many(spec, jobs, engine)
+    assert (summary["segmented"], summary["failed"]) == (1, 0) and many.is_complete(spec.out_dir, jobs[1])
+    assert claimed == [spec.out_dir]  # one lock for the run, none per video
+
+
+def test_start_up_does_not_walk_the_folders_of_finished_videos(corpus, models, tmp_path, monkeypatch):
+    stand_in_owod_bind(monkeypatch)
+    jobs = many.plan_jobs(corpus.videos)
+    spec = many.RunSpec(tmp_path / "out", "owod-bind", {}, preset="tiny")
+    many.segment_many(spec, jobs[:2], partial(many.run_local, models=models))
+    finished = [spec.out_dir / job.name for job in jobs[:2]]
+    listed: list[Path] = []
+    scandir, listdir = os.scandir, os.listdir
+    monkeypatch.setattr(os, "scandir", lambda path=".": listed.append(Path(path)) or scandir(path))
+    monkeypatch.setattr(os, "listdir", lambda path=".": listed.append(Path(path)) or listdir(path))
+    summary = many.segment_many(spec, jobs, partial(many.run_local, models=models))
+    assert (summary["done_before"], summary["segmented"]) == (2, 1)
+    assert spec.out_dir in listed  # its own temporaries are looked for
+    assert not [path for path in listed if any(path == f or f in path.parents for f in finished)]
 
 
 def test_a_model_that_cannot_load_stops_the_run(corpus, tmp_path):
