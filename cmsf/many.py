@@ -11,7 +11,7 @@ An output folder ``DIR`` holds::
     <name>/         what `cmsf segment` writes for one input: mask_0000.png …, overlay_0000.png …,
                     evidence.json
     failures.csv    path, name, error of each input that failed in the latest run (absent when
-                    none did)
+                    none did); a row is added as each failure happens
 
 **Names.** Input ``…/clip.mp4`` (or frame folder ``…/clip``) goes to ``DIR/clip-<16 hex>``: its
 stem (characters other than letters, digits, ``.``, ``_``, ``-`` replaced by ``_``, at most 60)
@@ -51,7 +51,7 @@ from contextlib import closing
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Collection, Generic, Iterable, Iterator, Mapping, Optional, Sequence, TypeVar
+from typing import IO, Any, Callable, Collection, Generic, Iterable, Iterator, Mapping, Optional, Sequence, TypeVar
 
 import torch
 
@@ -344,6 +344,16 @@ def run_local(
 # ---------------------------------------------------------------- the run
 
 
+FAILURES_COLUMNS = ("path", "name", "error")
+
+
+def _failure_rows(failures: Iterable[Outcome]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerows([str(outcome.job.path), outcome.job.name, outcome.error] for outcome in failures)
+    return buffer.getvalue()
+
+
 def write_failures(out_dir: Path, failures: Sequence[Outcome]) -> Optional[Path]:
     """Write ``out_dir/failures.csv`` (path, name, error; atomically), or remove it when there
     is no failure. Returns its path, or None."""
@@ -351,12 +361,39 @@ def write_failures(out_dir: Path, failures: Sequence[Outcome]) -> Optional[Path]
     if not failures:
         path.unlink(missing_ok=True)
         return None
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["path", "name", "error"])
-    for outcome in failures:
-        writer.writerow([str(outcome.job.path), outcome.job.name, outcome.error])
-    return atomic_write_text(path, buffer.getvalue())
+    return atomic_write_text(path, ",".join(FAILURES_COLUMNS) + "\n" + _failure_rows(failures))
+
+
+class _FailureLog:
+    """``DIR/failures.csv`` while a run lasts, in time linear in the failures: the first failure
+    replaces an earlier run's file (atomically: header and row), each later one is appended and
+    flushed as it happens, so a reader finds every failure so far (a row being appended at that
+    instant may be cut short). :meth:`finish` rewrites it whole, atomically (:func:`write_failures`),
+    or removes an earlier run's file when nothing failed."""
+
+    def __init__(self, out_dir: Path) -> None:
+        self.out_dir = out_dir
+        self.failures: list[Outcome] = []
+        self._file: Optional[IO[str]] = None
+
+    def add(self, outcome: Outcome) -> None:
+        self.failures.append(outcome)
+        if self._file is None:
+            path = write_failures(self.out_dir, self.failures)
+            assert path is not None
+            self._file = open(path, "a", encoding="utf-8", newline="")
+        else:
+            self._file.write(_failure_rows([outcome]))
+            self._file.flush()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def finish(self) -> Optional[Path]:
+        self.close()
+        return write_failures(self.out_dir, self.failures)
 
 
 class _Counted(Generic[T]):
@@ -392,8 +429,9 @@ def segment_many(
 
     Checks the settings, records the run in ``DIR/run.json`` (a resume with another pipeline,
     other settings, models or frame sampling is refused), skips complete videos (see the module
-    docstring), then writes ``DIR/failures.csv`` after each failure and at the end (removing an
-    earlier one when nothing failed).
+    docstring), then keeps ``DIR/failures.csv`` up to date as failures happen (the first replaces
+    an earlier run's file, the others are appended) and rewrites it whole at the end, or removes
+    an earlier one when nothing failed.
 
     Returns:
         ``{"videos", "done_before", "segmented", "failed", "frames", "elapsed_s",
@@ -413,23 +451,25 @@ def segment_many(
         remove_leftovers(out_dir)  # DIR's own temporaries; a video's folder is cleaned when it is written
         todo = [job for job in jobs if not is_complete(out_dir, job)]
         log(f"{len(jobs)} videos: {len(jobs) - len(todo)} already done, {len(todo)} to segment with {spec.pipeline}")
-        failures: list[Outcome] = []
+        failures = _FailureLog(out_dir)
         segmented = frames = 0
-        if todo:
-            for outcome in progress(_Counted(engine(spec, todo), len(todo)), spec.pipeline, "video"):
-                if outcome.error is None:
-                    segmented += 1
-                    frames += outcome.frames
-                else:
-                    failures.append(outcome)
-                    write_failures(out_dir, failures)
-        failures_path = write_failures(out_dir, failures)
+        try:
+            if todo:
+                for outcome in progress(_Counted(engine(spec, todo), len(todo)), spec.pipeline, "video"):
+                    if outcome.error is None:
+                        segmented += 1
+                        frames += outcome.frames
+                    else:
+                        failures.add(outcome)
+            failures_path = failures.finish()
+        finally:
+            failures.close()
         elapsed = time.perf_counter() - started
         return {
             "videos": len(jobs),
             "done_before": len(jobs) - len(todo),
             "segmented": segmented,
-            "failed": len(failures),
+            "failed": len(failures.failures),
             "frames": frames,
             "elapsed_s": round(elapsed, 3),
             "videos_per_s": round(segmented / elapsed, 4) if elapsed > 0 else None,

@@ -277,6 +277,39 @@ def test_start_up_does_not_walk_the_folders_of_finished_videos(corpus, models, t
     assert not [path for path in listed if any(path == f or f in path.parents for f in finished)]
 
 
+def test_failures_csv_grows_as_failures_happen_and_is_whole_at_the_end(tmp_path, monkeypatch):
+    """Each failure is a row a reader finds at once; the file is written atomically only at the
+    first failure and at the end (not rewritten per failure: linear, not quadratic)."""
+    jobs = many.plan_jobs([tmp_path / f"v{k}.mp4" for k in range(7)])
+    spec = many.RunSpec(tmp_path / "out", "owod-bind", {}, preset="tiny")
+    seen: list[list[str]] = []
+
+    def engine(spec, todo):
+        for k, job in enumerate(todo):
+            path = spec.out_dir / "failures.csv"
+            seen.append([row["name"] for row in read_failures(spec.out_dir)] if path.exists() else [])
+            yield many.Outcome(job, f"error, {k}" if k % 3 else None, frames=2)
+
+    writes = []
+    atomic_write_text = many.atomic_write_text
+    monkeypatch.setattr(many, "atomic_write_text", lambda path, text: writes.append(path) or atomic_write_text(path, text))
+    summary = many.segment_many(spec, jobs, engine)
+    failed = [job.name for k, job in enumerate(jobs) if k % 3]
+    assert seen == [[], [], failed[:1], failed[:2], failed[:2], failed[:3], failed[:4]]
+    assert (summary["segmented"], summary["failed"]) == (3, 4)
+    assert read_failures(spec.out_dir) == [
+        {"path": str(job.path), "name": job.name, "error": f"error, {k}"} for k, job in enumerate(jobs) if k % 3
+    ]
+    assert [path.name for path in writes].count("failures.csv") == 2
+    assert not list(spec.out_dir.glob(f"*{TEMP_SUFFIX}"))
+
+    def all_good(spec, todo):
+        yield from (many.Outcome(job, None, frames=2) for job in todo)
+
+    assert many.segment_many(spec, jobs, all_good)["failures"] is None
+    assert not (spec.out_dir / "failures.csv").exists()
+
+
 def test_a_model_that_cannot_load_stops_the_run(corpus, tmp_path):
     empty = tmp_path / "no-model-here"
     empty.mkdir()
