@@ -632,5 +632,18 @@ def check_models(models: Any) -> Models:
 
 def component_sources(preset: str, **overrides: Any) -> dict[str, str]:
     """Where each component of ``load_models(preset, **overrides)`` comes from
-    (:meth:`Models.sources`), without loading or downloading anything."""
-    return load_models(preset, device="cpu", **overrides).sources()
+    (:meth:`Models.sources`), without loading or downloading anything: what a run folder's
+    ``run.json`` records. An override naming an existing local path is given as that path made
+    absolute and resolved (``./sam``, ``~/sam`` and ``/home/me/sam`` are the same source), so the
+    record does not depend on the folder a run was started from."""
+    return load_models(preset, device="cpu", **{name: _resolved(value) for name, value in overrides.items()}).sources()
+
+
+def _resolved(source: Any) -> Any:
+    """``source`` as an absolute, resolved path when it is text (or a path) naming an existing
+    local file or folder, else unchanged."""
+    if isinstance(source, (str, os.PathLike)) and os.fspath(source):
+        expanded = os.path.expanduser(os.fspath(source))
+        if os.path.exists(expanded):
+            return os.path.realpath(expanded)
+    return source

@@ -57,7 +57,7 @@ import torch
 
 from cmsf.evaluate import record_run
 from cmsf.files import atomic_write_text, claim_folder
-from cmsf.loading import Models
+from cmsf.loading import Models, component_sources
 from cmsf.media import Clip, load_clip
 from cmsf.outputs import remove_leftovers, replace_segmentation
 from cmsf.pipelines import check_settings
@@ -136,14 +136,16 @@ class RunSpec:
     threads: Optional[int] = None
 
     def record(self) -> dict[str, Any]:
-        """What ``run.json`` records (and a resume must match): not the device, engine, batch size
-        or threads, which change at most the last bits of a computation."""
+        """What ``run.json`` records (and a resume must match): the pipeline, preset, dtype,
+        settings, frame sampling and every component's source (the preset's, or its override:
+        :func:`cmsf.loading.component_sources`, local paths absolute); not the device, engine,
+        batch size or threads, which change at most the last bits of a computation."""
         return {
             "pipeline": self.pipeline,
             "preset": self.preset,
             "dtype": self.dtype,
             "settings": dict(self.settings),
-            "models": dict(sorted(self.models.items())),
+            "models": component_sources(self.preset, **self.models),
             "num_frames": self.num_frames,
             "fps": self.fps,
         }

@@ -8,6 +8,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
@@ -20,7 +21,7 @@ from corpus_fixture import make_corpus, output_files
 from stand_ins import as_stages
 from cmsf import cli, files, many
 from cmsf.files import LOCK_NAME, TEMP_SUFFIX
-from cmsf.loading import load_models
+from cmsf.loading import COMPONENTS, component_sources, load_models
 from cmsf.media import load_clip
 from cmsf.outputs import write_segmentation
 from cmsf.pipelines import PIPELINE_STAGES, PipelineStages, prepare_video, run_videos
@@ -308,6 +309,34 @@ def test_failures_csv_grows_as_failures_happen_and_is_whole_at_the_end(tmp_path,
 
     assert many.segment_many(spec, jobs, all_good)["failures"] is None
     assert not (spec.out_dir / "failures.csv").exists()
+
+
+def test_run_json_records_every_component_source_with_local_paths_absolute(tmp_path, monkeypatch):
+    (tmp_path / "weights" / "sam").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    jobs = many.plan_jobs([tmp_path / "v.mp4"])
+
+    def no_work(spec, todo):
+        for job in todo:  # an output, so that run.json has something to protect
+            (spec.out_dir / job.name).mkdir()
+            (spec.out_dir / job.name / "evidence.json").write_text("{}", encoding="utf-8")
+            yield many.Outcome(job, None, frames=1)
+
+    relative = many.RunSpec(tmp_path / "out", "owod-bind", {}, preset="tiny", models={"sam": "./weights/sam"})
+    many.segment_many(relative, jobs, no_work)
+    recorded = json.loads((tmp_path / "out" / "run.json").read_text())["models"]
+    assert set(recorded) == set(COMPONENTS) and recorded == component_sources("tiny", sam=str(tmp_path / "weights/sam"))
+    assert recorded["sam"] == repr(str(tmp_path / "weights" / "sam"))
+    assert "random weights" in recorded["owlv2"]  # the preset's own, recorded too
+    # the same folder spelled absolutely: the same run
+    absolute = replace(relative, models={"sam": str(tmp_path / "weights" / "sam")})
+    assert many.segment_many(absolute, jobs, no_work)["done_before"] == 1
+    # a preset whose source changed since (here: the record of an older one) is another run
+    run_json = json.loads((tmp_path / "out" / "run.json").read_text())
+    run_json["models"]["owlv2"] = "'google/owlv2-base-patch16-ensemble'"
+    (tmp_path / "out" / "run.json").write_text(json.dumps(run_json), encoding="utf-8")
+    with pytest.raises(ValueError, match="another run.*owlv2"):
+        many.segment_many(absolute, jobs, no_work)
 
 
 def test_a_model_that_cannot_load_stops_the_run(corpus, tmp_path):
