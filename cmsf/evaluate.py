@@ -24,47 +24,38 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import time
 from contextlib import closing
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, TypeVar
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import torch
 
 from cmsf import avsbench
-from cmsf.files import atomic_write_json, atomic_write_text, claim_folder, remove_stale_temporaries
+from cmsf.files import (
+    RUN_NAME,
+    RunConflictError,  # noqa: F401 - re-exported: it was defined here
+    atomic_write_json,
+    atomic_write_text,
+    claim_folder,
+    record_run,
+    remove_stale_temporaries,
+)
 from cmsf.loading import Models, component_sources
 from cmsf.media import Clip
 from cmsf.metrics import VariantTotals, VideoScores, dataset_scores, score_video
 from cmsf.pipelines import PIPELINES, check_settings
+from cmsf.progress import Progress, no_log, no_progress
 from cmsf.results import SegmentationResult
 from cmsf.runner import Job, run_jobs
-
-T = TypeVar("T")
-Progress = Callable[[Sequence[T], str, str], Iterable[T]]
-"""``progress(items, description, unit)`` yields ``items``, reporting progress as it goes."""
 
 MAX_LISTED = 20
 """How many missing files an error lists before it gives a count of the rest."""
 
 
-def no_progress(items: Sequence[T], description: str, unit: str) -> Iterable[T]:
-    """A :data:`Progress` that reports nothing."""
-    return iter(items)
-
-
-def _no_log(message: str) -> None:
-    pass
-
-
 class VideoError(ValueError):
     """Reading or segmenting videos failed on their data; the message names each video."""
-
-
-class RunConflictError(ValueError):
-    """The run folder holds predictions of another run (other settings), or an unreadable run.json."""
 
 
 def run_pipeline(pipeline: str, clip: Clip, models: Models, settings: Mapping[str, Any]) -> SegmentationResult:
@@ -162,33 +153,6 @@ def recorded_sources(preset: Optional[str], model_sources: Optional[Mapping[str,
     return component_sources(preset, **(model_sources or {})) if preset else dict(model_sources or {})
 
 
-def record_run(path: Path, config: Mapping[str, Any], *, outputs_exist: bool, outputs: str) -> None:
-    """Record a run's settings in ``path`` (a ``run.json``), refusing to mix the outputs of
-    different runs in one folder: when ``outputs_exist`` and ``path`` names other settings, or
-    cannot be read, nothing is written. ``outputs`` names them in the message ("predictions").
-
-    Raises:
-        RunConflictError: ``path`` names other settings while outputs exist, or cannot be read.
-    """
-    if path.is_file() and outputs_exist:
-        try:
-            previous = json.loads(path.read_text(encoding="utf-8"))
-        except ValueError as error:
-            raise RunConflictError(f"{path}: unreadable ({error}); delete it to start over") from None
-        if not isinstance(previous, dict):
-            raise RunConflictError(
-                f"{path}: unreadable (expected a JSON object, got {type(previous).__name__}); delete it to start over"
-            )
-        changed = {k: (previous.get(k), v) for k, v in config.items() if previous.get(k) != v}
-        if changed:
-            detail = ", ".join(f"{k}: {old!r} there, {new!r} now" for k, (old, new) in changed.items())
-            raise RunConflictError(
-                f"{path.parent} holds {outputs} of another run ({detail}); use another --out, or delete "
-                f"them and {path} to start over"
-            )
-    atomic_write_json(path, config)
-
-
 def claim_run_folder(out_dir: Path, config: Mapping[str, Any]) -> None:
     """Refuse to mix predictions of different runs in one folder; record this run's settings in
     ``out_dir/run.json`` (:func:`record_run`).
@@ -199,7 +163,7 @@ def claim_run_folder(out_dir: Path, config: Mapping[str, Any]) -> None:
     """
     predictions = out_dir / "pred_masks"
     has_predictions = predictions.is_dir() and any(p.is_file() for p in predictions.rglob("*.png"))
-    record_run(out_dir / "run.json", config, outputs_exist=has_predictions, outputs=f"predictions ({predictions})")
+    record_run(out_dir / RUN_NAME, config, outputs_exist=has_predictions, outputs=f"predictions ({predictions})")
 
 
 def segment_videos(
@@ -274,7 +238,7 @@ def evaluate(
     frames_per_batch: Optional[int] = None,
     workers: Optional[int] = None,
     progress: Progress = no_progress,
-    log: Callable[[str], None] = _no_log,
+    log: Callable[[str], None] = no_log,
 ) -> dict[str, Any]:
     """Evaluate on an AVSBench split: run ``pipeline`` (resumable) or score ``pred_dir``.
 

@@ -13,7 +13,8 @@ cleans such leftovers up.
 A run's output folder has one owner at a time: :func:`claim_folder` creates the folder, checks
 that files can be written in it, and holds its lock (:data:`LOCK_NAME`) while the run lasts (see
 there for the semantics). :func:`deferred_interrupts` holds SIGINT / SIGTERM back while a few
-renames that belong together are made.
+renames that belong together are made. :func:`record_run` records in its ``run.json``
+(:data:`RUN_NAME`) what produced a run folder's outputs, and refuses to mix those of another run.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import IO, Any, Iterator, Optional, Union
+from typing import IO, Any, Iterator, Mapping, Optional, Union
 
 try:  # POSIX; elsewhere the lock falls back to O_EXCL creation alone
     import fcntl
@@ -416,3 +417,40 @@ def deferred_interrupts() -> Iterator[None]:
             signal.signal(number, handler if handler is not None else signal.SIG_DFL)
         for number in dict.fromkeys(received):
             signal.raise_signal(number)
+
+
+# ------------------------------------------------------------------------------ run records
+
+RUN_NAME = "run.json"
+"""The file in a run folder that records what produced its outputs (:func:`record_run`)."""
+
+
+class RunConflictError(ValueError):
+    """The run folder holds outputs of another run (other settings), or an unreadable run.json."""
+
+
+def record_run(path: Path, config: Mapping[str, Any], *, outputs_exist: bool, outputs: str) -> None:
+    """Record a run's settings in ``path`` (a ``run.json``), refusing to mix the outputs of
+    different runs in one folder: when ``outputs_exist`` and ``path`` names other settings, or
+    cannot be read, nothing is written. ``outputs`` names them in the message ("predictions").
+
+    Raises:
+        RunConflictError: ``path`` names other settings while outputs exist, or cannot be read.
+    """
+    if path.is_file() and outputs_exist:
+        try:
+            previous = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError as error:
+            raise RunConflictError(f"{path}: unreadable ({error}); delete it to start over") from None
+        if not isinstance(previous, dict):
+            raise RunConflictError(
+                f"{path}: unreadable (expected a JSON object, got {type(previous).__name__}); delete it to start over"
+            )
+        changed = {k: (previous.get(k), v) for k, v in config.items() if previous.get(k) != v}
+        if changed:
+            detail = ", ".join(f"{k}: {old!r} there, {new!r} now" for k, (old, new) in changed.items())
+            raise RunConflictError(
+                f"{path.parent} holds {outputs} of another run ({detail}); use another --out, or delete "
+                f"them and {path} to start over"
+            )
+    atomic_write_json(path, config)

@@ -51,26 +51,21 @@ from contextlib import closing
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
-from typing import IO, Any, Callable, Collection, Generic, Iterable, Iterator, Mapping, Optional, Sequence, TypeVar
+from typing import IO, Any, Callable, Generic, Iterable, Iterator, Mapping, Optional, Sequence, TypeVar
 
 import torch
 
-from cmsf.evaluate import record_run
-from cmsf.files import atomic_write_text, claim_folder
+from cmsf.files import RUN_NAME, atomic_write_text, claim_folder, record_run
 from cmsf.loading import Models, component_sources
 from cmsf.media import Clip, load_clip
-from cmsf.outputs import remove_leftovers, replace_segmentation
+from cmsf.outputs import EVIDENCE_NAME, remove_leftovers, replace_segmentation
 from cmsf.pipelines import check_settings
+from cmsf.progress import Log, Progress, no_log, no_progress
 from cmsf.runner import Job, run_jobs
 
 T = TypeVar("T")
-Progress = Callable[[Collection[T], str, str], Iterable[T]]
-"""``progress(items, description, unit)`` yields ``items`` (whose ``len`` is known), reporting
-progress as it goes."""
 
-EVIDENCE_NAME = "evidence.json"
 FAILURES_NAME = "failures.csv"
-RUN_NAME = "run.json"
 HASH_DIGITS = 16
 """Hex digits of the path hash in an output name (64 bits: among 2 M inputs that share a stem,
 the chance of two equal names is about 1e-7, and a clash is refused, not overwritten)."""
@@ -411,21 +406,13 @@ class _Counted(Generic[T]):
         return self._items
 
 
-def _no_progress(items: Collection[T], description: str, unit: str) -> Iterable[T]:
-    return items
-
-
-def _no_log(message: str) -> None:
-    pass
-
-
 def segment_many(
     spec: RunSpec,
     jobs: Sequence[VideoJob],
     engine: Engine,
     *,
-    progress: Progress = _no_progress,
-    log: Callable[[str], None] = _no_log,
+    progress: Progress = no_progress,
+    log: Log = no_log,
 ) -> dict[str, Any]:
     """Run ``engine`` on the jobs whose outputs are not complete, recording failures.
 

@@ -21,15 +21,12 @@ import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, TypeVar
+from typing import Any, Mapping, Optional
 
 from cmsf.files import TEMP_SUFFIX, atomic_write_json, claim_folder, deferred_interrupts
 from cmsf.media import Clip, overlay_mask, write_png_image, write_png_mask
+from cmsf.progress import Progress, no_progress
 from cmsf.results import SegmentationResult
-
-T = TypeVar("T")
-Progress = Callable[[Sequence[T], str, str], Iterable[T]]
-"""``progress(items, description, unit)`` yields ``items``, reporting progress as it goes."""
 
 EVIDENCE_NAME = "evidence.json"
 
@@ -130,7 +127,7 @@ def replace_segmentation(
     run: Mapping[str, Any],
     *,
     started: float,
-    progress: Progress = lambda items, description, unit: iter(items),
+    progress: Progress = no_progress,
 ) -> dict[str, Any]:
     """Write one video's masks, overlays and ``evidence.json`` into ``out_dir`` (created if
     needed) as the folder's new set, without claiming the folder: the caller must be its only
@@ -235,7 +232,7 @@ class SegmentOutput:
         run: Mapping[str, Any],
         *,
         started: float,
-        progress: Progress = lambda items, description, unit: iter(items),
+        progress: Progress = no_progress,
     ) -> dict[str, Any]:
         """Write one video's masks, overlays and ``evidence.json`` as the folder's new set
         (:func:`replace_segmentation`, which see for the arguments). Returns the evidence."""
@@ -251,7 +248,7 @@ def write_segmentation(
     run: Mapping[str, Any],
     *,
     started: float,
-    progress: Progress = lambda items, description, unit: iter(items),
+    progress: Progress = no_progress,
 ) -> dict[str, Any]:
     """Write one video's masks, overlays and ``evidence.json`` into ``out_dir`` (created if
     needed), replacing an earlier output there as one set: :meth:`SegmentOutput.write` inside

@@ -43,17 +43,8 @@ import torch
 
 from cmsf import avsbench
 from cmsf.cache import CachePart, TagCache, VideoCache, cache_path, read_cache, write_cache
-from cmsf.evaluate import (
-    Progress,
-    VideoError,
-    claim_run_folder,
-    missing_gt_message,
-    no_progress,
-    per_video_csv,
-    recorded_sources,
-    video_row,
-)
-from cmsf.files import atomic_write_json, atomic_write_text, claim_folder, remove_stale_temporaries
+from cmsf.evaluate import VideoError, claim_run_folder, missing_gt_message, per_video_csv, recorded_sources, video_row
+from cmsf.files import RUN_NAME, atomic_write_json, atomic_write_text, claim_folder, remove_stale_temporaries
 from cmsf.loading import Models
 from cmsf.metrics import VARIANTS, VariantTotals, VideoScores, dataset_scores, score_video
 from cmsf.pipelines import (
@@ -65,6 +56,7 @@ from cmsf.pipelines import (
     tag_videos,
     type_settings,
 )
+from cmsf.progress import Progress, no_log, no_progress
 from cmsf.results import FrameCandidates, SegmentationResult, VideoInput, prepare_video
 
 FREE = "free"
@@ -364,7 +356,7 @@ def run_sweep(
     model_sources: Optional[Mapping[str, str]] = None,
     limit: Optional[int] = None,
     progress: Progress = no_progress,
-    log: Callable[[str], None] = lambda message: None,
+    log: Callable[[str], None] = no_log,
 ) -> dict[str, Any]:
     """Score every setting of ``grid`` on an AVSBench split from one model pass per video.
 
@@ -407,7 +399,7 @@ def run_sweep(
         config = {"subset": subset, "split": split, **identity, "sweep": True}
         claim_run_folder(out_dir, config)  # refuses predictions of a plain run or of other models
         grid_json = {key: list(dict.fromkeys(values)) for key, values in grid.items()}
-        atomic_write_json(out_dir / "run.json", {**config, "grid": grid_json, "fixed": fixed, "settings": None})
+        atomic_write_json(out_dir / RUN_NAME, {**config, "grid": grid_json, "fixed": fixed, "settings": None})
         remove_stale_temporaries(out_dir)
         log(
             f"{subset.upper()} {split}: {len(entries)} videos × {len(rows)} settings of {pipeline} "
@@ -486,5 +478,5 @@ def run_sweep(
         atomic_write_text(out_dir / "sweep.csv", sweep_csv(grid, rows, figures, best, test_tuned))
         atomic_write_text(out_dir / "per_video.csv", per_video_csv(scored[best].videos, subset))
         atomic_write_json(out_dir / "summary.json", summary)
-        atomic_write_json(out_dir / "run.json", {**config, "grid": grid_json, "fixed": fixed, "settings": rows[best]})
+        atomic_write_json(out_dir / RUN_NAME, {**config, "grid": grid_json, "fixed": fixed, "settings": rows[best]})
         return summary

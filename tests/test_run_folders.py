@@ -5,6 +5,7 @@ a mix, and never a file that is not cmsf's own touched."""
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import json
 import os
 import signal
@@ -18,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 
-from cmsf import files, media, outputs
+from cmsf import evaluate, files, many, media, outputs, progress, sweep
 from cmsf.decoding import Clip
 from cmsf.files import LOCK_NAME, FolderInUseError, UnwritableFolderError, claim_folder, deferred_interrupts
 from cmsf.outputs import SegmentOutput, write_segmentation
@@ -350,3 +351,26 @@ def test_segment_output_is_owned_while_open(tmp_path):
     with pytest.raises(RuntimeError, match="inside its with block"):
         output.write(None, None, {}, started=0.0)  # type: ignore[arg-type]
     assert _write_run(tmp_path / "out", 1, 1)["frames"] == 1
+
+
+# ---------------------------------------------------------------------------- shared names
+
+
+def test_run_records_and_no_op_reporters_have_one_home():
+    """record_run / RunConflictError live in cmsf.files (evaluate re-exports them); every
+    default progress / log is cmsf.progress's no-op."""
+    assert evaluate.record_run is files.record_run and evaluate.RunConflictError is files.RunConflictError
+    defaults = [
+        (outputs.replace_segmentation, "progress", progress.no_progress),
+        (outputs.write_segmentation, "progress", progress.no_progress),
+        (outputs.SegmentOutput.write, "progress", progress.no_progress),
+        (many.segment_many, "progress", progress.no_progress),
+        (many.segment_many, "log", progress.no_log),
+        (evaluate.evaluate, "progress", progress.no_progress),
+        (evaluate.evaluate, "log", progress.no_log),
+        (sweep.run_sweep, "progress", progress.no_progress),
+        (sweep.run_sweep, "log", progress.no_log),
+    ]
+    for function, name, default in defaults:
+        assert inspect.signature(function).parameters[name].default is default, (function.__qualname__, name)
+    assert list(progress.no_progress(range(3), "x", "item")) == [0, 1, 2] and progress.no_log("x") is None
