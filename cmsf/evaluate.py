@@ -153,17 +153,20 @@ def recorded_sources(preset: Optional[str], model_sources: Optional[Mapping[str,
     return component_sources(preset, **(model_sources or {})) if preset else dict(model_sources or {})
 
 
-def claim_run_folder(out_dir: Path, config: Mapping[str, Any]) -> None:
-    """Refuse to mix predictions of different runs in one folder; record this run's settings in
-    ``out_dir/run.json`` (:func:`record_run`).
+def claim_run_folder(out_dir: Path, config: Mapping[str, Any]) -> dict[str, Any]:
+    """Refuse to mix predictions of different runs in one folder, or to write into another kind of
+    run's folder (``cmsf segment-many``'s); record this run's settings in ``out_dir/run.json``
+    (:func:`cmsf.files.record_run`, kind ``"eval"``). Returns the record.
 
     Raises:
-        RunConflictError: ``run.json`` names other settings while predictions exist, or cannot
-            be read.
+        RunConflictError: ``run.json`` records another kind of run; or names other settings, or
+            cannot be read, while predictions exist.
     """
     predictions = out_dir / "pred_masks"
     has_predictions = predictions.is_dir() and any(p.is_file() for p in predictions.rglob("*.png"))
-    record_run(out_dir / RUN_NAME, config, outputs_exist=has_predictions, outputs=f"predictions ({predictions})")
+    return record_run(
+        out_dir / RUN_NAME, config, kind="eval", outputs_exist=has_predictions, outputs=f"predictions ({predictions})"
+    )
 
 
 def segment_videos(

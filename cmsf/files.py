@@ -429,19 +429,48 @@ class RunConflictError(ValueError):
     """The run folder holds outputs of another run (other settings), or an unreadable run.json."""
 
 
-def record_run(path: Path, config: Mapping[str, Any], *, outputs_exist: bool, outputs: str) -> None:
-    """Record a run's settings in ``path`` (a ``run.json``), refusing to mix the outputs of
-    different runs in one folder: when ``outputs_exist`` and ``path`` names other settings, or
-    cannot be read, nothing is written. ``outputs`` names them in the message ("predictions").
+def recorded_kind(record: Mapping[str, Any]) -> Optional[str]:
+    """The kind of run a ``run.json`` record names: its ``"kind"`` (``"eval"``, ``"segment-many"``),
+    or, in one written before cmsf recorded kinds, ``"eval"`` when it names a ``subset`` and
+    ``split`` (``cmsf eval`` and its sweeps) and ``"segment-many"`` when it names ``num_frames``;
+    None when it cannot be told."""
+    kind = record.get("kind")
+    if isinstance(kind, str):
+        return kind
+    if "subset" in record and "split" in record:
+        return "eval"
+    return "segment-many" if "num_frames" in record else None
+
+
+def record_run(
+    path: Path, config: Mapping[str, Any], *, kind: str, outputs_exist: bool, outputs: str
+) -> dict[str, Any]:
+    """Record a run's settings in ``path`` (a ``run.json``) as ``{"kind": kind, **config}``,
+    refusing to mix the outputs of different runs in one folder. Nothing is written when ``path``
+    records another kind of run (:func:`recorded_kind`: e.g. ``cmsf eval`` into a folder of
+    ``cmsf segment-many``), or when ``outputs_exist`` and ``path`` names other settings or cannot
+    be read. ``outputs`` names the outputs in the message ("predictions"). Returns the record.
 
     Raises:
-        RunConflictError: ``path`` names other settings while outputs exist, or cannot be read.
+        RunConflictError: ``path`` records another kind of run; or names other settings, or
+            cannot be read, while outputs exist.
     """
-    if path.is_file() and outputs_exist:
+    record = {"kind": kind, **config}
+    readable, previous = False, None
+    if path.is_file():
         try:
-            previous = json.loads(path.read_text(encoding="utf-8"))
+            readable, previous = True, json.loads(path.read_text(encoding="utf-8"))
         except ValueError as error:
-            raise RunConflictError(f"{path}: unreadable ({error}); delete it to start over") from None
+            if outputs_exist:
+                raise RunConflictError(f"{path}: unreadable ({error}); delete it to start over") from None
+    if isinstance(previous, dict):
+        other = recorded_kind(previous)
+        if other is not None and other != kind:
+            raise RunConflictError(
+                f"{path.parent} holds a `cmsf {other}` run ({path} says so), not one of `cmsf {kind}`; "
+                f"use another --out"
+            )
+    if readable and outputs_exist:
         if not isinstance(previous, dict):
             raise RunConflictError(
                 f"{path}: unreadable (expected a JSON object, got {type(previous).__name__}); delete it to start over"
@@ -453,4 +482,5 @@ def record_run(path: Path, config: Mapping[str, Any], *, outputs_exist: bool, ou
                 f"{path.parent} holds {outputs} of another run ({detail}); use another --out, or delete "
                 f"them and {path} to start over"
             )
-    atomic_write_json(path, config)
+    atomic_write_json(path, record)
+    return record

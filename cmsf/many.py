@@ -6,8 +6,9 @@ completeness rule, ``failures.csv``, and the local engine. The Ray Data engine i
 
 An output folder ``DIR`` holds::
 
-    run.json        the run's pipeline, settings, models and frame sampling (a resume with
-                    other ones is refused, as `cmsf eval` does)
+    run.json        the run's kind ("segment-many"), pipeline, settings, every component's
+                    source and frame sampling (a resume with other ones is refused, as `cmsf
+                    eval` does; so is a folder of another kind of run, `cmsf eval`'s)
     <name>/         what `cmsf segment` writes for one input: mask_0000.png …, overlay_0000.png …,
                     evidence.json
     failures.csv    path, name, error of each input that failed in the latest run (absent when
@@ -66,6 +67,9 @@ from cmsf.runner import Job, run_jobs
 T = TypeVar("T")
 
 FAILURES_NAME = "failures.csv"
+RUN_KIND = "segment-many"
+"""``run.json``'s ``kind`` in a segment-many folder (``cmsf eval``'s is ``"eval"``; each refuses the other's
+folder, :func:`cmsf.files.record_run`)."""
 HASH_DIGITS = 16
 """Hex digits of the path hash in an output name (64 bits: among 2 M inputs that share a stem,
 the chance of two equal names is about 1e-7, and a clash is refused, not overwritten)."""
@@ -436,7 +440,7 @@ def segment_many(
     out_dir = spec.out_dir
     with claim_folder(out_dir):  # created, writable and locked: a second run into it is refused
         has_outputs = any(out_dir.glob(f"*/{EVIDENCE_NAME}"))
-        record_run(out_dir / RUN_NAME, spec.record(), outputs_exist=has_outputs, outputs="video outputs")
+        record_run(out_dir / RUN_NAME, spec.record(), kind=RUN_KIND, outputs_exist=has_outputs, outputs="video outputs")
         remove_leftovers(out_dir)  # DIR's own temporaries; a video's folder is cleaned when it is written
         todo = [job for job in jobs if not is_complete(out_dir, job)]
         log(f"{len(jobs)} videos: {len(jobs) - len(todo)} already done, {len(todo)} to segment with {spec.pipeline}")
@@ -468,8 +472,12 @@ def segment_many(
 
 def summary_line(summary: Mapping[str, Any], out_dir: Path) -> str:
     """A :func:`segment_many` summary in one line: ``"12 segmented, 3 already done, 1 failed
-    (40.2 s, 0.299 videos/s) → out"``."""
-    rate = f"{summary['videos_per_s']:.3g} videos/s" if summary["segmented"] else "nothing to do"
+    (40.2 s, 0.299 videos/s) → out"``; instead of the rate, ``"every video tried failed"`` when none
+    was segmented, ``"nothing to do"`` when none was tried."""
+    if summary["segmented"]:
+        rate = f"{summary['videos_per_s']:.3g} videos/s"
+    else:
+        rate = "every video tried failed" if summary["failed"] else "nothing to do"
     return (
         f"{summary['segmented']} segmented, {summary['done_before']} already done, {summary['failed']} failed "
         f"({summary['elapsed_s']:.1f} s, {rate}) → {out_dir}"

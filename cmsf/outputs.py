@@ -7,9 +7,9 @@ writing, locked) and replaces the previous output as one set (:func:`replace_seg
 reader finds the old set or the new one, never a mix, and an interrupted run leaves the old set
 as it was. ``cmsf segment`` claims its ``--out`` (:class:`SegmentOutput`); ``cmsf segment-many``
 claims the folder above its videos' folders once and writes each video's folder with
-:func:`replace_segmentation` alone (no lock, probe or fsync of a lock per video). cmsf's own files are exactly the names above (``evidence.json``, and ``mask_`` /
-``overlay_`` + the frame index in at least 4 digits + ``.png``); nothing else in the folder is
-touched.
+:func:`replace_segmentation` alone (no lock, probe or fsync of a lock per video). cmsf's own
+files are exactly the names above (``evidence.json``, and ``mask_`` / ``overlay_`` + the frame
+index in at least 4 digits + ``.png``); nothing else in the folder is touched.
 """
 
 from __future__ import annotations

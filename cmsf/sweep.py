@@ -397,7 +397,7 @@ def run_sweep(
         sources = recorded_sources(preset, model_sources)
         identity = {"pipeline": pipeline, "preset": preset, "dtype": dtype, "models": sources}
         config = {"subset": subset, "split": split, **identity, "sweep": True}
-        claim_run_folder(out_dir, config)  # refuses predictions of a plain run or of other models
+        config = claim_run_folder(out_dir, config)  # refuses predictions of a plain run or of other models
         grid_json = {key: list(dict.fromkeys(values)) for key, values in grid.items()}
         atomic_write_json(out_dir / RUN_NAME, {**config, "grid": grid_json, "fixed": fixed, "settings": None})
         remove_stale_temporaries(out_dir)

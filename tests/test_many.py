@@ -153,7 +153,8 @@ def test_local_engine_writes_what_segment_writes_and_records_failures(corpus, mo
         assert evidence["masks"] == expected["masks"] and evidence["frame_times_s"] == expected["frame_times_s"]
     assert output_files(out) == output_files(reference)  # masks and overlays, byte for byte
     run_json = json.loads((out / "run.json").read_text())
-    assert run_json["pipeline"] == "owod-bind" and run_json["preset"] == "tiny" and run_json["num_frames"] is None
+    assert run_json["kind"] == "segment-many" and run_json["pipeline"] == "owod-bind" and run_json["preset"] == "tiny"
+    assert run_json["num_frames"] is None
     assert not list(out.rglob(f"*{TEMP_SUFFIX}"))
 
 
@@ -337,6 +338,28 @@ def test_run_json_records_every_component_source_with_local_paths_absolute(tmp_p
     (tmp_path / "out" / "run.json").write_text(json.dumps(run_json), encoding="utf-8")
     with pytest.raises(ValueError, match="another run.*owlv2"):
         many.segment_many(absolute, jobs, no_work)
+
+
+def test_summary_line_says_what_happened():
+    summary = {"segmented": 0, "done_before": 1, "failed": 1, "elapsed_s": 0.4, "videos_per_s": 0.0}
+    line = many.summary_line(summary, Path("out"))
+    assert line == "0 segmented, 1 already done, 1 failed (0.4 s, every video tried failed) → out"
+    assert many.summary_line({**summary, "failed": 0}, Path("out")).endswith("(0.4 s, nothing to do) → out")
+    assert "(0.4 s, 2.5 videos/s)" in many.summary_line({**summary, "segmented": 1, "videos_per_s": 2.5}, Path("out"))
+
+
+@pytest.mark.parametrize("kind", ["eval", None])  # None: an eval run.json written before kinds were recorded
+def test_segment_many_refuses_a_folder_of_cmsf_eval(corpus, tmp_path, kind):
+    out = tmp_path / "run"
+    (out / "pred_masks" / "s4_a").mkdir(parents=True)
+    record = {"subset": "s4", "split": "test", "pipeline": "owod-bind", "preset": "tiny", "settings": {}}
+    if kind is not None:
+        record = {"kind": kind, **record}
+    (out / "run.json").write_text(json.dumps(record), encoding="utf-8")
+    result = run("segment-many", corpus.videos[0], "-p", "owod-bind", "--preset", "tiny", "--out", out)
+    assert result.exit_code == 1 and "`cmsf eval` run" in result.output and "another --out" in result.output
+    assert json.loads((out / "run.json").read_text()) == record
+    assert sorted(p.name for p in out.iterdir()) == ["pred_masks", "run.json"]
 
 
 def test_a_model_that_cannot_load_stops_the_run(corpus, tmp_path):

@@ -374,3 +374,25 @@ def test_run_records_and_no_op_reporters_have_one_home():
     for function, name, default in defaults:
         assert inspect.signature(function).parameters[name].default is default, (function.__qualname__, name)
     assert list(progress.no_progress(range(3), "x", "item")) == [0, 1, 2] and progress.no_log("x") is None
+
+
+@pytest.mark.parametrize("previous", [{"kind": "segment-many", "pipeline": "owod-bind"}, {"pipeline": "owod-bind", "num_frames": None}])
+def test_eval_refuses_a_folder_of_segment_many(tmp_path, previous):
+    """Whether or not outputs exist, and for a run.json written before kinds were recorded."""
+    (tmp_path / "run.json").write_text(json.dumps(previous), encoding="utf-8")
+    config = {"subset": "s4", "split": "test", "pipeline": "owod-bind"}
+    with pytest.raises(files.RunConflictError, match="holds a `cmsf segment-many` run.*not one of `cmsf eval`"):
+        evaluate.claim_run_folder(tmp_path, config)
+    assert json.loads((tmp_path / "run.json").read_text()) == previous
+    assert evaluate.claim_run_folder(tmp_path / "new", config) == {"kind": "eval", **config}
+    assert json.loads((tmp_path / "new" / "run.json").read_text()) == {"kind": "eval", **config}
+
+
+def test_record_run_of_the_same_kind_compares_settings_only_when_outputs_exist(tmp_path):
+    path = tmp_path / "run.json"
+    files.record_run(path, {"pipeline": "a"}, kind="segment-many", outputs_exist=False, outputs="videos")
+    files.record_run(path, {"pipeline": "b"}, kind="segment-many", outputs_exist=False, outputs="videos")
+    assert json.loads(path.read_text()) == {"kind": "segment-many", "pipeline": "b"}
+    with pytest.raises(files.RunConflictError, match="another run .*pipeline: 'b' there, 'a' now"):
+        files.record_run(path, {"pipeline": "a"}, kind="segment-many", outputs_exist=True, outputs="videos")
+    assert files.recorded_kind({"pipeline": "a"}) is None
