@@ -42,15 +42,16 @@ import numpy as np
 import torch
 
 from cmsf import avsbench
+from cmsf.binding import check_bind_mode
 from cmsf.cache import CachePart, TagCache, VideoCache, cache_path, read_cache, write_cache
 from cmsf.evaluate import (
     Progress,
     VideoError,
     claim_run_folder,
     missing_gt_message,
+    models_record,
     no_progress,
     per_video_csv,
-    recorded_sources,
     video_row,
 )
 from cmsf.files import atomic_write_json, atomic_write_text, claim_folder, remove_stale_temporaries
@@ -241,19 +242,6 @@ def _add_part(pipeline: str, cache: VideoCache, part: CachePart) -> None:
     cache.parts = [old for old in cache.parts if not covers(pipeline, part.compute, old.compute)] + [part]
 
 
-@dataclass
-class _LazyModels:
-    """The models, loaded on first use (a sweep whose every video is cached loads none)."""
-
-    load: Callable[[], Models]
-    models: Optional[Models] = None
-
-    def get(self) -> Models:
-        if self.models is None:
-            self.models = self.load()
-        return self.models
-
-
 def _video_cache(
     root: Path,
     subset: str,
@@ -262,7 +250,7 @@ def _video_cache(
     pipeline: str,
     identity: dict[str, Any],
     passes: Sequence[ModelPass],
-    models: _LazyModels,
+    models: Models,
     lowest_tag: Optional[float],
 ) -> tuple[VideoCache, bool]:
     """The video's cache with every pass of ``passes`` covered: read from ``path``, completed by
@@ -274,10 +262,9 @@ def _video_cache(
     clip = avsbench.load_video(root, subset, entry)
     video = prepare_video(clip.frames, clip.waveform, clip.sample_rate)
     if cache is None:
-        loaded = models.get()
-        cache = VideoCache(identity, video.frame_size, len(video.images), sources=loaded.sources())
+        cache = VideoCache(identity, video.frame_size, len(video.images), sources=models.sources())
     for model_pass in missing:
-        _add_part(pipeline, cache, _compute_part(pipeline, video, models.get(), model_pass.compute, cache, lowest_tag))
+        _add_part(pipeline, cache, _compute_part(pipeline, video, models, model_pass.compute, cache, lowest_tag))
     write_cache(path, cache)
     return cache, True
 
@@ -358,10 +345,7 @@ def run_sweep(
     grid: Mapping[str, Sequence[Any]],
     split: str = "test",
     settings: Optional[Mapping[str, Any]] = None,
-    load: Callable[[], Models],
-    preset: Optional[str] = None,
-    dtype: Optional[str] = None,
-    model_sources: Optional[Mapping[str, str]] = None,
+    models: Models,
     limit: Optional[int] = None,
     progress: Progress = no_progress,
     log: Callable[[str], None] = lambda message: None,
@@ -369,12 +353,11 @@ def run_sweep(
     """Score every setting of ``grid`` on an AVSBench split from one model pass per video.
 
     Args:
-        root, subset, split, limit, progress, log, preset, dtype, model_sources: as
-            :func:`cmsf.evaluate.evaluate`.
+        root, subset, split, limit, progress, log, models: as :func:`cmsf.evaluate.evaluate`
+            (the models are lazy: a sweep whose every video is cached loads none).
         pipeline: a name of :data:`cmsf.pipelines.PIPELINES`.
         grid: the values of each swept key (e.g. from :func:`parse_sweep`); ``settings`` the
             fixed overrides of the other keys. See :func:`sweep_rows`.
-        load: returns the models; called only if a video's cache lacks a pass the grid needs.
 
     Returns:
         the summary of the best row (as :func:`~cmsf.evaluate.evaluate` writes it, with a
@@ -393,6 +376,9 @@ def run_sweep(
     started = time.perf_counter()
     fixed = dict(settings or {})
     rows = sweep_rows(pipeline, grid, fixed)
+    for row in rows:  # a bind mode the binder cannot give is refused before anything is read
+        if "bind_mode" in row:
+            check_bind_mode(models, row["bind_mode"])
     passes = model_passes(pipeline, rows)
     tag_key = TAGGED_STAGES[pipeline][0] if pipeline in TAGGED_STAGES else None
     lowest_tag = min(row[tag_key] for row in rows) if tag_key else None
@@ -402,8 +388,7 @@ def run_sweep(
         raise FileNotFoundError(missing_gt_message(missing_gt))
 
     with claim_folder(out_dir):  # created, writable, ours until the end: before any model loads
-        sources = recorded_sources(preset, model_sources)
-        identity = {"pipeline": pipeline, "preset": preset, "dtype": dtype, "models": sources}
+        identity = {"pipeline": pipeline, **models_record(models)}
         config = {"subset": subset, "split": split, **identity, "sweep": True}
         claim_run_folder(out_dir, config)  # refuses predictions of a plain run or of other models
         grid_json = {key: list(dict.fromkeys(values)) for key, values in grid.items()}
@@ -414,7 +399,6 @@ def run_sweep(
             f"({len(passes)} model pass(es) per video, cached in {out_dir / 'cache'})"
         )
 
-        models = _LazyModels(load)
         scored = [_RowScores() for _ in rows]
         computed = 0
         for entry in progress(entries, f"sweep of {len(rows)}", "video"):
@@ -460,9 +444,9 @@ def run_sweep(
             "subset": subset,
             "split": split,
             "pipeline": pipeline,
-            "preset": preset,
-            "dtype": dtype,
-            "device": str(models.models.device) if models.models is not None else None,
+            "preset": identity["preset"],
+            "dtype": identity["dtype"],
+            "device": str(models.device) if computed else None,
             "settings": rows[best],
             "root": str(root),
             "pred_dir": str(out_dir / "pred_masks"),
