@@ -245,14 +245,25 @@ def segment_videos(
                 avsbench.write_pred_masks(out_dir / "pred_masks", subset, entry, outcome.result.masks.bool())
             except (ValueError, OSError) as error:
                 failures[entry.key] = str(error) or type(error).__name__
+    report_failures(out_dir, failures, len(entries))
+
+
+def report_failures(out_dir: Path, failures: Mapping[str, str], total: int) -> None:
+    """After a run over ``total`` videos: list ``failures`` ({video key: message}) in
+    ``out_dir/errors.json`` and raise a :class:`VideoError` naming them, or, with none, remove an
+    ``errors.json`` an earlier run left.
+
+    Raises:
+        VideoError: one or more videos failed (the others are saved; a rerun computes only them).
+    """
     errors_path = out_dir / "errors.json"
     if failures:
-        atomic_write_json(errors_path, failures)
+        atomic_write_json(errors_path, dict(failures))
         listed = "\n".join(f"  {key}: {message}" for key, message in list(failures.items())[:MAX_LISTED])
         more = f"\n  … and {len(failures) - MAX_LISTED} more" if len(failures) > MAX_LISTED else ""
         raise VideoError(
-            f"{len(failures)} of {len(entries)} video(s) failed (all listed in {errors_path}); the other "
-            f"{len(entries) - len(failures)} are saved, and a rerun computes only the failed ones:\n{listed}{more}"
+            f"{len(failures)} of {total} video(s) failed (all listed in {errors_path}); the other "
+            f"{total - len(failures)} are saved, and a rerun computes only the failed ones:\n{listed}{more}"
         )
     errors_path.unlink(missing_ok=True)
 

@@ -52,6 +52,7 @@ from cmsf.evaluate import (
     models_record,
     no_progress,
     per_video_csv,
+    report_failures,
     video_row,
 )
 from cmsf.files import atomic_write_json, atomic_write_text, claim_folder, remove_stale_temporaries
@@ -371,7 +372,8 @@ def run_sweep(
         UnwritableFolderError, FolderInUseError: ``out_dir`` cannot be written, or another run
             is writing into it now (see :func:`cmsf.files.claim_folder`).
         RunConflictError: the run folder belongs to another run.
-        VideoError: a video's data is refused.
+        VideoError: videos whose data is refused, listed in ``errors.json`` after every other
+            video's cache is saved (no ``sweep.csv`` from part of a split; a rerun computes only them).
     """
     started = time.perf_counter()
     fixed = dict(settings or {})
@@ -401,6 +403,7 @@ def run_sweep(
 
         scored = [_RowScores() for _ in rows]
         computed = 0
+        failures: dict[str, str] = {}
         for entry in progress(entries, f"sweep of {len(rows)}", "video"):
             try:
                 path = cache_path(out_dir / "cache", entry.key)
@@ -415,8 +418,9 @@ def run_sweep(
                         scored_masks[key] = score_video(masks, gt)
                     scored[index].videos.append(video_row(entry, scored_masks[key]))
                     scored[index].totals.add(scored_masks[key])
-            except (ValueError, OSError) as error:
-                raise VideoError(f"video {entry.key}: {error}") from error
+            except (ValueError, OSError) as error:  # the video's failure: the others go on
+                failures[entry.key] = str(error) or type(error).__name__
+        report_failures(out_dir, failures, len(entries))  # no sweep.csv from part of a split
 
         figures = [row_scores.figures() for row_scores in scored]
         best = best_row(figures)

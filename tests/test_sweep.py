@@ -14,7 +14,7 @@ import torch
 from click.testing import CliRunner
 
 from avsbench_fixture import make_avsbench, write_predictions
-from cmsf import cli, cli_options, load_models
+from cmsf import avsbench, cli, cli_options, load_models
 from cmsf.binding import BindScoring
 from cmsf.cache import CachePart, TagCache, VideoCache, encode_cache, read_cache, write_cache
 from cmsf.media import read_mask
@@ -359,3 +359,27 @@ def test_pred_dir_variants_equal_direct_computation(mini, tmp_path):
         assert float(row["miou"]) == scores.miou and float(row["fscore"]) == scores.fscore
         assert float(row["fscore_per_frame"]) == scores.fscore_per_frame
         assert float(row["iou_pooled"]) == scores.iou_pooled
+
+
+def test_a_sweep_caches_every_readable_video_and_names_the_others(tmp_path, shared_models):
+    """As a plain eval: one unreadable video does not stop the others (their caches are saved);
+    it is listed in errors.json, no sweep.csv is written from part of the split, and a rerun
+    after the repair computes only that video."""
+    broken = make_avsbench(tmp_path / "avs")
+    entries = avsbench.list_videos(broken.root, "s4", "test")
+    wav = avsbench.audio_path(broken.root, "s4", entries[1])
+    good = wav.read_bytes()
+    wav.write_bytes(b"not a wav")
+    out = tmp_path / "sweep"
+    args = eval_args(broken, "owod-bind", out, "--sweep", "bind_threshold=0.3,0.7")
+    result = run(*args)
+    assert result.exit_code == 1, result.output
+    assert "1 of 3 video(s) failed" in result.output and entries[1].name in result.output
+    assert json.loads((out / "errors.json").read_text()).keys() == {entries[1].key}
+    assert sorted(p.stem for p in (out / "cache").rglob("*.npz")) == [entries[0].name, entries[2].name]
+    assert not (out / "sweep.csv").exists() and not (out / "summary.json").exists()
+    wav.write_bytes(good)
+    result = run(*args)
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["computed"] == 1 and summary["reused"] == 2 and not (out / "errors.json").exists()
