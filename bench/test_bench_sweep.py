@@ -64,7 +64,7 @@ def test_sweep_3x3_against_one_run(benchmark, case: Case, models, tmp_path: Path
     root = make_avsbench(tmp_path / "avsbench").root
     grid = _grid(root, models)
     limit = 1 if benchmark.disabled else None  # the smoke run (--benchmark-disable): one video, once
-    common: dict[str, Any] = {"preset": case.preset, "limit": limit}
+    common: dict[str, Any] = {"limit": limit}
     middle = {key: values[1] for key, values in grid.items()}
     loosest = {key: values[0] for key, values in grid.items()}
     counter = itertools.count()
@@ -78,14 +78,14 @@ def test_sweep_3x3_against_one_run(benchmark, case: Case, models, tmp_path: Path
             out = tmp_path / f"run{next(counter)}"
             synchronize(case.device)
             start = time.perf_counter()
-            evaluate(root, "s4", out, pipeline="owod-bind", settings=settings, load=lambda: models, **common)
+            evaluate(root, "s4", out, pipeline="owod-bind", settings=settings, models=models, **common)
             synchronize(case.device)
             times.append(time.perf_counter() - start)
         return (tmp_path / f"sweep{next(counter)}",), {}
 
     def sweep(out: Path) -> None:
         start = time.perf_counter()
-        summaries.append(run_sweep(root, "s4", out, pipeline="owod-bind", grid=grid, load=lambda: models, **common))
+        summaries.append(run_sweep(root, "s4", out, pipeline="owod-bind", grid=grid, models=models, **common))
         synchronize(case.device)
         sweep_s.append(time.perf_counter() - start)
 

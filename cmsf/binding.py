@@ -181,11 +181,35 @@ class BindScoring:
         (naming ``bind_mode``) for a binder without a calibrated match logit."""
         mode = self.default_mode if bind_mode is None else bind_mode
         if mode == "calibrated" and self.logit_bias is None:
-            raise ValueError(
-                "bind_mode: 'calibrated' needs a binder with a calibrated match logit (PE-AV); this binder "
-                f"is read with {self.default_mode!r}"
-            )
+            raise ValueError(_uncalibrated(self.default_mode))
         return mode
+
+
+DEFAULT_BIND_MODES = {"imagebind": "softmax", "pe_audio_video": "calibrated"}
+"""The mode each binder (:attr:`cmsf.loading.Models.binder_kind`) is read with by default."""
+
+
+def _uncalibrated(default_mode: str) -> str:
+    return (
+        "bind_mode: 'calibrated' needs a binder with a calibrated match logit (PE-AV); this binder "
+        f"is read with {default_mode!r}"
+    )
+
+
+def check_bind_mode(models: Models, bind_mode: Optional[str]) -> str:
+    """The mode ``bind_mode`` resolves to with ``models``' binder (None: the binder's own,
+    :data:`DEFAULT_BIND_MODES`), checked without loading any model, so that a mode the binder
+    cannot give is refused before any video is read.
+
+    Raises:
+        ValueError: ``"calibrated"`` with ImageBind (no calibrated match logit); the message
+            starts with ``bind_mode``.
+    """
+    default = DEFAULT_BIND_MODES[models.binder_kind]
+    mode = default if bind_mode is None else bind_mode
+    if mode == "calibrated" and models.binder_kind == "imagebind":
+        raise ValueError(_uncalibrated(default))
+    return mode
 
 
 class Binder:

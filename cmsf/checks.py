@@ -67,6 +67,14 @@ def resolve_device(device: Union[str, torch.device, None]) -> torch.device:
     return resolved
 
 
+def dtype_name(dtype: torch.dtype) -> str:
+    """The name of a model precision of :data:`DTYPES`: ``torch.bfloat16`` → ``"bfloat16"``."""
+    for name, value in DTYPES.items():
+        if value == dtype:
+            return name
+    raise ValueError(f"dtype: expected one of {', '.join(DTYPES)}, got {dtype!r}")
+
+
 def resolve_dtype(dtype: Union[str, torch.dtype, None]) -> torch.dtype:
     """``dtype`` as ``torch.float32`` (the default, for ``None``) or ``torch.bfloat16``; the
     names of :data:`DTYPES` are accepted; anything else is a ``ValueError``."""

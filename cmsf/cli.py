@@ -22,9 +22,9 @@ import click
 
 from cmsf import avsbench
 from cmsf.cli_options import (
-    check_sampling, data_errors, device_option, dtype_option, info, model_option, model_overrides_of, models_of,
-    only_with, out_option, pipeline_option, pipeline_settings, preset_option, progress, require_pipeline, set_option,
-    sweep_grid, video_run_options,
+    check_bind_modes, check_sampling, data_errors, device_option, dtype_option, frames_per_batch_option, info,
+    model_option, model_overrides_of, models_of, only_with, out_option, pipeline_option, pipeline_settings,
+    preset_option, progress, require_pipeline, set_option, sweep_grid, video_run_options,
 )  # fmt: skip
 from cmsf.decoding import media_warnings_to
 from cmsf.distributed import require_ray, run_ray
@@ -45,8 +45,8 @@ def main() -> None:
     """Training-free audio-visual segmentation (Cross-Modality Semantic Filtering).
 
     Segments the objects that are sounding in a video, one mask per frame, by chaining
-    off-the-shelf foundation models (OWOD-BIND, SAM-BIND, AT-GDINO-SAM), and scores the
-    results on AVSBench S4 / MS3.
+    off-the-shelf foundation models (OWOD-BIND, SAM-BIND, AT-GDINO-SAM, AT-SAM3), and scores
+    the results on AVSBench S4 / MS3.
 
     \b
     Examples:
@@ -114,6 +114,7 @@ def segment(
     thresholds = pipeline_settings(pipeline, settings)
     started = time.perf_counter()
     models = models_of(preset, device, dtype, model_overrides)  # lazy: nothing loads before the pipeline runs
+    check_bind_modes(models, [thresholds.get("bind_mode")])
     with data_errors(), SegmentOutput(out_dir) as output:  # --out created, checked, locked up front
         clip = load_clip(input_path, audio=audio, num_frames=num_frames, fps=fps)
         height, width = clip.frames.shape[-2:]
@@ -170,6 +171,7 @@ def segment(
 )
 @click.option("--sweep", "sweeps", multiple=True, metavar="KEY=V1,V2,...", help="Score every combination of "
               "these values (repeatable) from one model pass per video, cached in OUT/cache. " + free_keys_help())
+@frames_per_batch_option
 def eval_command(
     root: Path,
     subset: str,
@@ -185,6 +187,7 @@ def eval_command(
     resize_pred: bool,
     limit: Optional[int],
     sweeps: tuple[str, ...],
+    frames_per_batch: Optional[int],
 ) -> None:
     """Evaluate on AVSBench S4 or MS3 with the benchmark's mIoU and F-score.
 
@@ -227,21 +230,30 @@ def eval_command(
         only_with("--pipeline (--pred-dir loads no model)", {
             "--preset": (preset, "paper"), "--device": (device, None), "--dtype": (dtype, "float32"),
             "--set": (settings, ()), "--model": (model_overrides, ()), "--sweep": (sweeps, ()),
+            "--frames-per-batch": (frames_per_batch, None),
         })  # fmt: skip
     thresholds = pipeline_settings(pipeline, settings) if pipeline is not None else {}
+    grid = sweep_grid(pipeline, sweeps, thresholds) if sweeps else {}
+    if sweeps and frames_per_batch is not None:
+        raise click.UsageError("--frames-per-batch: a sweep computes one video at a time")
+    models = None
+    if pipeline is not None:  # lazy: nothing loads unless a video needs computing
+        models = models_of(preset, device, dtype, model_overrides)
+        check_bind_modes(models, [thresholds.get("bind_mode")])
+        check_bind_modes(models, grid.get("bind_mode", []), "--sweep")
     run_args: dict[str, Any] = dict(  # what a sweep and a plain run share
-        split=split, pipeline=pipeline, settings=thresholds, preset=preset, dtype=dtype,
-        model_sources=model_overrides_of(model_overrides), limit=limit, progress=progress, log=info,
-        load=lambda: models_of(preset, device, dtype, model_overrides),
+        split=split, pipeline=pipeline, settings=thresholds, models=models, limit=limit, progress=progress, log=info,
     )  # fmt: skip
     if sweeps:
-        grid = sweep_grid(pipeline, sweeps, thresholds)
         with data_errors():
             summary = run_sweep(root, subset, out_dir, grid=grid, **run_args)
         click.echo("\n".join(sweep_lines(summary)))
         return
     with data_errors():
-        summary = evaluate(root, subset, out_dir, pred_dir=pred_dir, resize_pred=resize_pred, **run_args)
+        summary = evaluate(
+            root, subset, out_dir, pred_dir=pred_dir, resize_pred=resize_pred, frames_per_batch=frames_per_batch,
+            **run_args,
+        )  # fmt: skip
     click.echo(scores_line(summary))
 
 
@@ -277,11 +289,7 @@ def report(run_dir: Path, root: Optional[Path]) -> None:
 @video_run_options
 @set_option
 @model_option
-@click.option(
-    "--frames-per-batch",
-    type=click.IntRange(min=1),
-    help="The most frames per model batch (1: each video alone). [default: 10 on CPU, 64 on CUDA]",
-)
+@frames_per_batch_option
 @click.option(
     "--threads",
     type=click.IntRange(min=1),
@@ -327,6 +335,9 @@ def segment_many_command(
         })  # fmt: skip
     spec = RunSpec(out_dir, pipeline, pipeline_settings(pipeline, settings), preset, device, dtype,
                    model_overrides_of(model_overrides), num_frames, fps, frames_per_batch, threads)  # fmt: skip
+    # lazy models (on the CPU for Ray, whose workers hold the real ones): the --set check loads nothing
+    models = models_of(preset, "cpu" if engine == "ray" else device, dtype, model_overrides)
+    check_bind_modes(models, [spec.settings.get("bind_mode")])
     with data_errors():
         jobs = plan_jobs(inputs, manifest)
     if engine == "ray":
@@ -336,7 +347,6 @@ def segment_many_command(
             raise click.UsageError(str(error)) from None
         run: Engine = functools.partial(run_ray, address=ray_address, workers=workers, gpus_per_worker=gpus_per_worker)
     else:
-        models = models_of(preset, device, dtype, model_overrides)
         run = functools.partial(run_local, models=models)
     with data_errors():
         summary = segment_many(spec, jobs, run, progress=progress, log=info)

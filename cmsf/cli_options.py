@@ -14,11 +14,12 @@ import contextlib
 import sys
 import time
 from pathlib import Path
-from typing import Any, Collection, Iterator, Mapping, Optional, Sequence
+from typing import Any, Collection, Iterable, Iterator, Mapping, Optional, Sequence
 
 import click
 from tqdm import tqdm
 
+from cmsf.binding import check_bind_mode
 from cmsf.checks import DTYPES
 from cmsf.files import FolderInUseError, UnwritableFolderError
 from cmsf.loading import PRESETS, ModelLoadError, Models, check_sources, load_models
@@ -137,6 +138,17 @@ def models_of(preset: str, device: Optional[str], dtype: str, model_overrides: S
         raise click.UsageError(message) from None
 
 
+def check_bind_modes(models: Models, modes: Iterable[Optional[str]], option: str = "--set") -> None:
+    """Each bind mode of ``modes`` (None: the binder's own) checked against ``models``' binder
+    without loading it (:func:`cmsf.binding.check_bind_mode`); one it cannot give is a usage error
+    naming ``option``."""
+    for mode in modes:
+        try:
+            check_bind_mode(models, mode)
+        except ValueError as error:
+            raise click.BadParameter(str(error), param_hint=option) from None
+
+
 # ------------------------------------------------------------------------------------ option combinations
 
 
@@ -204,6 +216,12 @@ model_option = click.option(
 )
 out_option = click.option(
     "--out", "-o", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder."
+)
+frames_per_batch_option = click.option(
+    "--frames-per-batch",
+    type=click.IntRange(min=1),
+    help="The most frames per model batch, across videos (1: each video alone, bit-identical to segmenting it "
+    "alone). [default: 5 on CPU, 64 on CUDA]",
 )
 num_frames_option = click.option(
     "--num-frames", type=click.IntRange(min=1), default=None, help="Video files: N frames, one per N equal spans."

@@ -33,6 +33,8 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 import torch
 
 from cmsf import avsbench
+from cmsf.binding import check_bind_mode
+from cmsf.checks import dtype_name
 from cmsf.files import (
     RUN_NAME,
     RunConflictError,  # noqa: F401 - re-exported: it was defined here
@@ -42,7 +44,7 @@ from cmsf.files import (
     record_run,
     remove_stale_temporaries,
 )
-from cmsf.loading import Models, component_sources
+from cmsf.loading import Models
 from cmsf.media import Clip
 from cmsf.metrics import VariantTotals, VideoScores, dataset_scores, score_video
 from cmsf.pipelines import PIPELINES, check_settings
@@ -146,11 +148,10 @@ def per_video_csv(rows: Sequence[Mapping[str, Any]], subset: str) -> str:
     return buffer.getvalue()
 
 
-def recorded_sources(preset: Optional[str], model_sources: Optional[Mapping[str, str]]) -> dict[str, str]:
-    """What ``run.json`` records as a run's ``models``: every component's source (``preset`` with
-    the ``model_sources`` overrides, :func:`cmsf.loading.component_sources`), or the overrides
-    alone without a preset."""
-    return component_sources(preset, **(model_sources or {})) if preset else dict(model_sources or {})
+def models_record(models: Models) -> dict[str, Any]:
+    """What ``run.json`` records of a run's models, read from them without loading any:
+    ``{"preset", "dtype" (its name), "models": every component's source}``."""
+    return {"preset": models.preset, "dtype": dtype_name(models.dtype), "models": models.sources()}
 
 
 def claim_run_folder(out_dir: Path, config: Mapping[str, Any]) -> dict[str, Any]:
@@ -211,14 +212,25 @@ def segment_videos(
                 avsbench.write_pred_masks(out_dir / "pred_masks", subset, entry, outcome.result.masks.bool())
             except (ValueError, OSError) as error:
                 failures[entry.key] = str(error) or type(error).__name__
+    report_failures(out_dir, failures, len(entries))
+
+
+def report_failures(out_dir: Path, failures: Mapping[str, str], total: int) -> None:
+    """After a run over ``total`` videos: list ``failures`` ({video key: message}) in
+    ``out_dir/errors.json`` and raise a :class:`VideoError` naming them, or, with none, remove an
+    ``errors.json`` an earlier run left.
+
+    Raises:
+        VideoError: one or more videos failed (the others are saved; a rerun computes only them).
+    """
     errors_path = out_dir / "errors.json"
     if failures:
-        atomic_write_json(errors_path, failures)
+        atomic_write_json(errors_path, dict(failures))
         listed = "\n".join(f"  {key}: {message}" for key, message in list(failures.items())[:MAX_LISTED])
         more = f"\n  … and {len(failures) - MAX_LISTED} more" if len(failures) > MAX_LISTED else ""
         raise VideoError(
-            f"{len(failures)} of {len(entries)} video(s) failed (all listed in {errors_path}); the other "
-            f"{len(entries) - len(failures)} are saved, and a rerun computes only the failed ones:\n{listed}{more}"
+            f"{len(failures)} of {total} video(s) failed (all listed in {errors_path}); the other "
+            f"{total - len(failures)} are saved, and a rerun computes only the failed ones:\n{listed}{more}"
         )
     errors_path.unlink(missing_ok=True)
 
@@ -232,10 +244,7 @@ def evaluate(
     pipeline: Optional[str] = None,
     pred_dir: Optional[Path] = None,
     settings: Optional[Mapping[str, Any]] = None,
-    load: Optional[Callable[[], Models]] = None,
-    preset: Optional[str] = None,
-    dtype: Optional[str] = None,
-    model_sources: Optional[Mapping[str, str]] = None,
+    models: Optional[Models] = None,
     resize_pred: bool = False,
     limit: Optional[int] = None,
     frames_per_batch: Optional[int] = None,
@@ -249,11 +258,11 @@ def evaluate(
         root: the AVSBench folder; subset ``"s4"`` / ``"ms3"``; split of its csv.
         out_dir: the run folder (see the module docstring).
         pipeline: a name of :data:`cmsf.pipelines.PIPELINES`, run with ``settings`` (overrides of
-            its defaults, checked by :func:`cmsf.pipelines.check_settings`) on the models
-            ``load()`` returns (called only if a video needs computing). ``run.json`` records
-            the subset, split, pipeline, ``preset``, ``dtype``, all settings and
-            every component's source (``preset`` with the ``model_sources`` overrides, see
-            :func:`cmsf.loading.component_sources`), and a resume must match them.
+            its defaults, checked by :func:`cmsf.pipelines.check_settings`) on ``models``
+            (:func:`~cmsf.loading.load_models`: lazy, so nothing loads unless a video needs
+            computing). ``run.json`` records the subset, split, pipeline, all settings and the
+            models' preset, dtype and every component's source (:func:`models_record`), and a
+            resume must match them.
         pred_dir: instead of a pipeline, a ``pred_masks`` folder (or the run folder holding one)
             of any method; ``resize_pred`` resizes predictions of another size than the ground
             truth (nearest neighbour) instead of refusing them.
@@ -275,6 +284,14 @@ def evaluate(
     """
     if (pipeline is None) == (pred_dir is None):
         raise ValueError("pipeline, pred_dir: give exactly one")
+    record: Optional[dict[str, Any]] = None  # the models' preset, dtype and sources, with a pipeline
+    if pipeline is not None:
+        if models is None:
+            raise ValueError("models: expected the Models to run the pipeline with (see load_models)")
+        settings = check_settings(pipeline, settings or {})
+        if "bind_mode" in settings:  # before anything is read or written
+            check_bind_mode(models, settings["bind_mode"])
+        record = models_record(models)
     started = time.perf_counter()
     entries = avsbench.list_videos(root, subset, split)
     if limit is not None:
@@ -284,19 +301,16 @@ def evaluate(
         raise FileNotFoundError(missing_gt_message(missing_gt))
     with claim_folder(out_dir):  # created, writable, ours until the end: before any model loads
         computed = 0
-        models: Optional[Models] = None
         if pipeline is not None:
-            if load is None:
-                raise ValueError("load: expected a function returning the models, with a pipeline")
-            settings = check_settings(pipeline, settings or {})
+            assert models is not None and record is not None
             run_config = {
                 "subset": subset,
                 "split": split,
                 "pipeline": pipeline,
-                "preset": preset,
-                "dtype": dtype,
+                "preset": record["preset"],
+                "dtype": record["dtype"],
                 "settings": settings,
-                "models": recorded_sources(preset, model_sources),
+                "models": record["models"],
             }
             claim_run_folder(out_dir, run_config)
             remove_stale_temporaries(out_dir)
@@ -307,7 +321,6 @@ def evaluate(
                 f"{len(todo)} to segment with {pipeline}"
             )
             if todo:
-                models = load()
                 segment_videos(
                     root, subset, todo, out_dir, pipeline, settings, models,
                     progress=progress, frames_per_batch=frames_per_batch, workers=workers,
@@ -329,9 +342,9 @@ def evaluate(
             "subset": subset,
             "split": split,
             "pipeline": pipeline,
-            "preset": preset if pipeline is not None else None,
-            "dtype": dtype if pipeline is not None else None,
-            "device": str(models.device) if models is not None else None,
+            "preset": record["preset"] if record else None,
+            "dtype": record["dtype"] if record else None,
+            "device": str(models.device) if record and computed else None,
             "settings": dict(settings) if pipeline is not None else None,
             "root": str(root),
             "pred_dir": str(predictions),

@@ -456,6 +456,13 @@ class Models:
         OWOD-BIND): ``"mavl"`` when :func:`load_models` was given ``mavl=``, else ``"owlv2"``."""
         return "owlv2" if self._specs["mavl"].kind == "absent" else "mavl"
 
+    @property
+    def binder_kind(self) -> str:
+        """Which binder the BIND step uses, known without loading it: ``"imagebind"`` (the
+        ``imagebind`` component) or ``"pe_audio_video"`` (PE-AV: the only family the ``binder``
+        component loads besides ImageBind)."""
+        return IMAGEBIND_BINDER if self._specs["binder"].kind == IMAGEBIND_BINDER else "pe_audio_video"
+
     def family(self, name: str) -> str:
         """The family of component ``name``: its config's ``model_type`` (``"imagebind"`` for
         ImageBind and an ImageBind binder). Loads the component."""
@@ -580,13 +587,13 @@ def load_models(
             and no download, for speed benchmarks. GroundingDINO of both random presets uses a
             small character-level WordPiece tokenizer built in code, so prompts take more tokens
             than with BERT's real vocabulary.
-        device: where the models run; default CUDA when available, else CPU.
-        dtype: ``torch.float32`` (default) or ``torch.bfloat16`` (or the strings
-            ``"float32"``/``"bfloat16"``); anything else is a ``ValueError``.
             ``"2025"``: the strongest current parts (:data:`SOURCES_2025`: SAM 2.1 Hiera-L,
             MM-GroundingDINO Swin-L, PE-AV large as the binder); ``"2025-random"``: their
             architectures with seeded random weights, for speed benchmarks. Every preset's
             ``sam3`` is SAM 3 (``facebook/sam3``; random in the random presets).
+        device: where the models run; default CUDA when available, else CPU.
+        dtype: ``torch.float32`` (default) or ``torch.bfloat16`` (or the strings
+            ``"float32"``/``"bfloat16"``); anything else is a ``ValueError``.
         **overrides: per component (``ast``, ``grounding_dino``, ``sam``, ``owlv2``,
             ``imagebind``, ``sam3``, ``binder``), a hub id or a local directory saved with
             ``save_pretrained`` (the model and its processor, loaded with ``from_pretrained``),

@@ -33,7 +33,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence, TypeVar
 import torch
 from torch import Tensor
 
-from cmsf.binding import CROP_BACKGROUNDS, binder_of, masked_crops
+from cmsf.binding import CROP_BACKGROUNDS, binder_of, check_bind_mode, masked_crops
 from cmsf.checks import check_positive_int, check_range, check_unit
 from cmsf.concepts import segment_concepts
 from cmsf.grounding import ground
@@ -336,7 +336,7 @@ def _run_checked(
     if not videos:
         return []
     if "bind_mode" in settings:  # a mode the binder cannot give is refused before any model runs
-        binder_of(models).scoring.mode(settings["bind_mode"])
+        check_bind_mode(models, settings["bind_mode"])
     candidates = PIPELINE_STAGES[pipeline].candidates(videos, models, settings)
     sources = models.sources()
     return [select_video(pipeline, video, frames, settings, sources) for video, frames in zip(videos, candidates)]

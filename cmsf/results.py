@@ -102,7 +102,7 @@ class FrameCandidates:
     ``FrameCandidates`` per frame; the selection stage turns each into a :class:`FrameEvidence`
     with the pipeline's thresholds. Candidates computed with looser proposal thresholds are a
     superset of those computed with stricter ones, so one model pass can be selected with
-    several settings (see :func:`select_frame`).
+    several settings (see :mod:`cmsf.selection`).
 
     Attributes:
         boxes (Tensor[K, 4]): pixel (x1, y1, x2, y2) of the frame, float32, CPU.

@@ -42,8 +42,17 @@ import numpy as np
 import torch
 
 from cmsf import avsbench
+from cmsf.binding import check_bind_mode
 from cmsf.cache import CachePart, TagCache, VideoCache, cache_path, read_cache, write_cache
-from cmsf.evaluate import VideoError, claim_run_folder, missing_gt_message, per_video_csv, recorded_sources, video_row
+from cmsf.evaluate import (
+    VideoError,
+    claim_run_folder,
+    missing_gt_message,
+    models_record,
+    per_video_csv,
+    report_failures,
+    video_row,
+)
 from cmsf.files import RUN_NAME, atomic_write_json, atomic_write_text, claim_folder, remove_stale_temporaries
 from cmsf.loading import Models
 from cmsf.metrics import VARIANTS, VariantTotals, VideoScores, dataset_scores, score_video
@@ -233,19 +242,6 @@ def _add_part(pipeline: str, cache: VideoCache, part: CachePart) -> None:
     cache.parts = [old for old in cache.parts if not covers(pipeline, part.compute, old.compute)] + [part]
 
 
-@dataclass
-class _LazyModels:
-    """The models, loaded on first use (a sweep whose every video is cached loads none)."""
-
-    load: Callable[[], Models]
-    models: Optional[Models] = None
-
-    def get(self) -> Models:
-        if self.models is None:
-            self.models = self.load()
-        return self.models
-
-
 def _video_cache(
     root: Path,
     subset: str,
@@ -254,7 +250,7 @@ def _video_cache(
     pipeline: str,
     identity: dict[str, Any],
     passes: Sequence[ModelPass],
-    models: _LazyModels,
+    models: Models,
     lowest_tag: Optional[float],
 ) -> tuple[VideoCache, bool]:
     """The video's cache with every pass of ``passes`` covered: read from ``path``, completed by
@@ -266,10 +262,9 @@ def _video_cache(
     clip = avsbench.load_video(root, subset, entry)
     video = prepare_video(clip.frames, clip.waveform, clip.sample_rate)
     if cache is None:
-        loaded = models.get()
-        cache = VideoCache(identity, video.frame_size, len(video.images), sources=loaded.sources())
+        cache = VideoCache(identity, video.frame_size, len(video.images), sources=models.sources())
     for model_pass in missing:
-        _add_part(pipeline, cache, _compute_part(pipeline, video, models.get(), model_pass.compute, cache, lowest_tag))
+        _add_part(pipeline, cache, _compute_part(pipeline, video, models, model_pass.compute, cache, lowest_tag))
     write_cache(path, cache)
     return cache, True
 
@@ -350,10 +345,7 @@ def run_sweep(
     grid: Mapping[str, Sequence[Any]],
     split: str = "test",
     settings: Optional[Mapping[str, Any]] = None,
-    load: Callable[[], Models],
-    preset: Optional[str] = None,
-    dtype: Optional[str] = None,
-    model_sources: Optional[Mapping[str, str]] = None,
+    models: Models,
     limit: Optional[int] = None,
     progress: Progress = no_progress,
     log: Callable[[str], None] = no_log,
@@ -361,12 +353,11 @@ def run_sweep(
     """Score every setting of ``grid`` on an AVSBench split from one model pass per video.
 
     Args:
-        root, subset, split, limit, progress, log, preset, dtype, model_sources: as
-            :func:`cmsf.evaluate.evaluate`.
+        root, subset, split, limit, progress, log, models: as :func:`cmsf.evaluate.evaluate`
+            (the models are lazy: a sweep whose every video is cached loads none).
         pipeline: a name of :data:`cmsf.pipelines.PIPELINES`.
         grid: the values of each swept key (e.g. from :func:`parse_sweep`); ``settings`` the
             fixed overrides of the other keys. See :func:`sweep_rows`.
-        load: returns the models; called only if a video's cache lacks a pass the grid needs.
 
     Returns:
         the summary of the best row (as :func:`~cmsf.evaluate.evaluate` writes it, with a
@@ -380,11 +371,15 @@ def run_sweep(
         UnwritableFolderError, FolderInUseError: ``out_dir`` cannot be written, or another run
             is writing into it now (see :func:`cmsf.files.claim_folder`).
         RunConflictError: the run folder belongs to another run.
-        VideoError: a video's data is refused.
+        VideoError: videos whose data is refused, listed in ``errors.json`` after every other
+            video's cache is saved (no ``sweep.csv`` from part of a split; a rerun computes only them).
     """
     started = time.perf_counter()
     fixed = dict(settings or {})
     rows = sweep_rows(pipeline, grid, fixed)
+    for row in rows:  # a bind mode the binder cannot give is refused before anything is read
+        if "bind_mode" in row:
+            check_bind_mode(models, row["bind_mode"])
     passes = model_passes(pipeline, rows)
     tag_key = TAGGED_STAGES[pipeline][0] if pipeline in TAGGED_STAGES else None
     lowest_tag = min(row[tag_key] for row in rows) if tag_key else None
@@ -394,8 +389,7 @@ def run_sweep(
         raise FileNotFoundError(missing_gt_message(missing_gt))
 
     with claim_folder(out_dir):  # created, writable, ours until the end: before any model loads
-        sources = recorded_sources(preset, model_sources)
-        identity = {"pipeline": pipeline, "preset": preset, "dtype": dtype, "models": sources}
+        identity = {"pipeline": pipeline, **models_record(models)}
         config = {"subset": subset, "split": split, **identity, "sweep": True}
         config = claim_run_folder(out_dir, config)  # refuses predictions of a plain run or of other models
         grid_json = {key: list(dict.fromkeys(values)) for key, values in grid.items()}
@@ -406,9 +400,9 @@ def run_sweep(
             f"({len(passes)} model pass(es) per video, cached in {out_dir / 'cache'})"
         )
 
-        models = _LazyModels(load)
         scored = [_RowScores() for _ in rows]
         computed = 0
+        failures: dict[str, str] = {}
         for entry in progress(entries, f"sweep of {len(rows)}", "video"):
             try:
                 path = cache_path(out_dir / "cache", entry.key)
@@ -423,8 +417,9 @@ def run_sweep(
                         scored_masks[key] = score_video(masks, gt)
                     scored[index].videos.append(video_row(entry, scored_masks[key]))
                     scored[index].totals.add(scored_masks[key])
-            except (ValueError, OSError) as error:
-                raise VideoError(f"video {entry.key}: {error}") from error
+            except (ValueError, OSError) as error:  # the video's failure: the others go on
+                failures[entry.key] = str(error) or type(error).__name__
+        report_failures(out_dir, failures, len(entries))  # no sweep.csv from part of a split
 
         figures = [row_scores.figures() for row_scores in scored]
         best = best_row(figures)
@@ -452,9 +447,9 @@ def run_sweep(
             "subset": subset,
             "split": split,
             "pipeline": pipeline,
-            "preset": preset,
-            "dtype": dtype,
-            "device": str(models.models.device) if models.models is not None else None,
+            "preset": identity["preset"],
+            "dtype": identity["dtype"],
+            "device": str(models.device) if computed else None,
             "settings": rows[best],
             "root": str(root),
             "pred_dir": str(out_dir / "pred_masks"),

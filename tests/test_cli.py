@@ -100,12 +100,16 @@ def fake(monkeypatch):
     loads = []
     pipeline.install(monkeypatch)
 
+    built = []
+
     def load(preset, device=None, dtype=None, **overrides):
         loads.append(preset)
-        return FakeModels()
+        built.append(FakeModels())
+        return built[-1]
 
     monkeypatch.setattr(cli_options, "load_models", load)
-    pipeline.loads = loads
+    pipeline.loads = loads  # the presets asked for (lazy models built)
+    pipeline.models = built
     return pipeline
 
 
@@ -408,12 +412,14 @@ def test_eval_resumes_only_incomplete_videos(mini, tmp_path, fake):
     first = json.loads((out / "summary.json").read_text())
     assert first["computed"] == 2 and first["reused"] == 1 and first["pipeline"] == "owod-bind"
 
-    # a second run finds everything done: no model is loaded, the scores are the same
+    # a second run finds everything done: nothing is computed (its lazy models stay unloaded), the
+    # scores are the same
     result = run("eval", "--root", mini.root, "--subset", "s4", "-p", "owod-bind", "--out", out)
     assert result.exit_code == 0, result.output
-    assert len(fake.calls) == 2 and fake.loads == ["paper"]
+    assert len(fake.calls) == 2 and fake.loads == ["paper", "paper"]
     second = json.loads((out / "summary.json").read_text())
     assert (second["miou"], second["fscore"], second["computed"]) == (first["miou"], first["fscore"], 0)
+    assert second["device"] is None
 
     # the same folder with other settings is refused
     result = run("eval", "--root", mini.root, "--subset", "s4", "-p", "owod-bind", "--set", "bind_threshold=0.5", "--out", out)
@@ -639,7 +645,7 @@ def test_eval_missing_ground_truth_is_found_before_any_model_runs(tmp_path, fake
     assert result.exit_code == 1, result.output
     assert "2 ground-truth file(s) missing" in result.output
     assert "s4_b_1.png" in result.output and "s4_c_2.png" in result.output and "Traceback" not in result.output
-    assert fake.calls == [] and fake.loads == []
+    assert fake.calls == [] and all(models.loaded == () for models in fake.models)  # lazy models, none loaded
     assert not (out / "pred_masks").exists() and not (out / "summary.json").exists()
 
 
@@ -683,3 +689,60 @@ def test_segment_refuses_the_input_frame_folder_as_out(tmp_path, fake):
         assert sorted(p.name for p in folder.iterdir()) == ["f_1.png", "f_2.png"] and fake.calls == []
     result = run("segment", folder, "--audio", audio, "-p", "owod-bind", "--out", folder / "out")
     assert result.exit_code == 0, result.output
+
+
+# ---------------------------------------------------------------- settings the binder cannot give; the run's models
+
+
+@pytest.mark.parametrize("command", ["segment", "eval", "eval-sweep", "segment-many"])
+def test_a_bind_mode_the_binder_cannot_give_is_a_usage_error_before_anything_is_read(
+    mini, video, tmp_path, fake, command
+):
+    """ImageBind has no calibrated match logit: asking for it is refused naming the option, before
+    any input is read or anything written, and without loading a model."""
+    out = tmp_path / "o"
+    eval_args = ["eval", "--root", mini.root, "--subset", "s4", "-p", "owod-bind", "--out", out]
+    args = {
+        "segment": ["segment", video, "-p", "owod-bind", "--set", "bind_mode=calibrated", "--out", out],
+        "eval": [*eval_args, "--set", "bind_mode=calibrated"],
+        "eval-sweep": [*eval_args, "--sweep", "bind_mode=softmax,calibrated"],
+        "segment-many": ["segment-many", video, "-p", "owod-bind", "--set", "bind_mode=calibrated", "--out", out],
+    }[command]
+    result = run(*args)
+    assert result.exit_code == 2, result.output
+    option = "--sweep" if command == "eval-sweep" else "--set"
+    assert option in result.output and "'calibrated' needs a binder" in result.output
+    assert fake.calls == [] and all(models.loaded == () for models in fake.models)
+    assert not out.exists()
+
+
+def test_evaluate_records_the_models_it_was_given(mini, tmp_path):
+    """run.json and summary.json name the preset, dtype and sources of the models that ran (read
+    from them, nothing passed beside them)."""
+    from cmsf.evaluate import evaluate
+
+    models = load_models("tiny", device="cpu")
+    summary = evaluate(mini.root, "ms3", tmp_path / "run", pipeline="owod-bind", models=models, limit=1)
+    recorded = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert (recorded["preset"], recorded["dtype"], recorded["models"]) == ("tiny", "float32", models.sources())
+    assert (summary["preset"], summary["dtype"], summary["device"]) == ("tiny", "float32", "cpu")
+    with pytest.raises(ValueError, match="models"):
+        evaluate(mini.root, "ms3", tmp_path / "other", pipeline="owod-bind")
+
+
+def test_eval_frames_per_batch_reaches_the_runner_and_needs_a_pipeline(mini, tmp_path, fake, monkeypatch):
+    seen = []
+    original = cli.evaluate
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("frames_per_batch"))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(cli, "evaluate", spy)
+    result = run("eval", "--root", mini.root, "--subset", "ms3", "-p", "owod-bind", "--frames-per-batch", 1,
+                 "--out", tmp_path / "run")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert seen == [1]
+    result = run("eval", "--root", mini.root, "--subset", "ms3", "--pred-dir", tmp_path / "run",
+                 "--frames-per-batch", 1, "--out", tmp_path / "scored")  # fmt: skip
+    assert result.exit_code == 2 and "--frames-per-batch" in result.output

@@ -212,3 +212,16 @@ def test_presets_name_their_sources():
     twin = load_models("2025-random", device="cpu").sources()
     assert twin["sam"] == "random weights, full sam2 config" and "pe_audio_video" in twin["binder"]
     assert load_models("2025", device="cpu", binder="imagebind").source("binder").startswith("ImageBind")
+
+
+def test_the_bind_mode_is_resolved_from_the_binder_without_loading_it(pe_av):
+    from cmsf.binding import check_bind_mode
+
+    fresh = load_models("tiny", device="cpu", binder=pe_av.source("binder").strip("'"))
+    assert fresh.binder_kind == "pe_audio_video" and check_bind_mode(fresh, None) == "calibrated"
+    assert check_bind_mode(fresh, "softmax") == "softmax" and fresh.loaded == ()
+    paper = load_models("tiny", device="cpu")
+    assert paper.binder_kind == "imagebind" and check_bind_mode(paper, None) == "softmax"
+    with pytest.raises(ValueError, match="bind_mode: 'calibrated' needs"):
+        check_bind_mode(paper, "calibrated")
+    assert paper.loaded == ()

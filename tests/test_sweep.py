@@ -14,7 +14,7 @@ import torch
 from click.testing import CliRunner
 
 from avsbench_fixture import make_avsbench, write_predictions
-from cmsf import cli, cli_options, load_models
+from cmsf import avsbench, cli, cli_options, load_models
 from cmsf.binding import BindScoring
 from cmsf.cache import CachePart, TagCache, VideoCache, encode_cache, read_cache, write_cache
 from cmsf.media import read_mask
@@ -38,7 +38,7 @@ def tiny():
 @pytest.fixture
 def shared_models(monkeypatch, tiny):
     """``cmsf eval`` gets the module's tiny models (deterministic, so equal to a fresh load)
-    instead of building them on every command; ``loads`` counts the loads."""
+    instead of building them on every command; ``loads`` lists the presets asked for."""
     loads = []
 
     def load(preset, device=None, dtype=None, **overrides):
@@ -64,10 +64,11 @@ def one_thread():
 
 @pytest.fixture
 def no_models(monkeypatch):
-    def refuse(*args, **kwargs):
-        raise AssertionError("a model was loaded")
-
-    monkeypatch.setattr(cli_options, "load_models", refuse)
+    """``cmsf eval`` gets lazy tiny models; the test fails if any of their components loads."""
+    lazy = load_models("tiny", device="cpu")
+    monkeypatch.setattr(cli_options, "load_models", lambda *args, **kwargs: lazy)
+    yield
+    assert lazy.loaded == (), f"a model was loaded: {lazy.loaded}"
 
 
 def run(*args):
@@ -123,12 +124,14 @@ def test_owod_bind_sweep_rows_equal_separate_runs_and_a_later_sweep_loads_no_mod
     middle, high = (float(scores.quantile(q)) for q in (0.4, 0.8))  # from the proposals cached at 0.5
 
     # a second sweep on the same folder: every setting is covered by the cache, no model loads
-    monkeypatch.setattr(cli_options, "load_models", lambda *a, **k: pytest.fail("a model was loaded"))
+    lazy = load_models("tiny", device="cpu")
+    monkeypatch.setattr(cli_options, "load_models", lambda *a, **k: lazy)
     grid = ("--sweep", f"box_threshold={middle!r},{high!r}", "--sweep", "bind_threshold=0.3,0.6")
     second = run(*eval_args(mini, "owod-bind", sweep_dir, "--limit", 1, *grid))
     assert second.exit_code == 0, second.output
     summary = json.loads((sweep_dir / "summary.json").read_text())
     assert summary["computed"] == 0 and summary["reused"] == 1 and summary["device"] is None
+    assert lazy.loaded == ()
     assert summary["sweep"]["rows"] == 4 and summary["sweep"]["test_tuned"] is True
     assert "oracle" in summary["sweep"]["note"]
     rows = read_csv(sweep_dir / "sweep.csv")
@@ -172,8 +175,8 @@ def test_sam_bind_pred_iou_threshold_is_free(mini, tmp_path, shared_models, one_
     grid = ("--sweep", f"pred_iou_threshold=0.0,{middle!r}", "--sweep", "bind_threshold=0.0,0.4")
     second = run(*eval_args(mini, "sam-bind", sweep_dir, "--limit", 1, *sets, *grid))
     assert second.exit_code == 0, second.output
-    assert json.loads((sweep_dir / "summary.json").read_text())["computed"] == 0
-    assert len(shared_models) == 1  # the second sweep came from the cache
+    summary = json.loads((sweep_dir / "summary.json").read_text())
+    assert summary["computed"] == 0 and summary["device"] is None  # the second sweep came from the cache
     check_rows_against_separate_runs(mini, "sam-bind", sweep_dir, tmp_path, fixed, ("pred_iou_threshold", "bind_threshold"), 1)
 
 
@@ -356,3 +359,27 @@ def test_pred_dir_variants_equal_direct_computation(mini, tmp_path):
         assert float(row["miou"]) == scores.miou and float(row["fscore"]) == scores.fscore
         assert float(row["fscore_per_frame"]) == scores.fscore_per_frame
         assert float(row["iou_pooled"]) == scores.iou_pooled
+
+
+def test_a_sweep_caches_every_readable_video_and_names_the_others(tmp_path, shared_models):
+    """As a plain eval: one unreadable video does not stop the others (their caches are saved);
+    it is listed in errors.json, no sweep.csv is written from part of the split, and a rerun
+    after the repair computes only that video."""
+    broken = make_avsbench(tmp_path / "avs")
+    entries = avsbench.list_videos(broken.root, "s4", "test")
+    wav = avsbench.audio_path(broken.root, "s4", entries[1])
+    good = wav.read_bytes()
+    wav.write_bytes(b"not a wav")
+    out = tmp_path / "sweep"
+    args = eval_args(broken, "owod-bind", out, "--sweep", "bind_threshold=0.3,0.7")
+    result = run(*args)
+    assert result.exit_code == 1, result.output
+    assert "1 of 3 video(s) failed" in result.output and entries[1].name in result.output
+    assert json.loads((out / "errors.json").read_text()).keys() == {entries[1].key}
+    assert sorted(p.stem for p in (out / "cache").rglob("*.npz")) == [entries[0].name, entries[2].name]
+    assert not (out / "sweep.csv").exists() and not (out / "summary.json").exists()
+    wav.write_bytes(good)
+    result = run(*args)
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["computed"] == 1 and summary["reused"] == 2 and not (out / "errors.json").exists()
