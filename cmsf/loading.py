@@ -144,6 +144,13 @@ class Component(NamedTuple):
     processor: Any
 
 
+def _resolved(source: str) -> str:
+    """``source`` as an absolute, resolved path when it names an existing local file or folder
+    (``./sam``, ``~/sam`` and ``/home/me/sam`` are one source), else as given (a hub id)."""
+    expanded = os.path.expanduser(source)
+    return os.path.realpath(expanded) if os.path.exists(expanded) else source
+
+
 @dataclass(frozen=True)
 class _Spec:
     """Where a component comes from: ``kind`` is ``"pretrained"`` (``source`` is a hub id, a
@@ -168,7 +175,7 @@ class _Spec:
                 return f"random weights, sizes {dict(self.sizes)}"
             family = f" {self.family}" if self.family is not None else ""
             return f"random weights, {self.size}{family} config"
-        return "official ImageBind checkpoint" if self.source is None else repr(self.source)
+        return "official ImageBind checkpoint" if self.source is None else repr(_resolved(self.source))
 
 
 def _preset_specs(preset: str) -> dict[str, _Spec]:
@@ -411,7 +418,9 @@ class Models:
         return tuple(self._loaded)
 
     def source(self, name: str) -> str:
-        """A description of where component ``name`` comes from (hub id, path, or random)."""
+        """A description of where component ``name`` comes from (hub id, path, or random); a local
+        path is given absolute and resolved, so a record of it does not depend on the folder the
+        run was started from."""
         return self._specs[self._check_name(name)].describe()
 
     def sources(self) -> dict[str, str]:
@@ -639,18 +648,5 @@ def check_models(models: Any) -> Models:
 
 def component_sources(preset: str, **overrides: Any) -> dict[str, str]:
     """Where each component of ``load_models(preset, **overrides)`` comes from
-    (:meth:`Models.sources`), without loading or downloading anything: what a run folder's
-    ``run.json`` records. An override naming an existing local path is given as that path made
-    absolute and resolved (``./sam``, ``~/sam`` and ``/home/me/sam`` are the same source), so the
-    record does not depend on the folder a run was started from."""
-    return load_models(preset, device="cpu", **{name: _resolved(value) for name, value in overrides.items()}).sources()
-
-
-def _resolved(source: Any) -> Any:
-    """``source`` as an absolute, resolved path when it is text (or a path) naming an existing
-    local file or folder, else unchanged."""
-    if isinstance(source, (str, os.PathLike)) and os.fspath(source):
-        expanded = os.path.expanduser(os.fspath(source))
-        if os.path.exists(expanded):
-            return os.path.realpath(expanded)
-    return source
+    (:meth:`Models.sources`), without loading or downloading anything."""
+    return load_models(preset, device="cpu", **overrides).sources()
