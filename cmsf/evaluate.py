@@ -200,7 +200,7 @@ def segment_videos(
     """
     jobs = [Job(entry.key, partial(avsbench.load_video, root, subset, entry)) for entry in entries]
     failures: dict[str, str] = {}
-    outcomes = run_jobs(jobs, pipeline, settings, models, frames_per_batch=frames_per_batch, workers=workers)
+    outcomes = run_jobs(pipeline, jobs, models, settings, frames_per_batch=frames_per_batch, workers=workers)
     with closing(outcomes):
         for entry in progress(entries, pipeline, "video"):
             outcome = next(outcomes)

@@ -307,7 +307,7 @@ def segment_jobs(
     runner_jobs = [Job(job.name, load) for job, load in jobs]
     started = time.perf_counter()
     outcomes = run_jobs(
-        runner_jobs, spec.pipeline, spec.settings, models, frames_per_batch=spec.frames_per_batch, workers=workers
+        spec.pipeline, runner_jobs, models, spec.settings, frames_per_batch=spec.frames_per_batch, workers=workers
     )
     with closing(outcomes):
         for outcome in outcomes:

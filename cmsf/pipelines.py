@@ -493,8 +493,9 @@ _UNIT_SETTINGS = (
 
 def default_settings(pipeline: str) -> dict[str, Any]:
     """The keyword-only settings of ``PIPELINES[pipeline]`` and their defaults (the paper's)."""
-    if pipeline not in PIPELINES:
-        raise ValueError(f"pipeline: expected one of {', '.join(PIPELINES)}, got {pipeline!r}")
+    if not isinstance(pipeline, str) or pipeline not in PIPELINES:
+        got = repr(pipeline) if isinstance(pipeline, str) else f"a {type(pipeline).__name__}"
+        raise ValueError(f"pipeline: expected one of {', '.join(PIPELINES)}, got {got}")
     return {
         name: parameter.default
         for name, parameter in inspect.signature(PIPELINES[pipeline]).parameters.items()

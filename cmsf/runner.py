@@ -205,21 +205,25 @@ def _segment(pipeline: str, batch: Sequence[_Loaded], models: Models, settings: 
 
 
 def run_jobs(
-    jobs: Iterable[Job],
     pipeline: str,
-    settings: Optional[Mapping[str, Any]],
+    jobs: Iterable[Job],
     models: Models,
+    settings: Optional[Mapping[str, Any]] = None,
     *,
     frames_per_batch: Optional[int] = None,
     workers: Optional[int] = None,
 ) -> Iterator[JobOutcome]:
     """Run ``pipeline`` on every job's video; yield one :class:`JobOutcome` per job, in job order.
 
+    The arguments come in the order of :func:`cmsf.pipelines.run_videos` (pipeline, inputs,
+    models, settings).
+
     Args:
-        jobs: the videos (any iterable, consumed lazily: a generator of a million jobs is fine).
         pipeline: a name of :data:`cmsf.pipelines.PIPELINES`.
-        settings: overrides of the pipeline's defaults (:func:`cmsf.pipelines.check_settings`).
+        jobs: the videos (any iterable, consumed lazily: a generator of a million jobs is fine).
         models: the loaded models; their device and dtype are the run's.
+        settings: overrides of the pipeline's defaults (:func:`cmsf.pipelines.check_settings`);
+            None: the defaults.
         frames_per_batch: at most this many frames per model batch (a longer video runs alone);
             default :func:`default_frames_per_batch` of ``models.device``. ``1`` runs each video
             alone (bit-identical to calling the pipeline on it).
@@ -233,14 +237,14 @@ def run_jobs(
         other jobs; the caller decides what to do with them.
 
     Raises:
-        ValueError: an unknown pipeline, a bad setting, ``frames_per_batch`` or ``workers`` (at
-            the first ``next()``, before any job is read).
+        ValueError: an unknown pipeline, a bad setting, ``models``, ``frames_per_batch`` or
+            ``workers`` (when called, before any job is read).
 
     Close the iterator (``contextlib.closing``, or exhaust it) to stop early: reading threads
     finish the video they are reading and the rest is cancelled.
     """
-    models = check_models(models)
     settings = check_settings(pipeline, settings or {})  # also refuses an unknown pipeline
+    models = check_models(models)
     if frames_per_batch is None:
         frames_per_batch = default_frames_per_batch(models.device)
     frames_per_batch = check_positive_int(frames_per_batch, "frames_per_batch")
@@ -248,11 +252,11 @@ def run_jobs(
         workers = default_workers(models.device)
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
         raise ValueError(f"workers: expected an integer ≥ 0, got {workers!r}")
-    return _run(iter(jobs), pipeline, settings, models, frames_per_batch, workers)
+    return _run(pipeline, iter(jobs), models, settings, frames_per_batch, workers)
 
 
 def _run(
-    jobs: Iterator[Job], pipeline: str, settings: Mapping[str, Any], models: Models, frames_per_batch: int, workers: int
+    pipeline: str, jobs: Iterator[Job], models: Models, settings: Mapping[str, Any], frames_per_batch: int, workers: int
 ) -> Iterator[JobOutcome]:
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cmsf-read") if workers else None
     ahead: deque[Union[Future, _Loaded]] = deque()  # read (or being read) in job order

@@ -57,7 +57,7 @@ def test_batched_results_equal_each_video_alone(models, pipeline):
     """Masks, boxes and kept proposals equal; scores equal to float rounding (≤ 1e-6)."""
     clips = [make_clip(seed, frames=2 + seed % 3) for seed in range(3)]
     settings = SETTINGS[pipeline]
-    outcomes = list(run_jobs(jobs_of(clips), pipeline, settings, models, frames_per_batch=7, workers=2))
+    outcomes = list(run_jobs(pipeline, jobs_of(clips), models, settings, frames_per_batch=7, workers=2))
     assert [o.key for o in outcomes] == [f"v{i}" for i in range(len(clips))] and all(o.ok for o in outcomes)
     for outcome, clip in zip(outcomes, clips):
         single = alone(pipeline, clip, models, settings)
@@ -80,7 +80,7 @@ def test_videos_of_different_frame_sizes_in_one_batch_equal_each_alone(models, p
     size (GroundingDINO's processor would, so it runs one forward per size)."""
     clips = [make_clip(0, frames=2, size=(48, 64)), make_clip(1, frames=2, size=(96, 40))]
     settings = SETTINGS[pipeline]
-    outcomes = list(run_jobs(jobs_of(clips), pipeline, settings, models, frames_per_batch=4, workers=0))
+    outcomes = list(run_jobs(pipeline, jobs_of(clips), models, settings, frames_per_batch=4, workers=0))
     assert all(o.ok for o in outcomes)
     for outcome, clip in zip(outcomes, clips):
         single = alone(pipeline, clip, models, settings)
@@ -93,7 +93,7 @@ def test_videos_of_different_frame_sizes_in_one_batch_equal_each_alone(models, p
 
 def test_one_frame_per_batch_is_bit_identical_to_the_pipeline_call(models):
     clips = [make_clip(seed) for seed in range(2)]
-    outcomes = list(run_jobs(jobs_of(clips), "owod-bind", SETTINGS["owod-bind"], models, frames_per_batch=1))
+    outcomes = list(run_jobs("owod-bind", jobs_of(clips), models, SETTINGS["owod-bind"], frames_per_batch=1))
     for outcome, clip in zip(outcomes, clips):
         direct = PIPELINES["owod-bind"](clip.frames, clip.waveform, RATE, models, **SETTINGS["owod-bind"])
         assert torch.equal(outcome.result.masks, direct.masks)
@@ -118,7 +118,7 @@ def test_batches_hold_at_most_frames_per_batch_in_job_order(models, monkeypatch)
     batches = recording_stage(monkeypatch)
     frames = [3, 3, 3, 12, 2, 5, 1]
     clips = [make_clip(i, frames=n, size=(32, 32), seconds=0.5) for i, n in enumerate(frames)]
-    outcomes = list(run_jobs(jobs_of(clips), "owod-bind", {}, models, frames_per_batch=7, workers=0))
+    outcomes = list(run_jobs("owod-bind", jobs_of(clips), models, frames_per_batch=7, workers=0))
     assert [o.index for o in outcomes] == list(range(len(frames))) and all(o.ok for o in outcomes)
     # in job order, as many as fit in 7 frames; a longer video alone
     assert batches == [[3, 3], [3], [12], [2, 5], [1]]
@@ -140,7 +140,7 @@ def test_errors_stay_with_their_video(models, monkeypatch):
         Job("not a clip", lambda: "frames.png"),
         Job("c", lambda: good[2]),
     ]
-    outcomes = list(run_jobs(jobs, "owod-bind", SETTINGS["owod-bind"], models, frames_per_batch=100))
+    outcomes = list(run_jobs("owod-bind", jobs, models, SETTINGS["owod-bind"], frames_per_batch=100))
     # the four readable videos in one batch, which failed; then each alone
     assert batches == [[3, 3, 3, 3], [3], [3], [3], [3]]
     assert [o.key for o in outcomes] == ["a", "missing", "b", "short", "not a clip", "c"]
@@ -160,7 +160,7 @@ def test_a_component_that_cannot_load_stops_the_run(models, monkeypatch):
 
     monkeypatch.setitem(PIPELINE_STAGES, "owod-bind", PipelineStages(unloadable, PIPELINE_STAGES["owod-bind"].select))
     with pytest.raises(ModelLoadError, match="owlv2"):
-        list(run_jobs(jobs_of([make_clip(0), make_clip(1)]), "owod-bind", {}, models))
+        list(run_jobs("owod-bind", jobs_of([make_clip(0), make_clip(1)]), models, {}))
 
 
 def test_closing_early_stops_reading(models):
@@ -173,7 +173,7 @@ def test_closing_early_stops_reading(models):
         return make_clip(seed, frames=1, size=(32, 32), seconds=0.1)
 
     jobs = (Job(str(seed), lambda seed=seed: load(seed)) for seed in range(10_000))
-    with closing(run_jobs(jobs, "owod-bind", {}, models, frames_per_batch=2, workers=2)) as outcomes:
+    with closing(run_jobs("owod-bind", jobs, models, frames_per_batch=2, workers=2)) as outcomes:
         first = next(outcomes)
     assert first.key == "0" and first.ok
     assert len(loaded) <= 8  # read ahead about two batches, never the whole (lazy) job list
@@ -187,15 +187,17 @@ def test_arguments_are_checked_before_any_job_is_read(models):
         ({"workers": 1.5}, "workers"),
     ):
         with pytest.raises(ValueError, match=needle):
-            run_jobs(never, "owod-bind", {}, models, **kwargs)
+            run_jobs("owod-bind", never, models, {}, **kwargs)
     with pytest.raises(ValueError, match="pipeline"):
-        run_jobs(never, "owod-bond", {}, models)
+        run_jobs("owod-bond", never, models, {})
     with pytest.raises(ValueError, match="bind_threshold"):
-        run_jobs(never, "owod-bind", {"bind_threshold": 2.0}, models)
+        run_jobs("owod-bind", never, models, {"bind_threshold": 2.0})
     with pytest.raises(ValueError, match="models"):
-        run_jobs(never, "owod-bind", {}, object())
+        run_jobs("owod-bind", never, object(), {})
     with pytest.raises(ValueError, match="Job"):
-        list(run_jobs(["x"], "owod-bind", {}, models))
+        list(run_jobs("owod-bind", ["x"], models, {}))
+    with pytest.raises(ValueError, match="pipeline: expected one of .*, got a list"):
+        run_jobs(never, "owod-bind", {}, models)  # the order of run_jobs before it matched run_videos'
     assert default_frames_per_batch("cpu") < default_frames_per_batch("cuda")
     assert 0 < default_workers("cpu") <= default_workers("cuda")
 
@@ -267,7 +269,7 @@ def test_a_failed_batch_is_freed_before_its_videos_are_retried(models, monkeypat
 
     monkeypatch.setitem(PIPELINE_STAGES, "owod-bind", as_stages(run))
     clips = [make_clip(0, frames=3), make_clip(1, frames=2), make_clip(2, frames=3)]
-    outcomes = list(run_jobs(jobs_of(clips), "owod-bind", {}, models, frames_per_batch=100, workers=0))
+    outcomes = list(run_jobs("owod-bind", jobs_of(clips), models, {}, frames_per_batch=100, workers=0))
     assert retries_saw_it_alive == [False, False, False]
     assert [o.ok for o in outcomes] == [True, False, True]
     error = outcomes[1].error
