@@ -34,13 +34,12 @@ from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, TypeVar
 import torch
 
 from cmsf import avsbench
-from cmsf.binding import check_bind_mode
 from cmsf.checks import dtype_name
 from cmsf.files import atomic_write_json, atomic_write_text, claim_folder, remove_stale_temporaries
 from cmsf.loading import Models
 from cmsf.media import Clip
 from cmsf.metrics import VariantTotals, VideoScores, dataset_scores, score_video
-from cmsf.pipelines import PIPELINES, check_settings
+from cmsf.pipelines import PIPELINES, resolve_settings
 from cmsf.results import SegmentationResult
 from cmsf.runner import Job, run_jobs
 
@@ -321,9 +320,7 @@ def evaluate(
     if pipeline is not None:
         if models is None:
             raise ValueError("models: expected the Models to run the pipeline with (see load_models)")
-        settings = check_settings(pipeline, settings or {})
-        if "bind_mode" in settings:  # before anything is read or written
-            check_bind_mode(models, settings["bind_mode"])
+        settings = resolve_settings(pipeline, settings or {}, models)  # checked before anything is read
         record = models_record(models)
     started = time.perf_counter()
     entries = avsbench.list_videos(root, subset, split)
