@@ -32,7 +32,7 @@ from cmsf.evaluate import evaluate, run_pipeline, scores_line
 from cmsf.many import Engine, RunSpec, plan_jobs, run_local, segment_many, summary_line
 from cmsf.media import load_clip
 from cmsf.outputs import SegmentOutput
-from cmsf.pipelines import check_settings
+from cmsf.pipelines import resolve_settings
 from cmsf.report import write_report
 from cmsf.sweep import free_keys_help, run_sweep, sweep_lines
 
@@ -123,7 +123,7 @@ def segment(
         with data_errors(f"{input_path}: "):
             result = run_pipeline(pipeline, clip, models, thresholds)
         run = {"input": str(input_path), "pipeline": pipeline, "preset": preset, "device": str(models.device),
-               "dtype": dtype, "settings": check_settings(pipeline, thresholds)}  # fmt: skip
+               "dtype": dtype, "settings": resolve_settings(pipeline, thresholds, models)}  # fmt: skip
         evidence = output.write(clip, result, run, started=started, progress=progress)
     coverage = evidence["coverage"]
     mean = 100 * sum(coverage) / len(coverage)

@@ -33,7 +33,6 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 import torch
 
 from cmsf import avsbench
-from cmsf.binding import check_bind_mode
 from cmsf.checks import dtype_name
 from cmsf.files import (
     RUN_NAME,
@@ -47,7 +46,7 @@ from cmsf.files import (
 from cmsf.loading import Models
 from cmsf.media import Clip
 from cmsf.metrics import VariantTotals, VideoScores, dataset_scores, score_video
-from cmsf.pipelines import PIPELINES, check_settings
+from cmsf.pipelines import PIPELINES, resolve_settings
 from cmsf.progress import Progress, no_log, no_progress
 from cmsf.results import SegmentationResult
 from cmsf.runner import Job, run_jobs
@@ -288,9 +287,7 @@ def evaluate(
     if pipeline is not None:
         if models is None:
             raise ValueError("models: expected the Models to run the pipeline with (see load_models)")
-        settings = check_settings(pipeline, settings or {})
-        if "bind_mode" in settings:  # before anything is read or written
-            check_bind_mode(models, settings["bind_mode"])
+        settings = resolve_settings(pipeline, settings or {}, models)  # checked before anything is read
         record = models_record(models)
     started = time.perf_counter()
     entries = avsbench.list_videos(root, subset, split)

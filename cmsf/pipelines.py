@@ -63,6 +63,7 @@ __all__ = [
     "owod_bind",
     "parse_settings",
     "prepare_video",
+    "resolve_settings",
     "run_videos",
     "sam_bind",
     "select_frames",
@@ -335,8 +336,7 @@ def _run_checked(
 ) -> list[SegmentationResult]:
     if not videos:
         return []
-    if "bind_mode" in settings:  # a mode the binder cannot give is refused before any model runs
-        check_bind_mode(models, settings["bind_mode"])
+    settings = resolve_settings(pipeline, settings, models)  # before any model runs
     candidates = PIPELINE_STAGES[pipeline].candidates(videos, models, settings)
     sources = models.sources()
     return [select_video(pipeline, video, frames, settings, sources) for video, frames in zip(videos, candidates)]
@@ -533,6 +533,20 @@ def check_settings(pipeline: str, overrides: Mapping[str, Any]) -> dict[str, Any
             check_positive_int(settings[key], key)
         elif key == "crop_background" and settings[key] not in CROP_BACKGROUNDS:
             raise ValueError(f"crop_background: expected one of {', '.join(CROP_BACKGROUNDS)}, got {settings[key]!r}")
+    return settings
+
+
+def resolve_settings(pipeline: str, overrides: Mapping[str, Any], models: Models) -> dict[str, Any]:
+    """:func:`check_settings`, with ``bind_mode`` resolved for ``models``' binder (None: its own
+    mode) and checked against it, without loading any model
+    (:func:`~cmsf.binding.check_bind_mode`): the settings a run records and runs with.
+
+    Raises:
+        ValueError: as :func:`check_settings`, or a bind mode the binder cannot give.
+    """
+    settings = check_settings(pipeline, overrides)
+    if "bind_mode" in settings:
+        settings["bind_mode"] = check_bind_mode(models, settings["bind_mode"])
     return settings
 
 

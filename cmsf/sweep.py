@@ -42,7 +42,6 @@ import numpy as np
 import torch
 
 from cmsf import avsbench
-from cmsf.binding import check_bind_mode
 from cmsf.cache import CachePart, TagCache, VideoCache, cache_path, read_cache, write_cache
 from cmsf.evaluate import (
     VideoError,
@@ -61,6 +60,7 @@ from cmsf.pipelines import (
     check_settings,
     find_tagged_concepts,
     ground_tagged_frames,
+    resolve_settings,
     select_frames,
     tag_videos,
     type_settings,
@@ -377,9 +377,7 @@ def run_sweep(
     started = time.perf_counter()
     fixed = dict(settings or {})
     rows = sweep_rows(pipeline, grid, fixed)
-    for row in rows:  # a bind mode the binder cannot give is refused before anything is read
-        if "bind_mode" in row:
-            check_bind_mode(models, row["bind_mode"])
+    rows = [resolve_settings(pipeline, row, models) for row in rows]  # checked before anything is read
     passes = model_passes(pipeline, rows)
     tag_key = TAGGED_STAGES[pipeline][0] if pipeline in TAGGED_STAGES else None
     lowest_tag = min(row[tag_key] for row in rows) if tag_key else None

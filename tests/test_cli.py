@@ -728,6 +728,11 @@ def test_evaluate_records_the_models_it_was_given(mini, tmp_path):
     assert (summary["preset"], summary["dtype"], summary["device"]) == ("tiny", "float32", "cpu")
     with pytest.raises(ValueError, match="models"):
         evaluate(mini.root, "ms3", tmp_path / "other", pipeline="owod-bind")
+    # the binder's own mode is recorded by name, so naming it is the same run (resumed, not refused)
+    assert recorded["settings"]["bind_mode"] == "softmax" and summary["settings"]["bind_mode"] == "softmax"
+    again = evaluate(mini.root, "ms3", tmp_path / "run", pipeline="owod-bind", settings={"bind_mode": "softmax"},
+                     models=models, limit=1)  # fmt: skip
+    assert again["computed"] == 0 and again["reused"] == 1
 
 
 def test_eval_frames_per_batch_reaches_the_runner_and_needs_a_pipeline(mini, tmp_path, fake, monkeypatch):

@@ -82,6 +82,36 @@ def test_sam_family_automatic_masks_run(sam_family):
         assert torch.all(result.iou_scores[:-1] >= result.iou_scores[1:])  # NMS order
 
 
+def test_sam_family_automatic_masks_equal_one_point_at_a_time_through_the_familys_own_calls(sam_family):
+    """Every automatic mask (filters and NMS off) is the family's own answer to its grid point
+    alone: processor (the point in image pixels) → model (3 masks) → post_process_masks."""
+    family, models = sam_family
+    model, image_processor = models.sam
+    processor = tf.SamHQProcessor(image_processor) if family == "sam_hq" else tf.Sam2Processor(image_processor)
+    for image in _images():
+        ours = sam_masks([image], models, points_per_side=2, points_per_batch=3, pred_iou_threshold=0.0,
+                         stability_score_threshold=0.0, nms_threshold=1.0)[0]  # fmt: skip
+        assert len(ours) == 2 * 2 * 3  # every mask of every point
+        assert any(bool(mask.any()) and not bool(mask.all()) for mask in ours.masks)  # something to compare
+        height, width = image.shape[1:]
+        expected = {}
+        for cx in (0.25, 0.75):
+            for cy in (0.25, 0.75):
+                point = (cx * width, cy * height)
+                inputs = processor(images=image, input_points=[[[list(point)]]], input_labels=[[[1]]], return_tensors="pt")
+                with torch.no_grad():
+                    out = model(**{k: v for k, v in inputs.items() if k not in ("original_sizes", "reshaped_input_sizes")},
+                                multimask_output=True)  # fmt: skip
+                sizes = [inputs["original_sizes"]] + ([inputs["reshaped_input_sizes"]] if family == "sam_hq" else [])
+                logits = processor.post_process_masks(out.pred_masks, *sizes, binarize=False)[0][0]
+                expected[point] = (logits > 0.0, out.iou_scores[0, 0])
+        for mask, iou, point in zip(ours.masks, ours.iou_scores, ours.points.tolist()):
+            (masks, ious), = [value for key, value in expected.items() if max(abs(a - b) for a, b in zip(key, point)) < 1e-3]
+            k = int((ious - iou).abs().argmin())  # which of the point's 3 masks
+            torch.testing.assert_close(ious[k], iou, rtol=1e-5, atol=1e-5)
+            assert float((masks[k] == mask).float().mean()) > 0.999
+
+
 def test_pipelines_run_end_to_end_with_each_segmenter(sam_family):
     _, models = sam_family
     video, wave, rate = _video()
