@@ -42,7 +42,15 @@ from typing import Iterable, Optional, Sequence, Union
 import torch
 from torch import Tensor
 
-from cmsf.media import DEFAULT_SAMPLE_RATE, Clip, audio_for_frame_folder, read_audio, read_frames, read_mask, write_png_mask
+from cmsf.media import (  # audio_for_frame_folder: AVSBench's layout, re-exported here
+    DEFAULT_SAMPLE_RATE,
+    Clip,
+    audio_for_frame_folder,  # noqa: F401
+    read_audio,
+    read_frames,
+    read_mask,
+    write_png_mask,
+)
 
 PathLike = Union[str, Path]
 
