@@ -49,7 +49,7 @@ import torch
 from cmsf.checks import check_positive_int
 from cmsf.decoding import Clip
 from cmsf.loading import ModelLoadError, Models, check_models
-from cmsf.pipelines import check_settings, run_videos
+from cmsf.pipelines import check_settings, resolve_settings, run_videos
 from cmsf.results import SegmentationResult, VideoInput, prepare_video
 
 FRAMES_PER_BATCH = {"cpu": 5, "cuda": 64}
@@ -237,14 +237,16 @@ def run_jobs(
         other jobs; the caller decides what to do with them.
 
     Raises:
-        ValueError: an unknown pipeline, a bad setting, ``models``, ``frames_per_batch`` or
-            ``workers`` (when called, before any job is read).
+        ValueError: an unknown pipeline, a bad setting (a bind mode the binder cannot give
+            included), ``models``, ``frames_per_batch`` or ``workers`` (when called, before any job
+            is read).
 
     Close the iterator (``contextlib.closing``, or exhaust it) to stop early: reading threads
     finish the video they are reading and the rest is cancelled.
     """
     settings = check_settings(pipeline, settings or {})  # also refuses an unknown pipeline
     models = check_models(models)
+    settings = resolve_settings(pipeline, settings, models)  # a bind mode the binder cannot give
     if frames_per_batch is None:
         frames_per_batch = default_frames_per_batch(models.device)
     frames_per_batch = check_positive_int(frames_per_batch, "frames_per_batch")

@@ -194,6 +194,8 @@ def test_arguments_are_checked_before_any_job_is_read(models):
         run_jobs("owod-bind", never, models, {"bind_threshold": 2.0})
     with pytest.raises(ValueError, match="models"):
         run_jobs("owod-bind", never, object(), {})
+    with pytest.raises(ValueError, match="bind_mode: 'calibrated' needs"):  # ImageBind has no calibrated logit
+        run_jobs("owod-bind", never, models, {"bind_mode": "calibrated"})
     with pytest.raises(ValueError, match="Job"):
         list(run_jobs("owod-bind", ["x"], models, {}))
     with pytest.raises(ValueError, match="pipeline: expected one of .*, got a list"):
