@@ -33,7 +33,6 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 import torch
 
 from cmsf import avsbench
-from cmsf.checks import dtype_name
 from cmsf.files import (
     RUN_NAME,
     RunConflictError,  # noqa: F401 - re-exported: it was defined here
@@ -147,12 +146,6 @@ def per_video_csv(rows: Sequence[Mapping[str, Any]], subset: str) -> str:
     return buffer.getvalue()
 
 
-def models_record(models: Models) -> dict[str, Any]:
-    """What ``run.json`` records of a run's models, read from them without loading any:
-    ``{"preset", "dtype" (its name), "models": every component's source}``."""
-    return {"preset": models.preset, "dtype": dtype_name(models.dtype), "models": models.sources()}
-
-
 def claim_run_folder(out_dir: Path, config: Mapping[str, Any]) -> dict[str, Any]:
     """Refuse to mix predictions of different runs in one folder, or to write into another kind of
     run's folder (``cmsf segment-many``'s); record this run's settings in ``out_dir/run.json``
@@ -260,7 +253,7 @@ def evaluate(
             its defaults, checked by :func:`cmsf.pipelines.check_settings`) on ``models``
             (:func:`~cmsf.loading.load_models`: lazy, so nothing loads unless a video needs
             computing). ``run.json`` records the subset, split, pipeline, all settings and the
-            models' preset, dtype and every component's source (:func:`models_record`), and a
+            models' preset, dtype and every component's source (:meth:`~cmsf.loading.Models.record`), and a
             resume must match them.
         pred_dir: instead of a pipeline, a ``pred_masks`` folder (or the run folder holding one)
             of any method; ``resize_pred`` resizes predictions of another size than the ground
@@ -288,7 +281,7 @@ def evaluate(
         if models is None:
             raise ValueError("models: expected the Models to run the pipeline with (see load_models)")
         settings = resolve_settings(pipeline, settings or {}, models)  # checked before anything is read
-        record = models_record(models)
+        record = models.record()
     started = time.perf_counter()
     entries = avsbench.list_videos(root, subset, split)
     if limit is not None:

@@ -25,7 +25,7 @@ import torch
 import transformers as tf
 from torch import nn
 
-from cmsf.checks import resolve_device, resolve_dtype
+from cmsf.checks import dtype_name, resolve_device, resolve_dtype
 from cmsf.imagebind import ImageBind, load_imagebind
 from cmsf.mavl import MAVL, PAPER_MAVL, TINY_MAVL, load_mavl
 from cmsf.random_families import FAMILY_SEEDS, RANDOM_FAMILIES, family_config, family_processor, soften_family
@@ -426,6 +426,11 @@ class Models:
     def sources(self) -> dict[str, str]:
         """:meth:`source` of every component, by name (nothing is loaded)."""
         return {name: self.source(name) for name in COMPONENTS}
+
+    def record(self) -> dict[str, Any]:
+        """What a run's ``run.json`` records of its models (nothing is loaded): ``{"preset",
+        "dtype" (its name), "models": every component's source}``."""
+        return {"preset": self._preset, "dtype": dtype_name(self._dtype), "models": self.sources()}
 
     @property
     def ast(self) -> Component:

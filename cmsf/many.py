@@ -57,7 +57,7 @@ from typing import IO, Any, Callable, Generic, Iterable, Iterator, Mapping, Opti
 import torch
 
 from cmsf.files import RUN_NAME, atomic_write_text, claim_folder, record_run
-from cmsf.loading import Models, component_sources
+from cmsf.loading import Models, load_models
 from cmsf.media import Clip, load_clip
 from cmsf.outputs import EVIDENCE_NAME, remove_leftovers, replace_segmentation
 from cmsf.pipelines import check_settings
@@ -135,16 +135,15 @@ class RunSpec:
     threads: Optional[int] = None
 
     def record(self) -> dict[str, Any]:
-        """What ``run.json`` records (and a resume must match): the pipeline, preset, dtype,
-        settings, frame sampling and every component's source (the preset's, or its override:
-        :func:`cmsf.loading.component_sources`, local paths absolute); not the device, engine,
-        batch size or threads, which change at most the last bits of a computation."""
+        """What ``run.json`` records (and a resume must match): the pipeline, settings, frame
+        sampling, and the models' preset, dtype and every component's source (the preset's, or
+        its override, local paths absolute: :meth:`cmsf.loading.Models.record`); not the device,
+        engine, batch size or threads, which change at most the last bits of a computation."""
+        models = load_models(self.preset, device="cpu", dtype=self.dtype, **self.models)  # lazy
         return {
             "pipeline": self.pipeline,
-            "preset": self.preset,
-            "dtype": self.dtype,
+            **models.record(),
             "settings": dict(self.settings),
-            "models": component_sources(self.preset, **self.models),
             "num_frames": self.num_frames,
             "fps": self.fps,
         }

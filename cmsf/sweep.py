@@ -47,7 +47,6 @@ from cmsf.evaluate import (
     VideoError,
     claim_run_folder,
     missing_gt_message,
-    models_record,
     per_video_csv,
     report_failures,
     video_row,
@@ -387,7 +386,7 @@ def run_sweep(
         raise FileNotFoundError(missing_gt_message(missing_gt))
 
     with claim_folder(out_dir):  # created, writable, ours until the end: before any model loads
-        identity = {"pipeline": pipeline, **models_record(models)}
+        identity = {"pipeline": pipeline, **models.record()}
         config = {"subset": subset, "split": split, **identity, "sweep": True}
         config = claim_run_folder(out_dir, config)  # refuses predictions of a plain run or of other models
         grid_json = {key: list(dict.fromkeys(values)) for key, values in grid.items()}
