@@ -34,12 +34,12 @@ import transformers as tf
 from torch import Tensor
 from torch.utils.flop_counter import FlopCounterMode
 
-from cmsf.imagebind import IMAGE_SIZE, ImageBind
-from cmsf.random_models import HUGE_IMAGEBIND_SIZES, TINY_IMAGEBIND_SIZES, random_config
+from cmsf.models.imagebind import IMAGE_SIZE, ImageBind
+from cmsf.models.random_models import HUGE_IMAGEBIND_SIZES, TINY_IMAGEBIND_SIZES, random_config
 
 PRESET_SIZES = {"tiny": "tiny", "paper-random": "paper"}
 AVSBENCH_FRAMES = 5
-POINTS_PER_BATCH = 64  # cmsf.segmentation.sam_masks' default
+POINTS_PER_BATCH = 64  # cmsf.stages.segmentation.sam_masks' default
 UNITS = ("owlv2_frame", "sam_image", "sam_box_decoder", "sam_point_decoder", "imagebind_crop", "imagebind_segment", "ast_segment")
 
 

@@ -121,7 +121,7 @@ def load_case_models(preset: str, device: str, dtype: str, proposer: str = "owlv
     models: ``Models`` components are fixed at ``load_models``)."""
     key = (preset, device, dtype, proposer)
     if key not in _MODELS:
-        from cmsf.loading import load_models
+        from cmsf.models.loading import load_models
 
         start = time.perf_counter()
         extra = {"mavl": "random"} if proposer == "mavl" else {}
@@ -188,9 +188,9 @@ def write_avsbench_s4(root: Path, videos: int) -> list[Any]:
     """An AVSBench-S4-shaped test split of ``videos`` synthetic videos under ``root`` (frames of
     :func:`avsbench_video` as 224×224 PNGs, 5 s of 16-bit 16 kHz wav, the csv; no ground
     truth), for benchmarks that read videos from disk as ``cmsf eval`` does. Returns the
-    ``cmsf.avsbench.VideoEntry`` of each video, in order."""
-    from cmsf import avsbench
-    from cmsf.media import write_png_image
+    ``cmsf.io.avsbench.VideoEntry`` of each video, in order."""
+    from cmsf.io import avsbench
+    from cmsf.io.media import write_png_image
 
     names = [f"bench_{i:04d}" for i in range(videos)]
     (root / "Single-source").mkdir(parents=True, exist_ok=True)

@@ -22,14 +22,14 @@ from typing import Any, Callable, Optional
 import torch
 from torch import Tensor
 
-from cmsf.imagebind import imagebind_audio_inputs, imagebind_vision_inputs
-from cmsf.inputs import as_image_list, split_segments
-from cmsf.grounding import ground
-from cmsf.proposals import propose_boxes
-from cmsf.segmentation import sam_masks
-from cmsf.tagging import tag_audio
+from cmsf.io.inputs import as_image_list, split_segments
+from cmsf.models.imagebind import imagebind_audio_inputs, imagebind_vision_inputs
 from cmsf.ops import bind_filter
-from cmsf.binding import masked_crops
+from cmsf.stages.binding import masked_crops
+from cmsf.stages.grounding import ground
+from cmsf.stages.proposals import propose_boxes
+from cmsf.stages.segmentation import sam_masks
+from cmsf.stages.tagging import tag_audio
 
 
 def _check_float32(models: Any) -> None:
@@ -90,7 +90,7 @@ def reference_sam_bind(
     sam_options: Optional[dict[str, Any]] = None,
 ) -> Tensor:
     """SAM-BIND, frame by frame: SAM's automatic masks of the frame (``sam_options`` are
-    passed to :func:`cmsf.segmentation.sam_masks`) → ImageBind → ``bind_filter`` → union.
+    passed to :func:`cmsf.stages.segmentation.sam_masks`) → ImageBind → ``bind_filter`` → union.
 
     Returns ``Tensor[T, H, W]`` bool on the CPU."""
     _check_float32(models)

@@ -25,13 +25,13 @@ import transformers as tf
 from bench.harness import run_benchmark
 from bench.test_bench_stages import BOXES_PER_FRAME, PROMPTS, frame_boxes
 from cmsf import owod_bind
-from cmsf.binding import binder_of, masked_crops
-from cmsf.concepts import segment_concepts
-from cmsf.inputs import split_segments
-from cmsf.loading import Models, load_models
-from cmsf.random_families import family_config, family_processor, soften_family
-from cmsf.random_models import build_random
-from cmsf.segmentation import sam_masks
+from cmsf.io.inputs import split_segments
+from cmsf.models.loading import Models, load_models
+from cmsf.models.random_families import family_config, family_processor, soften_family
+from cmsf.models.random_models import build_random
+from cmsf.stages.binding import binder_of, masked_crops
+from cmsf.stages.concepts import segment_concepts
+from cmsf.stages.segmentation import sam_masks
 
 _CLASSES = {"sam_hq": tf.SamHQModel, "sam2": tf.Sam2Model, "edgetam": tf.EdgeTamModel, "pe_audio_video": tf.PeAudioVideoModel}
 _LOADED: dict[str, Models] = {}

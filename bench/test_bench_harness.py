@@ -65,8 +65,8 @@ def test_flops_counted_on_the_meta_device_equal_those_of_real_models() -> None:
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     from bench.flops import build_on_meta, count_flops, unit_flops, video_flops
-    from cmsf.binding import embed_crops, masked_crops
-    from cmsf.segmentation import sam_masks
+    from cmsf.stages.binding import embed_crops, masked_crops
+    from cmsf.stages.segmentation import sam_masks
 
     models = harness.load_case_models("tiny", "cpu", "float32")
     real = {"owlv2": models.owlv2.model, "sam": models.sam.model, "ast": models.ast.model, "imagebind": models.imagebind}

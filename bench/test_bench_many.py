@@ -36,10 +36,10 @@ import torch
 import cmsf
 from bench.harness import avsbench_video, load_case_models
 from bench.workload import pipeline_settings, split_settings
-from cmsf.distributed import require_ray, run_ray
-from cmsf.loading import load_models
-from cmsf.many import RunSpec, plan_jobs, run_local, segment_many
-from cmsf.media import write_png_image
+from cmsf.io.media import write_png_image
+from cmsf.models.loading import load_models
+from cmsf.runs.distributed import require_ray, run_ray
+from cmsf.runs.many import RunSpec, plan_jobs, run_local, segment_many
 
 CLIPS = 12
 ROUNDS = 2

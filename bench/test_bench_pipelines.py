@@ -50,7 +50,7 @@ from bench.harness import (
 )
 from bench.reference import REFERENCES
 from bench.workload import pipeline_settings, split_settings
-from cmsf.pipelines import PIPELINES
+from cmsf.pipelines.per_frame import PIPELINES
 
 FLOAT32_AGREEMENT = 0.99
 BFLOAT16_AGREEMENT = 0.98

@@ -1,6 +1,6 @@
 """The dataset runner end to end: OWOD-BIND over an AVSBench-S4-shaped split read from disk (PNG
 frames, wav audio), with the masks and evidence written, as ``cmsf eval`` segments a split
-(:func:`cmsf.evaluate.segment_videos` on :func:`cmsf.runner.run_jobs`).
+(:func:`cmsf.runs.evaluate.segment_videos` on :func:`cmsf.runs.runner.run_jobs`).
 
 ``test_runner``: each round runs the *sequential* way first (``frames_per_batch=1``,
 ``workers=0``: one video at a time, read in the calling thread — the loop ``cmsf eval`` had
@@ -48,9 +48,9 @@ from bench.harness import (
 )
 from bench.test_bench_pipelines import settings_for
 from bench.workload import split_settings
-from cmsf import avsbench
-from cmsf.evaluate import segment_videos
-from cmsf.runner import default_frames_per_batch, default_workers
+from cmsf.io import avsbench
+from cmsf.runs.evaluate import segment_videos
+from cmsf.runs.runner import default_frames_per_batch, default_workers
 
 PIPELINE = "owod-bind"
 VIDEOS = {"tiny": 6, "paper-random": 32}

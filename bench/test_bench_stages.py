@@ -28,14 +28,14 @@ from torch import Tensor
 
 from bench.harness import PROPOSERS, Case, load_case_models, run_benchmark
 from bench.workload import SAM_AUTOMATIC_OPTIONS
-from cmsf.imagebind import imagebind_audio_inputs, imagebind_vision_inputs
-from cmsf.inputs import split_segments
-from cmsf.grounding import ground
-from cmsf.proposals import owl_pixel_values, propose_boxes
-from cmsf.random_models import random_config, random_processor
-from cmsf.segmentation import sam_masks
-from cmsf.tagging import tag_audio
-from cmsf.binding import masked_crops
+from cmsf.io.inputs import split_segments
+from cmsf.models.imagebind import imagebind_audio_inputs, imagebind_vision_inputs
+from cmsf.models.random_models import random_config, random_processor
+from cmsf.stages.binding import masked_crops
+from cmsf.stages.grounding import ground
+from cmsf.stages.proposals import owl_pixel_values, propose_boxes
+from cmsf.stages.segmentation import sam_masks
+from cmsf.stages.tagging import tag_audio
 
 BOXES_PER_FRAME = 8
 PROMPTS = ["Speech", "Dog", "Acoustic guitar"]

@@ -1,5 +1,5 @@
-"""A 3×3 sweep of OWOD-BIND's τ_BB × τ_BIND (``cmsf.sweep.run_sweep``) against one run of the
-same videos at the grid's middle setting (``cmsf.evaluate.evaluate``), on the miniature AVSBench
+"""A 3×3 sweep of OWOD-BIND's τ_BB × τ_BIND (``cmsf.runs.sweep.run_sweep``) against one run of the
+same videos at the grid's middle setting (``cmsf.runs.evaluate.evaluate``), on the miniature AVSBench
 of the tests (3 S4 test videos of 5 frames of 224×224).
 
 Both are whole dataset runs from an empty run folder, with the models already loaded: the run
@@ -30,11 +30,11 @@ import torch
 
 from bench.harness import Case, synchronize
 from bench.workload import KEPT_PER_FRAME, PROPOSALS_PER_FRAME
-from cmsf import avsbench
-from cmsf.evaluate import evaluate
-from cmsf.pipelines import owod_bind
-from cmsf.proposals import propose_boxes
-from cmsf.sweep import run_sweep
+from cmsf.io import avsbench
+from cmsf.pipelines.per_frame import owod_bind
+from cmsf.runs.evaluate import evaluate
+from cmsf.runs.sweep import run_sweep
+from cmsf.stages.proposals import propose_boxes
 from tests.avsbench_fixture import make_avsbench
 
 RATIO_GOAL = 2.0

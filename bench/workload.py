@@ -27,10 +27,10 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
-from cmsf.grounding import ground
-from cmsf.proposals import propose_boxes
-from cmsf.tagging import audio_tag_probabilities, tag_audio
-from cmsf.inputs import split_segments
+from cmsf.io.inputs import split_segments
+from cmsf.stages.grounding import ground
+from cmsf.stages.proposals import propose_boxes
+from cmsf.stages.tagging import audio_tag_probabilities, tag_audio
 
 PROPOSALS_PER_FRAME = 8
 KEPT_PER_FRAME = 2
@@ -66,13 +66,13 @@ def _unit(value: float) -> float:
 
 
 def pipeline_settings(pipeline: str, preset: str, frames: Tensor, waveform: Tensor, sample_rate: int, models: Any) -> dict[str, Any]:
-    """Keyword arguments for ``cmsf.pipelines.PIPELINES[pipeline]`` (and the reference loop)
+    """Keyword arguments for ``cmsf.pipelines.per_frame.PIPELINES[pipeline]`` (and the reference loop)
     that make the random-weight ``models`` (float32) do a realistic amount of work.
 
     The result also names the ``"pipeline"``; for ``sam-bind`` it has ``"sam_options"``, the
-    automatic-mask options of ``cmsf.segmentation.sam_masks`` (see :func:`split_settings`).
+    automatic-mask options of ``cmsf.stages.segmentation.sam_masks`` (see :func:`split_settings`).
     """
-    from cmsf.pipelines import owod_bind, sam_bind
+    from cmsf.pipelines.per_frame import owod_bind, sam_bind
 
     count = frames.shape[0]
     if pipeline == "owod-bind":

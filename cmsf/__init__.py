@@ -8,18 +8,18 @@ The public API; every name is documented where it is defined::
     result.masks                             # Tensor[T, H, W] bool
 """
 
-from cmsf.binding import Binder, binder_of, masked_crops
-from cmsf.concepts import ConceptMasks, segment_concepts
-from cmsf.grounding import Detections, ground
-from cmsf.imagebind import ImageBind, imagebind_audio_inputs, imagebind_vision_inputs, load_imagebind
-from cmsf.loading import ModelLoadError, Models, load_models
 from cmsf.metrics import DatasetScores, VariantTotals, VideoScores, dataset_scores, fscore, miou, score_video
+from cmsf.models.imagebind import ImageBind, imagebind_audio_inputs, imagebind_vision_inputs, load_imagebind
+from cmsf.models.loading import ModelLoadError, Models, load_models
 from cmsf.ops import bind_filter, nms
-from cmsf.pipelines import at_gdino_sam, at_sam3, owod_bind, sam_bind
-from cmsf.proposals import Proposals, propose_boxes
-from cmsf.results import FrameEvidence, SegmentationResult
-from cmsf.segmentation import MaskSet, sam_masks
-from cmsf.tagging import tag_audio
+from cmsf.pipelines.per_frame import at_gdino_sam, at_sam3, owod_bind, sam_bind
+from cmsf.pipelines.results import FrameEvidence, SegmentationResult
+from cmsf.stages.binding import Binder, binder_of, masked_crops
+from cmsf.stages.concepts import ConceptMasks, segment_concepts
+from cmsf.stages.grounding import Detections, ground
+from cmsf.stages.proposals import Proposals, propose_boxes
+from cmsf.stages.segmentation import MaskSet, sam_masks
+from cmsf.stages.tagging import tag_audio
 
 __version__ = "0.1.0"
 

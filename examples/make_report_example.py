@@ -20,8 +20,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from cmsf import load_models
-from cmsf.report import render_in_browser, write_report
-from cmsf.sweep import run_sweep
+from cmsf.runs.report import render_in_browser, write_report
+from cmsf.runs.sweep import run_sweep
 
 SIZE = 224
 FRAMES = 5

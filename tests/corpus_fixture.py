@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
 from avsbench_fixture import tone, write_png, write_video, write_wav
 
 

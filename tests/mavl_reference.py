@@ -2,7 +2,7 @@
 ``models/model.py::_make_mdef_detr_minus_language``, ``MDefDETRMinusLanguage``, its deformable
 transformer, ``inference/minus_language.py``), the oracle of tests/test_mavl.py.
 
-Written from the reference's structure, not from cmsf.mavl: NestedTensor-style padding masks and
+Written from the reference's structure, not from cmsf.models.mavl: NestedTensor-style padding masks and
 valid ratios, DETR's position encoding from the mask's cumulative sums, a separate encode and
 decode pass, per-layer intermediate outputs with the reference points of the last layer, the
 deformable attention as a ``grid_sample`` written out here, ``nn.MultiheadAttention`` in

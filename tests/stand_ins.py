@@ -1,6 +1,6 @@
 """Stand-in pipelines for tests about bookkeeping (resuming, atomic writes, locks) rather than
 models: a per-video function ``run(frames, waveform, sample_rate, models) -> result with .masks``
-as the two stages ``cmsf eval``'s dataset runner runs (cmsf.pipelines.PIPELINE_STAGES)."""
+as the two stages ``cmsf eval``'s dataset runner runs (cmsf.pipelines.per_frame.PIPELINE_STAGES)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any, Callable
 
 import torch
 
-from cmsf.pipelines import FrameCandidates, FrameEvidence, PipelineStages
+from cmsf.pipelines.per_frame import FrameCandidates, FrameEvidence, PipelineStages
 
 
 def as_stages(run: Callable[..., Any]) -> PipelineStages:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from avsbench_fixture import RATE, SIZE, make_avsbench, write_predictions
-from cmsf import avsbench
-from cmsf.avsbench import VideoEntry
+
+from cmsf.io import avsbench
+from cmsf.io.avsbench import VideoEntry
 
 
 @pytest.fixture(scope="module")

@@ -12,21 +12,23 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import click
+import numpy as np
 import pytest
 import torch
+from avsbench_fixture import FRAMES, SIZE, make_avsbench, tone, write_png, write_predictions, write_video, write_wav
 from click.testing import CliRunner
 from PIL import Image
-
-from avsbench_fixture import FRAMES, SIZE, make_avsbench, write_png, write_predictions, write_video, write_wav, tone
 from stand_ins import as_stages
-from cmsf import avsbench, cli, cli_options
-from cmsf.avsbench import VideoEntry
-from cmsf.evaluate import MAX_LISTED, missing_predictions_message
-from cmsf.files import TEMP_SUFFIX
-from cmsf.loading import load_models
-from cmsf.pipelines import PIPELINE_STAGES, PIPELINES, check_settings
+
+from cmsf.cli import commands as cli
+from cmsf.cli import options as cli_options
+from cmsf.io import avsbench
+from cmsf.io.avsbench import VideoEntry
+from cmsf.io.files import TEMP_SUFFIX
+from cmsf.models.loading import load_models
+from cmsf.pipelines.per_frame import PIPELINE_STAGES, PIPELINES, check_settings
+from cmsf.runs.evaluate import MAX_LISTED, missing_predictions_message
 
 
 @pytest.fixture(scope="module")
@@ -152,7 +154,7 @@ DEMO = Path(__file__).resolve().parents[1] / "examples" / "demo.mp4"
 
 def test_shipped_demo_clip():
     assert DEMO.stat().st_size < 500 * 1024
-    from cmsf.media import read_video
+    from cmsf.io.media import read_video
 
     clip = read_video(DEMO)
     assert clip.frames.shape == (5, 3, 224, 224) and clip.waveform.shape == (1, 80_000)
@@ -428,9 +430,9 @@ def test_eval_resumes_only_incomplete_videos(mini, tmp_path, fake):
 
 def test_interrupted_eval_leaves_no_half_written_file(mini, tmp_path, monkeypatch, fake):
     out = tmp_path / "run"
-    import cmsf.media
+    import cmsf.io.media
 
-    real_encode = cmsf.media.encode_png
+    real_encode = cmsf.io.media.encode_png
     written = []
 
     def flaky_encode(array):
@@ -439,7 +441,7 @@ def test_interrupted_eval_leaves_no_half_written_file(mini, tmp_path, monkeypatc
             raise KeyboardInterrupt
         return real_encode(array)
 
-    monkeypatch.setattr(cmsf.media, "encode_png", flaky_encode)
+    monkeypatch.setattr(cmsf.io.media, "encode_png", flaky_encode)
     result = run("eval", "--root", mini.root, "--subset", "s4", "-p", "owod-bind", "--out", out)
     assert result.exit_code != 0
     preds = out / "pred_masks"
@@ -447,7 +449,7 @@ def test_interrupted_eval_leaves_no_half_written_file(mini, tmp_path, monkeypatc
     assert sorted(p.name for p in (preds / "guitar" / "s4_b").iterdir()) == ["s4_b_0.png", "s4_b_1.png"]
     assert no_temporaries(out) and not (out / "summary.json").exists()
 
-    monkeypatch.setattr(cmsf.media, "encode_png", real_encode)
+    monkeypatch.setattr(cmsf.io.media, "encode_png", real_encode)
     result = run("eval", "--root", mini.root, "--subset", "s4", "-p", "owod-bind", "--out", out)
     assert result.exit_code == 0, result.output
     assert len(fake.calls) == 4  # s4_a, s4_b (interrupted); then only s4_b again and s4_c
@@ -503,7 +505,7 @@ def test_eval_limit(mini, tmp_path):
 
 
 def test_model_that_cannot_load_is_a_data_error(video, tmp_path, monkeypatch):
-    from cmsf.loading import ModelLoadError
+    from cmsf.models.loading import ModelLoadError
 
     def unloadable(*args, **kwargs):
         raise ModelLoadError("could not load the SAM segmenter (component 'sam') from 'x'")
@@ -719,7 +721,7 @@ def test_a_bind_mode_the_binder_cannot_give_is_a_usage_error_before_anything_is_
 def test_evaluate_records_the_models_it_was_given(mini, tmp_path):
     """run.json and summary.json name the preset, dtype and sources of the models that ran (read
     from them, nothing passed beside them)."""
-    from cmsf.evaluate import evaluate
+    from cmsf.runs.evaluate import evaluate
 
     models = load_models("tiny", device="cpu")
     summary = evaluate(mini.root, "ms3", tmp_path / "run", pipeline="owod-bind", models=models, limit=1)

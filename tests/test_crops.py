@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from cmsf import masked_crops
-from cmsf.binding import _fixed_point_taps, blurred_region
+from cmsf.stages.binding import _fixed_point_taps, blurred_region
 
 
 def _opencv_gaussian_blur_direct(image: np.ndarray) -> np.ndarray:

@@ -17,14 +17,14 @@ import pytest
 import ray
 import torch
 from click.testing import CliRunner
+from corpus_fixture import make_corpus, output_files
 
 import cmsf
-from corpus_fixture import make_corpus, output_files
-from cmsf import cli
-from cmsf.distributed import Segmenter, actor_pool, clip_from_bytes, clip_to_bytes, run_ray, videos_per_call
-from cmsf.files import TEMP_SUFFIX
-from cmsf.many import RunSpec, is_complete, plan_jobs, segment_many
-from cmsf.media import load_clip
+from cmsf.cli import commands as cli
+from cmsf.io.files import TEMP_SUFFIX
+from cmsf.io.media import load_clip
+from cmsf.runs.distributed import Segmenter, actor_pool, clip_from_bytes, clip_to_bytes, run_ray, videos_per_call
+from cmsf.runs.many import RunSpec, is_complete, plan_jobs, segment_many
 
 TREE = str(Path(cmsf.__file__).resolve().parents[1])
 

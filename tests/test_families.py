@@ -15,13 +15,13 @@ import torch
 import transformers as tf
 
 from cmsf import at_gdino_sam, at_sam3, bind_filter, owod_bind, sam_bind
-from cmsf.binding import binder_of
-from cmsf.concepts import segment_concepts
-from cmsf.grounding import ground
-from cmsf.loading import ModelLoadError, load_models
-from cmsf.random_families import family_config, family_processor, soften_family
-from cmsf.random_models import build_random
-from cmsf.segmentation import sam_masks
+from cmsf.models.loading import ModelLoadError, load_models
+from cmsf.models.random_families import family_config, family_processor, soften_family
+from cmsf.models.random_models import build_random
+from cmsf.stages.binding import binder_of
+from cmsf.stages.concepts import segment_concepts
+from cmsf.stages.grounding import ground
+from cmsf.stages.segmentation import sam_masks
 
 CPU = torch.device("cpu")
 SAM_FAMILIES = {"sam_hq": tf.SamHQModel, "sam2": tf.Sam2Model, "edgetam": tf.EdgeTamModel}
@@ -245,7 +245,7 @@ def test_presets_name_their_sources():
 
 
 def test_the_bind_mode_is_resolved_from_the_binder_without_loading_it(pe_av):
-    from cmsf.binding import check_bind_mode
+    from cmsf.stages.binding import check_bind_mode
 
     fresh = load_models("tiny", device="cpu", binder=pe_av.source("binder").strip("'"))
     assert fresh.binder_kind == "pe_audio_video" and check_bind_mode(fresh, None) == "calibrated"

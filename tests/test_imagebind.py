@@ -1,4 +1,4 @@
-"""cmsf.imagebind against Meta's own ImageBind code (the `imagebind-unofficial` package, a copy of
+"""cmsf.models.imagebind against Meta's own ImageBind code (the `imagebind-unofficial` package, a copy of
 facebookresearch/ImageBind) used as an oracle: same state dict, same inputs, same embeddings.
 
 Meta's `imagebind/__init__.py` imports its `data` module, which needs pytorchvideo (broken with
@@ -23,7 +23,13 @@ import torchaudio.functional as AF
 from PIL import Image
 from torchvision import transforms
 
-from cmsf.imagebind import ImageBind, audio_clip_bounds, imagebind_audio_inputs, imagebind_vision_inputs, load_imagebind
+from cmsf.models.imagebind import (
+    ImageBind,
+    audio_clip_bounds,
+    imagebind_audio_inputs,
+    imagebind_vision_inputs,
+    load_imagebind,
+)
 
 SIZES = dict(
     vision_embed_dim=48,

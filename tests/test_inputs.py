@@ -1,4 +1,4 @@
-"""The shared input helpers of cmsf.inputs: image, waveform and prompt normalisation, segments."""
+"""The shared input helpers of cmsf.io.inputs: image, waveform and prompt normalisation, segments."""
 
 import math
 
@@ -7,9 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from cmsf.concepts import segment_concepts
-from cmsf.grounding import ground, grounding_phrase
-from cmsf.inputs import (
+from cmsf.io.inputs import (
     as_image_list,
     as_prompt_lists,
     as_waveform,
@@ -18,7 +16,9 @@ from cmsf.inputs import (
     resample,
     split_segments,
 )
-from cmsf.loading import load_models
+from cmsf.models.loading import load_models
+from cmsf.stages.concepts import segment_concepts
+from cmsf.stages.grounding import ground, grounding_phrase
 
 
 def test_images_from_batch_list_and_pil_agree():

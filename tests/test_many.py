@@ -16,15 +16,17 @@ from types import SimpleNamespace
 import pytest
 import torch
 from click.testing import CliRunner
-
 from corpus_fixture import make_corpus, output_files
 from stand_ins import as_stages
-from cmsf import cli, files, many
-from cmsf.files import LOCK_NAME, TEMP_SUFFIX
-from cmsf.loading import COMPONENTS, component_sources, load_models
-from cmsf.media import load_clip
-from cmsf.outputs import write_segmentation
-from cmsf.pipelines import PIPELINE_STAGES, PipelineStages, prepare_video, run_videos
+
+from cmsf.cli import commands as cli
+from cmsf.io import files
+from cmsf.io.files import LOCK_NAME, TEMP_SUFFIX
+from cmsf.io.media import load_clip
+from cmsf.models.loading import COMPONENTS, component_sources, load_models
+from cmsf.pipelines.per_frame import PIPELINE_STAGES, PipelineStages, prepare_video, run_videos
+from cmsf.runs import many
+from cmsf.runs.outputs import write_segmentation
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""MAVL (cmsf.mavl) against an independent re-statement of the authors' model and inference
+"""MAVL (cmsf.models.mavl) against an independent re-statement of the authors' model and inference
 (tests/mavl_reference.py) on small random weights, through a checkpoint file in the authors'
 format and key names; loading errors; the ``mavl`` component of load_models."""
 
@@ -9,11 +9,11 @@ import dataclasses
 
 import pytest
 import torch
+from mavl_reference import ReferenceMAVL, randomise, reference_infer
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
 from cmsf import ModelLoadError, load_models
-from cmsf.mavl import PAPER_MAVL, TINY_MAVL, MavlConfig, load_mavl, mavl_detect
-from mavl_reference import ReferenceMAVL, randomise, reference_infer
+from cmsf.models.mavl import PAPER_MAVL, TINY_MAVL, MavlConfig, load_mavl, mavl_detect
 
 SMALL_BOTTLENECK = dataclasses.replace(
     TINY_MAVL, block="bottleneck", num_heads=4, encoder_layers=2, decoder_layers=3, num_queries=30, shorter_side=96

@@ -9,12 +9,24 @@ import os
 import numpy as np
 import pytest
 import torch
-
 from avsbench_fixture import decode_index, encode_index, tone, write_png, write_video, write_wav
-from cmsf import files as cmsf_io
-from cmsf.inputs import split_segments
-from cmsf.decoding import sample_times
-from cmsf.media import Clip, load_clip, natural_sort_key, overlay_mask, read_audio, read_frame_folder, read_mask, read_video, read_wav, write_png_image, write_png_mask
+
+from cmsf.io import files as cmsf_io
+from cmsf.io.decoding import sample_times
+from cmsf.io.inputs import split_segments
+from cmsf.io.media import (
+    Clip,
+    load_clip,
+    natural_sort_key,
+    overlay_mask,
+    read_audio,
+    read_frame_folder,
+    read_mask,
+    read_video,
+    read_wav,
+    write_png_image,
+    write_png_mask,
+)
 
 
 def avsbench_frame_index(second: int, fps: float) -> int:
@@ -280,7 +292,7 @@ def test_overlay_tints_only_the_mask():
 
 def test_write_png_image(tmp_path):
     image = torch.randint(0, 256, (3, 5, 7), dtype=torch.uint8)
-    from cmsf.media import read_image
+    from cmsf.io.media import read_image
 
     assert torch.equal(read_image(write_png_image(tmp_path / "i.png", image)), image)
 
@@ -343,7 +355,7 @@ def test_remove_stale_temporaries(tmp_path):
 
 @pytest.mark.parametrize("count", [2.5, 2.0, True, "5", None])
 def test_split_segments_needs_an_integer_count(count):
-    from cmsf.inputs import split_segments
+    from cmsf.io.inputs import split_segments
 
     with pytest.raises(ValueError, match="num_segments: expected a positive integer"):
         split_segments(torch.zeros(1, 100), count)

@@ -1,4 +1,4 @@
-"""The model-backed stages and their loading (cmsf.loading, tagging, grounding, proposals,
+"""The model-backed stages and their loading (cmsf.models.loading, tagging, grounding, proposals,
 segmentation) on the tiny preset: offline, CPU, seeded random weights.
 
 Tiny random models find no real objects, so coordinate conventions are checked on the
@@ -8,19 +8,20 @@ batching, determinism, thresholds and errors.
 
 from __future__ import annotations
 
-
 import pytest
 import torch
 from PIL import Image
 from torchvision.ops import box_iou
 
-from cmsf import checks, grounding, loading, proposals, random_models, segmentation
-from cmsf.audioset import audioset_labels
-from cmsf.grounding import Detections, ground
-from cmsf.loading import ModelLoadError, Models, load_models
-from cmsf.proposals import Proposals, propose_boxes
-from cmsf.segmentation import MaskSet, sam_masks
-from cmsf.tagging import audio_tag_probabilities, tag_audio
+from cmsf import checks
+from cmsf.io.audioset import audioset_labels
+from cmsf.models import loading, random_models
+from cmsf.models.loading import ModelLoadError, Models, load_models
+from cmsf.stages import grounding, proposals, segmentation
+from cmsf.stages.grounding import Detections, ground
+from cmsf.stages.proposals import Proposals, propose_boxes
+from cmsf.stages.segmentation import MaskSet, sam_masks
+from cmsf.stages.tagging import audio_tag_probabilities, tag_audio
 
 # a cheap automatic-mask setting for the tiny SAM (8 x 8 grid instead of 32 x 32)
 AUTO = dict(points_per_side=8, points_per_batch=24)
@@ -232,7 +233,7 @@ def test_saved_then_loaded_component_equals_the_in_memory_one(tiny, tmp_path, co
 
 
 def test_imagebind_component_builds_lazily_with_the_preset_sizes():
-    pytest.importorskip("cmsf.imagebind")
+    pytest.importorskip("cmsf.models.imagebind")
     models = load_models("tiny", device="cpu")
     model = models.imagebind
     assert models.loaded == ("imagebind",)
@@ -727,7 +728,7 @@ def test_a_cuda_device_this_machine_lacks_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(ValueError, match="device: 'cuda' asked for, but CUDA is not available"):
         load_models("tiny", device="cuda")
-    from cmsf.imagebind import load_imagebind
+    from cmsf.models.imagebind import load_imagebind
 
     with pytest.raises(ValueError, match="device"):
         load_imagebind({}, device="cuda:0")

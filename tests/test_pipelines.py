@@ -7,7 +7,7 @@ import pytest
 import torch
 import torchvision
 
-from cmsf.pipelines import FrameEvidence, masked_crops
+from cmsf.pipelines.per_frame import FrameEvidence, masked_crops
 
 
 def test_black_masked_crops_equal_pil_crop_of_the_blacked_out_frame():
@@ -59,9 +59,9 @@ def test_frame_union_is_the_union_of_kept_masks():
 
 # ---------------------------------------------------------------- the pipelines, tiny preset
 from cmsf import at_gdino_sam, bind_filter, load_models, owod_bind, sam_bind  # noqa: E402
-from cmsf.imagebind import imagebind_audio_inputs, imagebind_vision_inputs  # noqa: E402
-from cmsf.inputs import split_segments  # noqa: E402
-from cmsf.grounding import grounding_phrase  # noqa: E402
+from cmsf.io.inputs import split_segments  # noqa: E402
+from cmsf.models.imagebind import imagebind_audio_inputs, imagebind_vision_inputs  # noqa: E402
+from cmsf.stages.grounding import grounding_phrase  # noqa: E402
 
 T, H, W = 3, 56, 72  # non-square on purpose
 SAMPLE_RATE = 16000
@@ -234,7 +234,7 @@ def test_sam_bind_passes_the_quality_filters_to_sam(models, video):
 
 
 # ---------------------------------------------------------------- the two stages
-from cmsf.pipelines import PIPELINE_STAGES, check_settings, prepare_video, run_videos, select_video  # noqa: E402
+from cmsf.pipelines.per_frame import PIPELINE_STAGES, check_settings, prepare_video, run_videos, select_video  # noqa: E402
 
 
 def test_run_videos_equals_each_video_alone(models, video):
@@ -276,6 +276,7 @@ def test_selection_of_loose_candidates_equals_a_stricter_run(models, video):
 
 # ---------------------------------------------------------------- proposer, proposal NMS / cap, crop background
 from cmsf import propose_boxes  # noqa: E402
+
 
 def test_owod_bind_records_proposer_nms_cap_and_crop_background(models, video):
     frames, waveform = video

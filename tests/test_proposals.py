@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 from torchvision.ops import box_iou
 
 from cmsf import load_models, propose_boxes
-from cmsf.mavl import mavl_detect
-from cmsf.proposals import _select_proposals, owl_pixel_values
+from cmsf.models.mavl import mavl_detect
+from cmsf.stages.proposals import _select_proposals, owl_pixel_values
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)

@@ -25,17 +25,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from avsbench_fixture import decode_index, make_avsbench, tone, write_png, write_predictions, write_video, write_wav
 from click.testing import CliRunner
 from PIL import Image
-
-from avsbench_fixture import decode_index, make_avsbench, tone, write_png, write_predictions, write_video, write_wav
 from stand_ins import as_stages
-from cmsf import cli, cli_options, decoding, inputs, loading, media
-from cmsf.files import LOCK_NAME
-from cmsf.inputs import check_sample_rate
-from cmsf.decoding import MIN_SEGMENT_SECONDS, apply_orientation, sample_times
-from cmsf.media import MediaWarning, read_audio, read_frame_folder, read_image, read_video, read_wav
-from cmsf.pipelines import PIPELINE_STAGES, PIPELINES
+
+from cmsf.cli import commands as cli
+from cmsf.cli import options as cli_options
+from cmsf.io import decoding, inputs, media
+from cmsf.io.decoding import MIN_SEGMENT_SECONDS, apply_orientation, sample_times
+from cmsf.io.files import LOCK_NAME
+from cmsf.io.inputs import check_sample_rate
+from cmsf.io.media import MediaWarning, read_audio, read_frame_folder, read_image, read_video, read_wav
+from cmsf.models import loading
+from cmsf.pipelines.per_frame import PIPELINE_STAGES, PIPELINES
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -126,7 +129,7 @@ def test_any_channel_count_reads_back_exactly_in_a_subprocess(tmp_path):
     _write_surround_video(surround, 2.0, 48_000)
     script = (
         "import sys, json, numpy as np\n"
-        "from cmsf.media import read_audio, read_video, read_wav\n"
+        "from cmsf.io.media import read_audio, read_video, read_wav\n"
         "for p in json.loads(sys.argv[1]):\n"
         "    print('reading', p, flush=True)\n"
         "    w, r = read_wav(p)\n"
@@ -566,8 +569,8 @@ def test_metrics_refuse_nan_targets_and_empty_frames(fn_name):
 
 
 def test_wrong_size_prediction_mentions_resize_pred(tmp_path):
-    from cmsf import avsbench
-    from cmsf.avsbench import VideoEntry
+    from cmsf.io import avsbench
+    from cmsf.io.avsbench import VideoEntry
 
     entry = VideoEntry("v", "test")
     avsbench.write_pred_masks(tmp_path, "ms3", entry, torch.zeros(5, 4, 4, dtype=torch.bool))

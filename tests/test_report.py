@@ -13,12 +13,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from avsbench_fixture import make_avsbench, write_predictions
 from click.testing import CliRunner
 from PIL import Image
 
-from avsbench_fixture import make_avsbench, write_predictions
-from cmsf import cli
-from cmsf.report import build_report, find_browser, render_in_browser
+from cmsf.cli import commands as cli
+from cmsf.runs.report import build_report, find_browser, render_in_browser
 
 VOID = {"meta", "img", "br", "hr", "input", "link", "col", "source", "wbr", "area", "base"}
 SVG_LEAVES = {"line", "rect", "circle", "polyline", "path"}

@@ -1,4 +1,4 @@
-"""cmsf.resampling against Pillow itself (through torchvision's PIL transforms, Meta's ImageBind
+"""cmsf.models.resampling against Pillow itself (through torchvision's PIL transforms, Meta's ImageBind
 image transform): bit-equal pixels for images of any shape, slivers and batches of mixed sizes
 included; and imagebind_vision_inputs equal whichever resampler it uses."""
 
@@ -7,14 +7,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from PIL import Image
 from torchvision.transforms import InterpolationMode, transforms
 from torchvision.transforms import functional as TF
 
-from cmsf.imagebind import imagebind_vision_inputs
-from cmsf.resampling import (
+from cmsf.models.imagebind import imagebind_vision_inputs
+from cmsf.models.resampling import (
     axis_weights,
     center_crop_origin,
     pil_resize_center_crop,
@@ -100,7 +100,7 @@ def test_center_crop_origin_is_torchvisions(height, width):
 
 def two_passes(image: np.ndarray, height: int, width: int, vertical_first: bool) -> np.ndarray:
     """Pillow's two 8-bit passes over a whole grey image in a given order, from the per-axis
-    weights of cmsf.resampling (equal to Pillow's: the tests above)."""
+    weights of cmsf.models.resampling (equal to Pillow's: the tests above)."""
 
     def horizontal(a: np.ndarray, out: int) -> np.ndarray:
         first, _, weights = axis_weights(torch.tensor([a.shape[1]]), torch.tensor([out]), torch.tensor([0]), out)

@@ -1,5 +1,5 @@
-"""Run folders (issue 15): one owner at a time (cmsf.files.claim_folder), writability checked up
-front, and a segment output replaced as one set (cmsf.outputs.SegmentOutput): old or new, never
+"""Run folders (issue 15): one owner at a time (cmsf.io.files.claim_folder), writability checked up
+front, and a segment output replaced as one set (cmsf.runs.outputs.SegmentOutput): old or new, never
 a mix, and never a file that is not cmsf's own touched."""
 
 from __future__ import annotations
@@ -19,10 +19,11 @@ import numpy as np
 import pytest
 import torch
 
-from cmsf import evaluate, files, many, media, outputs, progress, sweep
-from cmsf.decoding import Clip
-from cmsf.files import LOCK_NAME, FolderInUseError, UnwritableFolderError, claim_folder, deferred_interrupts
-from cmsf.outputs import SegmentOutput, write_segmentation
+from cmsf.io import files, media
+from cmsf.io.decoding import Clip
+from cmsf.io.files import LOCK_NAME, FolderInUseError, UnwritableFolderError, claim_folder, deferred_interrupts
+from cmsf.runs import evaluate, many, outputs, progress, sweep
+from cmsf.runs.outputs import SegmentOutput, write_segmentation
 
 FILES_PY = Path(files.__file__)
 
@@ -357,8 +358,8 @@ def test_segment_output_is_owned_while_open(tmp_path):
 
 
 def test_run_records_and_no_op_reporters_have_one_home():
-    """record_run / RunConflictError live in cmsf.files (evaluate re-exports them); every
-    default progress / log is cmsf.progress's no-op."""
+    """record_run / RunConflictError live in cmsf.io.files (evaluate re-exports them); every
+    default progress / log is cmsf.runs.progress's no-op."""
     assert evaluate.record_run is files.record_run and evaluate.RunConflictError is files.RunConflictError
     defaults = [
         (outputs.replace_segmentation, "progress", progress.no_progress),

@@ -1,4 +1,4 @@
-"""The dataset runner (cmsf.runner.run_jobs): results equal to each video run alone, batches as
+"""The dataset runner (cmsf.runs.runner.run_jobs): results equal to each video run alone, batches as
 asked, job order, errors kept with their video, early stop; and ``cmsf eval`` (which runs on it)
 against the library pipeline called on each video."""
 
@@ -12,15 +12,17 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from click.testing import CliRunner
-
 from avsbench_fixture import make_avsbench
+from click.testing import CliRunner
 from stand_ins import as_stages
-from cmsf import avsbench, cli, runner
-from cmsf.decoding import Clip
-from cmsf.loading import ModelLoadError, load_models
-from cmsf.pipelines import PIPELINE_STAGES, PIPELINES, PipelineStages, prepare_video, run_videos
-from cmsf.runner import Job, default_frames_per_batch, default_workers, run_jobs
+
+from cmsf.cli import commands as cli
+from cmsf.io import avsbench
+from cmsf.io.decoding import Clip
+from cmsf.models.loading import ModelLoadError, load_models
+from cmsf.pipelines.per_frame import PIPELINE_STAGES, PIPELINES, PipelineStages, prepare_video, run_videos
+from cmsf.runs import runner
+from cmsf.runs.runner import Job, default_frames_per_batch, default_workers, run_jobs
 
 RATE = 16000
 SETTINGS = {

@@ -1,4 +1,4 @@
-"""Sweeps from cached evidence (cmsf.sweep, cmsf.cache) and the metric variants of ``cmsf eval``,
+"""Sweeps from cached evidence (cmsf.runs.sweep, cmsf.runs.cache) and the metric variants of ``cmsf eval``,
 on the miniature AVSBench: every sweep row equals a separate ``cmsf eval --set`` run, a later sweep
 reuses the cache without loading a model, and the variants equal direct computations."""
 
@@ -11,16 +11,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from avsbench_fixture import make_avsbench, write_predictions
 from click.testing import CliRunner
 
-from avsbench_fixture import make_avsbench, write_predictions
-from cmsf import avsbench, cli, cli_options, load_models
-from cmsf.binding import BindScoring
-from cmsf.cache import CachePart, TagCache, VideoCache, encode_cache, read_cache, write_cache
-from cmsf.media import read_mask
+from cmsf import load_models
+from cmsf.cli import commands as cli
+from cmsf.cli import options as cli_options
+from cmsf.io import avsbench
+from cmsf.io.media import read_mask
 from cmsf.metrics import VARIANTS, VariantTotals, score_video
-from cmsf.pipelines import FrameCandidates, check_settings
-from cmsf.sweep import FREE, LOWEST, RERUN, covers, model_passes, sweep_rows, sweep_rule
+from cmsf.pipelines.per_frame import FrameCandidates, check_settings
+from cmsf.runs.cache import CachePart, TagCache, VideoCache, encode_cache, read_cache, write_cache
+from cmsf.runs.sweep import FREE, LOWEST, RERUN, covers, model_passes, sweep_rows, sweep_rule
+from cmsf.stages.binding import BindScoring
 
 FIGURES = ("miou", "fscore", *VARIANTS)
 
@@ -182,17 +185,17 @@ def test_sam_bind_pred_iou_threshold_is_free(mini, tmp_path, shared_models, one_
 
 # ---------------------------------------------------------------- AT-GDINO-SAM: tags cached, grounding rerun
 def test_at_gdino_sam_tag_threshold_reruns_grounding_only(mini, tmp_path, shared_models, monkeypatch, one_thread):
-    import cmsf.pipelines
+    import cmsf.pipelines.per_frame
 
     calls = {"tag": 0, "ground": 0}
     for name in ("tag_audio", "ground"):
-        original = getattr(cmsf.pipelines, name)
+        original = getattr(cmsf.pipelines.per_frame, name)
 
         def counted(*args, _original=original, _name=name.split("_")[0], **kwargs):
             calls[_name] += 1
             return _original(*args, **kwargs)
 
-        monkeypatch.setattr(cmsf.pipelines, name, counted)
+        monkeypatch.setattr(cmsf.pipelines.per_frame, name, counted)
     sweep_dir = tmp_path / "sweep"
     grid = ("--sweep", "tag_threshold=0.58,0.57", "--sweep", "box_threshold=0.0,0.9", "--sweep", "text_threshold=0.25,0.5")
     result = run(*eval_args(mini, "at-gdino-sam", sweep_dir, "--limit", 1, "--split", "val", *grid))

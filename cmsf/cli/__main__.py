@@ -1,0 +1,5 @@
+"""``python -m cmsf.cli``: the ``cmsf`` command."""
+
+from cmsf.cli.commands import main
+
+main()

@@ -1,0 +1,373 @@
+"""The ``cmsf`` command: the click group and its commands, ``cmsf segment`` (one video), ``cmsf
+segment-many`` (many, locally or on Ray), ``cmsf eval`` (AVSBench S4 / MS3, or a sweep of settings)
+and ``cmsf report`` (a run's report.html). Each command parses its options, calls the library and
+maps errors to exit codes; what several commands share (their common options, ``KEY=VALUE``
+parsing, the error mapping, progress on stderr) is :mod:`cmsf.cli.options`.
+
+Exit status: 0 on success, 2 for a usage error (a bad option or argument: more frames than the video
+has, a --model path that does not exist, an --out that cannot be written), 1 for a data error (an
+unreadable input, a missing file, a model that cannot be loaded, an --out another run holds); both
+print one clear message naming the culprit, never a traceback. Progress, warnings (one line each)
+and messages go to stderr; results (the summary line, the scores) to stdout.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import click
+
+from cmsf.cli.options import (
+    check_bind_modes,
+    check_sampling,
+    data_errors,
+    device_option,
+    dtype_option,
+    frames_per_batch_option,
+    info,
+    model_option,
+    model_overrides_of,
+    models_of,
+    only_with,
+    out_option,
+    pipeline_option,
+    pipeline_settings,
+    preset_option,
+    progress,
+    require_pipeline,
+    set_option,
+    sweep_grid,
+    video_run_options,
+)  # fmt: skip
+from cmsf.io import avsbench
+from cmsf.io.decoding import media_warnings_to
+from cmsf.io.media import load_clip
+from cmsf.pipelines.per_frame import resolve_settings
+from cmsf.runs.distributed import require_ray, run_ray
+from cmsf.runs.evaluate import evaluate, run_pipeline, scores_line
+from cmsf.runs.many import Engine, RunSpec, plan_jobs, run_local, segment_many, summary_line
+from cmsf.runs.outputs import SegmentOutput
+from cmsf.runs.report import write_report
+from cmsf.runs.sweep import free_keys_help, run_sweep, sweep_lines
+
+# ------------------------------------------------------------------------------------ the group
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="cmsf", prog_name="cmsf")
+def main() -> None:
+    """Training-free audio-visual segmentation (Cross-Modality Semantic Filtering).
+
+    Segments the objects that are sounding in a video, one mask per frame, by chaining
+    off-the-shelf foundation models (OWOD-BIND, SAM-BIND, AT-GDINO-SAM, AT-SAM3), and scores
+    the results on AVSBench S4 / MS3.
+
+    \b
+    Examples:
+      cmsf segment clip.mp4 --pipeline owod-bind --out out/
+      cmsf eval --root AVSBench --subset s4 --pipeline owod-bind --out runs/s4
+    """
+    click.get_current_context().with_resource(media_warnings_to(info))  # one line each, on stderr
+
+
+# ------------------------------------------------------------------------------------ segment
+
+
+@main.command(short_help="Segment the sounding objects of one video.")
+@click.argument("input_path", metavar="INPUT", type=click.Path(exists=True, path_type=Path))
+@video_run_options
+@click.option(
+    "--audio",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="The audio file of a frame folder (found automatically when the folder holds one .wav, "
+    "or sits in AVSBench's layout).",
+)
+@set_option
+@model_option
+def segment(
+    input_path: Path,
+    pipeline: Optional[str],
+    out_dir: Path,
+    preset: str,
+    device: Optional[str],
+    dtype: str,
+    num_frames: Optional[int],
+    fps: Optional[float],
+    audio: Optional[Path],
+    settings: tuple[str, ...],
+    model_overrides: tuple[str, ...],
+) -> None:
+    """Segment the sounding objects of one video.
+
+    INPUT is a video file with an audio track (mp4, mkv, webm, mov, …) or a folder of frames
+    (png / jpg, in natural order: x_2 before x_10) with its audio (--audio). By default a video
+    gives one frame per second of audio: the frame shown at 15/16 of each second, as AVSBench
+    samples its clips (change with --num-frames or --fps); audio second t goes with frame t.
+
+    Writes to --out: mask_0000.png … (0/255, frame size), overlay_0000.png … (the mask in red
+    over the frame) and evidence.json (the pipeline's proposals, scores and kept indices), then
+    prints a summary line. They replace an earlier output there as one set, once all are written
+    (an interrupted run leaves the old set); other files in --out are left alone.
+
+    \b
+    Examples:
+      cmsf segment examples/demo.mp4 --pipeline owod-bind --out out/
+      cmsf segment examples/demo.mp4 -p owod-bind --preset tiny --out /tmp/smoke   # offline
+      cmsf segment frames/ --audio sound.wav -p at-gdino-sam --out out/ --device cuda
+    """
+    pipeline = require_pipeline(pipeline)
+    check_sampling(num_frames, fps)
+    if input_path.is_dir() and (num_frames is not None or fps is not None):
+        raise click.BadParameter("--num-frames / --fps apply to a video file; a frame folder's frames are all used.", param_hint="INPUT")
+    if input_path.is_file() and audio is not None:
+        raise click.BadParameter("--audio goes with a folder of frames; a video file brings its own audio track.", param_hint="--audio")
+    if input_path.is_dir() and out_dir.resolve() == input_path.resolve():
+        message = "is the input frame folder; its masks and overlays would be read as frames next time. Use another folder."
+        raise click.BadParameter(message, param_hint="--out")
+    thresholds = pipeline_settings(pipeline, settings)
+    started = time.perf_counter()
+    models = models_of(preset, device, dtype, model_overrides)  # lazy: nothing loads before the pipeline runs
+    check_bind_modes(models, [thresholds.get("bind_mode")])
+    with data_errors(), SegmentOutput(out_dir) as output:  # --out created, checked, locked up front
+        clip = load_clip(input_path, audio=audio, num_frames=num_frames, fps=fps)
+        height, width = clip.frames.shape[-2:]
+        info(f"read {clip.num_frames} frames of {width}×{height} and {clip.duration:.2f} s of audio from {input_path}")
+        info(f"running {pipeline} ({preset} models on {models.device}, {dtype})…")
+        with data_errors(f"{input_path}: "):
+            result = run_pipeline(pipeline, clip, models, thresholds)
+        run = {"input": str(input_path), "pipeline": pipeline, "preset": preset, "device": str(models.device),
+               "dtype": dtype, "settings": resolve_settings(pipeline, thresholds, models)}  # fmt: skip
+        evidence = output.write(clip, result, run, started=started, progress=progress)
+    coverage = evidence["coverage"]
+    mean = 100 * sum(coverage) / len(coverage)
+    nonempty = sum(1 for c in coverage if c > 0)
+    click.echo(
+        f"{clip.num_frames} frames ({nonempty} with a mask), {mean:.1f}% of pixels covered on average, "
+        f"{evidence['elapsed_s']:.1f} s → {out_dir}"
+    )
+
+
+# ------------------------------------------------------------------------------------ eval
+
+
+@main.command(name="eval", short_help="Evaluate on AVSBench S4 / MS3 (mIoU, F-score).")
+@click.option(
+    "--root",
+    required=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="The AVSBench folder (holding Single-source/ and Multi-sources/).",
+)
+@click.option("--subset", required=True, type=click.Choice(avsbench.SUBSETS, case_sensitive=False), help="s4 or ms3.")
+@click.option("--split", default="test", show_default=True, help="The csv's split to evaluate (train, val, test).")
+@pipeline_option
+@click.option(
+    "--pred-dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="Score existing predictions instead of running a pipeline: a pred_masks folder in "
+    "AVSBench's layout (or the folder holding it), written by any method.",
+)
+@out_option
+@preset_option
+@device_option
+@dtype_option
+@set_option
+@model_option
+@click.option(
+    "--resize-pred",
+    is_flag=True,
+    help="Resize predictions whose size differs from the ground truth's (nearest neighbour) "
+    "instead of refusing them.",
+)
+@click.option(
+    "--limit", type=click.IntRange(min=1), default=None, help="Only the first N videos of the split (smoke runs)."
+)
+@click.option("--sweep", "sweeps", multiple=True, metavar="KEY=V1,V2,...", help="Score every combination of "
+              "these values (repeatable) from one model pass per video, cached in OUT/cache. " + free_keys_help())
+@frames_per_batch_option
+def eval_command(
+    root: Path,
+    subset: str,
+    split: str,
+    pipeline: Optional[str],
+    pred_dir: Optional[Path],
+    out_dir: Path,
+    preset: str,
+    device: Optional[str],
+    dtype: str,
+    settings: tuple[str, ...],
+    model_overrides: tuple[str, ...],
+    resize_pred: bool,
+    limit: Optional[int],
+    sweeps: tuple[str, ...],
+    frames_per_batch: Optional[int],
+) -> None:
+    """Evaluate on AVSBench S4 or MS3 with the benchmark's mIoU and F-score.
+
+    With --pipeline: runs it on every video of the split (models loaded once), saves the
+    predicted masks as AVSBench's test script does, then scores them:
+
+    \b
+      OUT/pred_masks/{category}/{video}/{video}_{k}.png   (S4)
+      OUT/pred_masks/{video}/{video}_{k}.png              (MS3)
+
+    with k = 0 … 4 (predictions are numbered from 0, AVSBench's frames and ground truth from 1),
+    and each video's evidence as OUT/evidence/…/{video}.json. Resumable: a video whose 5 masks
+    exist is not recomputed, only scored (every file is written atomically, so an interrupted
+    run leaves no half-written file; OUT/run.json refuses a resume with other settings). OUT is
+    locked while a run lasts: a second run into it is refused.
+
+    With --pred-dir: scores masks made by anything, in that layout, without loading a model; any
+    non-zero pixel is foreground; a prediction of another size than its ground truth is refused
+    unless --resize-pred. Missing files are an error that lists them.
+
+    Writes OUT/per_video.csv (video, category for S4, miou, fscore, fscore_per_frame,
+    iou_pooled) and OUT/summary.json (miou, fscore: means over videos; "variants": other ways of
+    averaging frames; videos, subset, split, pipeline, preset, …) and prints the figures.
+
+    With --sweep (and --pipeline): writes OUT/sweep.csv (one row per setting, the best marked)
+    and the run of the best setting; a later sweep on OUT reuses the cache. Tune on val, report
+    test: a sweep on the test split is an oracle figure, not a result.
+
+    \b
+    Examples:
+      cmsf eval --root AVSBench --subset s4 --pipeline owod-bind --out runs/s4-owod
+      cmsf eval --root AVSBench --subset ms3 --pred-dir other/pred_masks --out runs/other
+      cmsf eval --root AVSBench --subset s4 -p owod-bind --preset tiny --limit 2 --out /tmp/smoke
+      cmsf eval --root AVSBench --subset s4 --split val -p owod-bind --sweep bind_threshold=0.5,0.6,0.7 --out runs/val
+    """
+    subset = subset.lower()
+    if (pipeline is None) == (pred_dir is None):
+        raise click.UsageError("give exactly one of --pipeline (run it) and --pred-dir (score existing masks)")
+    if pred_dir is not None:
+        only_with("--pipeline (--pred-dir loads no model)", {
+            "--preset": (preset, "paper"), "--device": (device, None), "--dtype": (dtype, "float32"),
+            "--set": (settings, ()), "--model": (model_overrides, ()), "--sweep": (sweeps, ()),
+            "--frames-per-batch": (frames_per_batch, None),
+        })  # fmt: skip
+    thresholds = pipeline_settings(pipeline, settings) if pipeline is not None else {}
+    grid = sweep_grid(pipeline, sweeps, thresholds) if sweeps else {}
+    if sweeps and frames_per_batch is not None:
+        raise click.UsageError("--frames-per-batch: a sweep computes one video at a time")
+    models = None
+    if pipeline is not None:  # lazy: nothing loads unless a video needs computing
+        models = models_of(preset, device, dtype, model_overrides)
+        check_bind_modes(models, [thresholds.get("bind_mode")])
+        check_bind_modes(models, grid.get("bind_mode", []), "--sweep")
+    run_args: dict[str, Any] = dict(  # what a sweep and a plain run share
+        split=split, pipeline=pipeline, settings=thresholds, models=models, limit=limit, progress=progress, log=info,
+    )  # fmt: skip
+    if sweeps:
+        with data_errors():
+            summary = run_sweep(root, subset, out_dir, grid=grid, **run_args)
+        click.echo("\n".join(sweep_lines(summary)))
+        return
+    with data_errors():
+        summary = evaluate(
+            root, subset, out_dir, pred_dir=pred_dir, resize_pred=resize_pred, frames_per_batch=frames_per_batch,
+            **run_args,
+        )  # fmt: skip
+    click.echo(scores_line(summary))
+
+
+@main.command(short_help="Write RUN_DIR/report.html: figures, videos, sweep.")
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--root", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="The AVSBench folder, for the frame strips. [default: the run's]")
+def report(run_dir: Path, root: Optional[Path]) -> None:
+    """Write RUN_DIR/report.html for a `cmsf eval` run: its settings and figures, a sortable
+    table of videos, the best and worst videos as frame / ground truth / prediction strips, a
+    histogram of per-video IoU and the sweep's curves or heat map. One self-contained file.
+
+    \b
+    Example:
+      cmsf report runs/s4-owod
+    """
+    with data_errors():
+        path = write_report(run_dir, root=root)
+    click.echo(f"{path}")
+
+
+# ------------------------------------------------------------------------------------ segment-many
+
+
+@main.command(name="segment-many", short_help="Segment many videos into one folder (resumable; local or Ray).")
+@click.argument("inputs", metavar="[INPUT]...", nargs=-1, type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "--manifest",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A list of inputs: one path per line, or a .csv with a 'path' column (and 'audio' for "
+    "frame folders); paths relative to its folder.",
+)
+@video_run_options
+@set_option
+@model_option
+@frames_per_batch_option
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    help="torch CPU threads per worker (CPU results depend on it in the last bits). [default: local: torch's, ray: 1]",
+)
+@click.option(
+    "--engine",
+    type=click.Choice(("local", "ray")),
+    default="local",
+    show_default=True,
+    help='local: this machine; ray: Ray Data (pip install "cmsf[ray]").',
+)
+@click.option("--ray-address", help="Ray: join this cluster, e.g. 10.0.0.1:6379. [default: a local Ray instance]")
+@click.option("--workers", type=click.IntRange(min=1), help="Ray: model actors. [default: as the cluster allows]")
+@click.option("--gpus-per-worker", type=click.FloatRange(min=0), help="Ray: GPUs per actor. [default: 1 with GPUs]")
+def segment_many_command(
+    inputs: tuple[Path, ...], manifest: Optional[Path], pipeline: Optional[str], out_dir: Path, preset: str,
+    device: Optional[str], dtype: str, num_frames: Optional[int], fps: Optional[float], settings: tuple[str, ...],
+    model_overrides: tuple[str, ...], frames_per_batch: Optional[int], threads: Optional[int], engine: str,
+    ray_address: Optional[str], workers: Optional[int], gpus_per_worker: Optional[float],
+) -> None:  # fmt: skip
+    """Segment many videos: each INPUT (a video file, or a folder of frames with its audio found
+    as `cmsf segment` finds it) and each path of --manifest gets OUT/<name>/ holding what `cmsf
+    segment` writes; <name> is the input's stem and a hash of its absolute path (see README).
+
+    Resumable: an input whose OUT/<name>/evidence.json exists is skipped, so rerun the command
+    after an interruption. An input that cannot be read or segmented is listed in
+    OUT/failures.csv (path, name, error) while the rest go on, and the exit status is then 1.
+
+    \b
+    Examples:
+      cmsf segment-many clips/*.mp4 -p owod-bind --out out/
+      cmsf segment-many --manifest clips.csv -p owod-bind --out out/ --engine ray
+      cmsf segment-many --manifest clips.txt -p owod-bind --out out/ --engine ray --ray-address 10.0.0.1:6379
+    """
+    pipeline = require_pipeline(pipeline)
+    if not inputs and manifest is None:
+        raise click.UsageError("no input: give INPUT arguments, --manifest, or both.")
+    check_sampling(num_frames, fps)
+    if engine == "local":
+        only_with("--engine ray", {
+            "--ray-address": (ray_address, None), "--workers": (workers, None), "--gpus-per-worker": (gpus_per_worker, None),
+        })  # fmt: skip
+    spec = RunSpec(out_dir, pipeline, pipeline_settings(pipeline, settings), preset, device, dtype,
+                   model_overrides_of(model_overrides), num_frames, fps, frames_per_batch, threads)  # fmt: skip
+    # lazy models (on the CPU for Ray, whose workers hold the real ones): the --set check loads nothing
+    models = models_of(preset, "cpu" if engine == "ray" else device, dtype, model_overrides)
+    check_bind_modes(models, [spec.settings.get("bind_mode")])
+    with data_errors():
+        jobs = plan_jobs(inputs, manifest)
+    if engine == "ray":
+        try:
+            require_ray()
+        except ImportError as error:
+            raise click.UsageError(str(error)) from None
+        run: Engine = functools.partial(run_ray, address=ray_address, workers=workers, gpus_per_worker=gpus_per_worker)
+    else:
+        run = functools.partial(run_local, models=models)
+    with data_errors():
+        summary = segment_many(spec, jobs, run, progress=progress, log=info)
+    click.echo(summary_line(summary, out_dir))
+    if summary["failed"]:
+        raise click.ClickException(f"{summary['failed']} of {len(jobs)} inputs failed; see {summary['failures']}")
+

@@ -1,0 +1,1 @@
+"""Inputs and files: accepted forms, decoding (PyAV), media on disk, the AVSBench layouts, AudioSet labels, atomic files."""

@@ -1,0 +1,1 @@
+"""Models: loading, presets and sources, the random builders, ImageBind, MAVL and Meta's image transform."""

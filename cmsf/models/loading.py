@@ -1,0 +1,657 @@
+"""Loading the foundation models: :func:`load_models` returns a :class:`Models` whose
+components (AST, GroundingDINO, SAM, OWLv2, ImageBind, SAM 3, the binder, and MAVL when asked
+for) are each loaded on first use and then kept, so a pipeline that never grounds text never loads GroundingDINO and one
+``Models`` serves every frame and video.
+
+Where a component comes from is a preset (``paper``: the paper's checkpoints, :data:`PAPER_SOURCES`;
+``2025``: the strongest current parts, :data:`SOURCES_2025`; ``tiny`` / ``paper-random`` /
+``2025-random``: seeded random weights, :mod:`cmsf.models.random_models` and :mod:`cmsf.models.random_families`)
+or an override (a hub id or a local ``save_pretrained`` folder; for ImageBind a checkpoint; for
+MAVL, which no preset includes, the authors' checkpoint file or ``"random"``). A
+Hugging Face component's family is read from its checkpoint's config (``model_type``) and loaded
+with that family's own model and processor classes (:data:`FAMILIES`); a family the component
+does not accept, or a component that cannot be loaded, raises :class:`ModelLoadError` naming it,
+its source and what to do.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from typing import Any, Mapping, NamedTuple, Optional, Union
+
+import torch
+import transformers as tf
+from torch import nn
+
+from cmsf.checks import dtype_name, resolve_device, resolve_dtype
+from cmsf.models.imagebind import ImageBind, load_imagebind
+from cmsf.models.mavl import MAVL, PAPER_MAVL, TINY_MAVL, load_mavl
+from cmsf.models.random_families import FAMILY_SEEDS, RANDOM_FAMILIES, family_config, family_processor, soften_family
+from cmsf.models.random_models import (
+    HUGE_IMAGEBIND_SIZES,
+    SEEDS,
+    TINY_IMAGEBIND_SIZES,
+    build_random,
+    random_config,
+    random_processor,
+    soften_tiny,
+)
+
+__all__ = [
+    "COMPONENTS",
+    "FAMILIES",
+    "PAPER_SOURCES",
+    "SOURCES_2025",
+    "PRESETS",
+    "Component",
+    "ModelLoadError",
+    "Models",
+    "check_models",
+    "component_sources",
+    "load_models",
+]
+
+PRESETS = ("paper", "tiny", "paper-random", "2025", "2025-random")
+"""Known presets of :func:`load_models`."""
+
+COMPONENTS = ("ast", "grounding_dino", "sam", "owlv2", "imagebind", "sam3", "binder", "mavl")
+"""Component names, as used by :class:`Models` properties and :func:`load_models` overrides."""
+
+FAMILIES: Mapping[str, tuple[str, ...]] = {
+    "ast": ("audio-spectrogram-transformer",),
+    "grounding_dino": ("grounding-dino", "mm-grounding-dino"),
+    "sam": ("sam", "sam_hq", "sam2", "edgetam"),
+    "owlv2": ("owlv2",),
+    "sam3": ("sam3",),
+    "binder": ("pe_audio_video",),
+}
+"""The model families (config ``model_type``) each Hugging Face component accepts; the
+``binder`` also accepts :data:`IMAGEBIND_BINDER` (ImageBind, the ``imagebind`` component)."""
+
+IMAGEBIND_BINDER = "imagebind"
+"""The ``binder`` source that means ImageBind (the paper's binder: the ``imagebind`` component)."""
+
+_FAMILY_MODELS = {
+    "audio-spectrogram-transformer": "ASTForAudioClassification",
+    "grounding-dino": "GroundingDinoForObjectDetection",
+    "mm-grounding-dino": "MMGroundingDinoForObjectDetection",
+    "sam": "SamModel",
+    "sam_hq": "SamHQModel",
+    "sam2": "Sam2Model",
+    "edgetam": "EdgeTamModel",
+    "owlv2": "Owlv2ForObjectDetection",
+    "sam3": "Sam3Model",
+    "pe_audio_video": "PeAudioVideoModel",
+}
+
+# the family the paper's own components (and their random presets) have
+_PAPER_FAMILIES = {
+    "ast": "audio-spectrogram-transformer",
+    "grounding_dino": "grounding-dino",
+    "sam": "sam",
+    "owlv2": "owlv2",
+    "sam3": "sam3",
+    "binder": "pe_audio_video",
+}
+
+PAPER_SOURCES: Mapping[str, Optional[str]] = {
+    "ast": "MIT/ast-finetuned-audioset-10-10-0.4593",
+    "grounding_dino": "IDEA-Research/grounding-dino-tiny",
+    "sam": "facebook/sam-vit-huge",
+    "owlv2": "google/owlv2-base-patch16-ensemble",
+    "imagebind": None,  # None: the official imagebind_huge checkpoint (see cmsf.models.imagebind.load_imagebind)
+    "sam3": "facebook/sam3",  # not the paper's: only AT-SAM3 uses it
+    "binder": IMAGEBIND_BINDER,
+}
+"""The checkpoints of the ``"paper"`` preset (Hugging Face hub ids; ImageBind: official download).
+SAM 3 (used only by the AT-SAM3 variant, not the paper's) is ``facebook/sam3``; the binder is
+ImageBind."""
+
+SOURCES_2025: Mapping[str, Optional[str]] = {
+    **PAPER_SOURCES,
+    "grounding_dino": "openmmlab-community/mm_grounding_dino_large_all",
+    "sam": "facebook/sam2.1-hiera-large",
+    "binder": "facebook/pe-av-large",
+}
+"""The checkpoints of the ``"2025"`` preset: the paper's recipe with the strongest current parts
+(README, "The 2025 preset"): SAM 2.1 Hiera-L segments, MM-GroundingDINO Swin-L grounds, PE-AV
+large binds; AST, OWLv2 and SAM 3 as in :data:`PAPER_SOURCES`."""
+
+_COMPONENT_TITLES = {
+    "ast": "AST audio tagger",
+    "grounding_dino": "GroundingDINO detector",
+    "sam": "SAM segmenter",
+    "owlv2": "OWLv2 proposer",
+    "imagebind": "ImageBind",
+    "sam3": "SAM 3 concept segmenter",
+    "binder": "audio-visual binder",
+    "mavl": "MAVL proposer",
+}
+
+
+class ModelLoadError(RuntimeError):
+    """A component could not be loaded; the message names the component, its source, and how
+    to make it available."""
+
+
+class Component(NamedTuple):
+    """One loaded Hugging Face component: the model (eval mode, on ``Models.device`` in
+    ``Models.dtype``) and the processor that prepares its inputs."""
+
+    model: nn.Module
+    processor: Any
+
+
+def _resolved(source: str) -> str:
+    """``source`` as an absolute, resolved path when it names an existing local file or folder
+    (``./sam``, ``~/sam`` and ``/home/me/sam`` are one source), else as given (a hub id)."""
+    expanded = os.path.expanduser(source)
+    return os.path.realpath(expanded) if os.path.exists(expanded) else source
+
+
+@dataclass(frozen=True)
+class _Spec:
+    """Where a component comes from: ``kind`` is ``"pretrained"`` (``source`` is a hub id, a
+    local directory, or for ImageBind a checkpoint path / None for the official download),
+    ``"random"`` (``size`` is ``"tiny"``, ``"paper"`` or ``"full"``, ``family`` the config
+    ``model_type``; ImageBind: ``sizes``), ``"imagebind"`` (the binder is the ``imagebind``
+    component), or ``"absent"`` (MAVL when not asked for)."""
+
+    kind: str
+    source: Optional[str] = None
+    size: Optional[str] = None
+    sizes: Optional[tuple[tuple[str, int], ...]] = None
+    family: Optional[str] = None
+
+    def describe(self) -> str:
+        if self.kind == "absent":
+            return "not used"
+        if self.kind == "imagebind":
+            return "ImageBind (the imagebind component)"
+        if self.kind == "random":
+            if self.sizes is not None:
+                return f"random weights, sizes {dict(self.sizes)}"
+            family = f" {self.family}" if self.family is not None else ""
+            return f"random weights, {self.size}{family} config"
+        return "official ImageBind checkpoint" if self.source is None else repr(_resolved(self.source))
+
+
+def _preset_specs(preset: str) -> dict[str, _Spec]:
+    if preset in ("paper", "2025"):
+        sources = PAPER_SOURCES if preset == "paper" else SOURCES_2025
+        return {**{name: _override_spec(name, source, preset) for name, source in sources.items()}, "mavl": _Spec("absent")}
+    size = "tiny" if preset == "tiny" else "paper"
+    family_size = "tiny" if preset == "tiny" else "full"
+    specs = {
+        name: _Spec("random", size=size, family=_PAPER_FAMILIES[name])
+        for name in ("ast", "grounding_dino", "sam", "owlv2")
+    }
+    sizes = TINY_IMAGEBIND_SIZES if preset == "tiny" else HUGE_IMAGEBIND_SIZES
+    specs["imagebind"] = _Spec("random", sizes=tuple(sizes.items()))
+    specs["sam3"] = _Spec("random", size=family_size, family="sam3")
+    specs["binder"] = _Spec(IMAGEBIND_BINDER)
+    if preset == "2025-random":
+        specs["sam"] = _Spec("random", size="full", family="sam2")
+        specs["grounding_dino"] = _Spec("random", size="full", family="mm-grounding-dino")
+        specs["binder"] = _Spec("random", size="full", family="pe_audio_video")
+    specs["mavl"] = _Spec("absent")
+    return specs
+
+
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+"""A Hugging Face hub id: ``org/name``."""
+
+
+def check_local_source(name: str, source: str) -> str:
+    """``source`` of component ``name``, with ``~`` expanded, after checking that it exists when
+    it looks like a local path: absolute, starting with ``./``, ``../`` or ``~``, or holding a
+    path separator without being a hub id ``org/name``. Anything else is left to the loader (a
+    hub id, or a relative path that happens to look like one).
+
+    Raises:
+        ValueError: it looks like a local path and nothing is there; the message starts with
+            ``"{name}:"``.
+    """
+    expanded = os.path.expanduser(source)
+    separators = [os.sep] + ([os.altsep] if os.altsep else [])
+    local = (
+        os.path.isabs(expanded)
+        or source.startswith(("~", *(f"{dots}{sep}" for dots in (".", "..") for sep in separators)))
+        or (any(sep in source for sep in separators) and not _HUB_ID.fullmatch(source))
+    )
+    if not local:
+        return source
+    if not os.path.exists(expanded):
+        raise ValueError(
+            f"{name}: the local path {source!r} does not exist (a hub id looks like 'org/name')"
+        )
+    return expanded
+
+
+def check_sources(sources: Mapping[str, str]) -> dict[str, str]:
+    """Component overrides given as text (``{"sam": "facebook/sam2.1-hiera-large"}``, from a
+    command line or a file), checked before anything loads: each name one of :data:`COMPONENTS`,
+    each source that looks like a local path existing (:func:`check_local_source`). Returns them
+    as given (``~`` unexpanded; :func:`load_models` expands it), for ``load_models(preset,
+    **sources)``.
+
+    Raises:
+        ValueError: an unknown component (``"unknown component 'x'; expected one of …"``), or a
+            local path where nothing is (the message starts with ``"{name}={source}:"``).
+    """
+    unknown = [name for name in sources if name not in COMPONENTS]
+    if unknown:
+        raise ValueError(f"unknown component {unknown[0]!r}; expected one of {', '.join(COMPONENTS)}")
+    for name, source in sources.items():
+        try:
+            check_local_source(name, source)
+        except ValueError as error:  # "sam: the local path … does not exist"
+            raise ValueError(f"{name}={source}:{str(error).partition(':')[2]}") from None
+    return dict(sources)
+
+
+def _override_spec(name: str, value: Any, preset: str) -> _Spec:
+    if name == "mavl":
+        return _mavl_spec(value, preset)
+    if name == "binder" and value == IMAGEBIND_BINDER:
+        return _Spec(IMAGEBIND_BINDER)
+    if name == "imagebind":
+        if value is None:
+            return _Spec("pretrained", None)
+        if isinstance(value, Mapping):
+            return _Spec("random", sizes=tuple(dict(value).items()))
+    if isinstance(value, (str, os.PathLike)):
+        source = os.fspath(value)
+        if not source:
+            raise ValueError(f"{name}: expected a hub id or a local path, got an empty string")
+        return _Spec("pretrained", check_local_source(name, source))
+    expected = "a hub id or a local directory (str or path)"
+    if name == "imagebind":
+        expected = "a checkpoint path, None (official download), or a dict of ImageBind sizes"
+    raise ValueError(f"{name}: expected {expected}, got {type(value).__name__}")
+
+
+# ---------------------------------------------------------------- MAVL (asked for, never in a preset)
+def _mavl_spec(value: Any, preset: str) -> _Spec:
+    """``mavl=``: a checkpoint path, ``"random"`` (the preset's size) or ``None`` (not used)."""
+    if value is None:
+        return _Spec("absent")
+    if isinstance(value, (str, os.PathLike)):
+        source = os.fspath(value)
+        if source == "random":
+            return _Spec("random", size="tiny" if preset == "tiny" else "paper", family="mavl")
+        if source and not os.path.isfile(os.path.expanduser(source)):
+            raise ValueError(
+                f"mavl: no file at {source!r}; expected the authors' MDef_DETR_minus_language_r101_epoch10.pth, "
+                "downloaded by hand from the link in the README of github.com/mmaaz60/mvits_for_class_agnostic_od"
+            )
+        if source:
+            return _Spec("pretrained", os.path.expanduser(source))
+    raise ValueError(
+        "mavl: expected the path of the authors' MDef_DETR_minus_language_r101_epoch10.pth, 'random' "
+        f"(seeded random weights of the preset's size) or None, got {value!r}"
+    )
+
+
+def _mavl_load_error(spec: _Spec, error: BaseException) -> ModelLoadError:
+    if spec.kind == "absent":
+        return ModelLoadError(
+            "the MAVL proposer (component 'mavl') was not asked for: pass load_models(..., "
+            "mavl='/path/to/MDef_DETR_minus_language_r101_epoch10.pth') (or mavl='random'), "
+            "--model mavl=PATH on the command line"
+        )
+    return ModelLoadError(
+        f"could not load the MAVL proposer (component 'mavl') from {spec.describe()}: {error}. Expected the "
+        "authors' MDef-DETR minus-language checkpoint MDef_DETR_minus_language_r101_epoch10.pth (a torch file "
+        "holding {'model': state_dict, ...}), downloaded by hand from the link in the README of "
+        "github.com/mmaaz60/mvits_for_class_agnostic_od."
+    )
+
+
+def _pretrained_processor(family: str, source: str) -> Any:
+    """The processor each family's own documentation loads (SAM-family segmenters: the image
+    processor, which also post-processes the masks)."""
+    if family == "audio-spectrogram-transformer":
+        return tf.ASTFeatureExtractor.from_pretrained(source)
+    if family in ("sam", "sam_hq"):
+        return tf.SamImageProcessor.from_pretrained(source)
+    if family in ("sam2", "edgetam"):
+        return tf.Sam2ImageProcessor.from_pretrained(source)
+    if family == "owlv2":
+        return tf.Owlv2ImageProcessor.from_pretrained(source)
+    if family in ("grounding-dino", "mm-grounding-dino"):
+        return tf.GroundingDinoProcessor(
+            image_processor=tf.GroundingDinoImageProcessor.from_pretrained(source),
+            tokenizer=tf.AutoTokenizer.from_pretrained(source),
+        )
+    if family == "sam3":
+        return tf.Sam3Processor.from_pretrained(source)
+    if family == "pe_audio_video":
+        return tf.PeAudioVideoProcessor.from_pretrained(source)
+    raise AssertionError(family)  # pragma: no cover
+
+
+def _family_error(name: str, spec: _Spec, found: str) -> ModelLoadError:
+    accepted = list(FAMILIES[name]) + ([IMAGEBIND_BINDER] if name == "binder" else [])
+    return ModelLoadError(
+        f"could not load the {_COMPONENT_TITLES[name]} (component {name!r}) from {spec.describe()}: its config "
+        f"says model_type {found!r}, and component {name!r} accepts {', '.join(repr(f) for f in accepted)}. "
+        f"Pass a checkpoint of one of those families (e.g. load_models(..., {name}='/path/to/dir'))."
+    )
+
+
+
+def _load_error(name: str, spec: _Spec, error: BaseException) -> ModelLoadError:
+    title = _COMPONENT_TITLES[name]
+    if name == "imagebind":
+        how = (
+            "pass a local checkpoint: load_models(..., imagebind='/path/to/imagebind_huge.pth'), or run once "
+            "with internet access so that the official checkpoint is downloaded and cached"
+        )
+    else:
+        how = (
+            "run once with internet access so that it is cached by Hugging Face (the cache lives under "
+            "HF_HOME, default ~/.cache/huggingface), set HF_HOME to a cache that already holds it, or pass a "
+            f"local directory saved with save_pretrained (model and processor): load_models(..., {name}='/path/to/dir')"
+        )
+    return ModelLoadError(
+        f"could not load the {title} (component {name!r}) from {spec.describe()}: "
+        f"{type(error).__name__}: {error}. To get it: {how}."
+    )
+
+
+
+class Models:
+    """The foundation models of cmsf, each loaded on first use and then kept.
+
+    Create with :func:`load_models`. Components (properties; the first access loads):
+
+    - ``ast``: :class:`Component` (``ASTForAudioClassification``, ``ASTFeatureExtractor``)
+    - ``grounding_dino``: :class:`Component` (``GroundingDinoForObjectDetection``,
+      ``GroundingDinoProcessor``)
+    - ``sam``: :class:`Component` (``SamModel``, ``SamImageProcessor``)
+    - ``owlv2``: :class:`Component` (``Owlv2ForObjectDetection``, ``Owlv2ImageProcessor``; only
+      the vision tower and the objectness and box heads are used)
+    - ``imagebind``: the ``cmsf.models.imagebind.ImageBind`` module itself
+    - ``sam3``: :class:`Component` (``Sam3Model``, ``Sam3Processor``), text-concept segmentation
+    - ``binder``: the audio-visual binder of the BIND step: the ImageBind module (the same object
+      as ``imagebind``) or :class:`Component` (``PeAudioVideoModel``, ``PeAudioVideoProcessor``);
+      :func:`cmsf.stages.binding.binder_of` wraps either in one interface
+    - ``mavl``: the :class:`cmsf.models.mavl.MAVL` module itself, only when :func:`load_models` was given
+      ``mavl=`` (:attr:`proposer` is then ``"mavl"``)
+
+    The ``grounding_dino`` and ``sam`` components are of the family their checkpoint's config
+    names (:data:`FAMILIES`): ``sam`` may be ``SamModel``, ``SamHQModel``, ``Sam2Model`` or
+    ``EdgeTamModel`` (processor: ``SamImageProcessor`` / ``Sam2ImageProcessor``), ``grounding_dino``
+    ``GroundingDinoForObjectDetection`` or ``MMGroundingDinoForObjectDetection``; :meth:`family`
+    tells which. Every model is in eval mode on :attr:`device` in :attr:`dtype`. :attr:`loaded` lists the
+    components loaded so far. A component that cannot be loaded raises :class:`ModelLoadError`
+    at its first access.
+    """
+
+    def __init__(self, specs: Mapping[str, _Spec], device: torch.device, dtype: torch.dtype, preset: str) -> None:
+        self._specs = dict(specs)
+        self._device = device
+        self._dtype = dtype
+        self._preset = preset
+        self._loaded: dict[str, Any] = {}
+
+    @property
+    def device(self) -> torch.device:
+        """Where every model lives and where the stages return their tensors."""
+        return self._device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The models' parameter dtype: ``torch.float32`` or ``torch.bfloat16``."""
+        return self._dtype
+
+    @property
+    def preset(self) -> str:
+        return self._preset
+
+    @property
+    def loaded(self) -> tuple[str, ...]:
+        """Names of the components loaded so far, in load order."""
+        return tuple(self._loaded)
+
+    def source(self, name: str) -> str:
+        """A description of where component ``name`` comes from (hub id, path, or random); a local
+        path is given absolute and resolved, so a record of it does not depend on the folder the
+        run was started from."""
+        return self._specs[self._check_name(name)].describe()
+
+    def sources(self) -> dict[str, str]:
+        """:meth:`source` of every component, by name (nothing is loaded)."""
+        return {name: self.source(name) for name in COMPONENTS}
+
+    def record(self) -> dict[str, Any]:
+        """What a run's ``run.json`` records of its models (nothing is loaded): ``{"preset",
+        "dtype" (its name), "models": every component's source}``."""
+        return {"preset": self._preset, "dtype": dtype_name(self._dtype), "models": self.sources()}
+
+    @property
+    def ast(self) -> Component:
+        return self.get("ast")
+
+    @property
+    def grounding_dino(self) -> Component:
+        return self.get("grounding_dino")
+
+    @property
+    def sam(self) -> Component:
+        return self.get("sam")
+
+    @property
+    def owlv2(self) -> Component:
+        return self.get("owlv2")
+
+    @property
+    def imagebind(self) -> nn.Module:
+        return self.get("imagebind")
+
+    @property
+    def sam3(self) -> Component:
+        return self.get("sam3")
+
+    @property
+    def binder(self) -> Union[nn.Module, Component]:
+        return self.get("binder")
+
+    @property
+    def mavl(self) -> MAVL:
+        return self.get("mavl")
+
+    @property
+    def proposer(self) -> str:
+        """The class-agnostic proposer of :func:`cmsf.stages.proposals.propose_boxes` (and so of
+        OWOD-BIND): ``"mavl"`` when :func:`load_models` was given ``mavl=``, else ``"owlv2"``."""
+        return "owlv2" if self._specs["mavl"].kind == "absent" else "mavl"
+
+    @property
+    def binder_kind(self) -> str:
+        """Which binder the BIND step uses, known without loading it: ``"imagebind"`` (the
+        ``imagebind`` component) or ``"pe_audio_video"`` (PE-AV: the only family the ``binder``
+        component loads besides ImageBind)."""
+        return IMAGEBIND_BINDER if self._specs["binder"].kind == IMAGEBIND_BINDER else "pe_audio_video"
+
+    def family(self, name: str) -> str:
+        """The family of component ``name``: its config's ``model_type`` (``"imagebind"`` for
+        ImageBind and an ImageBind binder). Loads the component."""
+        loaded = self.get(name)
+        if isinstance(loaded, ImageBind):
+            return IMAGEBIND_BINDER
+        return str(loaded.model.config.model_type)
+
+    def get(self, name: str) -> Any:
+        """Component ``name`` (one of :data:`COMPONENTS`), loading it on first use."""
+        name = self._check_name(name)
+        if name not in self._loaded:
+            with torch.inference_mode(False):
+                self._loaded[name] = self._load(name)
+        return self._loaded[name]
+
+    def load(self, *names: str) -> "Models":
+        """Load the named components now (when none is named: all of them, MAVL only when it was
+        asked for); returns ``self``. Useful to keep loading time out of a benchmark."""
+        for name in names or [n for n in COMPONENTS if self._specs[n].kind != "absent"]:
+            self.get(name)
+        return self
+
+    def _check_name(self, name: str) -> str:
+        if name not in COMPONENTS:
+            raise ValueError(f"name: expected one of {COMPONENTS}, got {name!r}")
+        return name
+
+    def _finish(self, model: nn.Module) -> nn.Module:
+        model = model.to(device=self._device, dtype=self._dtype)
+        model.eval()
+        model.requires_grad_(False)
+        return model
+
+    def _load(self, name: str) -> Any:
+        spec = self._specs[name]
+        if name == "imagebind":
+            return self._load_imagebind(spec)
+        if name == "mavl":
+            return self._load_mavl(spec)
+        if spec.kind == IMAGEBIND_BINDER:
+            return self.get("imagebind")
+        if spec.kind == "random":
+            return self._load_random(name, spec)
+        try:
+            family = str(tf.AutoConfig.from_pretrained(spec.source).model_type)
+        except Exception as error:  # noqa: BLE001 - every failure becomes one clear error
+            raise _load_error(name, spec, error) from error
+        if family not in FAMILIES[name]:
+            raise _family_error(name, spec, family)
+        model_class = getattr(tf, _FAMILY_MODELS[family])
+        try:
+            model = model_class.from_pretrained(spec.source, dtype=self._dtype)
+            processor = _pretrained_processor(family, spec.source)
+        except Exception as error:  # noqa: BLE001
+            raise _load_error(name, spec, error) from error
+        return Component(self._finish(model), processor)
+
+    def _load_random(self, name: str, spec: _Spec) -> Component:
+        family = spec.family or _PAPER_FAMILIES[name]
+        model_class = getattr(tf, _FAMILY_MODELS[family])
+        seed = SEEDS.get(name, FAMILY_SEEDS.get(name))
+        if family in RANDOM_FAMILIES.get(name, ()):
+            config = family_config(name, family, spec.size)
+            model = build_random(lambda: model_class(config), seed, self._device)
+            soften_family(family, model)
+            processor = family_processor(name, family, spec.size, config)
+        else:
+            config = random_config(name, spec.size)
+            model = build_random(lambda: model_class(config), seed, self._device)
+            if spec.size == "tiny":
+                soften_tiny(name, model)
+            processor = random_processor(name, spec.size, config)
+        return Component(self._finish(model), processor)
+
+    def _load_imagebind(self, spec: _Spec) -> nn.Module:
+        if spec.kind == "random":
+            sizes = dict(spec.sizes or ())
+            model = build_random(lambda: ImageBind(**sizes), SEEDS["imagebind"], self._device)
+            return self._finish(model)
+        try:
+            model = load_imagebind(spec.source, device=self._device, dtype=self._dtype)
+        except Exception as error:  # noqa: BLE001
+            raise _load_error("imagebind", spec, error) from error
+        return self._finish(model)
+
+    def _load_mavl(self, spec: _Spec) -> nn.Module:
+        if spec.kind == "random":
+            config = TINY_MAVL if spec.size == "tiny" else PAPER_MAVL
+            return self._finish(build_random(lambda: MAVL(config), SEEDS["mavl"], self._device))
+        if spec.kind == "absent":
+            raise _mavl_load_error(spec, LookupError())
+        try:
+            model = load_mavl(spec.source)
+        except Exception as error:  # noqa: BLE001 - every failure becomes one clear error
+            raise _mavl_load_error(spec, error) from error
+        return self._finish(model)
+
+    def __repr__(self) -> str:
+        parts = ", ".join(
+            f"{name}={self._specs[name].describe()}{' (loaded)' if name in self._loaded else ''}" for name in COMPONENTS
+        )
+        return f"Models(preset={self._preset!r}, device={str(self._device)!r}, dtype={self._dtype}, {parts})"
+
+
+def load_models(
+    preset: str = "paper",
+    device: Union[str, torch.device, None] = None,
+    dtype: Union[str, torch.dtype, None] = None,
+    **overrides: Any,
+) -> Models:
+    """The foundation models of a preset, loaded lazily (nothing is loaded until first use).
+
+    Args:
+        preset: ``"paper"``: the paper's checkpoints (:data:`PAPER_SOURCES`) from the Hugging
+            Face hub, cached as transformers caches them (``HF_HOME``); ImageBind's official
+            ``imagebind_huge`` checkpoint. ``"tiny"``: the same model classes built from tiny
+            configs with seeded random weights and processors built in code: no download,
+            deterministic, for tests (AST keeps the 527 AudioSet label names).
+            ``"paper-random"``: the paper's full architectures (AST base, GroundingDINO Swin-T +
+            BERT-base, SAM ViT-H, OWLv2 B/16 at 960 px, ImageBind huge) with seeded random weights
+            and no download, for speed benchmarks. GroundingDINO of both random presets uses a
+            small character-level WordPiece tokenizer built in code, so prompts take more tokens
+            than with BERT's real vocabulary.
+            ``"2025"``: the strongest current parts (:data:`SOURCES_2025`: SAM 2.1 Hiera-L,
+            MM-GroundingDINO Swin-L, PE-AV large as the binder); ``"2025-random"``: their
+            architectures with seeded random weights, for speed benchmarks. Every preset's
+            ``sam3`` is SAM 3 (``facebook/sam3``; random in the random presets).
+        device: where the models run; default CUDA when available, else CPU.
+        dtype: ``torch.float32`` (default) or ``torch.bfloat16`` (or the strings
+            ``"float32"``/``"bfloat16"``); anything else is a ``ValueError``.
+        **overrides: per component (``ast``, ``grounding_dino``, ``sam``, ``owlv2``,
+            ``imagebind``, ``sam3``, ``binder``), a hub id or a local directory saved with
+            ``save_pretrained`` (the model and its processor, loaded with ``from_pretrained``),
+            e.g. ``load_models("paper", sam="facebook/sam-vit-base")``. The checkpoint's config
+            names its family, which must be one the component accepts (:data:`FAMILIES`: ``sam``
+            takes SAM, SAM-HQ, SAM 2 / 2.1 and EdgeTAM; ``grounding_dino`` GroundingDINO and
+            MM-GroundingDINO; ``binder`` PE-AV, or ``"imagebind"`` for ImageBind); each family
+            is loaded with its own model and processor classes. For ``imagebind``: a
+            checkpoint path, ``None`` for the official download, or a dict of ``ImageBind``
+            sizes to build with seeded random weights. ``mavl`` (no preset includes it): the
+            path of the authors' ``MDef_DETR_minus_language_r101_epoch10.pth`` (downloaded by
+            hand, see :mod:`cmsf.models.mavl`), or ``"random"`` for seeded random weights of the
+            preset's size (``tiny``: :data:`cmsf.models.mavl.TINY_MAVL`, otherwise the paper's
+            architecture); with it, :func:`cmsf.stages.proposals.propose_boxes` and OWOD-BIND propose
+            with MAVL instead of OWLv2 (:attr:`Models.proposer`).
+
+    Raises:
+        ValueError: unknown preset or component, bad device, a dtype other than float32 /
+            bfloat16, or an override that looks like a local path (see
+            :func:`check_local_source`) where nothing is; the message starts with the argument.
+            (:class:`ModelLoadError` is raised later, when a component that cannot be loaded is
+            first used.)
+    """
+    if preset not in PRESETS:
+        raise ValueError(f"preset: expected one of {PRESETS}, got {preset!r}")
+    unknown = sorted(set(overrides) - set(COMPONENTS))
+    if unknown:
+        raise ValueError(f"unknown component(s) {unknown}: expected overrides among {COMPONENTS}")
+    specs = _preset_specs(preset)
+    for name, value in overrides.items():
+        specs[name] = _override_spec(name, value, preset)
+    return Models(specs, resolve_device(device), resolve_dtype(dtype), preset)
+
+
+
+def check_models(models: Any) -> Models:
+    """``models`` itself after checking it is a :class:`Models` (what every stage takes)."""
+    if not isinstance(models, Models):
+        raise ValueError(f"models: expected a cmsf.models.loading.Models (see load_models), got {type(models).__name__}")
+    return models
+
+
+
+def component_sources(preset: str, **overrides: Any) -> dict[str, str]:
+    """Where each component of ``load_models(preset, **overrides)`` comes from
+    (:meth:`Models.sources`), without loading or downloading anything."""
+    return load_models(preset, device="cpu", **overrides).sources()

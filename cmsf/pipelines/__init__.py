@@ -1,0 +1,1 @@
+"""The pipelines composed from the stages, their selection stage and their result types."""

@@ -1,0 +1,1 @@
+"""Many videos: the runner, evaluation, sweeps and their cache, segment-many (local, Ray), outputs, reports."""

@@ -1,0 +1,211 @@
+"""The candidates cache of a sweep: one compressed file per video (``cache/{video key}.npz`` in the
+run folder) holding what a pipeline's model stage computed for each frame
+(:class:`~cmsf.pipelines.per_frame.FrameCandidates`), at the settings it was computed with, so that any
+selection those candidates cover is made again without a model.
+
+A file is a numpy ``.npz`` archive (deflate-compressed), read with ``allow_pickle=False``::
+
+    header        uint8, UTF-8 JSON: {"format": 1, "identity": {...}, "frame_size": [H, W],
+                  "frames": T, "sources": {component: source},
+                  "tags": null | {"tag_threshold": t, "frames": [[[label, p], ...], ...]},
+                  "parts": [{"compute": {settings}, "counts": [K_0, ..., K_T-1],
+                             "tags": [...], "phrases": [...],
+                             "scoring": null | {"default_mode", "logit_scale", "logit_bias"}}, ...]}
+    p{i}_boxes    float32 [ΣK, 4]   pixel (x1, y1, x2, y2), frame after frame
+    p{i}_scores   float32 [ΣK]      proposal scores
+    p{i}_masks    uint8 [ΣK, ⌈H·W/8⌉]  each mask flattened row-major, np.packbits (8 pixels a byte)
+    p{i}_visual   float32 [ΣK, D]   binder embeddings of the proposals (BIND pipelines)
+    p{i}_audio    float32 [T, D]    binder embeddings of the audio segments (BIND pipelines)
+
+Part ``i`` is one model pass (its ``compute`` settings); ``tags`` are AT-GDINO-SAM's audio tags at
+the lowest tag threshold computed, which any stricter threshold selects from. Everything is stored
+exactly (float32 as computed), so a selection from the cache equals one from the models' output.
+Before compression a file takes about ``T·D·4 + Σ_parts ΣK·(⌈H·W/8⌉ + 4·D + 20)`` bytes plus the
+header (D = 0 without a binder); deflate shrinks the packed masks several times over.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+
+from cmsf.io.files import atomic_write_bytes
+from cmsf.pipelines.results import FrameCandidates
+from cmsf.stages.binding import BindScoring
+
+FORMAT = 1
+"""The version of the file layout; a file of another version is ignored (recomputed)."""
+
+Tags = list[tuple[str, float]]
+
+
+@dataclass
+class CachePart:
+    """One model pass over a video: the settings it ran with (``compute``, a pipeline's full
+    settings) and its candidates, one :class:`~cmsf.pipelines.per_frame.FrameCandidates` per frame."""
+
+    compute: dict[str, Any]
+    frames: list[FrameCandidates]
+
+
+@dataclass
+class TagCache:
+    """AT-GDINO-SAM's audio tags of each frame's segment at ``tag_threshold`` (most probable
+    first, as :func:`~cmsf.pipelines.per_frame.tag_videos` gives them)."""
+
+    tag_threshold: float
+    frames: list[Tags]
+
+
+@dataclass
+class VideoCache:
+    """Everything cached for one video. ``identity`` names what computed it (pipeline, preset,
+    dtype, model sources): a file of another identity is not used. ``sources`` are the models'
+    (:meth:`~cmsf.models.loading.Models.sources`), for the evidence of results selected from the cache."""
+
+    identity: dict[str, Any]
+    frame_size: tuple[int, int]
+    num_frames: int
+    parts: list[CachePart] = field(default_factory=list)
+    tags: Optional[TagCache] = None
+    sources: dict[str, str] = field(default_factory=dict)
+
+
+def cache_path(cache_dir: Path, key: str) -> Path:
+    """The cache file of the video whose key (``category/name`` or ``name``) is ``key``."""
+    return cache_dir / f"{key}.npz"
+
+
+def _part_arrays(index: int, part: CachePart, frame_size: tuple[int, int]) -> dict[str, np.ndarray]:
+    frames = part.frames
+    pixels = frame_size[0] * frame_size[1]
+    masks = torch.cat([f.masks.reshape(-1, pixels) for f in frames] or [torch.zeros(0, pixels, dtype=torch.bool)])
+    arrays = {
+        f"p{index}_boxes": torch.cat([f.boxes.reshape(-1, 4) for f in frames]).to(torch.float32).numpy(),
+        f"p{index}_scores": torch.cat([f.proposal_scores.reshape(-1) for f in frames]).to(torch.float32).numpy(),
+        f"p{index}_masks": np.packbits(masks.numpy().astype(bool), axis=1),
+    }
+    if frames and frames[0].visual is not None:
+        arrays[f"p{index}_visual"] = torch.cat([f.visual for f in frames]).to(torch.float32).numpy()
+    if frames and frames[0].audio is not None:
+        arrays[f"p{index}_audio"] = torch.stack([f.audio for f in frames]).to(torch.float32).numpy()
+    return arrays
+
+
+def encode_cache(cache: VideoCache) -> bytes:
+    """The bytes of ``cache``'s file (see the module docstring)."""
+    header: dict[str, Any] = {
+        "format": FORMAT,
+        "identity": cache.identity,
+        "frame_size": list(cache.frame_size),
+        "frames": cache.num_frames,
+        "sources": cache.sources,
+        "tags": None
+        if cache.tags is None
+        else {"tag_threshold": cache.tags.tag_threshold, "frames": [[list(t) for t in f] for f in cache.tags.frames]},
+        "parts": [],
+    }
+    arrays: dict[str, np.ndarray] = {}
+    for index, part in enumerate(cache.parts):
+        if len(part.frames) != cache.num_frames:
+            raise ValueError(f"cache part {index}: expected {cache.num_frames} frames, got {len(part.frames)}")
+        header["parts"].append(
+            {
+                "compute": part.compute,
+                "counts": [int(f.boxes.shape[0]) for f in part.frames],
+                "tags": [[list(t) for t in f.tags] for f in part.frames],
+                "phrases": [list(f.phrases) for f in part.frames],
+                "scoring": _scoring_json(part.frames[0].scoring if part.frames else None),
+            }
+        )
+        arrays.update(_part_arrays(index, part, cache.frame_size))
+    text = json.dumps(header, allow_nan=False, ensure_ascii=False).encode("utf-8")
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, header=np.frombuffer(text, dtype=np.uint8), **arrays)
+    return buffer.getvalue()
+
+
+def write_cache(path: Path, cache: VideoCache) -> int:
+    """Write ``cache`` to ``path`` atomically (:mod:`cmsf.io.files`); returns the file's size in bytes."""
+    data = encode_cache(cache)
+    atomic_write_bytes(path, data)
+    return len(data)
+
+
+def _scoring_json(scoring: Optional[BindScoring]) -> Optional[dict[str, Any]]:
+    if scoring is None:
+        return None
+    return {"default_mode": scoring.default_mode, "logit_scale": scoring.logit_scale, "logit_bias": scoring.logit_bias}
+
+
+def _scoring(value: Optional[dict[str, Any]]) -> Optional[BindScoring]:
+    if value is None:
+        return None
+    scale, bias = value["logit_scale"], value["logit_bias"]
+    return BindScoring(
+        str(value["default_mode"]), None if scale is None else float(scale), None if bias is None else float(bias)
+    )
+
+
+def _tags(value: Any) -> Tags:
+    return [(str(label), float(p)) for label, p in value]
+
+
+def _decode_part(index: int, meta: dict[str, Any], archive: Any, frame_size: tuple[int, int]) -> CachePart:
+    height, width = frame_size
+    counts = [int(k) for k in meta["counts"]]
+    total = sum(counts)
+    boxes = torch.from_numpy(archive[f"p{index}_boxes"]).reshape(total, 4)
+    scores = torch.from_numpy(archive[f"p{index}_scores"]).reshape(total)
+    packed = archive[f"p{index}_masks"]
+    bits = np.unpackbits(packed, axis=1, count=height * width).astype(bool)
+    masks = torch.from_numpy(bits).reshape(total, height, width)
+    visual = torch.from_numpy(archive[f"p{index}_visual"]) if f"p{index}_visual" in archive.files else None
+    audio = torch.from_numpy(archive[f"p{index}_audio"]) if f"p{index}_audio" in archive.files else None
+    scoring = _scoring(meta["scoring"])
+    frames = []
+    start = 0
+    for t, count in enumerate(counts):
+        end = start + count
+        frames.append(
+            FrameCandidates(
+                boxes=boxes[start:end],
+                proposal_scores=scores[start:end],
+                masks=masks[start:end],
+                visual=None if visual is None else visual[start:end],
+                audio=None if audio is None else audio[t],
+                scoring=scoring,
+                tags=_tags(meta["tags"][t]),
+                phrases=[str(p) for p in meta["phrases"][t]],
+            )
+        )
+        start = end
+    return CachePart(compute=dict(meta["compute"]), frames=frames)
+
+
+def read_cache(path: Path, identity: dict[str, Any]) -> Optional[VideoCache]:
+    """The cache at ``path``, or None when there is none, it cannot be read (a damaged file is
+    recomputed, not an error), it has another :data:`FORMAT` or another ``identity``."""
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            header = json.loads(bytes(archive["header"]).decode("utf-8"))
+            if header.get("format") != FORMAT or header.get("identity") != identity:
+                return None
+            frame_size = (int(header["frame_size"][0]), int(header["frame_size"][1]))
+            parts = [_decode_part(i, meta, archive, frame_size) for i, meta in enumerate(header["parts"])]
+            tags = header["tags"]
+            if tags is not None:
+                tags = TagCache(float(tags["tag_threshold"]), [_tags(frame) for frame in tags["frames"]])
+            sources = {str(k): str(v) for k, v in header["sources"].items()}
+            return VideoCache(identity, frame_size, int(header["frames"]), parts, tags, sources)
+    except (OSError, ValueError, KeyError, TypeError, IndexError, zipfile.BadZipFile, RuntimeError):
+        return None

@@ -1,0 +1,336 @@
+"""Running a pipeline over many videos: :func:`run_jobs` reads videos in background threads while
+the models work, runs each model on the frames of several videos at once, and yields each video's
+result (or the error that stopped it) in job order, as soon as its batch is done.
+
+A :class:`Job` is a key and a function that reads the video (a :class:`~cmsf.io.decoding.Clip`), so
+the runner knows nothing about where videos come from: ``cmsf eval`` makes one job per AVSBench
+video (:func:`cmsf.io.avsbench.load_video`), ``cmsf segment-many`` one per file.
+
+How it runs:
+
+- **reading** (``job.load()``, PyAV decoding, PNG and wav reading, :func:`~cmsf.pipelines.per_frame.prepare_video`)
+  happens on ``workers`` threads: PyAV, PIL and torch release the GIL while they decode, so the
+  reading overlaps the model work of the calling thread (threads rather than processes: no
+  pickling of clips or of the jobs' readers, and the decoders do not hold the GIL). At most about two batches of frames
+  are read ahead, so memory stays bounded however many jobs there are.
+- **batching**: videos are taken in job order into batches of at most ``frames_per_batch``
+  frames (a video longer than that forms a batch of its own); each batch goes through the
+  pipeline's model stage once (:data:`cmsf.pipelines.per_frame.PIPELINE_STAGES`: every model sees all
+  frames, crops and audio segments of the batch together), then each video through its
+  selection stage.
+- **errors stay with their video**: a job whose ``load`` raises is yielded with that error; when a
+  batch's model stage raises, each of its videos is run again alone, so that only the video at
+  fault gets the error and the others their results (a batch that runs out of GPU memory is
+  thus retried video by video, once the memory the failed batch held is freed). An outcome's
+  error keeps its type, message and traceback lines but not its frames' variables (tensors).
+  A :class:`~cmsf.models.loading.ModelLoadError` (a component that cannot be loaded) is raised, not
+  recorded: it is no video's fault. ``KeyboardInterrupt`` and other ``BaseException`` s are not
+  caught.
+
+Results equal those of the pipeline called on each video alone (:func:`cmsf.pipelines.per_frame.run_videos`
+with one video) except for floating-point rounding: a model's output for one item can differ in
+the last bits with the batch it was computed in (kernels pick other blockings for other batch
+sizes), so a score within about 1e-6 of a threshold, or a SAM logit within rounding of 0, can fall
+the other way. ``frames_per_batch=1`` runs every video alone: bit-identical to the per-video call.
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequence, Union
+
+import torch
+
+from cmsf.checks import check_positive_int
+from cmsf.io.decoding import Clip
+from cmsf.models.loading import ModelLoadError, Models, check_models
+from cmsf.pipelines.per_frame import check_settings, resolve_settings, run_videos
+from cmsf.pipelines.results import SegmentationResult, VideoInput, prepare_video
+
+FRAMES_PER_BATCH = {"cpu": 5, "cuda": 64}
+"""Default frames per model batch by device type (:func:`default_frames_per_batch`)."""
+
+WORKERS = {"cpu": 1, "cuda": 2}
+"""Default reading threads by device type (:func:`default_workers`)."""
+
+
+def default_frames_per_batch(device: Union[str, torch.device]) -> int:
+    """Frames per batch of :func:`run_jobs` when none is given: 5 on the CPU (one AVSBench video:
+    batching across videos does not pay there, measured 10–20 % slower with the tiny models on 2
+    cores) and 64 on CUDA (13 AVSBench videos; SAM's image encoder and ImageBind's vision tower
+    run in fixed chunks inside the stages, so the batch mostly sets how many frames OWLv2 sees at
+    once and how much per-call work is amortised). Not tuned on a GPU yet:
+    ``bench/test_bench_runner.py`` records throughput and peak memory per batch size."""
+    kind = torch.device(device).type
+    return FRAMES_PER_BATCH.get(kind, FRAMES_PER_BATCH["cpu"])
+
+
+def default_workers(device: Union[str, torch.device]) -> int:
+    """Reading threads of :func:`run_jobs` when none is given: 2 on CUDA (decoding overlaps the
+    GPU's work), 1 on the CPU (the models and the reading share the cores; a second thread cost
+    ~5 % with the tiny models on 2 cores, one still hides a slow decode)."""
+    kind = torch.device(device).type
+    return WORKERS.get(kind, WORKERS["cpu"])
+
+
+@dataclass(frozen=True)
+class Job:
+    """One video to segment: ``key`` names it (in outcomes and messages), ``load()`` reads it.
+
+    ``load`` runs on a reading thread; it must return a :class:`~cmsf.io.decoding.Clip` and may raise
+    (the error becomes the job's outcome)."""
+
+    key: str
+    load: Callable[[], Clip]
+
+
+@dataclass
+class JobOutcome:
+    """What became of one job.
+
+    Attributes:
+        job: the job.
+        index: its position in the jobs given to :func:`run_jobs`.
+        clip: the clip ``job.load()`` returned (``None`` if loading failed).
+        result: the pipeline's result (``None`` on error); ``result.masks`` is
+            ``Tensor[T, H, W]`` bool at the clip's frame size, on the CPU.
+        error: the exception that stopped the job, or ``None``. Its type, message and
+            traceback lines are kept, the local variables of its traceback's frames are cleared
+            (as ``traceback.clear_frames`` does): keeping outcomes does not keep the tensors of
+            a failed run alive.
+        stage: where it stopped: ``"load"`` (reading or checking the clip) or ``"segment"`` (the
+            pipeline); ``None`` on success.
+        load_seconds: wall time of ``job.load()`` and the input checks, on its reading thread.
+    """
+
+    job: Job
+    index: int
+    clip: Optional[Clip] = None
+    result: Optional[SegmentationResult] = None
+    error: Optional[Exception] = None
+    stage: Optional[str] = None
+    load_seconds: float = 0.0
+
+    @property
+    def key(self) -> str:
+        return self.job.key
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass
+class _Loaded:
+    """A job after its reading step: the clip and the checked pipeline input, or the error."""
+
+    outcome: JobOutcome
+    video: Optional[VideoInput] = None
+
+    @property
+    def frames(self) -> int:
+        return 0 if self.video is None else len(self.video.images)
+
+
+def _load(job: Job, index: int) -> _Loaded:
+    started = time.perf_counter()
+    outcome = JobOutcome(job=job, index=index)
+    try:
+        clip = job.load()
+        if not isinstance(clip, Clip):
+            raise ValueError(f"job {job.key!r}: load() returned {type(clip).__name__}, expected a cmsf Clip")
+        outcome.clip = clip
+        video = prepare_video(clip.frames, clip.waveform, clip.sample_rate)
+    except Exception as error:  # noqa: BLE001 - the job's outcome carries it
+        outcome.error, outcome.stage = _detached(error), "load"
+        video = None
+    outcome.load_seconds = time.perf_counter() - started
+    return _Loaded(outcome, video)
+
+
+def _detached(error: Exception) -> Exception:
+    """``error`` with the local variables of its traceback's frames (and of the errors chained
+    to it) cleared, so that an outcome can keep it without keeping the activations, clips and
+    batches those frames referenced alive. Its type, message and traceback lines stay, except
+    the line of the runner's frame that caught it (still running, so it cannot be cleared)."""
+    seen: set[int] = set()
+    chained: Optional[BaseException] = error
+    while chained is not None and id(chained) not in seen:
+        seen.add(id(chained))
+        entry = chained.__traceback__
+        while entry is not None:
+            try:
+                entry.tb_frame.clear()
+            except RuntimeError:  # a frame still running: the one that caught the error
+                if entry is chained.__traceback__:
+                    chained.__traceback__ = entry.tb_next
+            entry = entry.tb_next
+        chained = chained.__cause__ or chained.__context__
+    return error
+
+
+def _segment(pipeline: str, batch: Sequence[_Loaded], models: Models, settings: Mapping[str, Any]) -> None:
+    """Run ``batch`` through the pipeline, filling each outcome's result or error; a failing
+    batch of several videos is run again video by video, so the error lands on its video.
+
+    The retries run after the failed batch's error is dropped (not inside its ``except``): its
+    traceback holds the batch's activations, which must be freed (``gc.collect``, then CUDA's
+    cache emptied) before the videos run again, or an out-of-memory batch would likely run out
+    of memory again on each video; and the videos' errors do not carry the batch's as context.
+    """
+    batch_failed = False
+    try:
+        results = run_videos(pipeline, [item.video for item in batch], models, settings)
+    except ModelLoadError:
+        raise  # about the models, not the videos: every job would fail the same way
+    except Exception as error:  # noqa: BLE001
+        if len(batch) == 1:
+            batch[0].outcome.error, batch[0].outcome.stage = _detached(error), "segment"
+            return
+        batch_failed = True  # the error, its traceback and their frames go at the end of this block
+    if batch_failed:
+        gc.collect()  # frames in reference cycles (a re-raised error's) hold tensors too
+        if models.device.type == "cuda":
+            torch.cuda.empty_cache()
+        for item in batch:
+            _segment(pipeline, [item], models, settings)
+        return
+    for item, result in zip(batch, results):
+        item.outcome.result = result
+
+
+def run_jobs(
+    pipeline: str,
+    jobs: Iterable[Job],
+    models: Models,
+    settings: Optional[Mapping[str, Any]] = None,
+    *,
+    frames_per_batch: Optional[int] = None,
+    workers: Optional[int] = None,
+) -> Iterator[JobOutcome]:
+    """Run ``pipeline`` on every job's video; yield one :class:`JobOutcome` per job, in job order.
+
+    The arguments come in the order of :func:`cmsf.pipelines.per_frame.run_videos` (pipeline, inputs,
+    models, settings).
+
+    Args:
+        pipeline: a name of :data:`cmsf.pipelines.per_frame.PIPELINES`.
+        jobs: the videos (any iterable, consumed lazily: a generator of a million jobs is fine).
+        models: the loaded models; their device and dtype are the run's.
+        settings: overrides of the pipeline's defaults (:func:`cmsf.pipelines.per_frame.check_settings`);
+            None: the defaults.
+        frames_per_batch: at most this many frames per model batch (a longer video runs alone);
+            default :func:`default_frames_per_batch` of ``models.device``. ``1`` runs each video
+            alone (bit-identical to calling the pipeline on it).
+        workers: reading threads, default :func:`default_workers` of ``models.device``; ``0``
+            reads each video in the calling thread when its batch is assembled (no overlap, for
+            debugging and comparison).
+
+    Yields:
+        each job's outcome as soon as its batch is done: a result, or the error of its reading
+        (``stage="load"``) or of its pipeline run (``stage="segment"``). Errors never stop the
+        other jobs; the caller decides what to do with them.
+
+    Raises:
+        ValueError: an unknown pipeline, a bad setting (a bind mode the binder cannot give
+            included), ``models``, ``frames_per_batch`` or ``workers`` (when called, before any job
+            is read).
+
+    Close the iterator (``contextlib.closing``, or exhaust it) to stop early: reading threads
+    finish the video they are reading and the rest is cancelled.
+    """
+    settings = check_settings(pipeline, settings or {})  # also refuses an unknown pipeline
+    models = check_models(models)
+    settings = resolve_settings(pipeline, settings, models)  # a bind mode the binder cannot give
+    if frames_per_batch is None:
+        frames_per_batch = default_frames_per_batch(models.device)
+    frames_per_batch = check_positive_int(frames_per_batch, "frames_per_batch")
+    if workers is None:
+        workers = default_workers(models.device)
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+        raise ValueError(f"workers: expected an integer ≥ 0, got {workers!r}")
+    return _run(pipeline, iter(jobs), models, settings, frames_per_batch, workers)
+
+
+def _run(
+    pipeline: str, jobs: Iterator[Job], models: Models, settings: Mapping[str, Any], frames_per_batch: int, workers: int
+) -> Iterator[JobOutcome]:
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cmsf-read") if workers else None
+    ahead: deque[Union[Future, _Loaded]] = deque()  # read (or being read) in job order
+    counter = _Counter()
+
+    def read_ahead() -> None:
+        # keep about two batches of frames in flight, at least one video per worker
+        per_video = counter.mean_frames()
+        if pool is None:
+            wanted = 1
+        elif per_video is None:  # nothing read yet: one video per worker until sizes are known
+            wanted = workers
+        else:
+            wanted = max(workers, math.ceil(2 * frames_per_batch / per_video))
+        while len(ahead) < wanted:
+            job = next(jobs, None)
+            if job is None:
+                return
+            if not isinstance(job, Job):
+                raise ValueError(f"jobs: expected cmsf.runs.runner.Job items, got {type(job).__name__}")
+            index = counter.submitted
+            counter.submitted += 1
+            ahead.append(pool.submit(_load, job, index) if pool else _load(job, index))
+
+    def take() -> _Loaded:
+        item = ahead.popleft()
+        loaded = item.result() if isinstance(item, Future) else item
+        counter.record(loaded.frames)
+        read_ahead()
+        return loaded
+
+    try:
+        read_ahead()
+        pending: Optional[_Loaded] = None
+        while ahead or pending is not None:
+            batch: list[_Loaded] = []
+            failed: list[_Loaded] = []
+            frames = 0
+            while ahead or pending is not None:
+                item = pending if pending is not None else take()
+                pending = None
+                if item.video is None:
+                    failed.append(item)
+                    continue
+                if batch and frames + item.frames > frames_per_batch:
+                    pending = item  # starts the next batch
+                    break
+                batch.append(item)
+                frames += item.frames
+                if frames >= frames_per_batch:
+                    break
+            if batch:
+                _segment(pipeline, batch, models, settings)
+            for item in sorted(batch + failed, key=lambda loaded: loaded.outcome.index):
+                yield item.outcome
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+class _Counter:
+    """Jobs submitted so far and the mean frame count of the videos read (for read-ahead)."""
+
+    def __init__(self) -> None:
+        self.submitted = 0
+        self._videos = 0
+        self._frames = 0
+
+    def record(self, frames: int) -> None:
+        if frames:
+            self._videos += 1
+            self._frames += frames
+
+    def mean_frames(self) -> Optional[float]:
+        return self._frames / self._videos if self._videos else None

@@ -1,0 +1,1 @@
+"""The model-backed stages, one module each: tagging, grounding, proposals, segmentation, concepts, binding."""
