@@ -24,6 +24,7 @@ from huggingface_hub import scan_cache_dir, try_to_load_from_cache
 from huggingface_hub.errors import GatedRepoError
 
 __all__ = [
+    "KNOWN_GATED",
     "VIDEO_FAMILIES",
     "CacheEntry",
     "cache_entry",
@@ -36,6 +37,9 @@ __all__ = [
 VIDEO_FAMILIES = {"sam2_video": "sam2", "edgetam_video": "edgetam", "sam3_video": "sam3"}
 """The video families (config ``model_type``) of hub checkpoints, and the image family each is
 loaded as (its model and image processor classes)."""
+
+KNOWN_GATED = frozenset({"facebook/sam3"})
+"""Hub ids cmsf names that are gated (a licence to accept on the model page before a download)."""
 
 _CONFIG_LOGGER = "transformers.configuration_utils"
 _MISMATCH = "You are using a model of type `"

@@ -51,6 +51,7 @@ __all__ = [
     "Models",
     "check_models",
     "component_sources",
+    "family_model_class",
     "load_models",
 ]
 
@@ -88,6 +89,12 @@ _FAMILY_MODELS = {
     "sam3": "Sam3Model",
     "pe_audio_video": "PeAudioVideoModel",
 }
+
+def family_model_class(family: str) -> str:
+    """The transformers model class a checkpoint of ``family`` (a config ``model_type`` of
+    :data:`FAMILIES`) is loaded with; a video family's is its image family's."""
+    return _FAMILY_MODELS[image_family(family)]
+
 
 # the family the paper's own components (and their random presets) have
 _PAPER_FAMILIES = {
@@ -429,6 +436,12 @@ class Models:
         run was started from."""
         return self._specs[self._check_name(name)].describe()
 
+    def spec(self, name: str) -> _Spec:
+        """Where component ``name`` comes from, as given (nothing is loaded): ``kind``
+        (``"pretrained"``, ``"random"``, ``"imagebind"``, ``"absent"``), ``source``, ``size``,
+        ``sizes`` and ``family``."""
+        return self._specs[self._check_name(name)]
+
     def sources(self) -> dict[str, str]:
         """:meth:`source` of every component, by name (nothing is loaded)."""
         return {name: self.source(name) for name in COMPONENTS}
@@ -533,7 +546,7 @@ class Models:
             raise _load_error(name, spec, error) from error
         if family not in FAMILIES[name]:
             raise _family_error(name, spec, family)
-        model_class = getattr(tf, _FAMILY_MODELS[image_family(family)])
+        model_class = getattr(tf, family_model_class(family))
         try:
             with quiet_type_mismatch(family):  # a video checkpoint into its image class: expected
                 model = model_class.from_pretrained(spec.source, dtype=self._dtype)
