@@ -74,10 +74,16 @@ HUB_CHECKPOINTS: tuple[HubCheckpoint, ...] = (
     HubCheckpoint(
         "facebook/sam2.1-hiera-large", "sam", "sam2_video", ("Sam2VideoModel",), "Sam2VideoProcessor",
         ("Sam2ImageProcessorFast", "Sam2VideoVideoProcessor"),
-        CONVERT + "sam2_video/convert_sam2_video_to_hf.py (saves Sam2VideoModel and Sam2VideoProcessor("
-        "Sam2ImageProcessorFast, Sam2VideoVideoProcessor)); public projects quoting the config.json of "
-        "facebook/sam2.1-hiera-tiny: \"model_type\": \"sam2_video\", \"architectures\": [\"Sam2VideoModel\"]; "
-        "the id itself is used as Sam2Model.from_pretrained(\"facebook/sam2.1-hiera-large\") in public code",
+        CONVERT + "sam2_video/convert_sam2_video_to_hf.py (one script for sam2.1_hiera_tiny … _large: saves "
+        "Sam2VideoModel and Sam2VideoProcessor(Sam2ImageProcessorFast, Sam2VideoVideoProcessor)); the id is "
+        "loaded as Sam2Model.from_pretrained(\"facebook/sam2.1-hiera-large\") in public code",
+        False,
+    ),
+    HubCheckpoint(
+        "facebook/sam2.1-hiera-tiny", "sam", "sam2_video", ("Sam2VideoModel",), "Sam2VideoProcessor",
+        ("Sam2ImageProcessorFast", "Sam2VideoVideoProcessor"),
+        "public projects quoting its config.json: \"model_type\": \"sam2_video\", \"architectures\": "
+        "[\"Sam2VideoModel\"]; " + CONVERT + "sam2_video/convert_sam2_video_to_hf.py",
         True,
     ),
     HubCheckpoint(
