@@ -53,8 +53,8 @@ def _saved_types(folder: Path) -> tuple[str, tuple[str, ...], str, set[str]]:
     saved = {p.name: json.loads(p.read_text()) for p in folder.iterdir() if p.name in names}
     if "processor_config.json" in saved:
         processor = saved["processor_config.json"]
-        parts = {value.get(key) for value in processor.values() if isinstance(value, dict)
-                 for key in ("image_processor_type", "video_processor_type", "feature_extractor_type")} - {None}  # fmt: skip
+        keys = ("image_processor_type", "video_processor_type", "feature_extractor_type")
+        parts = {value.get(key) for value in processor.values() if isinstance(value, dict) for key in keys} - {None}
         return config["model_type"], tuple(config["architectures"]), processor["processor_class"], parts
     only = saved["preprocessor_config.json"]
     return config["model_type"], tuple(config["architectures"]), only.get("feature_extractor_type"), set()
@@ -126,7 +126,9 @@ def test_video_checkpoints_give_the_masks_of_transformers_image_classes(hub_id, 
     for image, box, got in zip(images, boxes, ours):
         inputs = processor(images=image, input_boxes=[box], return_tensors="pt")
         with torch.no_grad():
-            out = reference(pixel_values=inputs["pixel_values"], input_boxes=inputs["input_boxes"], multimask_output=False)
+            out = reference(
+                pixel_values=inputs["pixel_values"], input_boxes=inputs["input_boxes"], multimask_output=False
+            )
         (expected,) = processor.post_process_masks(out.pred_masks, inputs["original_sizes"])
         assert torch.equal(got.masks, expected[:, 0])
         torch.testing.assert_close(got.iou_scores, out.iou_scores[0, :, 0], rtol=0, atol=1e-6)

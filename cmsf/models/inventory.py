@@ -115,7 +115,8 @@ def _hf_types(name: str, folder: str) -> tuple[Optional[str], Optional[str], Opt
     except Exception as error:  # noqa: BLE001
         return None, None, None, f"its config cannot be read ({type(error).__name__}: {error})"
     if family not in FAMILIES.get(name, ()):
-        return family, None, None, f"component {name!r} does not accept model_type {family!r} (accepts {FAMILIES[name]})"
+        accepted = ", ".join(FAMILIES[name])
+        return family, None, None, f"component {name!r} does not accept model_type {family!r} (accepts {accepted})"
     model_class = getattr(tf, family_model_class(family))
     with quiet_type_mismatch(family):
         config = model_class.config_class.from_pretrained(folder)
@@ -128,7 +129,8 @@ def _download_size(repo_id: str) -> Optional[int]:
         return None
     try:
         info = HfApi().model_info(repo_id, files_metadata=True)
-        return sum(int(s.size or 0) for s in info.siblings or [] if not s.rfilename.endswith((".bin", ".h5", ".msgpack")))
+        other_formats = (".bin", ".h5", ".msgpack")  # transformers loads the safetensors copy
+        return sum(int(s.size or 0) for s in info.siblings or [] if not s.rfilename.endswith(other_formats))
     except Exception:  # noqa: BLE001 - a size is informative only
         return None
 
@@ -190,7 +192,8 @@ def describe_models(models: Models, pipelines: Sequence[str] = tuple(PIPELINE_CO
             family, model_class, count = _random_row(models, name)
             row = ModelRow(component=name, pipelines=users, source=models.source(name), family=family,
                            model_class=model_class, dtype=dtype_name(models.dtype), parameters=count, available=True,
-                           location="built in code (seeded random weights)", download_bytes=None, remedy="")  # fmt: skip
+                           location="built in code (seeded random weights)", download_bytes=None,
+                           remedy="")  # fmt: skip
         else:
             row = _pretrained_row(models, name)
             row = ModelRow(**{**row.__dict__, "pipelines": users})

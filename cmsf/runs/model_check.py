@@ -28,7 +28,8 @@ _RATE = 16000  # Hz
 class CheckResult:
     """One component's check: ``error`` (empty when it loaded and ran), ``load_seconds``,
     ``forward_seconds`` (None when it did not get there) and ``peak_bytes`` (the peak GPU memory
-    allocated during load and forward; None on a device other than CUDA)."""
+    allocated during its load and forward, the components loaded before it included; None on a
+    device other than CUDA)."""
 
     component: str
     error: str

@@ -30,7 +30,12 @@ from torch import Tensor, nn
 from cmsf.checks import check_finite, check_positive_int, check_unit
 from cmsf.io.inputs import Images, as_image_list
 from cmsf.models.loading import Models, check_models
-from cmsf.models.memory import MAX_IMAGES_PER_FORWARD, free_device_memory, images_per_forward, sam_encoder_bytes_per_image
+from cmsf.models.memory import (
+    MAX_IMAGES_PER_FORWARD,
+    free_device_memory,
+    images_per_forward,
+    sam_encoder_bytes_per_image,
+)
 from cmsf.ops import check_boxes, nms
 
 SEGMENTER_FAMILIES = ("sam", "sam_hq", "sam2", "edgetam")
@@ -306,7 +311,8 @@ def encoder_chunk(model: nn.Module, family: str, device: torch.device) -> int:
     if family not in ("sam", "sam_hq"):
         return MAX_IMAGES_PER_FORWARD
     dtype = next(model.parameters()).dtype
-    return images_per_forward(sam_encoder_bytes_per_image(model.config.vision_config, dtype), free_device_memory(device))
+    per_image = sam_encoder_bytes_per_image(model.config.vision_config, dtype)
+    return images_per_forward(per_image, free_device_memory(device))
 
 
 def _empty_mask_set(image: Tensor, device: torch.device) -> MaskSet:
