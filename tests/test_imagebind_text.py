@@ -200,7 +200,8 @@ def test_bfloat16_text_agrees_with_float32(meta_model, model):
 
 
 def test_embed_text_checks_its_tokens(model):
-    for bad in [torch.zeros(2, 76, dtype=torch.int64), torch.zeros(0, 77, dtype=torch.int64), torch.zeros(77, dtype=torch.int64)]:
+    for shape in [(2, 76), (0, 77), (77,)]:
+        bad = torch.zeros(shape, dtype=torch.int64)
         with pytest.raises(ValueError, match=r"tokens: expected Tensor\[N, 77\]"):
             model.embed_text(bad)
     with pytest.raises(ValueError, match="tokens: expected integer"):

@@ -70,7 +70,8 @@ def test_some_reviewed_rows():
     vocabulary = audioset_vocabulary()
     expected = {
         "Male speech, man speaking": ("man", "man"), "Female singing": ("woman", "woman"),
-        "Baby cry, infant cry": ("baby", "baby"), "Chainsaw": ("chainsaw", "saw"), "Lawn mower": ("lawn mower", "mower"),
+        "Baby cry, infant cry": ("baby", "baby"), "Chainsaw": ("chainsaw", "saw"),
+        "Lawn mower": ("lawn mower", "mower"),
         "Ambulance (siren)": ("ambulance", "emergency-car"), "Frying (food)": ("frying pan", "frying-food"),
         "Zither": ("zither", "guzheng"), "Bark": ("dog", "dog"), "Wind": (None, None), "Silence": (None, None),
         "Speech": ("person", None), "Rock music": (None, None), "Frog": ("frog", None),
@@ -138,6 +139,10 @@ def test_prompts_for_tags_raw_and_vocabulary():
 # --------------------------------------------------------------------------------------------
 
 
+def _dot(u: list[float], w: list[float]) -> float:
+    return sum(x * y for x, y in zip(u, w))
+
+
 def _softmax(values: list[float]) -> list[float]:
     top = max(values)
     exps = [math.exp(v - top) for v in values]
@@ -157,10 +162,10 @@ def test_label_masks_equal_brute_force(masks, classes, dim, threshold, vision_sc
     out = label_masks(visual, audio, text, threshold=threshold, vision_scale=vision_scale, audio_scale=audio_scale)
     assert out.classes.shape == out.scores.shape == (masks,) and out.probabilities.shape == (masks, classes)
     a = audio.double().tolist()
-    p_audio = _softmax([audio_scale * (0.5 * sum(x * y for x, y in zip(a, row)) + 3.0) for row in text.audio.double().tolist()])
+    p_audio = _softmax([audio_scale * (0.5 * _dot(a, row) + 3.0) for row in text.audio.double().tolist()])
     for k in range(masks):
         v = visual[k].double().tolist()
-        p_vision = _softmax([vision_scale * (2.0 * sum(x * y for x, y in zip(v, row)) - 1.0) for row in text.vision.double().tolist()])
+        p_vision = _softmax([vision_scale * (2.0 * _dot(v, row) - 1.0) for row in text.vision.double().tolist()])
         product = [pv * pa for pv, pa in zip(p_vision, p_audio)]
         assert out.probabilities[k].tolist() == pytest.approx(product, abs=1e-5)
         best = max(range(classes), key=lambda c: (float(out.probabilities[k, c]), -c))

@@ -111,7 +111,8 @@ def read_vocabulary(text: str, source: str = "vocabulary") -> dict[str, Vocabula
             raise ValueError(f"{where}: a row with a class needs a noun and no reason ({label!r})")
         if not avss_class and not reason.startswith(tuple(f"{kind}: " for kind in REASON_KINDS)):
             raise ValueError(f"{where}: no class for {label!r}: expected a reason starting with one of {REASON_KINDS}")
-        entries[label] = VocabularyEntry(label, noun or None, avss_class or None, classes.get(avss_class, 0), reason, note)
+        index = classes.get(avss_class, 0)
+        entries[label] = VocabularyEntry(label, noun or None, avss_class or None, index, reason, note)
     missing = [label for label in audioset_labels() if label not in entries]
     if missing:
         raise ValueError(f"{source}: {len(missing)} AudioSet labels are missing, e.g. {missing[0]!r}")

@@ -116,10 +116,12 @@ class ImageBind(nn.Module):
     ) -> None:
         super().__init__()
         for name, value in [
-            ("vision_embed_dim", vision_embed_dim), ("vision_num_blocks", vision_num_blocks), ("vision_num_heads", vision_num_heads),
-            ("audio_embed_dim", audio_embed_dim), ("audio_num_blocks", audio_num_blocks), ("audio_num_heads", audio_num_heads),
-            ("text_embed_dim", text_embed_dim), ("text_num_blocks", text_num_blocks), ("text_num_heads", text_num_heads),
-            ("out_embed_dim", out_embed_dim), ("audio_kernel_size", audio_kernel_size), ("audio_stride", audio_stride),
+            ("vision_embed_dim", vision_embed_dim), ("vision_num_blocks", vision_num_blocks),
+            ("vision_num_heads", vision_num_heads), ("audio_embed_dim", audio_embed_dim),
+            ("audio_num_blocks", audio_num_blocks), ("audio_num_heads", audio_num_heads),
+            ("text_embed_dim", text_embed_dim), ("text_num_blocks", text_num_blocks),
+            ("text_num_heads", text_num_heads), ("out_embed_dim", out_embed_dim),
+            ("audio_kernel_size", audio_kernel_size), ("audio_stride", audio_stride),
             ("audio_num_mel_bins", audio_num_mel_bins), ("audio_target_len", audio_target_len),
         ]:  # fmt: skip
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
@@ -132,29 +134,10 @@ class ImageBind(nn.Module):
         self.out_embed_dim = out_embed_dim
         self.audio_input_shape = (1, audio_num_mel_bins, audio_target_len)
 
-        # Vision: the image is a 2-frame video cut into 2×14×14 tubelets → 1 × 16 × 16 patches.
-        patch = 14
-        vision_stem = PatchStem(
-            nn.Sequential(
-                RepeatAsVideo(2),
-                nn.Conv3d(3, vision_embed_dim, kernel_size=(2, patch, patch), stride=(2, patch, patch), bias=False),
-            )
+        vision, audio = _tokenizers(
+            vision_embed_dim, audio_embed_dim, audio_kernel_size, audio_stride, audio_num_mel_bins, audio_target_len
         )
-        # Audio: overlapping 16×16 patches every 10 bins/frames → 12 × 19 patches for 128 × 204.
-        audio_stem = PatchStem(
-            nn.Conv2d(1, audio_embed_dim, kernel_size=audio_kernel_size, stride=audio_stride, bias=False),
-            norm_layer=nn.LayerNorm(audio_embed_dim),  # eps 1e-5, as Meta's
-        )
-        vision_patches = (IMAGE_SIZE // patch) ** 2
-        audio_patches = ((audio_num_mel_bins - audio_kernel_size) // audio_stride + 1) * (
-            (audio_target_len - audio_kernel_size) // audio_stride + 1
-        )
-        self.modality_preprocessors = nn.ModuleDict(
-            {
-                "vision": Tokenizer(vision_stem, vision_patches, vision_embed_dim),
-                "audio": Tokenizer(audio_stem, audio_patches, audio_embed_dim),
-            }
-        )
+        self.modality_preprocessors = nn.ModuleDict({"vision": vision, "audio": audio})
         self.modality_trunks = nn.ModuleDict(
             {
                 "vision": Transformer(
@@ -249,6 +232,30 @@ class ImageBind(nn.Module):
         return self.modality_postprocessors["text"](self.modality_heads["text"](x, tokens).float())
 
 
+def _tokenizers(
+    vision_dim: int, audio_dim: int, kernel_size: int, stride: int, mel_bins: int, target_len: int
+) -> tuple[Tokenizer, Tokenizer]:
+    """The vision and audio preprocessors (patch stems, cls tokens, position embeddings)."""
+    # Vision: the image is a 2-frame video cut into 2×14×14 tubelets → 1 × 16 × 16 patches.
+    patch = 14
+    vision_stem = PatchStem(
+        nn.Sequential(
+            RepeatAsVideo(2),
+            nn.Conv3d(3, vision_dim, kernel_size=(2, patch, patch), stride=(2, patch, patch), bias=False),
+        )
+    )
+    # Audio: overlapping 16×16 patches every 10 bins/frames → 12 × 19 patches for 128 × 204.
+    audio_stem = PatchStem(
+        nn.Conv2d(1, audio_dim, kernel_size=kernel_size, stride=stride, bias=False),
+        norm_layer=nn.LayerNorm(audio_dim),  # eps 1e-5, as Meta's
+    )
+    audio_patches = ((mel_bins - kernel_size) // stride + 1) * ((target_len - kernel_size) // stride + 1)
+    return (
+        Tokenizer(vision_stem, (IMAGE_SIZE // patch) ** 2, vision_dim),
+        Tokenizer(audio_stem, audio_patches, audio_dim),
+    )
+
+
 def _check_shape(x: Tensor, name: str, tail: tuple, expected: str, clips: bool = False) -> None:
     if not isinstance(x, Tensor):
         raise ValueError(f"{name}: expected Tensor[{expected}], got {type(x).__name__}")
@@ -272,15 +279,29 @@ _RECOMPUTED = ("modality_preprocessors.text.mask",)  # Meta's fixed causal mask:
 
 
 def default_checkpoint_path() -> str:
-    """Where ``load_imagebind()`` keeps the official checkpoint: ``<torch hub dir>/checkpoints/
-    imagebind_huge.pth`` (``torch.hub.get_dir()``, by default ``~/.cache/torch/hub``)."""
+    """Where ``load_imagebind()`` downloads the official checkpoint when it finds none
+    (:func:`checkpoint_candidates`): ``<torch hub dir>/checkpoints/imagebind_huge.pth``
+    (``torch.hub.get_dir()``, by default ``~/.cache/torch/hub``)."""
     return os.path.join(torch.hub.get_dir(), "checkpoints", CHECKPOINT_FILENAME)
 
 
+def checkpoint_candidates() -> list[str]:
+    """Where ``load_imagebind()`` looks for the official checkpoint, in order:
+    ``.checkpoints/imagebind_huge.pth`` in the working folder (where Meta's own
+    ``imagebind_huge(pretrained=True)`` downloads it), then :func:`default_checkpoint_path`."""
+    return [os.path.abspath(os.path.join(".checkpoints", CHECKPOINT_FILENAME)), default_checkpoint_path()]
+
+
+def find_checkpoint() -> Optional[str]:
+    """The first of :func:`checkpoint_candidates` that is a file, or None (nothing downloaded)."""
+    return next((path for path in checkpoint_candidates() if os.path.isfile(path)), None)
+
+
 def _download_checkpoint() -> str:
+    found = find_checkpoint()
+    if found is not None:
+        return found
     path = default_checkpoint_path()
-    if os.path.isfile(path):
-        return path
     os.makedirs(os.path.dirname(path), exist_ok=True)
     try:
         torch.hub.download_url_to_file(CHECKPOINT_URL, path, progress=True)
@@ -288,8 +309,8 @@ def _download_checkpoint() -> str:
         raise RuntimeError(
             f"could not download the ImageBind checkpoint from {CHECKPOINT_URL} to {path} "
             f"({type(error).__name__}: {error}). Download it on a machine with internet access and "
-            f"either copy it to {path} or pass its path: load_imagebind(checkpoint='/path/to/"
-            f"{CHECKPOINT_FILENAME}')"
+            f"either copy it to {path} or to .checkpoints/{CHECKPOINT_FILENAME} in the working folder, or pass "
+            f"its path: load_imagebind(checkpoint='/path/to/{CHECKPOINT_FILENAME}')"
         ) from error
     return path
 
@@ -319,8 +340,9 @@ def load_imagebind(
     Args:
         checkpoint: a state dict in Meta's format (``ImageBindModel.state_dict()``, e.g. the
             official ``imagebind_huge.pth``): a file path, or the dict itself. ``None``: the
-            official checkpoint, downloaded on first use from ``CHECKPOINT_URL`` (4.5 GB) to
-            ``default_checkpoint_path()``.
+            official checkpoint: the first file of ``checkpoint_candidates()``
+            (``./.checkpoints/imagebind_huge.pth``, then ``default_checkpoint_path()``), else
+            downloaded from ``CHECKPOINT_URL`` (4.5 GB) to ``default_checkpoint_path()``.
         device: where the model lives; CUDA if available when ``None``.
         dtype: ``torch.float32`` (default) or ``torch.bfloat16`` for the weights and compute;
             the output scaling is done in float32 either way.

@@ -383,10 +383,13 @@ class PeAvBinder(Binder):
             audio = model.audio_model.text_audio_head(first).float()
         video_model, audio_model = model.video_model, model.audio_model
         return TextEmbeddings(
-            vision=vision, audio=audio,
-            vision_scale=float(video_model.text_video_logit_scale.float()), vision_bias=float(video_model.text_video_logit_bias.float()),
-            audio_scale=float(audio_model.text_audio_logit_scale.float()), audio_bias=float(audio_model.text_audio_logit_bias.float()),
-        )  # fmt: skip
+            vision=vision,
+            audio=audio,
+            vision_scale=float(video_model.text_video_logit_scale.float()),
+            vision_bias=float(video_model.text_video_logit_bias.float()),
+            audio_scale=float(audio_model.text_audio_logit_scale.float()),
+            audio_bias=float(audio_model.text_audio_logit_bias.float()),
+        )
 
 
 def _as_channels(segment: Tensor) -> Tensor:

@@ -204,7 +204,9 @@ def class_map(masks: Tensor, classes: Tensor, scores: Tensor) -> Tensor:
         raise ValueError(f"masks: expected Tensor[K, H, W] bool, got {getattr(masks, 'shape', type(masks).__name__)}")
     count = masks.shape[0]
     if tuple(classes.shape) != (count,) or tuple(scores.shape) != (count,):
-        raise ValueError(f"classes, scores: expected Tensor[{count}] each, got {tuple(classes.shape)}, {tuple(scores.shape)}")
+        raise ValueError(
+            f"classes, scores: expected Tensor[{count}] each, got {tuple(classes.shape)}, {tuple(scores.shape)}"
+        )
     if classes.is_floating_point() or bool((classes < 0).any()):
         raise ValueError("classes: expected non-negative integer class indices")
     if not bool(torch.isfinite(scores).all()):
