@@ -369,7 +369,10 @@ class PeAvBinder(Binder):
         """The processor's tokenizer (padded to the longest, cut at its maximum length) → the text
         model (``text_model``, shared by both towers) → the first token of its last hidden state
         → ``text_video_head`` and ``text_audio_head``, as ``PeAudioVideoModel.forward`` computes
-        ``text_video_embeds`` / ``text_audio_embeds``."""
+        ``text_video_embeds`` / ``text_audio_embeds``. (transformers 5.24's own
+        ``get_text_audio_embeds`` / ``get_text_video_embeds`` fail: they call a
+        ``get_text_embeds`` the sub-models lack, and ``PeAudioModel.get_text_audio_embeds`` reads
+        hidden states it does not ask for.)"""
         tokens = self._processor.tokenizer(_check_texts(texts), padding=True, truncation=True, return_tensors="pt")
         model = self._model
         with torch.inference_mode():
