@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import functools
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Optional
 
@@ -55,6 +54,7 @@ from cmsf.runs.evaluate import evaluate, run_pipeline, scores_line
 from cmsf.runs.model_check import check_component
 from cmsf.runs.many import Engine, RunSpec, plan_jobs, run_local, segment_many, summary_line
 from cmsf.runs.outputs import SegmentOutput
+from cmsf.runs.records import run_record
 from cmsf.runs.report import write_report
 from cmsf.runs.sweep import free_keys_help, run_sweep, sweep_lines, sweep_rows
 
@@ -144,8 +144,7 @@ def segment(
         info(f"running {pipeline} ({preset} models on {models.device}, {dtype})…")
         with data_errors(f"{input_path}: "):
             result = run_pipeline(pipeline, clip, models, thresholds)
-        run = {"input": str(input_path), "pipeline": pipeline, "preset": preset, "device": str(models.device),
-               "dtype": dtype, "settings": asdict(resolve_settings(thresholds, models))}  # fmt: skip
+        run = run_record("evidence", pipeline, models, resolve_settings(thresholds, models), input=str(input_path))
         evidence = output.write(clip, result, run, started=started, progress=progress)
     coverage = evidence["coverage"]
     mean = 100 * sum(coverage) / len(coverage)
@@ -256,8 +255,6 @@ def eval_command(
         })  # fmt: skip
     thresholds = pipeline_settings(pipeline, settings) if pipeline is not None else None
     grid = sweep_grid(thresholds, sweeps, settings) if sweeps and thresholds is not None else {}
-    if sweeps and frames_per_batch is not None:
-        raise click.UsageError("--frames-per-batch: a sweep computes one video at a time")
     models = None
     if pipeline is not None:  # lazy: nothing loads unless a video needs computing
         models = models_of(preset, device, dtype, model_overrides)
@@ -266,6 +263,7 @@ def eval_command(
         check_bind_modes(models, sweep_rows(thresholds, grid) if grid else [], "--sweep")
     run_args: dict[str, Any] = dict(  # what a sweep and a plain run share
         split=split, pipeline=pipeline, settings=thresholds, models=models, limit=limit, progress=progress, log=info,
+        frames_per_batch=frames_per_batch,
     )  # fmt: skip
     if sweeps:
         with data_errors():
@@ -273,10 +271,7 @@ def eval_command(
         click.echo("\n".join(sweep_lines(summary)))
         return
     with data_errors():
-        summary = evaluate(
-            root, subset, out_dir, pred_dir=pred_dir, resize_pred=resize_pred, frames_per_batch=frames_per_batch,
-            **run_args,
-        )  # fmt: skip
+        summary = evaluate(root, subset, out_dir, pred_dir=pred_dir, resize_pred=resize_pred, **run_args)
     click.echo(scores_line(summary))
 
 

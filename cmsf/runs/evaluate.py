@@ -26,7 +26,6 @@ import csv
 import io
 import time
 from contextlib import closing
-from dataclasses import asdict
 from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence
@@ -50,6 +49,7 @@ from cmsf.pipelines.per_frame import PIPELINES
 from cmsf.pipelines.results import SegmentationResult
 from cmsf.pipelines.settings import PipelineSettings, resolve_settings, settings_for
 from cmsf.runs.progress import Progress, no_log, no_progress
+from cmsf.runs.records import run_record, run_summary
 from cmsf.runs.runner import Job, run_jobs
 
 MAX_LISTED = 20
@@ -278,76 +278,103 @@ def evaluate(
     """
     if (pipeline is None) == (pred_dir is None):
         raise ValueError("pipeline, pred_dir: give exactly one")
-    record: Optional[dict[str, Any]] = None  # the models' preset, dtype, sources and the settings, with a pipeline
     if pipeline is not None:
         if models is None:
             raise ValueError("models: expected the Models to run the pipeline with (see load_models)")
         settings = resolve_settings(settings_for(pipeline, settings), models)  # checked before anything is read
-        record = {**models.record(), "settings": asdict(settings)}
     started = time.perf_counter()
+    entries = split_entries(root, subset, split, limit)
+    with claim_folder(out_dir):  # created, writable, ours until the end: before any model loads
+        computed = 0
+        if pipeline is not None:
+            assert models is not None and settings is not None
+            record = run_record("eval", pipeline, models, settings, subset=subset, split=split)
+            predictions = out_dir / "pred_masks"
+            computed = _segment_missing(
+                root, subset, entries, out_dir, pipeline, settings, models, record,
+                progress=progress, log=log, frames_per_batch=frames_per_batch, workers=workers,
+            )  # fmt: skip
+        else:
+            predictions = _checked_predictions(pred_dir, subset, entries)
+        rows, variants = score_videos(root, subset, entries, predictions, resize=resize_pred, progress=progress)
+        scores = dataset_scores((row["miou"], row["fscore"]) for row in rows)
+        summary = run_summary(
+            {"miou": scores.miou, "fscore": scores.fscore, "variants": variants, "videos": scores.videos},
+            subset=subset, split=split, pipeline=pipeline, models=models if pipeline is not None else None,
+            settings=settings if pipeline is not None else None, root=root, pred_dir=predictions, limit=limit,
+            computed=computed, started=started,
+        )  # fmt: skip
+        write_scores(out_dir, rows, subset, summary)
+        return summary
+
+
+def split_entries(root: Path, subset: str, split: str, limit: Optional[int]) -> list[avsbench.VideoEntry]:
+    """The videos of an AVSBench split (the first ``limit``), their ground truth checked.
+
+    Raises:
+        FileNotFoundError: ground truth missing (all listed), before any model is loaded or any
+            video computed.
+    """
     entries = avsbench.list_videos(root, subset, split)
     if limit is not None:
         entries = entries[:limit]
     missing_gt = avsbench.missing_gt_masks(root, subset, entries)
-    if missing_gt:  # before any model is loaded or any video computed
+    if missing_gt:
         raise FileNotFoundError(missing_gt_message(missing_gt))
-    with claim_folder(out_dir):  # created, writable, ours until the end: before any model loads
-        computed = 0
-        if pipeline is not None:
-            assert models is not None and record is not None
-            run_config = {
-                "subset": subset,
-                "split": split,
-                "pipeline": pipeline,
-                "preset": record["preset"],
-                "dtype": record["dtype"],
-                "settings": record["settings"],
-                "models": record["models"],
-            }
-            claim_run_folder(out_dir, run_config)
-            remove_stale_temporaries(out_dir)
-            predictions = out_dir / "pred_masks"
-            todo = [e for e in entries if not avsbench.is_complete(predictions, subset, e)]
-            log(
-                f"{subset.upper()} {split}: {len(entries)} videos, {len(entries) - len(todo)} already done, "
-                f"{len(todo)} to segment with {pipeline}"
-            )
-            if todo:
-                segment_videos(
-                    root, subset, todo, out_dir, pipeline, settings, models,
-                    progress=progress, frames_per_batch=frames_per_batch, workers=workers,
-                )  # fmt: skip
-                computed = len(todo)
-        else:
-            predictions = avsbench.resolve_pred_dir(pred_dir)
-            missing = avsbench.missing_pred_masks(predictions, subset, entries)
-            if missing:
-                raise FileNotFoundError(missing_predictions_message(missing, predictions, subset))
+    return entries
 
-        rows, variants = score_videos(root, subset, entries, predictions, resize=resize_pred, progress=progress)
-        scores = dataset_scores((row["miou"], row["fscore"]) for row in rows)
-        summary = {
-            "miou": scores.miou,
-            "fscore": scores.fscore,
-            "variants": variants,
-            "videos": scores.videos,
-            "subset": subset,
-            "split": split,
-            "pipeline": pipeline,
-            "preset": record["preset"] if record else None,
-            "dtype": record["dtype"] if record else None,
-            "device": str(models.device) if record and computed else None,
-            "settings": record["settings"] if record else None,
-            "root": str(root),
-            "pred_dir": str(predictions),
-            "limit": limit,
-            "computed": computed,
-            "reused": len(entries) - computed,
-            "elapsed_s": round(time.perf_counter() - started, 3),
-        }
-        atomic_write_text(out_dir / "per_video.csv", per_video_csv(rows, subset))
-        atomic_write_json(out_dir / "summary.json", summary)
-        return summary
+
+def _segment_missing(
+    root: Path,
+    subset: str,
+    entries: Sequence[avsbench.VideoEntry],
+    out_dir: Path,
+    pipeline: str,
+    settings: PipelineSettings,
+    models: Models,
+    record: Mapping[str, Any],
+    *,
+    progress: Progress,
+    log: Callable[[str], None],
+    frames_per_batch: Optional[int],
+    workers: Optional[int],
+) -> int:
+    """Claim the run folder for ``record`` and segment the videos whose masks are not all there
+    (:func:`segment_videos`); returns how many were segmented."""
+    claim_run_folder(out_dir, record)
+    remove_stale_temporaries(out_dir)
+    todo = [e for e in entries if not avsbench.is_complete(out_dir / "pred_masks", subset, e)]
+    split = record["split"]
+    log(
+        f"{subset.upper()} {split}: {len(entries)} videos, {len(entries) - len(todo)} already done, "
+        f"{len(todo)} to segment with {pipeline}"
+    )
+    if todo:
+        segment_videos(
+            root, subset, todo, out_dir, pipeline, settings, models,
+            progress=progress, frames_per_batch=frames_per_batch, workers=workers,
+        )  # fmt: skip
+    return len(todo)
+
+
+def _checked_predictions(pred_dir: Optional[Path], subset: str, entries: Sequence[avsbench.VideoEntry]) -> Path:
+    """The ``pred_masks`` folder of ``pred_dir``, every video's predictions checked to exist.
+
+    Raises:
+        FileNotFoundError: predictions missing (all listed).
+    """
+    assert pred_dir is not None
+    predictions = avsbench.resolve_pred_dir(pred_dir)
+    missing = avsbench.missing_pred_masks(predictions, subset, entries)
+    if missing:
+        raise FileNotFoundError(missing_predictions_message(missing, predictions, subset))
+    return predictions
+
+
+def write_scores(out_dir: Path, rows: Sequence[Mapping[str, Any]], subset: str, summary: Mapping[str, Any]) -> None:
+    """Write ``per_video.csv`` (:func:`per_video_csv`) and then ``summary.json``, each atomically."""
+    atomic_write_text(out_dir / "per_video.csv", per_video_csv(rows, subset))
+    atomic_write_json(out_dir / "summary.json", summary)
 
 
 def scores_line(summary: Mapping[str, Any]) -> str:

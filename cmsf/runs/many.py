@@ -49,7 +49,7 @@ import io
 import re
 import time
 from contextlib import closing
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import IO, Any, Callable, Generic, Iterable, Iterator, Mapping, Optional, Sequence, TypeVar
@@ -62,6 +62,7 @@ from cmsf.models.loading import Models, load_models
 from cmsf.pipelines.settings import PipelineSettings, settings_for
 from cmsf.runs.outputs import EVIDENCE_NAME, remove_leftovers, replace_segmentation
 from cmsf.runs.progress import Log, Progress, no_log, no_progress
+from cmsf.runs.records import run_record
 from cmsf.runs.runner import Job, run_jobs
 
 T = TypeVar("T")
@@ -141,13 +142,7 @@ class RunSpec:
         its override, local paths absolute: :meth:`cmsf.models.loading.Models.record`); not the device,
         engine, batch size or threads, which change at most the last bits of a computation."""
         models = load_models(self.preset, device="cpu", dtype=self.dtype, **self.models)  # lazy
-        return {
-            "pipeline": self.pipeline,
-            **models.record(),
-            "settings": asdict(self.settings),
-            "num_frames": self.num_frames,
-            "fps": self.fps,
-        }
+        return run_record("segment-many", self.pipeline, models, self.settings, num_frames=self.num_frames, fps=self.fps)
 
 
 Engine = Callable[[RunSpec, Sequence[VideoJob]], Iterator[Outcome]]
@@ -296,13 +291,6 @@ def segment_jobs(
     Raises:
         ModelLoadError: a model cannot be loaded (every video would fail alike).
     """
-    run = {
-        "pipeline": spec.pipeline,
-        "preset": spec.preset,
-        "device": str(models.device),
-        "dtype": spec.dtype,
-        "settings": asdict(spec.settings),
-    }
     named = {job.name: job for job, _ in jobs}
     runner_jobs = [Job(job.name, load) for job, load in jobs]
     started = time.perf_counter()
@@ -316,11 +304,9 @@ def segment_jobs(
                 done = Outcome(job, describe(outcome.error))
             else:
                 assert outcome.clip is not None and outcome.result is not None
+                run = run_record("evidence", spec.pipeline, models, spec.settings, input=str(job.path))
                 try:  # elapsed_s in the evidence: since the previous video was written
-                    replace_segmentation(
-                        spec.out_dir / job.name, outcome.clip, outcome.result, {**run, "input": str(job.path)},
-                        started=started,
-                    )  # fmt: skip
+                    replace_segmentation(spec.out_dir / job.name, outcome.clip, outcome.result, run, started=started)
                     done = Outcome(job, None, outcome.clip.num_frames)
                 except Exception as error:  # noqa: BLE001 - one video's failure, recorded
                     done = Outcome(job, describe(error))

@@ -42,6 +42,7 @@ import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from typing import Callable, Iterable, Iterator, Optional, Sequence, Union
 
 import torch
@@ -49,9 +50,10 @@ import torch
 from cmsf.checks import check_positive_int
 from cmsf.io.decoding import Clip
 from cmsf.models.loading import ModelLoadError, Models, check_models
+from cmsf.pipelines.passes import PassCandidates, PassRequest, candidates_of_passes
 from cmsf.pipelines.per_frame import run_videos
 from cmsf.pipelines.results import SegmentationResult, VideoInput, prepare_video
-from cmsf.pipelines.settings import PipelineSettings, resolve_settings, settings_for
+from cmsf.pipelines.settings import PipelineSettings, resolve_settings, settings_for, settings_type
 
 FRAMES_PER_BATCH = {"cpu": 5, "cuda": 64}
 """Default frames per model batch by device type (:func:`default_frames_per_batch`)."""
@@ -88,6 +90,8 @@ class Job:
 
     key: str
     load: Callable[[], Clip]
+    request: Optional[PassRequest] = None
+    """For :func:`run_passes`: the model passes this video needs (unused by :func:`run_jobs`)."""
 
 
 @dataclass
@@ -98,8 +102,10 @@ class JobOutcome:
         job: the job.
         index: its position in the jobs given to :func:`run_jobs`.
         clip: the clip ``job.load()`` returned (``None`` if loading failed).
-        result: the pipeline's result (``None`` on error); ``result.masks`` is
+        result: the pipeline's result (:func:`run_jobs`; ``None`` on error); ``result.masks`` is
             ``Tensor[T, H, W]`` bool at the clip's frame size, on the CPU.
+        candidates: the model stage's output for the job's passes (:func:`run_passes`; ``None``
+            on error).
         error: the exception that stopped the job, or ``None``. Its type, message and
             traceback lines are kept, the local variables of its traceback's frames are cleared
             (as ``traceback.clear_frames`` does): keeping outcomes does not keep the tensors of
@@ -113,6 +119,7 @@ class JobOutcome:
     index: int
     clip: Optional[Clip] = None
     result: Optional[SegmentationResult] = None
+    candidates: Optional[PassCandidates] = None
     error: Optional[Exception] = None
     stage: Optional[str] = None
     load_seconds: float = 0.0
@@ -175,9 +182,28 @@ def _detached(error: Exception) -> Exception:
     return error
 
 
-def _segment(pipeline: str, batch: Sequence[_Loaded], models: Models, settings: PipelineSettings) -> None:
-    """Run ``batch`` through the pipeline, filling each outcome's result or error; a failing
-    batch of several videos is run again video by video, so the error lands on its video.
+Step = Callable[[Sequence[_Loaded]], None]
+"""A batch's model work: fills each item's outcome (``result`` or ``candidates``), or raises."""
+
+
+def _results_step(pipeline: str, models: Models, settings: PipelineSettings, batch: Sequence[_Loaded]) -> None:
+    """:func:`run_jobs`' step: the pipeline's results."""
+    results = run_videos(pipeline, [item.video for item in batch], models, settings)
+    for item, result in zip(batch, results):
+        item.outcome.result = result
+
+
+def _passes_step(pipeline: str, models: Models, batch: Sequence[_Loaded]) -> None:
+    """:func:`run_passes`' step: the candidates of each job's passes."""
+    requests = [item.outcome.job.request for item in batch]
+    found = candidates_of_passes(pipeline, [item.video for item in batch], requests, models)
+    for item, candidates in zip(batch, found):
+        item.outcome.candidates = candidates
+
+
+def _segment(step: Step, batch: Sequence[_Loaded], models: Models) -> None:
+    """Run ``step`` on ``batch``, filling each outcome's output or error; a failing batch of
+    several videos is run again video by video, so the error lands on its video.
 
     The retries run after the failed batch's error is dropped (not inside its ``except``): its
     traceback holds the batch's activations, which must be freed (``gc.collect``, then CUDA's
@@ -186,7 +212,7 @@ def _segment(pipeline: str, batch: Sequence[_Loaded], models: Models, settings: 
     """
     batch_failed = False
     try:
-        results = run_videos(pipeline, [item.video for item in batch], models, settings)
+        step(batch)
     except ModelLoadError:
         raise  # about the models, not the videos: every job would fail the same way
     except Exception as error:  # noqa: BLE001
@@ -199,10 +225,19 @@ def _segment(pipeline: str, batch: Sequence[_Loaded], models: Models, settings: 
         if models.device.type == "cuda":
             torch.cuda.empty_cache()
         for item in batch:
-            _segment(pipeline, [item], models, settings)
-        return
-    for item, result in zip(batch, results):
-        item.outcome.result = result
+            _segment(step, [item], models)
+
+
+def _batching(models: Models, frames_per_batch: Optional[int], workers: Optional[int]) -> tuple[int, int]:
+    """``frames_per_batch`` and ``workers`` checked, their defaults for ``models.device`` filled in."""
+    if frames_per_batch is None:
+        frames_per_batch = default_frames_per_batch(models.device)
+    frames_per_batch = check_positive_int(frames_per_batch, "frames_per_batch")
+    if workers is None:
+        workers = default_workers(models.device)
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+        raise ValueError(f"workers: expected an integer ≥ 0, got {workers!r}")
+    return frames_per_batch, workers
 
 
 def run_jobs(
@@ -248,19 +283,46 @@ def run_jobs(
     settings = settings_for(pipeline, settings)  # also refuses an unknown pipeline
     models = check_models(models)
     settings = resolve_settings(settings, models)  # a bind mode the binder cannot give
-    if frames_per_batch is None:
-        frames_per_batch = default_frames_per_batch(models.device)
-    frames_per_batch = check_positive_int(frames_per_batch, "frames_per_batch")
-    if workers is None:
-        workers = default_workers(models.device)
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
-        raise ValueError(f"workers: expected an integer ≥ 0, got {workers!r}")
-    return _run(pipeline, iter(jobs), models, settings, frames_per_batch, workers)
+    frames_per_batch, workers = _batching(models, frames_per_batch, workers)
+    step = partial(_results_step, pipeline, models, settings)
+    return _run(step, iter(jobs), models, frames_per_batch, workers)
 
 
-def _run(
-    pipeline: str, jobs: Iterator[Job], models: Models, settings: PipelineSettings, frames_per_batch: int, workers: int
+def run_passes(
+    pipeline: str,
+    jobs: Iterable[Job],
+    models: Models,
+    *,
+    frames_per_batch: Optional[int] = None,
+    workers: Optional[int] = None,
 ) -> Iterator[JobOutcome]:
+    """:func:`run_jobs` for the model stage alone: each job's ``request``
+    (:class:`~cmsf.pipelines.passes.PassRequest`: the settings its candidates are wanted at) is run
+    by :func:`~cmsf.pipelines.passes.candidates_of_passes` over each batch, and each outcome's
+    ``candidates`` holds the video's candidates of every pass it asked for (``result`` is None).
+    Reading, batching, errors and closing are those of :func:`run_jobs`; a threshold sweep
+    (:mod:`cmsf.runs.sweep`) selects its rows from these candidates.
+
+    Raises:
+        ValueError: an unknown pipeline, bad ``models``, ``frames_per_batch`` or ``workers`` (when
+            called), a job without a request or with settings of another pipeline (when it is read).
+    """
+    expected = settings_type(pipeline)  # refuses an unknown pipeline
+    models = check_models(models)
+    frames_per_batch, workers = _batching(models, frames_per_batch, workers)
+    checked = (_with_request(job, expected) for job in jobs)
+    return _run(partial(_passes_step, pipeline, models), checked, models, frames_per_batch, workers)
+
+
+def _with_request(job: Job, expected: type[PipelineSettings]) -> Job:
+    if isinstance(job, Job) and (
+        job.request is None or not all(isinstance(p, expected) for p in job.request.passes)
+    ):
+        raise ValueError(f"jobs: job {job.key!r} needs a PassRequest of {expected.__name__} passes")
+    return job
+
+
+def _run(step: Step, jobs: Iterator[Job], models: Models, frames_per_batch: int, workers: int) -> Iterator[JobOutcome]:
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cmsf-read") if workers else None
     ahead: deque[Union[Future, _Loaded]] = deque()  # read (or being read) in job order
     counter = _Counter()
@@ -312,7 +374,7 @@ def _run(
                 if frames >= frames_per_batch:
                     break
             if batch:
-                _segment(pipeline, batch, models, settings)
+                _segment(step, batch, models)
             for item in sorted(batch + failed, key=lambda loaded: loaded.outcome.index):
                 yield item.outcome
     finally:

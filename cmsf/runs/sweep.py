@@ -35,25 +35,21 @@ import csv
 import io
 import itertools
 import time
+from contextlib import closing
 from dataclasses import asdict, dataclass, field, fields, replace
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
-import torch
 
 from cmsf.io import avsbench
 from cmsf.io.files import RUN_NAME, atomic_write_json, atomic_write_text, claim_folder, remove_stale_temporaries
 from cmsf.metrics import VARIANTS, VariantTotals, VideoScores, dataset_scores, score_video
 from cmsf.models.loading import Models
-from cmsf.pipelines.per_frame import (
-    PIPELINE_STAGES,
-    find_tagged_concepts,
-    ground_tagged_frames,
-    select_frames,
-    tag_videos,
-)
-from cmsf.pipelines.results import FrameCandidates, SegmentationResult, VideoInput, prepare_video
+from cmsf.pipelines.passes import PassRequest
+from cmsf.pipelines.per_frame import select_frames
+from cmsf.pipelines.results import SegmentationResult
 from cmsf.pipelines.settings import (
     FREE,
     LOWEST,
@@ -70,20 +66,14 @@ from cmsf.runs.cache import CachePart, TagCache, VideoCache, cache_path, read_ca
 from cmsf.runs.evaluate import (
     VideoError,
     claim_run_folder,
-    missing_gt_message,
-    per_video_csv,
     report_failures,
+    split_entries,
     video_row,
+    write_scores,
 )
 from cmsf.runs.progress import Progress, no_log, no_progress
-
-TAGGED_STAGES: dict[str, Callable[..., list[list[FrameCandidates]]]] = {
-    "at-gdino-sam": ground_tagged_frames,
-    "at-sam3": find_tagged_concepts,
-}
-"""Pipelines whose model stage starts with AST tagging (their settings are
-:class:`~cmsf.pipelines.settings.TaggedSettings`): the rest of the stage, given each frame's tags.
-The tags are cached at the grid's lowest ``tag_threshold``."""
+from cmsf.runs.records import run_record, run_summary
+from cmsf.runs.runner import Job, JobOutcome, run_passes
 
 ORACLE_NOTE = (
     "tuned on the test split: the best row is an oracle figure (the best of {rows} settings, chosen "
@@ -200,6 +190,37 @@ def covers(computed: PipelineSettings, needed: PipelineSettings) -> bool:
     return True
 
 
+@dataclass(frozen=True)
+class SweepPlan:
+    """A sweep's grid checked and planned: its ``rows`` (settings resolved for the models), the
+    model ``passes`` they need, the lowest ``tag_threshold`` of a tagged pipeline's rows (where
+    its tags are computed), the ``grid`` (each key's values, a repeated one once) and the
+    ``fixed`` settings (those of the base that differ from the defaults)."""
+
+    pipeline: str
+    grid: dict[str, list[Any]]
+    fixed: dict[str, Any]
+    rows: list[PipelineSettings]
+    passes: list[ModelPass]
+    lowest_tag: Optional[float]
+
+
+def plan_sweep(
+    pipeline: str, grid: Mapping[str, Sequence[Any]], settings: Optional[PipelineSettings], models: Models
+) -> SweepPlan:
+    """Check and plan a sweep (see :func:`run_sweep`); nothing is read or loaded.
+
+    Raises:
+        ValueError: a bad grid (:func:`sweep_rows`), settings of another pipeline, a bind mode the
+            binder cannot give.
+    """
+    base = settings_for(pipeline, settings)
+    rows = [resolve_settings(row, models) for row in sweep_rows(base, grid)]
+    tagged = [row.tag_threshold for row in rows if isinstance(row, TaggedSettings)]
+    grid_values = {key: list(dict.fromkeys(values)) for key, values in grid.items()}
+    return SweepPlan(pipeline, grid_values, base.changed(), rows, model_passes(rows), min(tagged) if tagged else None)
+
+
 # ------------------------------------------------------------------------------ the cache of a video
 def covering_part(cache: Optional[VideoCache], needed: PipelineSettings) -> Optional[CachePart]:
     """The first cached model pass that covers ``needed`` (:func:`covers`), or None."""
@@ -208,61 +229,39 @@ def covering_part(cache: Optional[VideoCache], needed: PipelineSettings) -> Opti
     return next((part for part in cache.parts if covers(part.compute, needed)), None)
 
 
-def _tags_at(tags: Sequence[tuple[str, float]], threshold: float) -> list[tuple[str, float]]:
-    """The tags with probability ≥ ``threshold``, compared in float32 as :func:`~cmsf.stages.tagging.tag_audio` does."""
-    probabilities = torch.tensor([p for _, p in tags], dtype=torch.float32)
-    return [tag for tag, passes in zip(tags, (probabilities >= threshold).tolist()) if passes]
-
-
-def _compute_part(
-    pipeline: str,
-    video: VideoInput,
-    models: Models,
-    compute: PipelineSettings,
-    cache: VideoCache,
-    lowest_tag: Optional[float],
-) -> CachePart:
-    """Run the model stage for one pass (for a tagged pipeline: the tags from the cache when it
-    has them at ``lowest_tag`` or lower, else AST at ``lowest_tag``, cached)."""
-    if pipeline not in TAGGED_STAGES:
-        return CachePart(compute, PIPELINE_STAGES[pipeline].candidates([video], models, compute)[0])
-    assert lowest_tag is not None and isinstance(compute, TaggedSettings)
-    if cache.tags is None or cache.tags.tag_threshold > lowest_tag:
-        cache.tags = TagCache(lowest_tag, tag_videos([video], models, lowest_tag))
-    tags = [_tags_at(frame, compute.tag_threshold) for frame in cache.tags.frames]
-    return CachePart(compute, TAGGED_STAGES[pipeline]([video], tags, models, compute)[0])
-
-
 def _add_part(cache: VideoCache, part: CachePart) -> None:
     """Add ``part``, dropping the parts it makes redundant (those it covers)."""
     cache.parts = [old for old in cache.parts if not covers(part.compute, old.compute)] + [part]
 
 
-def _video_cache(
-    root: Path,
-    subset: str,
-    entry: avsbench.VideoEntry,
-    path: Path,
-    pipeline: str,
-    identity: dict[str, Any],
-    passes: Sequence[ModelPass],
-    models: Models,
-    lowest_tag: Optional[float],
-) -> tuple[VideoCache, bool]:
-    """The video's cache with every pass of ``passes`` covered: read from ``path``, completed by
-    the model passes it lacks (then written back atomically). Returns it and whether a model ran."""
-    cache = read_cache(path, identity, settings_type(pipeline))
-    missing = [p for p in passes if covering_part(cache, p.compute) is None]
-    if cache is not None and not missing:
-        return cache, False
-    clip = avsbench.load_video(root, subset, entry)
-    video = prepare_video(clip.frames, clip.waveform, clip.sample_rate)
+def pass_request(cache: Optional[VideoCache], plan: SweepPlan) -> Optional[PassRequest]:
+    """What the models must compute for a video whose cache is ``cache`` (None: none) to cover
+    every pass of ``plan``: the passes no cached part covers, the tags cached at a threshold ≤ the
+    grid's lowest (else computed at that); None when the cache covers them all."""
+    missing = tuple(p.compute for p in plan.passes if covering_part(cache, p.compute) is None)
+    if not missing:
+        return None
+    tags = cache.tags if cache is not None else None
+    usable = tags is not None and plan.lowest_tag is not None and tags.tag_threshold <= plan.lowest_tag
+    return PassRequest(missing, plan.lowest_tag, tags.frames if usable and tags is not None else None)
+
+
+def store_candidates(path: Path, identity: dict[str, Any], outcome: JobOutcome, plan: SweepPlan, models: Models) -> VideoCache:
+    """The video's cache (read again from ``path``, or a new one) with the parts and tags the
+    runner computed for it (``outcome``, of :func:`~cmsf.runs.runner.run_passes`) added; written
+    back atomically. Returns it."""
+    assert outcome.clip is not None and outcome.candidates is not None
+    cache = read_cache(path, identity, settings_type(plan.pipeline))
     if cache is None:
-        cache = VideoCache(identity, video.frame_size, len(video.images), sources=models.sources())
-    for model_pass in missing:
-        _add_part(cache, _compute_part(pipeline, video, models, model_pass.compute, cache, lowest_tag))
+        height, width = outcome.clip.frames.shape[-2:]
+        cache = VideoCache(identity, (int(height), int(width)), outcome.clip.num_frames, sources=models.sources())
+    if outcome.candidates.tags is not None:
+        assert plan.lowest_tag is not None
+        cache.tags = TagCache(plan.lowest_tag, outcome.candidates.tags)
+    for compute, frames in outcome.candidates.parts:
+        _add_part(cache, CachePart(compute, frames))
     write_cache(path, cache)
-    return cache, True
+    return cache
 
 
 def select_cached(pipeline: str, cache: VideoCache, settings: PipelineSettings) -> SegmentationResult:
@@ -343,14 +342,19 @@ def run_sweep(
     settings: Optional[PipelineSettings] = None,
     models: Models,
     limit: Optional[int] = None,
+    frames_per_batch: Optional[int] = None,
+    workers: Optional[int] = None,
     progress: Progress = no_progress,
     log: Callable[[str], None] = no_log,
 ) -> dict[str, Any]:
     """Score every setting of ``grid`` on an AVSBench split from one model pass per video.
 
     Args:
-        root, subset, split, limit, progress, log, models: as :func:`cmsf.runs.evaluate.evaluate`
-            (the models are lazy: a sweep whose every video is cached loads none).
+        root, subset, split, limit, frames_per_batch, workers, progress, log, models: as
+            :func:`cmsf.runs.evaluate.evaluate` (the models are lazy: a sweep whose every video
+            is cached loads none). The videos whose cache lacks a pass are run by the dataset
+            runner (:func:`cmsf.runs.runner.run_passes`: read in background threads, several
+            videos per model batch, a failing batch retried video by video), as a plain run's.
         pipeline: a name of :data:`cmsf.pipelines.per_frame.PIPELINES`.
         grid: the values of each swept key (e.g. from :func:`parse_sweep`); ``settings`` the
             pipeline's settings the grid varies (None: the defaults; a swept key must be left at
@@ -373,101 +377,170 @@ def run_sweep(
             video's cache is saved (no ``sweep.csv`` from part of a split; a rerun computes only them).
     """
     started = time.perf_counter()
-    base = settings_for(pipeline, settings)
-    fixed = base.changed()
-    rows = [resolve_settings(row, models) for row in sweep_rows(base, grid)]  # checked before anything is read
-    passes = model_passes(rows)
-    tagged = [row.tag_threshold for row in rows if isinstance(row, TaggedSettings)]
-    lowest_tag = min(tagged) if tagged else None
-    entries = avsbench.list_videos(root, subset, split)[:limit]
-    missing_gt = avsbench.missing_gt_masks(root, subset, entries)
-    if missing_gt:
-        raise FileNotFoundError(missing_gt_message(missing_gt))
-
+    plan = plan_sweep(pipeline, grid, settings, models)  # checked before anything is read
+    entries = split_entries(root, subset, split, limit)
     with claim_folder(out_dir):  # created, writable, ours until the end: before any model loads
-        identity = {"pipeline": pipeline, **models.record()}
-        config = {"subset": subset, "split": split, **identity, "sweep": True}
-        config = claim_run_folder(out_dir, config)  # refuses predictions of a plain run or of other models
-        grid_json = {key: list(dict.fromkeys(values)) for key, values in grid.items()}
-        atomic_write_json(out_dir / RUN_NAME, {**config, "grid": grid_json, "fixed": fixed, "settings": None})
-        remove_stale_temporaries(out_dir)
+        record = _claim_sweep_folder(out_dir, plan, models, subset, split)
         log(
-            f"{subset.upper()} {split}: {len(entries)} videos × {len(rows)} settings of {pipeline} "
-            f"({len(passes)} model pass(es) per video, cached in {out_dir / 'cache'})"
+            f"{subset.upper()} {split}: {len(entries)} videos × {len(plan.rows)} settings of {pipeline} "
+            f"({len(plan.passes)} model pass(es) per video, cached in {out_dir / 'cache'})"
         )
-
-        scored = [_RowScores() for _ in rows]
-        computed = 0
-        failures: dict[str, str] = {}
-        for entry in progress(entries, f"sweep of {len(rows)}", "video"):
-            try:
-                path = cache_path(out_dir / "cache", entry.key)
-                cache, ran = _video_cache(root, subset, entry, path, pipeline, identity, passes, models, lowest_tag)
-                computed += ran
-                gt = avsbench.load_gt_masks(root, subset, entry)
-                scored_masks: dict[bytes, VideoScores] = {}  # settings that give the same masks are scored once
-                for index, row in enumerate(rows):
-                    masks = select_cached(pipeline, cache, row).masks[: gt.shape[0]]
-                    key = np.packbits(masks.numpy()).tobytes() + bytes(str(tuple(masks.shape)), "ascii")
-                    if key not in scored_masks:
-                        scored_masks[key] = score_video(masks, gt)
-                    scored[index].videos.append(video_row(entry, scored_masks[key]))
-                    scored[index].totals.add(scored_masks[key])
-            except (ValueError, OSError) as error:  # the video's failure: the others go on
-                failures[entry.key] = str(error) or type(error).__name__
-        report_failures(out_dir, failures, len(entries))  # no sweep.csv from part of a split
-
+        runner = {"frames_per_batch": frames_per_batch, "workers": workers}
+        scored, computed = _score_grid(root, subset, entries, out_dir, plan, models, runner, progress)
         figures = [row_scores.figures() for row_scores in scored]
         best = best_row(figures)
-        test_tuned = split == "test"
-        for entry in progress(entries, "best setting", "video"):
-            cache = read_cache(cache_path(out_dir / "cache", entry.key), identity, type(base))
-            if cache is None:
-                raise VideoError(f"video {entry.key}: its cache {cache_path(out_dir / 'cache', entry.key)} vanished")
-            result = select_cached(pipeline, cache, rows[best])
-            atomic_write_json(out_dir / "evidence" / f"{entry.key}.json", result.to_json())
-            avsbench.write_pred_masks(out_dir / "pred_masks", subset, entry, result.masks)
-
-        cache_bytes = sum(cache_path(out_dir / "cache", e.key).stat().st_size for e in entries)
-        best_settings = {key: getattr(rows[best], key) for key in grid}
-        note = (
-            ORACLE_NOTE.format(rows=len(rows))
-            if test_tuned
-            else f"best of {len(rows)} settings on the {split} split; report it on test with {_set_options(best_settings)}"
-        )
-        summary = {
-            "miou": figures[best]["miou"],
-            "fscore": figures[best]["fscore"],
-            "variants": {name: figures[best][name] for name in VARIANTS},
-            "videos": len(entries),
-            "subset": subset,
-            "split": split,
-            "pipeline": pipeline,
-            "preset": identity["preset"],
-            "dtype": identity["dtype"],
-            "device": str(models.device) if computed else None,
-            "settings": asdict(rows[best]),
-            "root": str(root),
-            "pred_dir": str(out_dir / "pred_masks"),
-            "limit": limit,
-            "computed": computed,
-            "reused": len(entries) - computed,
-            "elapsed_s": round(time.perf_counter() - started, 3),
-            "sweep": {
-                "grid": grid_json,
-                "fixed": fixed,
-                "rows": len(rows),
-                "best": best_settings,
-                "best_by": "miou, then fscore, then grid order",
-                "test_tuned": test_tuned,
-                "note": note,
-                "model_passes_per_video": len(passes),
-                "cache_bytes": cache_bytes,
-                "cache_bytes_per_video": round(cache_bytes / len(entries)) if entries else 0,
-            },
-        }
-        atomic_write_text(out_dir / "sweep.csv", sweep_csv(grid, rows, figures, best, test_tuned))
-        atomic_write_text(out_dir / "per_video.csv", per_video_csv(scored[best].videos, subset))
-        atomic_write_json(out_dir / "summary.json", summary)
-        atomic_write_json(out_dir / RUN_NAME, {**config, "grid": grid_json, "fixed": fixed, "settings": asdict(rows[best])})
+        _write_best_predictions(root, subset, entries, out_dir, plan, plan.rows[best], models, progress)
+        context = {"root": root, "subset": subset, "split": split, "limit": limit, "started": started}
+        summary = _sweep_summary(entries, out_dir, plan, figures, best, models, computed, context)
+        atomic_write_text(out_dir / "sweep.csv", sweep_csv(plan.grid, plan.rows, figures, best, split == "test"))
+        write_scores(out_dir, scored[best].videos, subset, summary)
+        atomic_write_json(out_dir / RUN_NAME, {**record, "settings": asdict(plan.rows[best])})
         return summary
+
+
+def _claim_sweep_folder(out_dir: Path, plan: SweepPlan, models: Models, subset: str, split: str) -> dict[str, Any]:
+    """Claim ``out_dir`` for the sweep (a plain run's predictions, or those of other models, are
+    refused: :func:`~cmsf.runs.evaluate.claim_run_folder`) and record it in ``run.json`` with its
+    grid, fixed settings and, until the grid is scored, no best settings. Returns that record."""
+    claimed = claim_run_folder(out_dir, run_record("sweep", plan.pipeline, models, subset=subset, split=split, sweep=True))
+    record = run_record(
+        "sweep-result", plan.pipeline, models, subset=subset, split=split, sweep=True, grid=plan.grid, fixed=plan.fixed
+    )
+    record = {"kind": claimed["kind"], **record}
+    atomic_write_json(out_dir / RUN_NAME, record)
+    remove_stale_temporaries(out_dir)
+    return record
+
+
+def _score_grid(
+    root: Path,
+    subset: str,
+    entries: Sequence[avsbench.VideoEntry],
+    out_dir: Path,
+    plan: SweepPlan,
+    models: Models,
+    runner: Mapping[str, Any],
+    progress: Progress,
+) -> tuple[list[_RowScores], int]:
+    """Score every row of the grid on every video, in split order: a video's cache read, or
+    completed by the dataset runner (the passes it lacks) and written back. Returns the rows'
+    scores and how many videos a model ran on.
+
+    Raises:
+        VideoError: videos whose data is refused (reading, a model, their cache), after every
+            other video is cached (:func:`~cmsf.runs.evaluate.report_failures`).
+    """
+    identity = run_record("cache", plan.pipeline, models)
+    paths = {entry.key: cache_path(out_dir / "cache", entry.key) for entry in entries}
+    requests = {}
+    for entry in entries:
+        request = pass_request(read_cache(paths[entry.key], identity, settings_type(plan.pipeline)), plan)
+        if request is not None:
+            requests[entry.key] = request
+    jobs = [Job(e.key, partial(avsbench.load_video, root, subset, e), requests[e.key]) for e in entries if e.key in requests]
+    scored = [_RowScores() for _ in plan.rows]
+    failures: dict[str, str] = {}
+    computed = 0
+    with closing(run_passes(plan.pipeline, jobs, models, **runner)) as outcomes:
+        for entry in progress(entries, f"sweep of {len(plan.rows)}", "video"):
+            try:
+                if entry.key in requests:
+                    outcome = next(outcomes)
+                    if outcome.error is not None:
+                        raise outcome.error
+                    cache: Optional[VideoCache] = store_candidates(paths[entry.key], identity, outcome, plan, models)
+                    computed += 1
+                else:
+                    cache = read_cache(paths[entry.key], identity, settings_type(plan.pipeline))
+                assert cache is not None
+                _score_video(root, subset, entry, cache, plan, scored)
+            except (ValueError, OSError) as error:  # the video's failure: the others go on
+                failures[entry.key] = str(error) or type(error).__name__
+    report_failures(out_dir, failures, len(entries))  # no sweep.csv from part of a split
+    return scored, computed
+
+
+def _score_video(
+    root: Path, subset: str, entry: avsbench.VideoEntry, cache: VideoCache, plan: SweepPlan, scored: list[_RowScores]
+) -> None:
+    """Add the video's scores under every row of the grid (settings that give the same masks
+    are scored once)."""
+    gt = avsbench.load_gt_masks(root, subset, entry)
+    scored_masks: dict[bytes, VideoScores] = {}
+    for index, row in enumerate(plan.rows):
+        masks = select_cached(plan.pipeline, cache, row).masks[: gt.shape[0]]
+        key = np.packbits(masks.numpy()).tobytes() + bytes(str(tuple(masks.shape)), "ascii")
+        if key not in scored_masks:
+            scored_masks[key] = score_video(masks, gt)
+        scored[index].videos.append(video_row(entry, scored_masks[key]))
+        scored[index].totals.add(scored_masks[key])
+
+
+def _write_best_predictions(
+    root: Path,
+    subset: str,
+    entries: Sequence[avsbench.VideoEntry],
+    out_dir: Path,
+    plan: SweepPlan,
+    best: PipelineSettings,
+    models: Models,
+    progress: Progress,
+) -> None:
+    """The best row's masks (``pred_masks``) and evidence of every video, selected from its cache."""
+    identity = run_record("cache", plan.pipeline, models)
+    for entry in progress(entries, "best setting", "video"):
+        path = cache_path(out_dir / "cache", entry.key)
+        cache = read_cache(path, identity, type(best))
+        if cache is None:
+            raise VideoError(f"video {entry.key}: its cache {path} vanished")
+        result = select_cached(plan.pipeline, cache, best)
+        atomic_write_json(out_dir / "evidence" / f"{entry.key}.json", result.to_json())
+        avsbench.write_pred_masks(out_dir / "pred_masks", subset, entry, result.masks)
+
+
+def _sweep_summary(
+    entries: Sequence[avsbench.VideoEntry],
+    out_dir: Path,
+    plan: SweepPlan,
+    figures: Sequence[Mapping[str, Any]],
+    best: int,
+    models: Models,
+    computed: int,
+    context: Mapping[str, Any],
+) -> dict[str, Any]:
+    """The sweep's ``summary.json``: the best row's figures as an evaluation's
+    (:func:`~cmsf.runs.records.run_summary`), with the ``"sweep"`` entry."""
+    split = context["split"]
+    test_tuned = split == "test"
+    cache_bytes = sum(cache_path(out_dir / "cache", e.key).stat().st_size for e in entries)
+    best_settings = {key: getattr(plan.rows[best], key) for key in plan.grid}
+    rows = len(plan.rows)
+    note = (
+        ORACLE_NOTE.format(rows=rows)
+        if test_tuned
+        else f"best of {rows} settings on the {split} split; report it on test with {_set_options(best_settings)}"
+    )
+    sweep = {
+        "grid": plan.grid,
+        "fixed": plan.fixed,
+        "rows": rows,
+        "best": best_settings,
+        "best_by": "miou, then fscore, then grid order",
+        "test_tuned": test_tuned,
+        "note": note,
+        "model_passes_per_video": len(plan.passes),
+        "cache_bytes": cache_bytes,
+        "cache_bytes_per_video": round(cache_bytes / len(entries)) if entries else 0,
+    }
+    scores = {
+        "miou": figures[best]["miou"],
+        "fscore": figures[best]["fscore"],
+        "variants": {name: figures[best][name] for name in VARIANTS},
+        "videos": len(entries),
+    }
+    return run_summary(
+        scores, subset=context["subset"], split=split, pipeline=plan.pipeline, models=models,
+        settings=plan.rows[best], root=context["root"], pred_dir=out_dir / "pred_masks", limit=context["limit"],
+        computed=computed, started=context["started"],
+        sweep=sweep,
+    )  # fmt: skip
