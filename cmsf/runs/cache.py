@@ -193,6 +193,24 @@ def _decode_part(
     return CachePart(compute=settings.of(meta["compute"]), frames=frames)
 
 
+def _read_header(archive: Any, identity: dict[str, Any]) -> Optional[dict[str, Any]]:
+    """The archive's header, or None when it has another :data:`FORMAT` or another ``identity``."""
+    header = json.loads(bytes(archive["header"]).decode("utf-8"))
+    if header.get("format") != FORMAT or header.get("identity") != identity:
+        return None
+    return header
+
+
+def _tag_cache(value: Optional[dict[str, Any]]) -> Optional[TagCache]:
+    if value is None:
+        return None
+    return TagCache(float(value["tag_threshold"]), [_tags(frame) for frame in value["frames"]])
+
+
+_UNREADABLE = (OSError, ValueError, KeyError, TypeError, IndexError, zipfile.BadZipFile, RuntimeError)
+"""What reading a damaged cache file raises: such a file is recomputed, not an error."""
+
+
 def read_cache(path: Path, identity: dict[str, Any], settings: type[PipelineSettings]) -> Optional[VideoCache]:
     """The cache at ``path``, or None when there is none, it cannot be read (a damaged file is
     recomputed, not an error), it has another :data:`FORMAT` or another ``identity``. Each part's
@@ -201,15 +219,38 @@ def read_cache(path: Path, identity: dict[str, Any], settings: type[PipelineSett
         return None
     try:
         with np.load(path, allow_pickle=False) as archive:
-            header = json.loads(bytes(archive["header"]).decode("utf-8"))
-            if header.get("format") != FORMAT or header.get("identity") != identity:
+            header = _read_header(archive, identity)
+            if header is None:
                 return None
             frame_size = (int(header["frame_size"][0]), int(header["frame_size"][1]))
             parts = [_decode_part(i, meta, archive, frame_size, settings) for i, meta in enumerate(header["parts"])]
-            tags = header["tags"]
-            if tags is not None:
-                tags = TagCache(float(tags["tag_threshold"]), [_tags(frame) for frame in tags["frames"]])
             sources = {str(k): str(v) for k, v in header["sources"].items()}
-            return VideoCache(identity, frame_size, int(header["frames"]), parts, tags, sources)
-    except (OSError, ValueError, KeyError, TypeError, IndexError, zipfile.BadZipFile, RuntimeError):
+            return VideoCache(identity, frame_size, int(header["frames"]), parts, _tag_cache(header["tags"]), sources)
+    except _UNREADABLE:
+        return None
+
+
+@dataclass
+class CacheIndex:
+    """What a cache file holds, without its candidates: each part's ``compute`` settings, in file
+    order, and the cached ``tags``."""
+
+    computed: list[PipelineSettings]
+    tags: Optional[TagCache] = None
+
+
+def read_cache_index(path: Path, identity: dict[str, Any], settings: type[PipelineSettings]) -> Optional[CacheIndex]:
+    """The :class:`CacheIndex` of the cache at ``path`` from its header alone (the arrays are not
+    read), or None where :func:`read_cache` gives None for a missing file, another format or
+    identity, or a header that cannot be read. A file whose arrays are damaged has an index:
+    :func:`read_cache` then gives None."""
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            header = _read_header(archive, identity)
+            if header is None:
+                return None
+            return CacheIndex([settings.of(meta["compute"]) for meta in header["parts"]], _tag_cache(header["tags"]))
+    except _UNREADABLE:
         return None

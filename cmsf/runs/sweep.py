@@ -62,7 +62,16 @@ from cmsf.pipelines.settings import (
     settings_type,
     sweep_rules,
 )
-from cmsf.runs.cache import CachePart, TagCache, VideoCache, cache_path, read_cache, write_cache
+from cmsf.runs.cache import (
+    CacheIndex,
+    CachePart,
+    TagCache,
+    VideoCache,
+    cache_path,
+    read_cache,
+    read_cache_index,
+    write_cache,
+)
 from cmsf.runs.evaluate import (
     VideoError,
     claim_run_folder,
@@ -234,16 +243,32 @@ def _add_part(cache: VideoCache, part: CachePart) -> None:
     cache.parts = [old for old in cache.parts if not covers(part.compute, old.compute)] + [part]
 
 
-def pass_request(cache: Optional[VideoCache], plan: SweepPlan) -> Optional[PassRequest]:
-    """What the models must compute for a video whose cache is ``cache`` (None: none) to cover
-    every pass of ``plan``: the passes no cached part covers, the tags cached at a threshold ≤ the
-    grid's lowest (else computed at that); None when the cache covers them all."""
-    missing = tuple(p.compute for p in plan.passes if covering_part(cache, p.compute) is None)
+def pass_request(index: Optional[CacheIndex], plan: SweepPlan) -> Optional[PassRequest]:
+    """What the models must compute for a video whose cache holds ``index``
+    (:func:`~cmsf.runs.cache.read_cache_index`; None: no cache) to cover every pass of ``plan``:
+    the passes no cached part covers, with the tags cached at a threshold ≤ the grid's lowest
+    (else they are computed at that); None when the cache covers them all."""
+    computed = index.computed if index is not None else []
+    missing = tuple(p.compute for p in plan.passes if not any(covers(have, p.compute) for have in computed))
     if not missing:
         return None
-    tags = cache.tags if cache is not None else None
+    tags = index.tags if index is not None else None
     usable = tags is not None and plan.lowest_tag is not None and tags.tag_threshold <= plan.lowest_tag
     return PassRequest(missing, plan.lowest_tag, tags.frames if usable and tags is not None else None)
+
+
+def read_covered(path: Path, identity: dict[str, Any], settings: type[PipelineSettings]) -> VideoCache:
+    """The cache at ``path``, whose index said it covers the grid.
+
+    Raises:
+        ValueError: its candidates cannot be read (damaged behind a readable header): the file is
+            removed, so that a rerun computes the video again.
+    """
+    cache = read_cache(path, identity, settings)
+    if cache is None:
+        path.unlink(missing_ok=True)
+        raise ValueError(f"its cache {path} could not be read (removed: a rerun computes the video again)")
+    return cache
 
 
 def store_candidates(path: Path, identity: dict[str, Any], outcome: JobOutcome, plan: SweepPlan, models: Models) -> VideoCache:
@@ -432,9 +457,10 @@ def _score_grid(
     """
     identity = run_record("cache", plan.pipeline, models)
     paths = {entry.key: cache_path(out_dir / "cache", entry.key) for entry in entries}
+    settings = settings_type(plan.pipeline)
     requests = {}
-    for entry in entries:
-        request = pass_request(read_cache(paths[entry.key], identity, settings_type(plan.pipeline)), plan)
+    for entry in entries:  # from the files' headers: a covered video's candidates are read once, to score it
+        request = pass_request(read_cache_index(paths[entry.key], identity, settings), plan)
         if request is not None:
             requests[entry.key] = request
     jobs = [Job(e.key, partial(avsbench.load_video, root, subset, e), requests[e.key]) for e in entries if e.key in requests]
@@ -448,11 +474,10 @@ def _score_grid(
                     outcome = next(outcomes)
                     if outcome.error is not None:
                         raise outcome.error
-                    cache: Optional[VideoCache] = store_candidates(paths[entry.key], identity, outcome, plan, models)
+                    cache = store_candidates(paths[entry.key], identity, outcome, plan, models)
                     computed += 1
                 else:
-                    cache = read_cache(paths[entry.key], identity, settings_type(plan.pipeline))
-                assert cache is not None
+                    cache = read_covered(paths[entry.key], identity, settings)
                 _score_video(root, subset, entry, cache, plan, scored)
             except (ValueError, OSError) as error:  # the video's failure: the others go on
                 failures[entry.key] = str(error) or type(error).__name__
