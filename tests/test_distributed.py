@@ -17,7 +17,7 @@ import pytest
 import ray
 import torch
 from click.testing import CliRunner
-from corpus_fixture import make_corpus, output_files
+from corpus_fixture import found, make_corpus, output_files
 
 import cmsf
 from cmsf.cli import commands as cli
@@ -56,7 +56,7 @@ def read_csv(path: Path) -> list[dict[str, str]]:
 
 
 def evidence_results(out: Path) -> dict[str, dict]:
-    return {p.parent.name: json.loads(p.read_text())["result"] for p in sorted(out.glob("*/evidence.json"))}
+    return {p.parent.name: found(json.loads(p.read_text())) for p in sorted(out.glob("*/evidence.json"))}
 
 
 @pytest.mark.parametrize("which", ["video", "folder"])

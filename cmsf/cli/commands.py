@@ -28,6 +28,7 @@ from cmsf.cli.options import (
     dtype_option,
     frames_per_batch_option,
     info,
+    media_warnings_on_stderr,
     model_option,
     model_overrides_of,
     models_of,
@@ -42,16 +43,10 @@ from cmsf.cli.options import (
     sweep_grid,
     video_run_options,
 )  # fmt: skip
-from cmsf.io import avsbench
-from cmsf.io.decoding import media_warnings_to
-from cmsf.io.media import load_clip
-from cmsf.pipelines.per_frame import resolve_settings
-from cmsf.runs.distributed import require_ray, run_ray
-from cmsf.runs.evaluate import evaluate, run_pipeline, scores_line
-from cmsf.runs.many import Engine, RunSpec, plan_jobs, run_local, segment_many, summary_line
-from cmsf.runs.outputs import SegmentOutput
-from cmsf.runs.report import write_report
-from cmsf.runs.sweep import free_keys_help, run_sweep, sweep_lines
+from cmsf.names import SUBSETS, free_keys_help
+
+# Each command imports the library (torch, transformers) when it runs, not here: --help, --version
+# and usage errors answer without it (tests/test_cli.py checks that they leave torch unimported).
 
 # ------------------------------------------------------------------------------------ the group
 
@@ -70,7 +65,7 @@ def main() -> None:
       cmsf segment clip.mp4 --pipeline owod-bind --out out/
       cmsf eval --root AVSBench --subset s4 --pipeline owod-bind --out runs/s4
     """
-    click.get_current_context().with_resource(media_warnings_to(info))  # one line each, on stderr
+    # media warnings go to stderr, one line each: media_warnings_on_stderr(), once a command runs
 
 
 # ------------------------------------------------------------------------------------ segment
@@ -128,7 +123,13 @@ def segment(
     if input_path.is_dir() and out_dir.resolve() == input_path.resolve():
         message = "is the input frame folder; its masks and overlays would be read as frames next time. Use another folder."
         raise click.BadParameter(message, param_hint="--out")
-    thresholds = pipeline_settings(pipeline, settings)
+    from cmsf.io.media import load_clip
+    from cmsf.pipelines.per_frame import resolve_settings
+    from cmsf.runs.evaluate import run_pipeline
+    from cmsf.runs.outputs import SegmentOutput
+
+    media_warnings_on_stderr()
+    thresholds = pipeline_settings(pipeline, settings, preset)
     started = time.perf_counter()
     models = models_of(preset, device, dtype, model_overrides)  # lazy: nothing loads before the pipeline runs
     check_bind_modes(models, [thresholds.get("bind_mode")])
@@ -142,7 +143,7 @@ def segment(
         run = {"input": str(input_path), "pipeline": pipeline, "preset": preset, "device": str(models.device),
                "dtype": dtype, "settings": resolve_settings(pipeline, thresholds, models)}  # fmt: skip
         evidence = output.write(clip, result, run, started=started, progress=progress)
-    coverage = evidence["coverage"]
+    coverage = [frame["coverage"] for frame in evidence["frames"]]
     mean = 100 * sum(coverage) / len(coverage)
     nonempty = sum(1 for c in coverage if c > 0)
     click.echo(
@@ -161,7 +162,7 @@ def segment(
     type=click.Path(exists=True, file_okay=False, path_type=Path),
     help="The AVSBench folder (holding Single-source/ and Multi-sources/).",
 )
-@click.option("--subset", required=True, type=click.Choice(avsbench.SUBSETS, case_sensitive=False), help="s4 or ms3.")
+@click.option("--subset", required=True, type=click.Choice(SUBSETS, case_sensitive=False), help="s4 or ms3.")
 @click.option("--split", default="test", show_default=True, help="The csv's split to evaluate (train, val, test).")
 @pipeline_option
 @click.option(
@@ -249,7 +250,11 @@ def eval_command(
             "--set": (settings, ()), "--model": (model_overrides, ()), "--sweep": (sweeps, ()),
             "--frames-per-batch": (frames_per_batch, None),
         })  # fmt: skip
-    thresholds = pipeline_settings(pipeline, settings) if pipeline is not None else {}
+    from cmsf.runs.evaluate import evaluate, scores_line
+    from cmsf.runs.sweep import run_sweep, sweep_lines
+
+    media_warnings_on_stderr()
+    thresholds = pipeline_settings(pipeline, settings, preset) if pipeline is not None else {}
     grid = sweep_grid(pipeline, sweeps, thresholds) if sweeps else {}
     if sweeps and frames_per_batch is not None:
         raise click.UsageError("--frames-per-batch: a sweep computes one video at a time")
@@ -287,6 +292,9 @@ def report(run_dir: Path, root: Optional[Path]) -> None:
     Example:
       cmsf report runs/s4-owod
     """
+    from cmsf.runs.report import write_report
+
+    media_warnings_on_stderr()
     with data_errors():
         path = write_report(run_dir, root=root)
     click.echo(f"{path}")
@@ -350,7 +358,11 @@ def segment_many_command(
         only_with("--engine ray", {
             "--ray-address": (ray_address, None), "--workers": (workers, None), "--gpus-per-worker": (gpus_per_worker, None),
         })  # fmt: skip
-    spec = RunSpec(out_dir, pipeline, pipeline_settings(pipeline, settings), preset, device, dtype,
+    from cmsf.runs.distributed import require_ray, run_ray
+    from cmsf.runs.many import Engine, RunSpec, plan_jobs, run_local, segment_many, summary_line
+
+    media_warnings_on_stderr()
+    spec = RunSpec(out_dir, pipeline, pipeline_settings(pipeline, settings, preset), preset, device, dtype,
                    model_overrides_of(model_overrides), num_frames, fps, frames_per_batch, threads)  # fmt: skip
     # lazy models (on the CPU for Ray, whose workers hold the real ones): the --set check loads nothing
     models = models_of(preset, "cpu" if engine == "ray" else device, dtype, model_overrides)

@@ -14,17 +14,19 @@ import contextlib
 import sys
 import time
 from pathlib import Path
-from typing import Any, Collection, Iterable, Iterator, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Collection, Iterable, Iterator, Mapping, Optional, Sequence
 
 import click
 from tqdm import tqdm
 
-from cmsf.checks import DTYPES
 from cmsf.io.files import FolderInUseError, UnwritableFolderError
-from cmsf.models.loading import PRESETS, ModelLoadError, Models, check_sources, load_models
-from cmsf.pipelines.per_frame import PIPELINES, parse_settings
-from cmsf.runs.sweep import parse_sweep, sweep_rows
-from cmsf.stages.binding import check_bind_mode
+from cmsf.names import DTYPE_NAMES, PIPELINE_NAMES, PRESETS
+
+if TYPE_CHECKING:
+    from cmsf.models.loading import Models
+
+# The library (torch, transformers) is imported inside the functions that use it, so that the
+# options can be built and --help, --version and usage errors answered without it.
 
 # ------------------------------------------------------------------------------------ errors and stderr
 
@@ -36,6 +38,8 @@ _OPTIONS = {"num_frames": "--num-frames", "fps": "--fps"}  # a ValueError "num_f
 def data_errors(context: str = "") -> Iterator[None]:
     """Turn the errors bad data raises (ValueError, OSError, ModelLoadError, a folder in use) into a click
     error: exit 1, one line, no traceback; those about --num-frames, --fps, --out: a usage error (2)."""
+    from cmsf.models.loading import ModelLoadError
+
     try:
         yield
     except click.ClickException:
@@ -79,6 +83,15 @@ def info(message: str) -> None:
     click.echo(message, err=True)
 
 
+def media_warnings_on_stderr() -> None:
+    """For the rest of the running command, each media warning (a short track, a variable frame
+    rate, …; :func:`cmsf.io.decoding.media_warnings_to`) is one line on stderr. Called by each
+    command once its options are checked, so that ``--help`` and usage errors import no torch."""
+    from cmsf.io.decoding import media_warnings_to
+
+    click.get_current_context().with_resource(media_warnings_to(info))
+
+
 # ------------------------------------------------------------------------------------ option values
 
 
@@ -94,19 +107,46 @@ def parse_pairs(values: Sequence[str], option: str) -> dict[str, str]:
     return pairs
 
 
-def pipeline_settings(pipeline: str, values: Sequence[str]) -> dict[str, Any]:
+TINY_SETTINGS: dict[str, dict[str, Any]] = {
+    "owod-bind": {"box_threshold": 0.7135, "bind_threshold": 0.1351},
+    "sam-bind": {"points_per_side": 8, "pred_iou_threshold": 0.0, "stability_score_threshold": 0.0},
+    "at-gdino-sam": {"tag_threshold": 0.5734, "box_threshold": 0.99998},
+    "at-sam3": {"tag_threshold": 0.5734, "instance_threshold": 0.2513},
+}
+"""The command's defaults for ``--preset tiny`` (under any ``--set``): the tiny models have random
+weights, so the paper's thresholds select nothing (OWOD-BIND, SAM-BIND, AT-SAM3) or everything
+(AT-GDINO-SAM). Chosen as the benchmarks choose theirs (``bench/workload.py``): from the tiny
+models' own scores on ``examples/demo.mp4``, in the widest gap near about 8 proposals and 2 kept
+per frame (OWOD-BIND), 3 tags per second and 3 boxes per frame (AT-GDINO-SAM), 2 instances per
+frame (AT-SAM3); SAM-BIND's automatic masks get an 8 × 8 grid with the quality filters off. The
+library's defaults stay the paper's."""
+
+TINY_NOTE = "note: the tiny models have random weights; their masks show that the pipeline runs, not what is sounding"
+
+
+def pipeline_settings(pipeline: str, values: Sequence[str], preset: str = "paper") -> dict[str, Any]:
     """Parse ``--set KEY=VALUE`` options with :func:`cmsf.pipelines.per_frame.parse_settings` (typed after
-    the defaults, checked); anything wrong is a usage error naming ``--set``."""
+    the defaults, checked) over the command's defaults for ``preset`` (:data:`TINY_SETTINGS` for
+    ``tiny``, saying on stderr that its models are random; none otherwise): the settings a command
+    runs with, built here only. Anything wrong is a usage error naming ``--set``."""
+    from cmsf.pipelines.per_frame import parse_settings
+
     try:
-        return parse_settings(pipeline, parse_pairs(values, "--set"))
+        given = parse_settings(pipeline, parse_pairs(values, "--set"))
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="--set") from None
+    if preset != "tiny":
+        return given
+    info(TINY_NOTE)
+    return {**TINY_SETTINGS.get(pipeline, {}), **given}
 
 
 def sweep_grid(pipeline: str, values: Sequence[str], fixed: Mapping[str, Any]) -> dict[str, list[Any]]:
     """Parse ``--sweep KEY=V1,V2`` options (:func:`cmsf.runs.sweep.parse_sweep`) and check every setting
     of the grid with the ``fixed`` ones up front (:func:`cmsf.runs.sweep.sweep_rows`); anything wrong
     is a usage error naming ``--sweep``."""
+    from cmsf.runs.sweep import parse_sweep, sweep_rows
+
     try:
         grid = parse_sweep(pipeline, parse_pairs(values, "--sweep"))
         sweep_rows(pipeline, grid, fixed)
@@ -118,6 +158,8 @@ def sweep_grid(pipeline: str, values: Sequence[str], fixed: Mapping[str, Any]) -
 def model_overrides_of(values: Sequence[str]) -> dict[str, str]:
     """Parse ``--model COMPONENT=SOURCE`` options (:func:`cmsf.models.loading.check_sources`); an unknown
     component, or a local path that does not exist, is a usage error."""
+    from cmsf.models.loading import check_sources
+
     try:
         return check_sources(parse_pairs(values, "--model"))
     except ValueError as error:
@@ -127,6 +169,8 @@ def model_overrides_of(values: Sequence[str]) -> dict[str, str]:
 def models_of(preset: str, device: Optional[str], dtype: str, model_overrides: Sequence[str]) -> Models:
     """The models of ``--preset``, ``--device``, ``--dtype`` and ``--model`` options, loaded once for
     the whole command (each component loads on first use); a bad one is a usage error."""
+    from cmsf.models.loading import load_models
+
     overrides = model_overrides_of(model_overrides)
     try:
         return load_models(preset, device=device, dtype=dtype, **overrides)
@@ -142,6 +186,8 @@ def check_bind_modes(models: Models, modes: Iterable[Optional[str]], option: str
     """Each bind mode of ``modes`` (None: the binder's own) checked against ``models``' binder
     without loading it (:func:`cmsf.stages.binding.check_bind_mode`); one it cannot give is a usage error
     naming ``option``."""
+    from cmsf.stages.binding import check_bind_mode
+
     for mode in modes:
         try:
             check_bind_mode(models, mode)
@@ -155,7 +201,7 @@ def check_bind_modes(models: Models, modes: Iterable[Optional[str]], option: str
 def require_pipeline(pipeline: Optional[str]) -> str:
     """``--pipeline``, which the commands that segment video files need (a usage error without it)."""
     if pipeline is None:
-        raise click.UsageError("Missing option '--pipeline' / '-p' (one of " + ", ".join(PIPELINES) + ").")
+        raise click.UsageError("Missing option '--pipeline' / '-p' (one of " + ", ".join(PIPELINE_NAMES) + ").")
     return pipeline
 
 
@@ -179,7 +225,7 @@ def only_with(requirement: str, options: Mapping[str, tuple[Any, Any]]) -> None:
 pipeline_option = click.option(
     "--pipeline",
     "-p",
-    type=click.Choice(tuple(PIPELINES)),
+    type=click.Choice(PIPELINE_NAMES),
     help="Which CMSF pipeline: owod-bind (the paper's best), sam-bind, at-gdino-sam, or at-sam3 (audio tags as SAM 3 concepts).",
 )
 preset_option = click.option(
@@ -195,7 +241,7 @@ device_option = click.option(
     "--device", default=None, help="Torch device, e.g. cpu, cuda, cuda:1. [default: cuda if available, else cpu]"
 )
 dtype_option = click.option(
-    "--dtype", type=click.Choice(tuple(DTYPES)), default="float32", show_default=True, help="Model precision."
+    "--dtype", type=click.Choice(DTYPE_NAMES), default="float32", show_default=True, help="Model precision."
 )
 set_option = click.option(
     "--set",

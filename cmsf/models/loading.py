@@ -38,6 +38,7 @@ from cmsf.models.random_models import (
     random_processor,
     soften_tiny,
 )
+from cmsf.names import PRESETS
 
 __all__ = [
     "COMPONENTS",
@@ -52,9 +53,6 @@ __all__ = [
     "component_sources",
     "load_models",
 ]
-
-PRESETS = ("paper", "tiny", "paper-random", "2025", "2025-random")
-"""Known presets of :func:`load_models`."""
 
 COMPONENTS = ("ast", "grounding_dino", "sam", "owlv2", "imagebind", "sam3", "binder", "mavl")
 """Component names, as used by :class:`Models` properties and :func:`load_models` overrides."""

@@ -2,7 +2,7 @@
 once per video, at the loosest settings a grid needs, their candidates are cached in the run
 folder (:mod:`cmsf.runs.cache`), and every setting of the grid is selected and scored from the cache.
 
-Which settings a sweep gets for free depends on the pipeline (:data:`SWEEP_RULES`):
+Which settings a sweep gets for free depends on the pipeline (:data:`cmsf.names.SWEEP_RULES`):
 
 - ``free``: applied by the selection stage alone (any value, from the cache);
 - ``lowest``: a score threshold of a model stage: the models run once at the lowest value of
@@ -45,6 +45,7 @@ from cmsf.io import avsbench
 from cmsf.io.files import RUN_NAME, atomic_write_json, atomic_write_text, claim_folder, remove_stale_temporaries
 from cmsf.metrics import VARIANTS, VariantTotals, VideoScores, dataset_scores, score_video
 from cmsf.models.loading import Models
+from cmsf.names import FREE, LOWEST, RERUN, SWEEP_RULES  # noqa: F401 (re-exported: the rules are named here)
 from cmsf.pipelines.per_frame import (
     PIPELINE_STAGES,
     check_settings,
@@ -67,25 +68,6 @@ from cmsf.runs.evaluate import (
 )
 from cmsf.runs.progress import Progress, no_log, no_progress
 
-FREE = "free"
-LOWEST = "lowest"
-RERUN = "rerun"
-
-SWEEP_RULES: dict[str, dict[str, str]] = {
-    "owod-bind": {"box_threshold": LOWEST, "bind_threshold": FREE, "bind_mode": FREE},
-    "sam-bind": {"pred_iou_threshold": LOWEST, "bind_threshold": FREE, "bind_mode": FREE},
-    "at-gdino-sam": {"box_threshold": LOWEST, "text_threshold": FREE},
-}
-"""Per pipeline, how each setting is swept: :data:`FREE` (selection only), :data:`LOWEST` (the
-models run at the grid's lowest value) or, for any key not listed, :data:`RERUN`.
-AT-GDINO-SAM's ``text_threshold`` is free because it only shapes GroundingDINO's matched
-sub-phrases, which the pipeline does not keep (boxes, scores and tags do not depend on it).
-``bind_mode`` is free because the cache keeps the binder's scoring (mode, logit scale and bias).
-OWOD-BIND's ``proposal_nms_threshold``, ``max_proposals`` and ``crop_background`` and AT-SAM3's
-``instance_threshold`` rerun: the first three change the proposals or the crops; SAM 3's score
-filter is applied in the model's dtype, which a selection from float32 scores cannot repeat
-exactly in bfloat16."""
-
 TAGGED_STAGES: dict[str, tuple[str, Callable[..., list[list[FrameCandidates]]]]] = {
     "at-gdino-sam": ("tag_threshold", ground_tagged_frames),
     "at-sam3": ("tag_threshold", find_tagged_concepts),
@@ -102,19 +84,6 @@ ORACLE_NOTE = (
 def sweep_rule(pipeline: str, key: str) -> str:
     """How ``key`` of ``pipeline`` is swept: :data:`FREE`, :data:`LOWEST` or :data:`RERUN`."""
     return SWEEP_RULES.get(pipeline, {}).get(key, RERUN)
-
-
-def free_keys_help() -> str:
-    """One paragraph saying which keys each pipeline sweeps without rerunning its models."""
-    parts = []
-    for pipeline, rules in SWEEP_RULES.items():
-        keys = [f"{key} (≥ the lowest swept)" if rule == LOWEST else key for key, rule in rules.items()]
-        parts.append(f"{pipeline}: {', '.join(keys)}")
-    return (
-        "Free keys (scored from the cache, the models run once): " + "; ".join(parts) + ". "
-        "The AT pipelines' tag_threshold reruns GroundingDINO and SAM (SAM 3) only: AST tags are "
-        "cached; any other key reruns the models once per value."
-    )
 
 
 # ------------------------------------------------------------------------------ the grid
