@@ -116,6 +116,25 @@ def test_plan_jobs_keeps_order_and_runs_an_input_once(tmp_path, monkeypatch):
         many.plan_jobs([Path("a/clip.mp4")], manifest)
 
 
+def test_every_manifest_is_used_after_the_inputs(corpus, tmp_path, monkeypatch):
+    """``--manifest a.csv --manifest b.txt``: the INPUTs, then a.csv's, then b.txt's (each once)."""
+    first, second = tmp_path / "a.csv", tmp_path / "b.txt"
+    first.write_text(f"path,audio\n{corpus.videos[1]},\n", encoding="utf-8")
+    second.write_text(f"{corpus.videos[2]}\n{corpus.videos[0]}\n", encoding="utf-8")
+    planned = []
+
+    def stop(spec, jobs, run, **kwargs):
+        planned.extend(job.path for job in jobs)
+        raise ValueError("planned")
+
+    monkeypatch.setattr(many, "segment_many", stop)
+    result = run("segment-many", corpus.videos[0], "--manifest", first, "--manifest", second, "-p", "owod-bind",
+                 "--preset", "tiny", "--out", tmp_path / "out")  # fmt: skip
+    assert result.exit_code == 1 and "planned" in result.output
+    assert planned == [Path(corpus.videos[k]).resolve() for k in (0, 1, 2)]
+    assert many.plan_jobs([], [first, second]) == many.plan_jobs([], [first]) + many.plan_jobs([], second)
+
+
 # ---------------------------------------------------------------- the local engine, end to end
 
 

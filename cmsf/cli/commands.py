@@ -307,9 +307,11 @@ def report(run_dir: Path, root: Optional[Path]) -> None:
 @click.argument("inputs", metavar="[INPUT]...", nargs=-1, type=click.Path(exists=True, path_type=Path))
 @click.option(
     "--manifest",
+    "manifests",
+    multiple=True,
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="A list of inputs: one path per line, or a .csv with a 'path' column (and 'audio' for "
-    "frame folders); paths relative to its folder.",
+    "frame folders); paths relative to its folder. Repeatable: every manifest's inputs are used, after the INPUTs.",
 )
 @video_run_options
 @set_option
@@ -331,13 +333,13 @@ def report(run_dir: Path, root: Optional[Path]) -> None:
 @click.option("--workers", type=click.IntRange(min=1), help="Ray: model actors. [default: as the cluster allows]")
 @click.option("--gpus-per-worker", type=click.FloatRange(min=0), help="Ray: GPUs per actor. [default: 1 with GPUs]")
 def segment_many_command(
-    inputs: tuple[Path, ...], manifest: Optional[Path], pipeline: Optional[str], out_dir: Path, preset: str,
+    inputs: tuple[Path, ...], manifests: tuple[Path, ...], pipeline: Optional[str], out_dir: Path, preset: str,
     device: Optional[str], dtype: str, num_frames: Optional[int], fps: Optional[float], settings: tuple[str, ...],
     model_overrides: tuple[str, ...], frames_per_batch: Optional[int], threads: Optional[int], engine: str,
     ray_address: Optional[str], workers: Optional[int], gpus_per_worker: Optional[float],
 ) -> None:  # fmt: skip
     """Segment many videos: each INPUT (a video file, or a folder of frames with its audio found
-    as `cmsf segment` finds it) and each path of --manifest gets OUT/<name>/ holding what `cmsf
+    as `cmsf segment` finds it) and each path of every --manifest gets OUT/<name>/ holding what `cmsf
     segment` writes; <name> is the input's stem and a hash of its absolute path (see README).
 
     Resumable: an input whose OUT/<name>/evidence.json exists is skipped, so rerun the command
@@ -351,7 +353,7 @@ def segment_many_command(
       cmsf segment-many --manifest clips.txt -p owod-bind --out out/ --engine ray --ray-address 10.0.0.1:6379
     """
     pipeline = require_pipeline(pipeline)
-    if not inputs and manifest is None:
+    if not inputs and not manifests:
         raise click.UsageError("no input: give INPUT arguments, --manifest, or both.")
     check_sampling(num_frames, fps)
     if engine == "local":
@@ -368,7 +370,7 @@ def segment_many_command(
     models = models_of(preset, "cpu" if engine == "ray" else device, dtype, model_overrides)
     check_bind_modes(models, [spec.settings.get("bind_mode")])
     with data_errors():
-        jobs = plan_jobs(inputs, manifest)
+        jobs = plan_jobs(inputs, manifests)
     if engine == "ray":
         try:
             require_ray()
