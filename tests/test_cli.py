@@ -247,7 +247,8 @@ def test_segment_data_errors(tmp_path):
     folder = tmp_path / "frames"
     write_png(folder / "f_1.png", np.zeros((4, 4, 3), np.uint8))
     result = run("segment", folder, "-p", "owod-bind", "--out", tmp_path / "o")
-    assert result.exit_code == 1 and "needs its audio" in result.output
+    assert result.exit_code == 2 and "Invalid value for --audio" in result.output, result.output  # a usage error
+    assert "no audio was found" in result.output and str(folder) in result.output
     assert not (tmp_path / "o").exists()
     assert "Traceback" not in result.output
 
@@ -379,7 +380,9 @@ def test_eval_refuses_or_resizes_other_sizes(mini, tmp_path):
         (["--subset", "s4", "-p", "owod-bind", "--pred-dir", "."], 2, "exactly one"),
         (["--subset", "s5", "--pred-dir", "."], 2, "s5"),
         (["--subset", "s4", "--pred-dir", ".", "--preset", "tiny"], 2, "--preset"),
-        (["--subset", "s4", "--split", "dev", "--pred-dir", "."], 1, "test, train, val"),
+        (["--subset", "s4", "--split", "dev", "--pred-dir", "."], 2, "Invalid value for --split: 'dev' has no videos"),
+        (["--subset", "s4", "--split", "Val", "--pred-dir", "."], 2, "it has test, train, val"),
+        (["--subset", "ms3", "--split", "Val", "-p", "owod-bind"], 2, "Invalid value for --split: 'Val'"),
     ],
 )
 def test_eval_usage_and_data_errors(mini, tmp_path, args, code, needle):

@@ -123,11 +123,15 @@ def segment(
     if input_path.is_dir() and out_dir.resolve() == input_path.resolve():
         message = "is the input frame folder; its masks and overlays would be read as frames next time. Use another folder."
         raise click.BadParameter(message, param_hint="--out")
-    from cmsf.io.media import load_clip
+    from cmsf.io.media import find_audio_for_frames, load_clip
     from cmsf.pipelines.per_frame import resolve_settings
     from cmsf.runs.evaluate import run_pipeline
     from cmsf.runs.outputs import SegmentOutput
 
+    if input_path.is_dir() and audio is None and find_audio_for_frames(input_path) is None:
+        message = (f"{input_path} is a folder of frames and no audio was found for it (no single .wav in it, "
+                   f"{input_path.name}.wav next to it, or AVSBench's audio_wav layout); pass its audio file")  # fmt: skip
+        raise click.BadParameter(message, param_hint="--audio")
     media_warnings_on_stderr()
     thresholds = pipeline_settings(pipeline, settings, preset)
     started = time.perf_counter()
@@ -266,12 +270,13 @@ def eval_command(
     run_args: dict[str, Any] = dict(  # what a sweep and a plain run share
         split=split, pipeline=pipeline, settings=thresholds, models=models, limit=limit, progress=progress, log=info,
     )  # fmt: skip
+    split_option = {"split": "--split"}  # a split the csv does not have is a usage error
     if sweeps:
-        with data_errors():
+        with data_errors(options=split_option):
             summary = run_sweep(root, subset, out_dir, grid=grid, **run_args)
         click.echo("\n".join(sweep_lines(summary)))
         return
-    with data_errors():
+    with data_errors(options=split_option):
         summary = evaluate(
             root, subset, out_dir, pred_dir=pred_dir, resize_pred=resize_pred, frames_per_batch=frames_per_batch,
             **run_args,

@@ -35,9 +35,11 @@ _OPTIONS = {"num_frames": "--num-frames", "fps": "--fps"}  # a ValueError "num_f
 
 
 @contextlib.contextmanager
-def data_errors(context: str = "") -> Iterator[None]:
+def data_errors(context: str = "", options: Mapping[str, str] = {}) -> Iterator[None]:  # noqa: B006 (read only)
     """Turn the errors bad data raises (ValueError, OSError, ModelLoadError, a folder in use) into a click
-    error: exit 1, one line, no traceback; those about --num-frames, --fps, --out: a usage error (2)."""
+    error: exit 1, one line, no traceback; those about --num-frames, --fps, --out, and a ValueError
+    ``"name: …"`` about an argument ``options`` maps to the command's option (``{"split":
+    "--split"}``): a usage error (2) naming the option."""
     from cmsf.models.loading import ModelLoadError
 
     try:
@@ -49,8 +51,9 @@ def data_errors(context: str = "") -> Iterator[None]:
     except (ValueError, OSError, ModelLoadError, FolderInUseError) as error:
         message = str(error) or type(error).__name__
         argument, colon, detail = message.partition(":")
-        if isinstance(error, ValueError) and colon and argument in _OPTIONS:
-            raise click.BadParameter(detail.strip(), param_hint=_OPTIONS[argument]) from None
+        named = {**_OPTIONS, **options}
+        if isinstance(error, ValueError) and colon and argument in named:
+            raise click.BadParameter(detail.strip(), param_hint=named[argument]) from None
         if isinstance(error, ModelLoadError):
             message += " On the command line, a local copy is passed as --model COMPONENT=PATH."
         raise click.ClickException(f"{context}{message}") from None
