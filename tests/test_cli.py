@@ -685,6 +685,22 @@ def test_segment_removes_outputs_of_a_longer_earlier_run(video, tmp_path, fake):
     assert [f["mask"] for f in json.loads((out / "evidence.json").read_text())["frames"]] == ["mask_0000.png", "mask_0001.png"]
 
 
+def test_segment_says_what_it_replaces_and_refuses_another_commands_run_folder(video, tmp_path, fake):
+    out = tmp_path / "out"
+    result = run("segment", video, "-p", "owod-bind", "--num-frames", "3", "--out", out)
+    assert result.exit_code == 0 and "earlier output" not in result.stderr, result.output
+    result = run("segment", video, "-p", "owod-bind", "--num-frames", "2", "--out", out)
+    assert result.exit_code == 0, result.output
+    assert f"{out} holds an earlier output (evidence.json, 3 masks, 3 overlays): this run's replaces it" in result.stderr
+    for kind, record in [("eval", {"kind": "eval", "subset": "s4"}), ("segment-many", {"pipeline": "owod-bind", "num_frames": None})]:
+        folder = tmp_path / kind
+        folder.mkdir()
+        (folder / "run.json").write_text(json.dumps(record), encoding="utf-8")
+        result = run("segment", video, "-p", "owod-bind", "--out", folder)
+        assert result.exit_code == 1 and f"holds a `cmsf {kind}` run" in result.output, result.output
+        assert sorted(p.name for p in folder.iterdir()) == ["run.json"]
+
+
 def test_segment_refuses_the_input_frame_folder_as_out(tmp_path, fake):
     folder = tmp_path / "frames"
     for k in (1, 2):

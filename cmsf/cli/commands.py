@@ -106,7 +106,8 @@ def segment(
     Writes to --out: mask_0000.png … (0/255, frame size), overlay_0000.png … (the mask in red
     over the frame) and evidence.json (the pipeline's proposals, scores and kept indices), then
     prints a summary line. They replace an earlier output there as one set, once all are written
-    (an interrupted run leaves the old set); other files in --out are left alone.
+    (an interrupted run leaves the old set; stderr says what is replaced); other files in --out are
+    left alone. The run folder of `cmsf eval` or `cmsf segment-many` is refused.
 
     \b
     Examples:
@@ -126,7 +127,7 @@ def segment(
     from cmsf.io.media import find_audio_for_frames, load_clip
     from cmsf.pipelines.per_frame import resolve_settings
     from cmsf.runs.evaluate import run_pipeline
-    from cmsf.runs.outputs import SegmentOutput
+    from cmsf.runs.outputs import SegmentOutput, existing_outputs
 
     if input_path.is_dir() and audio is None and find_audio_for_frames(input_path) is None:
         message = (f"{input_path} is a folder of frames and no audio was found for it (no single .wav in it, "
@@ -138,6 +139,9 @@ def segment(
     models = models_of(preset, device, dtype, model_overrides)  # lazy: nothing loads before the pipeline runs
     check_bind_modes(models, [thresholds.get("bind_mode")])
     with data_errors(), SegmentOutput(out_dir) as output:  # --out created, checked, locked up front
+        earlier = existing_outputs(out_dir)
+        if earlier:
+            info(f"{out_dir} holds an earlier output ({earlier}): this run's replaces it once written")
         clip = load_clip(input_path, audio=audio, num_frames=num_frames, fps=fps)
         height, width = clip.frames.shape[-2:]
         info(f"read {clip.num_frames} frames of {width}×{height} and {clip.duration:.2f} s of audio from {input_path}")

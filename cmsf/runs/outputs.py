@@ -15,6 +15,7 @@ index in at least 4 digits + ``.png``); nothing else in the folder is touched.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import tempfile
@@ -26,7 +27,15 @@ from typing import Any, Mapping, Optional, Union
 import torch
 from torch import Tensor
 
-from cmsf.io.files import TEMP_SUFFIX, atomic_write_json, claim_folder, deferred_interrupts
+from cmsf.io.files import (
+    RUN_NAME,
+    TEMP_SUFFIX,
+    RunConflictError,
+    atomic_write_json,
+    claim_folder,
+    deferred_interrupts,
+    recorded_kind,
+)
 from cmsf.io.media import Clip, overlay_mask, write_png_image, write_png_mask
 from cmsf.pipelines.results import SegmentationResult
 from cmsf.runs.progress import Progress, no_progress
@@ -56,6 +65,38 @@ def is_output_name(name: str) -> bool:
         return True
     match = _OUTPUT_NAME.fullmatch(name)
     return match is not None and name == f"{match.group(1)}_{int(match.group(2)):04d}.png"
+
+
+def existing_outputs(out_dir: Path) -> str:
+    """What of an earlier output ``out_dir`` holds, in words (``"evidence.json, 5 masks, 5
+    overlays"``), or ``""`` when it holds none of cmsf's files (or does not exist)."""
+    if not out_dir.is_dir():
+        return ""
+    names = [path.name for path in out_dir.iterdir() if path.is_file() and is_output_name(path.name)]
+    masks = sum(name.startswith("mask_") for name in names)
+    overlays = sum(name.startswith("overlay_") for name in names)
+    parts = [EVIDENCE_NAME] if EVIDENCE_NAME in names else []
+    parts += [f"{count} {what}{'s' if count != 1 else ''}" for count, what in ((masks, "mask"), (overlays, "overlay")) if count]
+    return ", ".join(parts)
+
+
+def refuse_run_folder(out_dir: Path) -> None:
+    """Refuse ``out_dir`` when it is the run folder of ``cmsf eval`` or ``cmsf segment-many`` (its
+    ``run.json`` names such a run): one video's output would be mixed into theirs.
+
+    Raises:
+        RunConflictError: naming the folder and the kind of run it holds.
+    """
+    path = out_dir / RUN_NAME
+    if not path.is_file():
+        return
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        record = {}
+    kind = recorded_kind(record) if isinstance(record, dict) else None
+    holds = f"a `cmsf {kind}` run" if kind else "another command's run"
+    raise RunConflictError(f"{out_dir} holds {holds} ({path} says so), not the output of one video; use another --out")
 
 
 def remove_stale_outputs(out_dir: Path, num_frames: int) -> list[Path]:
@@ -227,7 +268,8 @@ class SegmentOutput:
             evidence = output.write(clip, result, run, started=started)
 
     Entering claims the folder (:func:`cmsf.io.files.claim_folder`: raises
-    ``UnwritableFolderError`` / ``FolderInUseError`` before anything runs); leaving releases it.
+    ``UnwritableFolderError`` / ``FolderInUseError`` before anything runs) and refuses the run
+    folder of another command (:func:`refuse_run_folder`: ``RunConflictError``); leaving releases it.
     :meth:`write` replaces the folder's set as one (:func:`replace_segmentation`, which see).
     """
 
@@ -238,6 +280,7 @@ class SegmentOutput:
     def __enter__(self) -> "SegmentOutput":
         with contextlib.ExitStack() as stack:
             stack.enter_context(claim_folder(self.out_dir))
+            refuse_run_folder(self.out_dir)
             self._stack = stack.pop_all()
         return self
 
