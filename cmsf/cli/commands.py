@@ -305,7 +305,7 @@ def report(run_dir: Path, root: Optional[Path]) -> None:
 
     media_warnings_on_stderr()
     with data_errors():
-        path = write_report(run_dir, root=root)
+        path = write_report(run_dir, root=root, log=info)
     click.echo(f"{path}")
 
 
