@@ -84,3 +84,34 @@ def test_save_segmentation_of_frames_alone_and_bad_frames(demo_result, tmp_path:
     with pytest.raises(ValueError, match="frames: expected a Clip or Tensor"):
         save_segmentation(result, [clip.frames[0]], tmp_path / "bad")
     assert not (tmp_path / "bad").exists()
+
+
+ROOT = DEMO.parent.parent
+
+
+def _fenced_bash(text: str, heading: str) -> list[str]:
+    """The commands of the ```bash blocks of README.md's section ``heading`` (comments dropped)."""
+    section = text.split(f"## {heading}\n", 1)[1].split("\n## ", 1)[0]
+    blocks = section.split("```bash\n")[1:]
+    lines = [line.split("  #", 1)[0].strip() for block in blocks for line in block.split("```", 1)[0].splitlines()]
+    return [line for line in lines if line]
+
+
+def test_ci_runs_exactly_the_readme_install_and_test_commands() -> None:
+    readme = _fenced_bash((ROOT / "README.md").read_text(encoding="utf-8"), "Install and test")
+    assert readme == ["bash scripts/install.sh", "python -m pytest tests bench --benchmark-disable -q"]
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()
+    commands = [line for line in ci if line and not line.startswith("#") and not line.startswith(("set ", "cd "))]
+    assert commands == readme
+    script = (ROOT / "scripts" / "install.sh").read_text(encoding="utf-8")
+    for step in ("torch==2.11.0 torchvision==0.26.0 torchaudio==2.11.0", 'pip install -e ".[test]"',
+                 "pip install --no-deps imagebind-unofficial==0.1.1", "apt-get install -y -qq chromium",
+                 "https://download.pytorch.org/whl/cpu"):  # fmt: skip
+        assert step in script
+
+
+def test_install_script_refuses_an_unknown_option() -> None:
+    import subprocess
+
+    done = subprocess.run(["bash", str(ROOT / "scripts" / "install.sh"), "--gpu"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "usage: bash scripts/install.sh [--cpu]" in done.stderr
