@@ -33,6 +33,7 @@ from cmsf.cli.options import (
     model_overrides_of,
     models_of,
     only_with,
+    parse_pairs,
     out_option,
     pipeline_option,
     pipeline_settings,
@@ -262,7 +263,8 @@ def eval_command(
     from cmsf.runs.sweep import run_sweep, sweep_lines
 
     media_warnings_on_stderr()
-    thresholds = pipeline_settings(pipeline, settings, preset) if pipeline is not None else {}
+    swept = parse_pairs(sweeps, "--sweep")  # tiny defaults are not fixed for the swept keys
+    thresholds = pipeline_settings(pipeline, settings, preset, swept) if pipeline is not None else {}
     grid = sweep_grid(pipeline, sweeps, thresholds) if sweeps else {}
     if sweeps and frames_per_batch is not None:
         raise click.UsageError("--frames-per-batch: a sweep computes one video at a time")

@@ -127,21 +127,25 @@ library's defaults stay the paper's."""
 TINY_NOTE = "note: the tiny models have random weights; their masks show that the pipeline runs, not what is sounding"
 
 
-def pipeline_settings(pipeline: str, values: Sequence[str], preset: str = "paper") -> dict[str, Any]:
+def pipeline_settings(
+    pipeline: str, values: Sequence[str], preset: str = "paper", swept: Collection[str] = ()
+) -> dict[str, Any]:
     """Parse ``--set KEY=VALUE`` options with :func:`cmsf.pipelines.per_frame.parse_settings` (typed after
     the defaults, checked) over the command's defaults for ``preset`` (:data:`TINY_SETTINGS` for
-    ``tiny``, saying on stderr that its models are random; none otherwise): the settings a command
-    runs with, built here only. Anything wrong is a usage error naming ``--set``."""
+    ``tiny``, saying on stderr that its models are random, except the ``swept`` keys, which a
+    sweep gives; none otherwise): the settings a command runs with, built here only. Anything
+    wrong is a usage error naming ``--set``."""
     from cmsf.pipelines.per_frame import parse_settings
 
+    given = parse_pairs(values, "--set")
+    if preset == "tiny":
+        info(TINY_NOTE)
+        tiny = {key: str(value) for key, value in TINY_SETTINGS.get(pipeline, {}).items() if key not in swept}
+        given = {**tiny, **given}
     try:
-        given = parse_settings(pipeline, parse_pairs(values, "--set"))
+        return parse_settings(pipeline, given)
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="--set") from None
-    if preset != "tiny":
-        return given
-    info(TINY_NOTE)
-    return {**TINY_SETTINGS.get(pipeline, {}), **given}
 
 
 def sweep_grid(pipeline: str, values: Sequence[str], fixed: Mapping[str, Any]) -> dict[str, list[Any]]:
