@@ -21,6 +21,7 @@ from corpus_fixture import found, make_corpus, output_files
 
 import cmsf
 from cmsf.cli import commands as cli
+from cmsf.cli.options import TINY_SETTINGS
 from cmsf.io.files import TEMP_SUFFIX
 from cmsf.io.media import load_clip
 from cmsf.runs.distributed import Segmenter, actor_pool, clip_from_bytes, clip_to_bytes, run_ray, videos_per_call
@@ -120,7 +121,7 @@ def test_ray_run_interrupted_then_resumed_equals_the_local_engine(local_ray, cor
     # kill during a write: a finished video's evidence.json gone, a mask half-written, a
     # temporary file left
     out = tmp_path / "ray"
-    spec = RunSpec(out, "owod-bind", {}, preset="tiny", device="cpu", frames_per_batch=2, threads=1)
+    spec = RunSpec(out, "owod-bind", dict(TINY_SETTINGS["owod-bind"]), preset="tiny", device="cpu", frames_per_batch=2, threads=1)
     jobs = plan_jobs(inputs)
 
     def interrupt_at_the_first(items, description, unit):

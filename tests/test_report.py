@@ -162,8 +162,8 @@ def test_one_key_sweep_chart_places_x_by_value_with_round_ticks_and_a_legend_tha
     left, middle, right = labels["0.05"], labels["0.1"], labels["0.3"]
     assert (middle - left) / (right - left) == pytest.approx(0.05 / 0.25, abs=0.01)  # by value, not evenly
     width = float(re.search(r'<svg[^>]* width="(\d+)"', svg).group(1))
-    legend_x = float(re.search(r'<text x="([\d.]+)"[^>]*>miou_per_frame</text>', svg).group(1))
-    assert legend_x + 7.2 * len("miou_per_frame") <= width
+    legend_x = float(re.search(r'<text x="([\d.]+)"[^>]*>miou_per_frame \(= miou\)</text>', svg).group(1))
+    assert legend_x + 7.2 * len("miou_per_frame (= miou)") <= width  # the legend fits and names the equal line
     dashes = re.findall(r'<polyline [^>]*stroke-dasharray="([^"]+)"', svg)
     assert len(dashes) == 3 and len(set(dashes)) == 3  # equal lines (miou, miou_per_frame) still told apart
     assert "1 video ·" in build_report_text_of_one_video()

@@ -206,13 +206,11 @@ def svg_histogram(values: Sequence[float], bins: int = 20, mean: Optional[float]
 
 
 _LINE_COLORS = ("#3b7dd8", "#e07b39", "#5aa469", "#8e6cc2", "#c44e52", "#777777")
-_LINE_DASHES = ("none", "7 4", "2 3", "10 3 2 3")  # equal lines (miou, miou_per_frame) stay visible
-_CHAR_WIDTH = 7.2  # about the width in pixels of one character of the charts' 12 px text
+_LINE_DASHES, _CHAR_WIDTH = ("none", "7 4", "2 3", "10 3 2 3"), 7.2  # dash per line; px per char of 12 px text
 
 
 def nice_ticks(low: float, high: float, most: int = 6) -> list[float]:
-    """Round tick values covering ``[low, high]``: multiples of 1, 2 or 5 × 10^k, at most
-    ``most`` of them, the first ≤ ``low`` and the last ≥ ``high`` (``[low]`` when they are equal)."""
+    """Round ticks (multiples of 1, 2, 2.5 or 5 × 10^k, at most ``most``) from ≤ ``low`` to ≥ ``high``."""
     if not high > low:
         return [low]
     raw = (high - low) / max(most - 1, 1)
@@ -233,9 +231,11 @@ def _tick_text(value: float, ticks: Sequence[float]) -> str:
 def svg_lines(key: str, xs: Sequence[str], series: Mapping[str, Sequence[Optional[float]]], best: int) -> str:
     """An SVG line chart of each of ``series`` (name → one value per x) against the swept values
     ``xs``: placed by value when every one is a number (0.05, 0.1, 0.3 are not evenly spaced),
-    evenly in grid order otherwise; round y ticks; each line its colour and dash pattern; a legend
-    as wide as its longest name; the best setting's points are ringed."""
-    legend_w = 48 + _CHAR_WIDTH * max((len(name) for name in series), default=0)
+    evenly in grid order otherwise; round y ticks; each line its colour, width and dash pattern; a
+    legend as wide as its longest label; the best setting's points are ringed."""
+    names = list(series)  # a line equal to an earlier one says so: "miou_per_frame (= miou)"
+    labels = [next((f"{n} (= {m})" for m in names[:i] if series[m] == series[n]), n) for i, n in enumerate(names)]
+    legend_w = 48 + _CHAR_WIDTH * max((len(label) for label in labels), default=0)
     width, height, left, bottom, top, right = math.ceil(450 + legend_w), 250, 52, 40, 16, math.ceil(legend_w)
     plot_w, plot_h = width - left - right, height - top - bottom
     values = [v for ys in series.values() for v in ys if v is not None]
@@ -247,7 +247,6 @@ def svg_lines(key: str, xs: Sequence[str], series: Mapping[str, Sequence[Optiona
     numbers = [_number(x) for x in xs]
     by_value = len(xs) > 1 and all(n is not None for n in numbers) and len(set(numbers)) == len(numbers)
     x_low, x_high = (min(numbers), max(numbers)) if by_value else (0.0, 0.0)  # type: ignore[type-var]
-
     def x_of(i: int) -> float:
         if by_value:
             return left + (numbers[i] - x_low) / (x_high - x_low) * plot_w  # type: ignore[operator]
@@ -258,17 +257,18 @@ def svg_lines(key: str, xs: Sequence[str], series: Mapping[str, Sequence[Optiona
 
     parts = []
     for v in y_ticks:
-        parts.append(_tag("line", x1=left, x2=left + plot_w, y1=y_of(v), y2=y_of(v), stroke="#e3e7eb"))
-        parts.append(_text(left - 6, y_of(v) + 4, _tick_text(v, y_ticks), "end"))
-    for i, x in enumerate(xs):
-        parts.append(_tag("line", x1=x_of(i), x2=x_of(i), y1=top + plot_h, y2=top + plot_h + 4, stroke="#39424c"))
-        parts.append(_text(x_of(i), top + plot_h + 16, x, "middle"))
+        grid = _tag("line", x1=left, x2=left + plot_w, y1=y_of(v), y2=y_of(v), stroke="#e3e7eb")
+        parts += [grid, _text(left - 6, y_of(v) + 4, _tick_text(v, y_ticks), "end")]
+    for i, x in enumerate(xs):  # a tick mark and the value
+        tick = _tag("line", x1=x_of(i), x2=x_of(i), y1=top + plot_h, y2=top + plot_h + 4, stroke="#39424c")
+        parts += [tick, _text(x_of(i), top + plot_h + 16, x, "middle")]
     for n, (name, ys) in enumerate(series.items()):
         color, dash = _LINE_COLORS[n % len(_LINE_COLORS)], _LINE_DASHES[n % len(_LINE_DASHES)]
         points = [(x_of(i), y_of(v)) for i, v in enumerate(ys) if v is not None]
         if len(points) > 1:
             path = " ".join(f"{x:.1f},{y:.1f}" for x, y in points)
-            parts.append(_tag("polyline", points=path, fill="none", stroke=color, stroke_width=2, stroke_dasharray=dash))
+            wide = max(1.5, 3.5 - 0.75 * n)  # the first lines wider: one drawn over an equal one shows inside it
+            parts.append(_tag("polyline", points=path, fill="none", stroke=color, stroke_width=wide, stroke_dasharray=dash))
         for i, v in enumerate(ys):
             if v is None:
                 continue
@@ -277,7 +277,7 @@ def svg_lines(key: str, xs: Sequence[str], series: Mapping[str, Sequence[Optiona
             parts.append(_tag("circle", tip, cx=x_of(i), cy=y_of(v), r=5 if i == best else 3.5, fill=color, **ring))
         y = top + 8 + n * 18
         parts.append(_tag("line", x1=width - right + 12, x2=width - right + 34, y1=y, y2=y, stroke=color, stroke_width=2, stroke_dasharray=dash))
-        parts.append(_text(width - right + 40, y + 4, name))
+        parts.append(_text(width - right + 40, y + 4, labels[n]))
     parts.append(_text(left + plot_w / 2, height - 6, key, "middle"))
     return _svg(width, height, f"sweep of {key}", parts)
 
