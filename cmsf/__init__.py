@@ -22,12 +22,28 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _NAMES: dict[str, tuple[str, ...]] = {
-    "cmsf.metrics": ("DatasetScores", "VariantTotals", "VideoScores", "dataset_scores", "fscore", "miou", "score_video"),
+    "cmsf.metrics": (
+        "DatasetScores",
+        "VariantTotals",
+        "VideoScores",
+        "dataset_scores",
+        "fscore",
+        "miou",
+        "score_video",
+    ),
     "cmsf.models.imagebind": ("ImageBind", "imagebind_audio_inputs", "imagebind_vision_inputs", "load_imagebind"),
+    "cmsf.models.imagebind_text": ("imagebind_text_inputs",),
     "cmsf.models.loading": ("ModelLoadError", "Models", "load_models"),
     "cmsf.ops": ("bind_filter", "nms"),
     "cmsf.pipelines.per_frame": ("at_gdino_sam", "at_sam3", "owod_bind", "sam_bind"),
     "cmsf.pipelines.results": ("FrameEvidence", "SegmentationResult"),
+    "cmsf.pipelines.settings": (
+        "AtGdinoSamSettings",
+        "AtSam3Settings",
+        "OwodBindSettings",
+        "PipelineSettings",
+        "SamBindSettings",
+    ),
     "cmsf.runs.outputs": ("save_segmentation",),
     "cmsf.stages.binding": ("Binder", "binder_of", "masked_crops"),
     "cmsf.stages.concepts": ("ConceptMasks", "segment_concepts"),
@@ -41,6 +57,8 @@ _NAMES: dict[str, tuple[str, ...]] = {
 _MODULE_OF = {name: module for module, names in _NAMES.items() for name in names}
 
 __all__ = [
+    "AtGdinoSamSettings",
+    "AtSam3Settings",
     "Binder",
     "ConceptMasks",
     "DatasetScores",
@@ -50,7 +68,10 @@ __all__ = [
     "MaskSet",
     "ModelLoadError",
     "Models",
+    "OwodBindSettings",
+    "PipelineSettings",
     "Proposals",
+    "SamBindSettings",
     "SegmentationResult",
     "VariantTotals",
     "VideoScores",
@@ -62,6 +83,7 @@ __all__ = [
     "fscore",
     "ground",
     "imagebind_audio_inputs",
+    "imagebind_text_inputs",
     "imagebind_vision_inputs",
     "load_imagebind",
     "load_models",
@@ -81,10 +103,18 @@ __all__ = [
 if TYPE_CHECKING:
     from cmsf.metrics import DatasetScores, VariantTotals, VideoScores, dataset_scores, fscore, miou, score_video
     from cmsf.models.imagebind import ImageBind, imagebind_audio_inputs, imagebind_vision_inputs, load_imagebind
+    from cmsf.models.imagebind_text import imagebind_text_inputs
     from cmsf.models.loading import ModelLoadError, Models, load_models
     from cmsf.ops import bind_filter, nms
     from cmsf.pipelines.per_frame import at_gdino_sam, at_sam3, owod_bind, sam_bind
     from cmsf.pipelines.results import FrameEvidence, SegmentationResult
+    from cmsf.pipelines.settings import (
+        AtGdinoSamSettings,
+        AtSam3Settings,
+        OwodBindSettings,
+        PipelineSettings,
+        SamBindSettings,
+    )
     from cmsf.runs.outputs import save_segmentation
     from cmsf.stages.binding import Binder, binder_of, masked_crops
     from cmsf.stages.concepts import ConceptMasks, segment_concepts

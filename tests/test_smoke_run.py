@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ from cmsf.cli import commands as cli
 from cmsf.cli.options import TINY_NOTE, TINY_SETTINGS
 from cmsf.io import media
 from cmsf.names import PIPELINE_NAMES
-from cmsf.pipelines.per_frame import default_settings
+from cmsf.pipelines.settings import settings_type
 
 DEMO = Path(__file__).resolve().parent.parent / "examples" / "demo.mp4"
 
@@ -45,9 +46,10 @@ def test_tiny_defaults_are_the_commands_only(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     settings = json.loads((out / "evidence.json").read_text())["settings"]
     assert settings["bind_threshold"] == 0.99 and settings["box_threshold"] == TINY_SETTINGS["owod-bind"]["box_threshold"]
-    assert default_settings("owod-bind")["bind_threshold"] == 0.7 and default_settings("owod-bind")["box_threshold"] == 0.5
+    library = settings_type("owod-bind")()
+    assert library.bind_threshold == 0.7 and library.box_threshold == 0.5
     for pipeline, overrides in TINY_SETTINGS.items():
-        assert set(overrides) <= set(default_settings(pipeline))
+        assert set(overrides) <= set(asdict(settings_type(pipeline)()))
 
 
 @pytest.fixture(scope="module")

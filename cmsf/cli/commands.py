@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import functools
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Optional
 
 import click
 
+from cmsf.cli.model_listing import component_block, missing_message
 from cmsf.cli.options import (
     check_bind_modes,
     check_sampling,
@@ -33,7 +35,6 @@ from cmsf.cli.options import (
     model_overrides_of,
     models_of,
     only_with,
-    parse_pairs,
     out_option,
     pipeline_option,
     pipeline_settings,
@@ -44,7 +45,7 @@ from cmsf.cli.options import (
     sweep_grid,
     video_run_options,
 )  # fmt: skip
-from cmsf.names import SUBSETS, free_keys_help
+from cmsf.names import PIPELINE_NAMES, SUBSETS, SWEEP_HELP
 
 # Each command imports the library (torch, transformers) when it runs, not here: --help, --version
 # and usage errors answer without it (tests/test_cli.py checks that they leave torch unimported).
@@ -126,7 +127,7 @@ def segment(
         message = "is the input frame folder; its masks and overlays would be read as frames next time. Use another folder."
         raise click.BadParameter(message, param_hint="--out")
     from cmsf.io.media import find_audio_for_frames, load_clip
-    from cmsf.pipelines.per_frame import resolve_settings
+    from cmsf.pipelines.settings import resolve_settings
     from cmsf.runs.evaluate import run_pipeline
     from cmsf.runs.outputs import SegmentOutput, existing_outputs
 
@@ -138,7 +139,7 @@ def segment(
     thresholds = pipeline_settings(pipeline, settings, preset)
     started = time.perf_counter()
     models = models_of(preset, device, dtype, model_overrides)  # lazy: nothing loads before the pipeline runs
-    check_bind_modes(models, [thresholds.get("bind_mode")])
+    check_bind_modes(models, [thresholds])
     with data_errors(), SegmentOutput(out_dir) as output:  # --out created, checked, locked up front
         earlier = existing_outputs(out_dir)
         if earlier:
@@ -150,7 +151,7 @@ def segment(
         with data_errors(f"{input_path}: "):
             result = run_pipeline(pipeline, clip, models, thresholds)
         run = {"input": str(input_path), "pipeline": pipeline, "preset": preset, "device": str(models.device),
-               "dtype": dtype, "settings": resolve_settings(pipeline, thresholds, models)}  # fmt: skip
+               "dtype": dtype, "settings": asdict(resolve_settings(thresholds, models))}  # fmt: skip
         evidence = output.write(clip, result, run, started=started, progress=progress)
     coverage = [frame["coverage"] for frame in evidence["frames"]]
     mean = 100 * sum(coverage) / len(coverage)
@@ -197,7 +198,7 @@ def segment(
     "--limit", type=click.IntRange(min=1), default=None, help="Only the first N videos of the split (smoke runs)."
 )
 @click.option("--sweep", "sweeps", multiple=True, metavar="KEY=V1,V2,...", help="Score every combination of "
-              "these values (repeatable) from one model pass per video, cached in OUT/cache. " + free_keys_help())
+              "these values (repeatable) from one model pass per video, cached in OUT/cache. " + SWEEP_HELP)
 @frames_per_batch_option
 def eval_command(
     root: Path,
@@ -260,19 +261,19 @@ def eval_command(
             "--frames-per-batch": (frames_per_batch, None),
         })  # fmt: skip
     from cmsf.runs.evaluate import evaluate, scores_line
-    from cmsf.runs.sweep import run_sweep, sweep_lines
+    from cmsf.runs.sweep import run_sweep, sweep_lines, sweep_rows
 
     media_warnings_on_stderr()
-    swept = parse_pairs(sweeps, "--sweep")  # tiny defaults are not fixed for the swept keys
-    thresholds = pipeline_settings(pipeline, settings, preset, swept) if pipeline is not None else {}
-    grid = sweep_grid(pipeline, sweeps, thresholds) if sweeps else {}
+    thresholds = pipeline_settings(pipeline, settings, preset) if pipeline is not None else None
+    grid = sweep_grid(thresholds, sweeps, settings) if sweeps and thresholds is not None else {}
     if sweeps and frames_per_batch is not None:
         raise click.UsageError("--frames-per-batch: a sweep computes one video at a time")
     models = None
     if pipeline is not None:  # lazy: nothing loads unless a video needs computing
         models = models_of(preset, device, dtype, model_overrides)
-        check_bind_modes(models, [thresholds.get("bind_mode")])
-        check_bind_modes(models, grid.get("bind_mode", []), "--sweep")
+        assert thresholds is not None
+        check_bind_modes(models, [thresholds])
+        check_bind_modes(models, sweep_rows(thresholds, grid) if grid else [], "--sweep")
     run_args: dict[str, Any] = dict(  # what a sweep and a plain run share
         split=split, pipeline=pipeline, settings=thresholds, models=models, limit=limit, progress=progress, log=info,
     )  # fmt: skip
@@ -379,7 +380,7 @@ def segment_many_command(
                    model_overrides_of(model_overrides), num_frames, fps, frames_per_batch, threads)  # fmt: skip
     # lazy models (on the CPU for Ray, whose workers hold the real ones): the --set check loads nothing
     models = models_of(preset, "cpu" if engine == "ray" else device, dtype, model_overrides)
-    check_bind_modes(models, [spec.settings.get("bind_mode")])
+    check_bind_modes(models, [spec.settings])
     with data_errors():
         jobs = plan_jobs(inputs, manifests)
     if engine == "ray":
@@ -396,3 +397,54 @@ def segment_many_command(
     if summary["failed"]:
         raise click.ClickException(f"{summary['failed']} of {len(jobs)} inputs failed; see {summary['failures']}")
 
+
+
+# ------------------------------------------------------------------------------------ models
+
+
+@main.command(name="models", short_help="List (and with --check, load and try) the models a run would use.")
+@click.option("--pipeline", "-p", "pipelines", multiple=True, type=click.Choice(PIPELINE_NAMES),
+              help="Only the components of this pipeline (repeatable). [default: all four]")  # fmt: skip
+@preset_option
+@model_option
+@device_option
+@dtype_option
+@click.option("--check", is_flag=True, help="Load each component and run one forward on a synthetic input.")
+def models_command(
+    pipelines: tuple[str, ...], preset: str, model_overrides: tuple[str, ...], device: Optional[str], dtype: str,
+    check: bool,
+) -> None:  # fmt: skip
+    """For a preset and --model overrides, list each component the pipeline(s) would load: its
+    source, family and class, dtype, parameter count, and where its weights are (built in code, a
+    local path, the Hugging Face cache) or that they must be downloaded. Nothing is loaded or
+    downloaded unless --check: then each is loaded on --device and runs one forward on a synthetic
+    frame / second of audio, with its time and peak GPU memory (CUDA only).
+
+    Exit status 0 only when every component can load (with --check: loaded and ran); otherwise 1,
+    naming what is missing and how to get it.
+
+    \b
+    Examples:
+      cmsf models --preset 2025
+      cmsf models --preset paper --pipeline owod-bind --check --device cuda
+    """
+    from huggingface_hub import constants as hub_constants
+
+    from cmsf.models.inventory import PIPELINE_COMPONENTS, describe_models
+    from cmsf.runs.model_check import check_component
+
+    models = models_of(preset, device, dtype, model_overrides)
+    offline = hub_constants.HF_HUB_OFFLINE
+    with data_errors():
+        rows = describe_models(models, pipelines or tuple(PIPELINE_COMPONENTS))
+    failed = []
+    for row in rows:
+        result = check_component(models, row.component) if check else None
+        if result is not None and not result.ok:
+            failed.append(f"{row.component}: {result.error}")
+        click.echo("\n".join(component_block(row, offline, result)))
+    info(f"{preset} models on {models.device}, {dtype}: {len(rows)} components")
+    if check and failed:
+        raise click.ClickException(f"{len(failed)} of {len(rows)} components failed: " + "; ".join(failed))
+    if not check and missing_message(rows):
+        raise click.ClickException(missing_message(rows))

@@ -24,6 +24,7 @@ from cmsf.names import DTYPE_NAMES, PIPELINE_NAMES, PRESETS
 
 if TYPE_CHECKING:
     from cmsf.models.loading import Models
+    from cmsf.pipelines.settings import PipelineSettings
 
 # The library (torch, transformers) is imported inside the functions that use it, so that the
 # options can be built and --help, --version and usage errors answered without it.
@@ -127,36 +128,38 @@ library's defaults stay the paper's."""
 TINY_NOTE = "note: the tiny models have random weights; their masks show that the pipeline runs, not what is sounding"
 
 
-def pipeline_settings(
-    pipeline: str, values: Sequence[str], preset: str = "paper", swept: Collection[str] = ()
-) -> dict[str, Any]:
-    """Parse ``--set KEY=VALUE`` options with :func:`cmsf.pipelines.per_frame.parse_settings` (typed after
-    the defaults, checked) over the command's defaults for ``preset`` (:data:`TINY_SETTINGS` for
-    ``tiny``, saying on stderr that its models are random, except the ``swept`` keys, which a
-    sweep gives; none otherwise): the settings a command runs with, built here only. Anything
-    wrong is a usage error naming ``--set``."""
-    from cmsf.pipelines.per_frame import parse_settings
+def pipeline_settings(pipeline: str, values: Sequence[str], preset: str = "paper") -> PipelineSettings:
+    """The pipeline's settings with ``--set KEY=VALUE`` options
+    (:meth:`cmsf.pipelines.settings.PipelineSettings.parse`: typed after the fields, checked) over
+    the command's defaults for ``preset`` (:data:`TINY_SETTINGS` for ``tiny``, saying on stderr
+    that its models are random; none otherwise): the settings a command runs with, built here
+    only. Anything wrong is a usage error naming ``--set``."""
+    from cmsf.pipelines.settings import settings_type
 
     given = parse_pairs(values, "--set")
     if preset == "tiny":
         info(TINY_NOTE)
-        tiny = {key: str(value) for key, value in TINY_SETTINGS.get(pipeline, {}).items() if key not in swept}
-        given = {**tiny, **given}
+        given = {**{key: str(value) for key, value in TINY_SETTINGS.get(pipeline, {}).items()}, **given}
     try:
-        return parse_settings(pipeline, given)
+        return settings_type(pipeline).parse(given)
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="--set") from None
 
 
-def sweep_grid(pipeline: str, values: Sequence[str], fixed: Mapping[str, Any]) -> dict[str, list[Any]]:
+def sweep_grid(fixed: PipelineSettings, values: Sequence[str], set_values: Sequence[str] = ()) -> dict[str, list[Any]]:
     """Parse ``--sweep KEY=V1,V2`` options (:func:`cmsf.runs.sweep.parse_sweep`) and check every setting
-    of the grid with the ``fixed`` ones up front (:func:`cmsf.runs.sweep.sweep_rows`); anything wrong
+    of the grid, ``fixed`` (from the ``--set`` options ``set_values``) with the swept keys replaced,
+    up front (:func:`cmsf.runs.sweep.sweep_rows`); a key both set and swept, or anything else wrong,
     is a usage error naming ``--sweep``."""
     from cmsf.runs.sweep import parse_sweep, sweep_rows
 
     try:
-        grid = parse_sweep(pipeline, parse_pairs(values, "--sweep"))
-        sweep_rows(pipeline, grid, fixed)
+        grid = parse_sweep(fixed.pipeline, parse_pairs(values, "--sweep"))
+        given = parse_pairs(set_values, "--set")
+        for key in grid:
+            if key in given:
+                raise ValueError(f"{key}: given both as a fixed setting and swept; give it once")
+        sweep_rows(fixed, grid)
         return grid
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="--sweep") from None
@@ -189,15 +192,15 @@ def models_of(preset: str, device: Optional[str], dtype: str, model_overrides: S
         raise click.UsageError(message) from None
 
 
-def check_bind_modes(models: Models, modes: Iterable[Optional[str]], option: str = "--set") -> None:
-    """Each bind mode of ``modes`` (None: the binder's own) checked against ``models``' binder
-    without loading it (:func:`cmsf.stages.binding.check_bind_mode`); one it cannot give is a usage error
-    naming ``option``."""
-    from cmsf.stages.binding import check_bind_mode
+def check_bind_modes(models: Models, rows: Iterable[PipelineSettings], option: str = "--set") -> None:
+    """The bind mode of each settings of ``rows`` (None: the binder's own) checked against ``models``'
+    binder without loading it (:func:`cmsf.pipelines.settings.resolve_settings`); one it cannot give is a
+    usage error naming ``option``."""
+    from cmsf.pipelines.settings import resolve_settings
 
-    for mode in modes:
+    for row in rows:
         try:
-            check_bind_mode(models, mode)
+            resolve_settings(row, models)
         except ValueError as error:
             raise click.BadParameter(str(error), param_hint=option) from None
 

@@ -362,8 +362,7 @@ def save_segmentation(
     if clip.frames.shape[0] != masks.shape[0] or clip.frames.shape[-2:] != masks.shape[-2:]:
         expected = f"Tensor[{masks.shape[0]}, 3, {masks.shape[-2]}, {masks.shape[-1]}] (the result's masks)"
         raise ValueError(f"frames: expected {expected}, got {_describe(clip.frames)}")
-    run = {"input": str(clip.source) if isinstance(frames, Clip) else None, "pipeline": result.pipeline,
-           "settings": dict(result.settings)}  # fmt: skip
+    run = {"input": str(clip.source) if isinstance(frames, Clip) else None, "pipeline": result.pipeline}
     return write_segmentation(Path(out), clip, result, run, started=started, progress=progress)
 
 
