@@ -117,3 +117,14 @@ def test_install_script_refuses_an_unknown_option() -> None:
 
     done = subprocess.run(["bash", str(ROOT / "scripts" / "install.sh"), "--gpu"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "usage: bash scripts/install.sh [--cpu]" in done.stderr
+
+
+def test_the_pipelines_document_their_arguments_and_result() -> None:
+    from cmsf.pipelines.per_frame import PIPELINES
+
+    for pipeline, function in PIPELINES.items():
+        doc = function.__doc__ or ""
+        assert "Args:" in doc and "Returns:" in doc and "Raises:" in doc, pipeline
+        for argument in ("frames:", "waveform:", "sample_rate:", "models:", "settings:"):
+            assert argument in doc, (pipeline, argument)
+        assert "Tensor[T, H, W]" in doc and settings_type(pipeline).__name__ in doc

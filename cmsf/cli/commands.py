@@ -35,6 +35,7 @@ from cmsf.cli.options import (
     model_overrides_of,
     models_of,
     only_with,
+    parse_pairs,
     out_option,
     pipeline_option,
     pipeline_settings,
@@ -264,7 +265,8 @@ def eval_command(
     from cmsf.runs.sweep import run_sweep, sweep_lines, sweep_rows
 
     media_warnings_on_stderr()
-    thresholds = pipeline_settings(pipeline, settings, preset) if pipeline is not None else None
+    swept = parse_pairs(sweeps, "--sweep")  # the swept keys get no tiny default (a sweep gives them)
+    thresholds = pipeline_settings(pipeline, settings, preset, swept) if pipeline is not None else None
     grid = sweep_grid(thresholds, sweeps, settings) if sweeps and thresholds is not None else {}
     if sweeps and frames_per_batch is not None:
         raise click.UsageError("--frames-per-batch: a sweep computes one video at a time")

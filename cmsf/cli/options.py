@@ -128,18 +128,22 @@ library's defaults stay the paper's."""
 TINY_NOTE = "note: the tiny models have random weights; their masks show that the pipeline runs, not what is sounding"
 
 
-def pipeline_settings(pipeline: str, values: Sequence[str], preset: str = "paper") -> PipelineSettings:
+def pipeline_settings(
+    pipeline: str, values: Sequence[str], preset: str = "paper", swept: Collection[str] = ()
+) -> PipelineSettings:
     """The pipeline's settings with ``--set KEY=VALUE`` options
     (:meth:`cmsf.pipelines.settings.PipelineSettings.parse`: typed after the fields, checked) over
     the command's defaults for ``preset`` (:data:`TINY_SETTINGS` for ``tiny``, saying on stderr
-    that its models are random; none otherwise): the settings a command runs with, built here
-    only. Anything wrong is a usage error naming ``--set``."""
+    that its models are random, except the ``swept`` keys, which a sweep gives; none otherwise):
+    the settings a command runs with, built here only. Anything wrong is a usage error naming
+    ``--set``."""
     from cmsf.pipelines.settings import settings_type
 
     given = parse_pairs(values, "--set")
     if preset == "tiny":
         info(TINY_NOTE)
-        given = {**{key: str(value) for key, value in TINY_SETTINGS.get(pipeline, {}).items()}, **given}
+        tiny = {key: str(value) for key, value in TINY_SETTINGS.get(pipeline, {}).items() if key not in swept}
+        given = {**tiny, **given}
     try:
         return settings_type(pipeline).parse(given)
     except ValueError as error:
