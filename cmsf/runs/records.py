@@ -85,7 +85,7 @@ def run_summary(
     preset and dtype, the settings as ``dataclasses.asdict``: None when predictions were only
     scored, ``models`` None; the device when a video was computed) and how: ``computed`` videos
     segmented now, the rest reused, ``elapsed_s`` since ``started`` (``time.perf_counter()``);
-    a sweep's ``sweep`` entry last."""
+    a sweep's ``sweep`` entry last. ``root`` and ``pred_dir`` are recorded absolute."""
     record = models.record() if models is not None else None
     summary = {
         "miou": scores["miou"],
@@ -99,8 +99,8 @@ def run_summary(
         "dtype": record["dtype"] if record else None,
         "device": str(models.device) if models is not None and computed else None,
         "settings": asdict(settings) if settings is not None else None,
-        "root": str(root),
-        "pred_dir": str(pred_dir),
+        "root": str(Path(root).resolve()),  # absolute: cmsf report finds it from anywhere
+        "pred_dir": str(Path(pred_dir).resolve()),
         "limit": limit,
         "computed": computed,
         "reused": scores["videos"] - computed,

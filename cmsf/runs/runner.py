@@ -6,6 +6,12 @@ A :class:`Job` is a key and a function that reads the video (a :class:`~cmsf.io.
 the runner knows nothing about where videos come from: ``cmsf eval`` makes one job per AVSBench
 video (:func:`cmsf.io.avsbench.load_video`), ``cmsf segment-many`` one per file.
 
+:func:`run_jobs` yields each video's result (model stage, then selection); :func:`run_passes`
+yields the model stage's output alone, each video's candidates at the settings its job asks for
+(:class:`~cmsf.pipelines.passes.PassRequest`), from which ``cmsf eval --sweep`` selects every
+setting of its grid. Both read, batch and handle errors alike (one loop, :func:`_run`, with the
+batch's model work as its step).
+
 How it runs:
 
 - **reading** (``job.load()``, PyAV decoding, PNG and wav reading, :func:`~cmsf.pipelines.per_frame.prepare_video`)
