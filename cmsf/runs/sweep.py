@@ -22,7 +22,14 @@ setting of the grid (``pred_masks/``, ``evidence/``, ``per_video.csv``, ``summar
                             best (marks the best row: highest miou, then fscore, then grid order)
 
 A later sweep on the same folder (same subset, split, pipeline, preset, dtype and models) reuses
-every cached video its grid is covered by, without loading a model.
+every cached video its grid is covered by, without loading a model (which videos need the models
+is read from the cache files' headers, :func:`~cmsf.runs.cache.read_cache_index`).
+
+The videos that need the models run on the dataset runner, as a plain ``cmsf eval``'s
+(:func:`cmsf.runs.runner.run_passes`: background reading, batches of ``frames_per_batch`` frames
+across videos, a failing batch retried video by video, a refused video listed in ``errors.json``),
+which yields each video's candidates of the passes its cache lacks; they are cached, and every row
+is selected from the cache.
 
 A row's figures equal a separate run's bit for bit where the models' kernels are batch-invariant
 (CPU, one thread): the loosest pass decodes more SAM boxes and embeds more crops at once than a
