@@ -154,14 +154,16 @@ def segment(
 # ------------------------------------------------------------------------------------ eval
 
 
-@main.command(name="eval", short_help="Evaluate on AVSBench S4 / MS3 (mIoU, F-score).")
+@main.command(name="eval", short_help="Evaluate on AVSBench S4 / MS3 / AVSS (mIoU, F-score).")
 @click.option(
     "--root",
     required=True,
     type=click.Path(exists=True, file_okay=False, path_type=Path),
-    help="The AVSBench folder (holding Single-source/ and Multi-sources/).",
+    help="The AVSBench folder (holding Single-source/ and Multi-sources/; for avss the release "
+    "holding metadata.csv and label2idx.json).",
 )
-@click.option("--subset", required=True, type=click.Choice(avsbench.SUBSETS, case_sensitive=False), help="s4 or ms3.")
+@click.option("--subset", required=True, type=click.Choice((*avsbench.SUBSETS, "avss"), case_sensitive=False),
+              help="s4, ms3 or avss (AVSBench-semantic).")
 @click.option("--split", default="test", show_default=True, help="The csv's split to evaluate (train, val, test).")
 @pipeline_option
 @click.option(
@@ -229,6 +231,13 @@ def eval_command(
     iou_pooled) and OUT/summary.json (miou, fscore: means over videos; "variants": other ways of
     averaging frames; videos, subset, split, pipeline, preset, …) and prints the figures.
 
+    With --subset avss (AVSBench-semantic, ROOT = the release): predictions are colour masks
+    OUT/pred_masks/{uid}/{uid}_{k}.png, k = 0 … 9, in the AVSS palette; the official mIoU and
+    F-score are per-class means over all 71 classes, with v1 videos padded to 10 frames as the
+    reference does; OUT/per_class.csv is added and summary.json's "variants" holds the means over
+    the classes present, over annotated frames only, without background, and the binary view
+    (foreground = any class: what a pipeline without class decision is scored by).
+
     With --sweep (and --pipeline): writes OUT/sweep.csv (one row per setting, the best marked)
     and the run of the best setting; a later sweep on OUT reuses the cache. Tune on val, report
     test: a sweep on the test split is an oracle figure, not a result.
@@ -237,6 +246,7 @@ def eval_command(
     Examples:
       cmsf eval --root AVSBench --subset s4 --pipeline owod-bind --out runs/s4-owod
       cmsf eval --root AVSBench --subset ms3 --pred-dir other/pred_masks --out runs/other
+      cmsf eval --root AVSS --subset avss --pred-dir other/pred_masks --resize-pred --out runs/avss
       cmsf eval --root AVSBench --subset s4 -p owod-bind --preset tiny --limit 2 --out /tmp/smoke
       cmsf eval --root AVSBench --subset s4 --split val -p owod-bind --sweep bind_threshold=0.5,0.6,0.7 --out runs/val
     """
@@ -261,6 +271,16 @@ def eval_command(
     run_args: dict[str, Any] = dict(  # what a sweep and a plain run share
         split=split, pipeline=pipeline, settings=thresholds, models=models, limit=limit, progress=progress, log=info,
     )  # fmt: skip
+    if subset == "avss":
+        if sweeps:
+            raise click.UsageError("--sweep: not available for --subset avss yet")
+        from cmsf.runs.avss_eval import avss_scores_line, evaluate_avss
+
+        with data_errors():
+            summary = evaluate_avss(root, out_dir, pred_dir=pred_dir, resize_pred=resize_pred,
+                                    frames_per_batch=frames_per_batch, **run_args)  # fmt: skip
+        click.echo(avss_scores_line(summary))
+        return
     if sweeps:
         with data_errors():
             summary = run_sweep(root, subset, out_dir, grid=grid, **run_args)

@@ -1,0 +1,79 @@
+"""`cmsf eval --subset avss`: prediction folders and the tiny pipelines, end to end (offline)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from avss_fixture import make_avss, write_predictions
+from avss_reference import official_figures
+from click.testing import CliRunner
+from PIL import Image
+
+from cmsf.cli import commands as cli
+from cmsf.io import avss
+
+
+@pytest.fixture(scope="module")
+def release(tmp_path_factory: pytest.TempPathFactory):
+    return make_avss(tmp_path_factory.mktemp("avss") / "release")
+
+
+def run(*args: object):
+    return CliRunner().invoke(cli.main, [str(a) for a in args], catch_exceptions=True)
+
+
+def test_pred_dir_on_the_command_line(release, tmp_path: Path) -> None:
+    pred = write_predictions(tmp_path / "pred", release.split("test"), size=(240, 360))
+    result = run("eval", "--root", release.root, "--subset", "avss", "--pred-dir", pred, "--out", tmp_path / "o")
+    assert result.exit_code == 1 and "--resize-pred" in result.output
+    result = run("eval", "--root", release.root, "--subset", "AVSS", "--pred-dir", pred, "--resize-pred",
+                 "--out", tmp_path / "o")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    official = official_figures(release.root, "test", pred)
+    assert abs(summary["miou"] - official["miou"]) <= 1e-6 and abs(summary["fscore"] - official["fscore"]) <= 1e-6
+    assert f"mIoU {summary['miou']:.4f}" in result.output and summary["labels"] == "classes"
+
+
+def test_usage_errors(release, tmp_path: Path) -> None:
+    result = run("eval", "--root", release.root, "--subset", "avss", "--split", "nope", "--pred-dir", tmp_path,
+                 "--out", tmp_path / "o")  # fmt: skip
+    assert result.exit_code != 0 and "'nope' has no videos" in result.output
+    result = run("eval", "--root", release.root, "--subset", "avss", "-p", "owod-bind", "--preset", "tiny",
+                 "--sweep", "bind_threshold=0.5,0.6", "--out", tmp_path / "o")  # fmt: skip
+    assert result.exit_code == 2 and "--sweep" in result.output
+    result = run("eval", "--root", tmp_path, "--subset", "avss", "--pred-dir", tmp_path, "--out", tmp_path / "o")
+    assert result.exit_code == 1 and "label2idx.json" in result.output
+
+
+@pytest.mark.parametrize("pipeline", ["owod-bind", "sam-bind", "at-gdino-sam"])
+def test_tiny_pipeline_writes_palette_masks_that_rescore_the_same(release, tmp_path: Path, pipeline: str) -> None:
+    out = tmp_path / "run"
+    result = run("eval", "--root", release.root, "--subset", "avss", "-p", pipeline, "--preset", "tiny",
+                 "--limit", "3", "--out", out)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["labels"] == "binary" and summary["computed"] == 3 and "binary view" in result.output
+    colours = {tuple(c) for c in avss.palette().tolist()}
+    for video in avss.list_videos(release.root, "test")[:3]:
+        paths = avss.pred_paths(out / "pred_masks", video)
+        assert all(p.is_file() for p in paths)
+        for k, path in enumerate(paths):
+            with Image.open(path) as image:
+                rgb = np.asarray(image.convert("RGB"))
+            assert rgb.shape == (224, 224, 3)
+            assert {tuple(c) for c in rgb.reshape(-1, 3).tolist()} <= colours
+            if k >= video.num_frames:
+                assert not rgb.any()  # padding frames: background
+    again = run("eval", "--root", release.root, "--subset", "avss", "--pred-dir", out, "--limit", "3",
+                "--out", tmp_path / "again")  # fmt: skip
+    assert again.exit_code == 0, again.output
+    rescored = json.loads((tmp_path / "again" / "summary.json").read_text())
+    assert (rescored["miou"], rescored["fscore"], rescored["variants"]) == (
+        summary["miou"], summary["fscore"], summary["variants"])  # fmt: skip
+    resumed = run("eval", "--root", release.root, "--subset", "avss", "-p", pipeline, "--preset", "tiny",
+                  "--limit", "3", "--out", out)  # fmt: skip
+    assert resumed.exit_code == 0 and json.loads((out / "summary.json").read_text())["computed"] == 0
