@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
-from avss_fixture import make_avss, write_predictions
+from avss_fixture import CLASS_NAMES, make_avss, write_predictions
 from avss_reference import official_figures
 from click.testing import CliRunner
 from PIL import Image
@@ -77,3 +78,20 @@ def test_tiny_pipeline_writes_palette_masks_that_rescore_the_same(release, tmp_p
     resumed = run("eval", "--root", release.root, "--subset", "avss", "-p", pipeline, "--preset", "tiny",
                   "--limit", "3", "--out", out)  # fmt: skip
     assert resumed.exit_code == 0 and json.loads((out / "summary.json").read_text())["computed"] == 0
+
+
+def test_report_of_an_avss_run(release, tmp_path: Path) -> None:
+    pred = write_predictions(tmp_path / "pred", release.split("test"))
+    assert run("eval", "--root", release.root, "--subset", "avss", "--pred-dir", pred, "--out", tmp_path / "o").exit_code == 0
+    result = run("report", tmp_path / "o")
+    assert result.exit_code == 0, result.output
+    page = (tmp_path / "o" / "report.html").read_text()
+    assert "AVSBench-semantic test" in page and "Per class" in page and "miou_present" in page
+    with open(tmp_path / "o" / "per_class.csv") as f:
+        seen = [r["name"] for r in csv.DictReader(f) if int(r["frames"])]
+    unseen = [n for n in CLASS_NAMES if n not in seen]
+    assert seen and unseen and all(f"<td>{n}</td>" in page for n in seen)
+    assert not any(f"<td>{n}</td>" in page for n in unseen)  # classes never seen are left out
+    assert page.count("<h3>") == 4 and page.count("data:image/jpeg") == 3 * (5 + 10 + 10 + 10)
+    moved = run("report", tmp_path / "o", "--root", tmp_path)
+    assert moved.exit_code == 0 and "pictures unavailable" in (tmp_path / "o" / "report.html").read_text()

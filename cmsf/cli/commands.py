@@ -50,7 +50,7 @@ from cmsf.runs.distributed import require_ray, run_ray
 from cmsf.runs.evaluate import evaluate, run_pipeline, scores_line
 from cmsf.runs.many import Engine, RunSpec, plan_jobs, run_local, segment_many, summary_line
 from cmsf.runs.outputs import SegmentOutput
-from cmsf.runs.report import write_report
+from cmsf.runs.report_avss import write_report
 from cmsf.runs.sweep import free_keys_help, run_sweep, sweep_lines
 
 # ------------------------------------------------------------------------------------ the group

@@ -212,6 +212,7 @@ def evaluate_avss(
     _check_files(root, videos, None if pred_dir is None else predictions)
     with claim_folder(out_dir):
         computed, failures = 0, {}
+        record = models.record() if pipeline is not None and models is not None else None
         if pipeline is not None:
             run = {"split": split, "pipeline": pipeline, "settings": settings, "models": models, "progress": progress,
                    "frames_per_batch": frames_per_batch, "workers": workers}  # fmt: skip
@@ -225,7 +226,8 @@ def evaluate_avss(
             "labels": "binary" if pipeline is not None else "classes",
             "videos": len(rows), "subset": "avss", "split": split, "pipeline": pipeline,
             "settings": dict(settings) if settings is not None else None,
-            "models": models.record() if pipeline is not None and models is not None else None,
+            "preset": record["preset"] if record else None, "dtype": record["dtype"] if record else None,
+            "device": str(models.device) if record and computed else None,
             "root": str(root), "pred_dir": str(predictions), "limit": limit, "batch_size": batch_size,
             "computed": computed, "reused": len(videos) - computed,
             "off_palette_pixels": {"gt": sum(r["off_palette_gt"] for r in rows),
