@@ -51,6 +51,25 @@ def test_ground_truth_equals_reference_decoding(release) -> None:
         assert off == 0 and int(annotated.sum()) == len(avss.gt_paths(release.root, video))
 
 
+def test_masks_beyond_the_needed_ones_are_read_as_the_reference_reads_them(release, tmp_path: Path) -> None:
+    """A v1s train video with 3 masks: the reference reads the 3 (it counts the folder's PNGs)."""
+    root = tmp_path / "copy"
+    shutil.copytree(release.root, root)
+    folder = root / "v1s" / "s4vid_f" / "labels_rgb"
+    shutil.copy(folder / "0.png", folder / "1.png")
+    shutil.copy(folder / "0.png", folder / "2.png")
+    video = [v for v in avss.read_metadata(root) if v.uid == "s4vid_f"][0]
+    gt, annotated, _ = avss.load_ground_truth(root, video)
+    assert annotated.tolist() == [True] * 3 + [False] * 7
+    assert torch.equal(gt, video_labels(folder, get_palette()))
+    pred = write_predictions(tmp_path / "pred", release.split("train"))
+    summary = evaluate_avss(root, tmp_path / "out", split="train", pred_dir=pred)
+    assert abs(summary["miou"] - official_figures(root, "train", pred)["miou"]) <= 1e-6
+    (folder / "1.png").unlink()
+    with pytest.raises(ValueError, match="1.png: missing while later masks"):
+        avss.load_ground_truth(root, video)
+
+
 def test_frames_resized_bilinear(release) -> None:
     video = [v for v in avss.read_metadata(release.root) if v.uid == "v2vid_c"][0]
     clip = avss.load_video(release.root, video)

@@ -205,7 +205,8 @@ def frame_paths(root: PathLike, video: AvssVideo) -> list[Path]:
 
 
 def gt_paths(root: PathLike, video: AvssVideo) -> list[Path]:
-    """``labels_rgb/{i}.png`` of the video's annotated frames (not checked to exist)."""
+    """``labels_rgb/{i}.png`` the video needs: all its frames', only frame 0's for a v1s train
+    video (not checked to exist; see :func:`load_ground_truth` for more masks than needed)."""
     folder = video_dir(root, video) / "labels_rgb"
     return [folder / f"{i}.png" for i, here in enumerate(video.annotated()) if here]
 
@@ -276,17 +277,34 @@ def read_class_mask(path: PathLike, *, resize: bool = True, what: str = "mask") 
 def load_ground_truth(root: PathLike, video: AvssVideo) -> tuple[Tensor, Tensor, int]:
     """The video's ground truth padded as the reference pads it.
 
+    The masks read are ``labels_rgb/0.png``, ``1.png``, … as far as they exist (at most the
+    video's 5 or 10 frames), as the reference reads as many masks as the folder holds: a v1s
+    train video has only mask 0 in the release (its frames 1 … 4 then count as background).
+
     Returns:
         ``(classes (Tensor[10, 224, 224]) int64, annotated (Tensor[10]) bool, off_palette)``:
-        frames without a mask (padding, and v1s train's frames 1 … 4) are all background (0).
+        frames without a mask (padding, and a v1s train video's frames 1 … 4) are all
+        background (0) and not ``annotated``.
+
+    Raises:
+        FileNotFoundError: a mask the video needs is missing (:func:`gt_paths`).
+        ValueError: a mask exists after a missing one, or one cannot be read.
     """
-    annotated = torch.tensor(video.annotated())
+    folder = video_dir(root, video) / "labels_rgb"
+    paths = [folder / f"{i}.png" for i in range(video.num_frames)]
+    present = [p.is_file() for p in paths]
+    count = present.index(False) if False in present else len(paths)
+    if count < len(gt_paths(root, video)):
+        raise FileNotFoundError(f"{paths[count]}: missing (ground truth of video {video.uid})")
+    if any(present[count:]):
+        raise ValueError(f"{paths[count]}: missing while later masks of video {video.uid} exist; expected "
+                         "masks numbered consecutively from 0")  # fmt: skip
     classes = torch.zeros(MAX_FRAMES, SIZE, SIZE, dtype=torch.int64)
     off = 0
-    for k, path in enumerate(gt_paths(root, video)):
-        classes[k], count = read_class_mask(path, what=f"ground truth of video {video.uid}")
-        off += count
-    return classes, annotated, off
+    for k, path in enumerate(paths[:count]):
+        classes[k], pixels = read_class_mask(path, what=f"ground truth of video {video.uid}")
+        off += pixels
+    return classes, torch.arange(MAX_FRAMES) < count, off
 
 
 def pred_paths(pred_dir: PathLike, video: AvssVideo) -> list[Path]:
