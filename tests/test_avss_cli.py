@@ -6,15 +6,23 @@ import csv
 import json
 from pathlib import Path
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
+import torch
 from avss_fixture import CLASS_NAMES, make_avss, write_predictions
 from avss_reference import official_figures
 from click.testing import CliRunner
 from PIL import Image
+from stand_ins import as_stages
 
 from cmsf.cli import commands as cli
 from cmsf.io import avss
+from cmsf.models.loading import load_models
+from cmsf.pipelines.per_frame import PIPELINE_STAGES
+from cmsf.runs.avss_eval import evaluate_avss
+from cmsf.runs.evaluate import VideoError
 
 
 @pytest.fixture(scope="module")
@@ -95,3 +103,42 @@ def test_report_of_an_avss_run(release, tmp_path: Path) -> None:
     assert page.count("<h3>") == 4 and page.count("data:image/jpeg") == 3 * (5 + 10 + 10 + 10)
     moved = run("report", tmp_path / "o", "--root", tmp_path)
     assert moved.exit_code == 0 and "pictures unavailable" in (tmp_path / "o" / "report.html").read_text()
+
+
+class HalfPipeline:
+    """A stand-in: the left half of every frame is foreground; the video whose first pixel is
+    ``bad`` raises a ValueError (its data refused)."""
+
+    def __init__(self) -> None:
+        self.bad: int | None = None
+        self.seen: list[int] = []
+
+    def __call__(self, frames, waveform, sample_rate, models):
+        first = int(frames[0, 0, 0, 0])
+        self.seen.append(first)
+        if first == self.bad:
+            raise ValueError("simulated unreadable video")
+        masks = torch.zeros(frames.shape[0], *frames.shape[-2:], dtype=torch.bool)
+        masks[..., : frames.shape[-1] // 2] = True
+        return SimpleNamespace(masks=masks)
+
+
+def test_a_failing_video_is_listed_and_the_others_saved(release, tmp_path: Path, monkeypatch) -> None:
+    stand_in = HalfPipeline()
+    monkeypatch.setitem(PIPELINE_STAGES, "owod-bind", as_stages(stand_in))
+    videos = avss.list_videos(release.root, "test")
+    stand_in.bad = int(avss.load_video(release.root, videos[2]).frames[0, 0, 0, 0])
+    models = load_models("tiny", device="cpu")  # lazy: the stand-in never loads them
+    with pytest.raises(VideoError, match="1 of 5"):
+        evaluate_avss(release.root, tmp_path / "o", pipeline="owod-bind", models=models)
+    assert list(json.loads((tmp_path / "o" / "errors.json").read_text())) == [videos[2].uid]
+    done = [v.uid for v in videos if avss.is_complete(tmp_path / "o" / "pred_masks", v)]
+    assert done == [v.uid for k, v in enumerate(videos) if k != 2]
+    stand_in.bad, stand_in.seen = None, []
+    summary = evaluate_avss(release.root, tmp_path / "o", pipeline="owod-bind", models=models)
+    assert len(stand_in.seen) == 1 and summary["computed"] == 1 and summary["videos"] == 5
+    assert not (tmp_path / "o" / "errors.json").exists()
+    pred, _ = avss.read_predictions(tmp_path / "o" / "pred_masks", videos[0])
+    assert pred[:5, :, :112].eq(1).all() and pred[:5, :, 112:].eq(0).all() and pred[5:].eq(0).all()
+    assert summary["variants"]["binary_miou"] == pytest.approx(
+        evaluate_avss(release.root, tmp_path / "again", pred_dir=tmp_path / "o")["variants"]["binary_miou"], abs=0)
