@@ -14,6 +14,7 @@ from cmsf.models.loading import ModelLoadError, Models, load_models
 from cmsf.ops import bind_filter, nms
 from cmsf.pipelines.per_frame import at_gdino_sam, at_sam3, owod_bind, sam_bind
 from cmsf.pipelines.results import FrameEvidence, SegmentationResult
+from cmsf.semantic_metrics import SemanticTotals
 from cmsf.stages.binding import Binder, binder_of, masked_crops
 from cmsf.stages.concepts import ConceptMasks, segment_concepts
 from cmsf.stages.grounding import Detections, ground
@@ -35,6 +36,7 @@ __all__ = [
     "Models",
     "Proposals",
     "SegmentationResult",
+    "SemanticTotals",
     "VariantTotals",
     "VideoScores",
     "at_gdino_sam",
