@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from avss_fixture import CLASS_NAMES, fixture_palette, make_avss, write_colour_png, write_predictions
-from avss_reference import batch_miou_fscore, get_palette, official_figures, video_labels
+from avss_reference import batch_miou_fscore, color_mask_to_label, get_palette, official_figures, video_labels
 from cmsf.io import avss
 from cmsf.runs.avss_eval import evaluate_avss
 from cmsf.runs.evaluate import VideoError
@@ -201,6 +201,27 @@ def test_totals_refuse_bad_input() -> None:
         totals.add(torch.full((2, 2, 2), 3), torch.zeros(2, 2, 2, dtype=torch.long), torch.ones(2, dtype=torch.bool))
     with pytest.raises(ValueError, match="annotated"):
         totals.add(torch.zeros(2, 2, 2, dtype=torch.long), torch.zeros(2, 2, 2, dtype=torch.long), torch.ones(3, dtype=torch.bool))
+
+
+@given(st.integers(0, 2**31 - 1), st.booleans())
+@settings(max_examples=30, deadline=None)
+def test_colour_decoding_equals_reference(seed: int, repeated: bool) -> None:
+    """Palette colours, colours near them and random ones; optionally a palette with a colour
+    repeated (the first class wins, as numpy's argmax)."""
+    rng = np.random.default_rng(seed)
+    pal = get_palette()
+    if repeated:
+        pal = pal.copy()
+        pal[int(rng.integers(2, 71))] = pal[int(rng.integers(1, 71))]
+    picks = pal[rng.integers(0, 71, (6, 9))]
+    noise = rng.integers(-1, 2, picks.shape) * (rng.random((6, 9, 1)) < 0.2)
+    rgb = np.clip(picks + noise, 0, 255).astype(np.uint8)
+    rgb[0, :3] = rng.integers(0, 256, (3, 3))
+    classes, off = avss.colours_to_classes(torch.from_numpy(rgb), torch.from_numpy(pal.astype(np.uint8)))
+    expected = color_mask_to_label(Image.fromarray(rgb), pal)
+    assert classes.tolist() == expected.tolist()
+    matched = np.stack([np.all(rgb == c, axis=-1) for c in pal]).any(0)
+    assert off == int((~matched).sum())
 
 
 def test_fixture_colours_round_trip(tmp_path: Path) -> None:

@@ -248,12 +248,21 @@ def colours_to_classes(rgb: Tensor, colours: Optional[Tensor] = None) -> tuple[T
     colours = palette() if colours is None else colours
     codes = (rgb[..., 0].long() << 16) | (rgb[..., 1].long() << 8) | rgb[..., 2].long()
     table = (colours[:, 0].long() << 16) | (colours[:, 1].long() << 8) | colours[:, 2].long()
-    hits = codes[..., None] == table  # [H, W, C]
-    found = hits.any(-1)
-    return hits.to(torch.uint8).argmax(-1) * found, int((~found).sum())
+    # the first class of each distinct colour (the palette's colours are distinct; the first wins
+    # if not, as numpy's argmax in color_mask_to_label), looked up by binary search
+    order = torch.argsort(table, stable=True)
+    sorted_codes = table[order]
+    first = torch.ones_like(sorted_codes, dtype=torch.bool)
+    first[1:] = sorted_codes[1:] != sorted_codes[:-1]
+    sorted_codes, order = sorted_codes[first], order[first]
+    index = torch.searchsorted(sorted_codes, codes).clamp_(max=len(sorted_codes) - 1)
+    found = sorted_codes[index] == codes
+    return order[index] * found, int((~found).sum())
 
 
-def read_class_mask(path: PathLike, *, resize: bool = True, what: str = "mask") -> tuple[Tensor, int]:
+def read_class_mask(
+    path: PathLike, *, resize: bool = True, what: str = "mask", colours: Optional[Tensor] = None
+) -> tuple[Tensor, int]:
     """Read a colour mask as ``(Tensor[224, 224] int64 classes, off-palette pixel count)``.
 
     With ``resize`` (the reference's treatment of ground truth) a mask of another size is resized
@@ -271,7 +280,7 @@ def read_class_mask(path: PathLike, *, resize: bool = True, what: str = "mask") 
                 "allow nearest-neighbour resizing (--resize-pred, resize=True) or save at 224 × 224"
             )
         image = image.resize((SIZE, SIZE), Image.NEAREST)
-    return colours_to_classes(torch.from_numpy(np.asarray(image).copy()))
+    return colours_to_classes(torch.from_numpy(np.asarray(image).copy()), colours)
 
 
 def load_ground_truth(root: PathLike, video: AvssVideo) -> tuple[Tensor, Tensor, int]:
@@ -300,9 +309,9 @@ def load_ground_truth(root: PathLike, video: AvssVideo) -> tuple[Tensor, Tensor,
         raise ValueError(f"{paths[count]}: missing while later masks of video {video.uid} exist; expected "
                          "masks numbered consecutively from 0")  # fmt: skip
     classes = torch.zeros(MAX_FRAMES, SIZE, SIZE, dtype=torch.int64)
-    off = 0
+    off, colours = 0, palette()
     for k, path in enumerate(paths[:count]):
-        classes[k], pixels = read_class_mask(path, what=f"ground truth of video {video.uid}")
+        classes[k], pixels = read_class_mask(path, what=f"ground truth of video {video.uid}", colours=colours)
         off += pixels
     return classes, torch.arange(MAX_FRAMES) < count, off
 
@@ -347,9 +356,10 @@ def read_predictions(pred_dir: PathLike, video: AvssVideo, *, resize: bool = Fal
         FileNotFoundError: a needed file is missing. ValueError: unreadable, or a wrong size.
     """
     classes = torch.zeros(MAX_FRAMES, SIZE, SIZE, dtype=torch.int64)
-    off = 0
+    off, colours = 0, palette()
     for k, path in enumerate(_required_preds(pred_dir, video)):
-        classes[k], count = read_class_mask(path, resize=resize, what=f"prediction of video {video.uid}")
+        what = f"prediction of video {video.uid}"
+        classes[k], count = read_class_mask(path, resize=resize, what=what, colours=colours)
         off += count
     return classes, off
 
