@@ -74,7 +74,8 @@ def test_frames_resized_bilinear(release) -> None:
     video = [v for v in avss.read_metadata(release.root) if v.uid == "v2vid_c"][0]
     clip = avss.load_video(release.root, video)
     assert clip.frames.shape == (10, 3, 224, 224) and clip.frames.dtype == torch.uint8
-    expected = np.asarray(Image.open(avss.frame_paths(release.root, video)[3]).convert("RGB").resize((224, 224), Image.BILINEAR))
+    with Image.open(avss.frame_paths(release.root, video)[3]) as image:
+        expected = np.asarray(image.convert("RGB").resize((224, 224), Image.BILINEAR))
     assert np.array_equal(clip.frames[3].permute(1, 2, 0).numpy(), expected)
     assert abs(clip.waveform.shape[-1] / clip.sample_rate - 10.0) < 1e-3
 
@@ -200,7 +201,8 @@ def test_totals_refuse_bad_input() -> None:
     with pytest.raises(ValueError, match="class indices"):
         totals.add(torch.full((2, 2, 2), 3), torch.zeros(2, 2, 2, dtype=torch.long), torch.ones(2, dtype=torch.bool))
     with pytest.raises(ValueError, match="annotated"):
-        totals.add(torch.zeros(2, 2, 2, dtype=torch.long), torch.zeros(2, 2, 2, dtype=torch.long), torch.ones(3, dtype=torch.bool))
+        zeros = torch.zeros(2, 2, 2, dtype=torch.long)
+        totals.add(zeros, zeros, torch.ones(3, dtype=torch.bool))
 
 
 @given(st.integers(0, 2**31 - 1), st.booleans())

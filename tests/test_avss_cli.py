@@ -90,7 +90,8 @@ def test_tiny_pipeline_writes_palette_masks_that_rescore_the_same(release, tmp_p
 
 def test_report_of_an_avss_run(release, tmp_path: Path) -> None:
     pred = write_predictions(tmp_path / "pred", release.split("test"))
-    assert run("eval", "--root", release.root, "--subset", "avss", "--pred-dir", pred, "--out", tmp_path / "o").exit_code == 0
+    scored = run("eval", "--root", release.root, "--subset", "avss", "--pred-dir", pred, "--out", tmp_path / "o")
+    assert scored.exit_code == 0, scored.output
     result = run("report", tmp_path / "o")
     assert result.exit_code == 0, result.output
     page = (tmp_path / "o" / "report.html").read_text()
