@@ -126,7 +126,7 @@ def read_classes(root: PathLike) -> list[str]:
         FileNotFoundError: no ``label2idx.json``.
         ValueError: not a JSON object of names → integers, not exactly :data:`NUM_CLASSES`
             entries (the palette's length, the reference's assert), or indices that are not
-            1 … 71 each once.
+            1 … 71 (the release's; 0 … 70 is read as well) each once.
     """
     path = _root(root) / CLASSES_NAME
     if not path.is_file():
@@ -143,8 +143,9 @@ def read_classes(root: PathLike) -> list[str]:
         raise ValueError(
             f"{path}: {len(table)} classes, expected {NUM_CLASSES} (the palette's length, background included)"
         )
-    if sorted(table.values()) != list(range(1, NUM_CLASSES + 1)):
-        raise ValueError(f"{path}: the indices must be 1 … {NUM_CLASSES}, each once")
+    first = min(table.values())
+    if first not in (0, 1) or sorted(table.values()) != list(range(first, first + NUM_CLASSES)):
+        raise ValueError(f"{path}: the indices must be 1 … {NUM_CLASSES} (or 0 … {NUM_CLASSES - 1}), each once")
     return [name for name, _ in sorted(table.items(), key=lambda item: item[1])]
 
 

@@ -24,6 +24,7 @@ import csv
 import io
 import time
 from contextlib import closing
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence
@@ -152,21 +153,37 @@ def _check_files(root: Path, videos: Sequence[avss.AvssVideo], pred_dir: Optiona
             )
 
 
-def _run_pipeline(root: Path, videos: Sequence[avss.AvssVideo], out_dir: Path, run: Mapping[str, Any],
-                  log: Callable[[str], None]) -> tuple[int, dict[str, str]]:  # fmt: skip
-    record = run["models"].record()
-    config = {"subset": "avss", "split": run["split"], "pipeline": run["pipeline"], "preset": record["preset"],
-              "dtype": record["dtype"], "settings": run["settings"], "models": record["models"]}  # fmt: skip
+@dataclass(frozen=True)
+class PipelineRun:
+    """What :func:`evaluate_avss` runs a pipeline with (see its arguments)."""
+
+    split: str
+    pipeline: str
+    settings: Mapping[str, Any]
+    models: Models
+    progress: Progress = no_progress
+    frames_per_batch: Optional[int] = None
+    workers: Optional[int] = None
+
+
+def _run_pipeline(
+    root: Path, videos: Sequence[avss.AvssVideo], out_dir: Path, run: PipelineRun, log: Callable[[str], None]
+) -> tuple[int, dict[str, str]]:
+    """Claim ``out_dir`` for ``run`` (run.json) and segment the videos whose predictions are not
+    all there; returns how many were computed and the failures."""
+    record = run.models.record()
+    config = {"subset": "avss", "split": run.split, "pipeline": run.pipeline, "preset": record["preset"],
+              "dtype": record["dtype"], "settings": dict(run.settings), "models": record["models"]}  # fmt: skip
     claim_run_folder(out_dir, config)
     remove_stale_temporaries(out_dir)
     todo = [v for v in videos if not avss.is_complete(out_dir / "pred_masks", v)]
-    log(f"AVSS {run['split']}: {len(videos)} videos, {len(videos) - len(todo)} already done, "
-        f"{len(todo)} to segment with {run['pipeline']}")  # fmt: skip
+    log(f"AVSS {run.split}: {len(videos)} videos, {len(videos) - len(todo)} already done, "
+        f"{len(todo)} to segment with {run.pipeline}")  # fmt: skip
     if not todo:
         return 0, {}
     failures = segment_split(
-        root, todo, out_dir, run["pipeline"], run["settings"], run["models"], progress=run["progress"],
-        frames_per_batch=run["frames_per_batch"], workers=run["workers"],
+        root, todo, out_dir, run.pipeline, run.settings, run.models, progress=run.progress,
+        frames_per_batch=run.frames_per_batch, workers=run.workers,
     )  # fmt: skip
     return len(todo), failures
 
@@ -214,8 +231,8 @@ def evaluate_avss(
         computed, failures = 0, {}
         record = models.record() if pipeline is not None and models is not None else None
         if pipeline is not None:
-            run = {"split": split, "pipeline": pipeline, "settings": settings, "models": models, "progress": progress,
-                   "frames_per_batch": frames_per_batch, "workers": workers}  # fmt: skip
+            assert models is not None and settings is not None
+            run = PipelineRun(split, pipeline, settings, models, progress, frames_per_batch, workers)
             computed, failures = _run_pipeline(root, videos, out_dir, run, log)
         scored = [v for v in videos if v.uid not in failures]
         totals, rows, read_failures = score_split(root, scored, predictions, resize=resize_pred,
