@@ -8,14 +8,16 @@ A run folder holds (beside what :mod:`cmsf.runs.evaluate` describes for S4 / MS3
     per_video.csv    uid, label, a_obj, frames, miou, fscore, binary_miou, binary_fscore,
                      off_palette_gt, off_palette_pred
     per_class.csv    index, name, iou, fscore, frames, and the same over annotated frames
-    summary.json     miou, fscore (official), variants, labels, videos, …
+    summary.json     miou, fscore (official), variants, label_threshold, videos, …
     errors.json      the videos that could not be read or segmented (only while some fail)
 
-Pipelines give binary masks today (no class decision yet): a run writes each frame's foreground
-in palette colour 1 and its padding frames (5 … 9 of a v1 video) as background, and its
-``summary["labels"]`` says ``"binary"``: its figure is the binary view (``variants``
-``binary_miou`` / ``binary_fscore``), not the semantic one. Scoring the written folder again
-with ``pred_dir`` gives the run's own figures.
+A pipeline's kept masks get their classes by the class decision
+(:mod:`cmsf.pipelines.semantic`: BIND pipelines where the picture and the sound agree with a
+class prompt, AT pipelines through the AudioSet vocabulary of their tags; a mask without a class
+is dropped), each frame becomes a class map (overlaps to the higher-scoring mask), and the padding
+frames (5 … 9 of a v1 video) are background. Each video's evidence records the class and score
+of every kept mask (``labels``). Scoring the written folder again with ``pred_dir`` gives the
+run's own figures.
 """
 
 from __future__ import annotations
@@ -35,26 +37,39 @@ from cmsf.io import avss
 from cmsf.io.files import atomic_write_json, atomic_write_text, claim_folder, remove_stale_temporaries
 from cmsf.models.loading import Models
 from cmsf.pipelines.per_frame import resolve_settings
+from cmsf.pipelines.semantic import BIND_PIPELINES, class_texts, semantic_frames
 from cmsf.runs.evaluate import claim_run_folder, report_failures
 from cmsf.runs.progress import Progress, no_log, no_progress
 from cmsf.runs.runner import Job, run_jobs
 from cmsf.semantic_metrics import DEFAULT_BATCH_SIZE, SemanticTotals, VideoFigures
 
-FOREGROUND_CLASS = 1
-"""The palette index a binary pipeline's foreground is written in (no class is decided)."""
 VIDEO_COLUMNS = ("uid", "label", "a_obj", "frames", "miou", "fscore", "binary_miou", "binary_fscore",
                  "off_palette_gt", "off_palette_pred")  # fmt: skip
 CLASS_COLUMNS = ("index", "name", "iou", "fscore", "frames", "iou_annotated", "fscore_annotated", "frames_annotated")
 
 
-def binary_to_classes(masks: torch.Tensor, video: avss.AvssVideo) -> torch.Tensor:
-    """A binary pipeline's ``masks (Tensor[T, H, W])`` (T = the video's 5 or 10 frames) →
-    ``Tensor[10, H, W]`` int64: foreground :data:`FOREGROUND_CLASS`, padding frames background."""
-    if masks.ndim != 3 or masks.shape[0] != video.num_frames:
-        raise ValueError(f"masks of video {video.uid}: expected Tensor[{video.num_frames}, H, W], "
-                         f"got {tuple(masks.shape)}")  # fmt: skip
-    classes = torch.zeros(avss.MAX_FRAMES, *masks.shape[1:], dtype=torch.int64)
-    classes[: video.num_frames] = masks.bool().long() * FOREGROUND_CLASS
+@dataclass(frozen=True)
+class PipelineRun:
+    """What :func:`evaluate_avss` runs a pipeline with (see its arguments)."""
+
+    split: str
+    pipeline: str
+    settings: Mapping[str, Any]
+    models: Models
+    progress: Progress = no_progress
+    frames_per_batch: Optional[int] = None
+    workers: Optional[int] = None
+    label_threshold: float = 0.0
+
+
+def padded_classes(maps: torch.Tensor, video: avss.AvssVideo) -> torch.Tensor:
+    """A pipeline's class maps ``Tensor[T, H, W]`` (T = the video's 5 or 10 frames) →
+    ``Tensor[10, H, W]`` int64, the padding frames background."""
+    if maps.ndim != 3 or maps.shape[0] != video.num_frames:
+        raise ValueError(f"class maps of video {video.uid}: expected Tensor[{video.num_frames}, H, W], "
+                         f"got {tuple(maps.shape)}")  # fmt: skip
+    classes = torch.zeros(avss.MAX_FRAMES, *maps.shape[1:], dtype=torch.int64)
+    classes[: video.num_frames] = maps.long()
     return classes
 
 
@@ -110,30 +125,34 @@ def segment_split(
     root: Path,
     videos: Sequence[avss.AvssVideo],
     out_dir: Path,
-    pipeline: str,
-    settings: Mapping[str, Any],
-    models: Models,
-    *,
-    progress: Progress = no_progress,
-    frames_per_batch: Optional[int] = None,
-    workers: Optional[int] = None,
+    run: PipelineRun,
 ) -> dict[str, str]:
-    """Run ``pipeline`` on each video's real frames (224 × 224) and write its 10 class maps
-    (:func:`binary_to_classes`) and evidence under ``out_dir``, each atomically as soon as its
-    batch is done. Returns the failures {uid: message} (read or pipeline errors, ``ValueError`` /
-    ``OSError``); every other video is saved."""
+    """Run the pipeline on each video's real frames (224 × 224), decide each kept mask's class
+    (:func:`cmsf.pipelines.semantic.semantic_frames`, the frames read again for it) and write
+    its 10 class maps and its evidence (with ``labels``) under ``out_dir``, each atomically as
+    soon as its batch is done. Returns the failures {uid: message} (read or pipeline errors,
+    ``ValueError`` / ``OSError``); every other video is saved."""
     jobs = [Job(v.uid, partial(avss.load_video, root, v)) for v in videos]
+    text = class_texts(run.models) if run.pipeline in BIND_PIPELINES else None  # once a run
+    background = str(run.settings.get("crop_background", "blur"))  # the run's crops (BIND pipelines)
     failures: dict[str, str] = {}
-    outcomes = run_jobs(pipeline, jobs, models, settings, frames_per_batch=frames_per_batch, workers=workers)
+    outcomes = run_jobs(run.pipeline, jobs, run.models, run.settings, frames_per_batch=run.frames_per_batch,
+                        workers=run.workers)  # fmt: skip
     with closing(outcomes):
-        for video in progress(videos, pipeline, "video"):
+        for video in run.progress(videos, run.pipeline, "video"):
             outcome = next(outcomes)
             try:
                 if outcome.error is not None:
                     raise outcome.error
                 assert outcome.result is not None
-                atomic_write_json(out_dir / "evidence" / f"{video.uid}.json", outcome.result.to_json())
-                avss.write_predictions(out_dir / "pred_masks", video, binary_to_classes(outcome.result.masks, video))
+                clip = avss.load_video(root, video)
+                semantic = semantic_frames(run.pipeline, clip.frames, clip.waveform, clip.sample_rate, outcome.result,
+                                           run.models, text=text, threshold=run.label_threshold,
+                                           crop_background=background)  # fmt: skip
+                evidence = {**outcome.result.to_json(), "labels": {"classes": semantic.classes,
+                                                                   "scores": semantic.scores}}  # fmt: skip
+                atomic_write_json(out_dir / "evidence" / f"{video.uid}.json", evidence)
+                avss.write_predictions(out_dir / "pred_masks", video, padded_classes(semantic.maps, video))
             except (ValueError, OSError) as error:
                 failures[video.uid] = str(error) or type(error).__name__
     return failures
@@ -153,19 +172,6 @@ def _check_files(root: Path, videos: Sequence[avss.AvssVideo], pred_dir: Optiona
             )
 
 
-@dataclass(frozen=True)
-class PipelineRun:
-    """What :func:`evaluate_avss` runs a pipeline with (see its arguments)."""
-
-    split: str
-    pipeline: str
-    settings: Mapping[str, Any]
-    models: Models
-    progress: Progress = no_progress
-    frames_per_batch: Optional[int] = None
-    workers: Optional[int] = None
-
-
 def _run_pipeline(
     root: Path, videos: Sequence[avss.AvssVideo], out_dir: Path, run: PipelineRun, log: Callable[[str], None]
 ) -> tuple[int, dict[str, str]]:
@@ -173,7 +179,8 @@ def _run_pipeline(
     all there; returns how many were computed and the failures."""
     record = run.models.record()
     config = {"subset": "avss", "split": run.split, "pipeline": run.pipeline, "preset": record["preset"],
-              "dtype": record["dtype"], "settings": dict(run.settings), "models": record["models"]}  # fmt: skip
+              "dtype": record["dtype"], "settings": dict(run.settings), "models": record["models"],
+              "label_threshold": run.label_threshold}  # fmt: skip
     claim_run_folder(out_dir, config)
     remove_stale_temporaries(out_dir)
     todo = [v for v in videos if not avss.is_complete(out_dir / "pred_masks", v)]
@@ -181,11 +188,7 @@ def _run_pipeline(
         f"{len(todo)} to segment with {run.pipeline}")  # fmt: skip
     if not todo:
         return 0, {}
-    failures = segment_split(
-        root, todo, out_dir, run.pipeline, run.settings, run.models, progress=run.progress,
-        frames_per_batch=run.frames_per_batch, workers=run.workers,
-    )  # fmt: skip
-    return len(todo), failures
+    return len(todo), segment_split(root, todo, out_dir, run)
 
 
 def evaluate_avss(
@@ -200,6 +203,7 @@ def evaluate_avss(
     resize_pred: bool = False,
     limit: Optional[int] = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
+    label_threshold: float = 0.0,
     frames_per_batch: Optional[int] = None,
     workers: Optional[int] = None,
     progress: Progress = no_progress,
@@ -208,7 +212,8 @@ def evaluate_avss(
     """Evaluate on an AVSS split: run ``pipeline`` (resumable) or score ``pred_dir``'s colour masks.
 
     Arguments as :func:`cmsf.runs.evaluate.evaluate`; ``batch_size``: videos per reference batch
-    (only float32 rounding depends on it). Missing files (a uid without its folder, masks,
+    (only float32 rounding depends on it); ``label_threshold``: the class decision's threshold
+    for BIND pipelines (:func:`cmsf.pipelines.semantic.semantic_frames`), recorded in run.json. Missing files (a uid without its folder, masks,
     frames, audio, predictions) are refused before anything is read, all listed. A video that
     cannot be read or segmented does not stop the others: all are listed in ``errors.json`` and
     a :class:`~cmsf.runs.evaluate.VideoError` is raised, with no summary of part of the split.
@@ -232,7 +237,9 @@ def evaluate_avss(
         record = models.record() if pipeline is not None and models is not None else None
         if pipeline is not None:
             assert models is not None and settings is not None
-            run = PipelineRun(split, pipeline, settings, models, progress, frames_per_batch, workers)
+            run = PipelineRun(
+                split, pipeline, settings, models, progress, frames_per_batch, workers, label_threshold
+            )
             computed, failures = _run_pipeline(root, videos, out_dir, run, log)
         scored = [v for v in videos if v.uid not in failures]
         totals, rows, read_failures = score_split(root, scored, predictions, resize=resize_pred,
@@ -240,7 +247,7 @@ def evaluate_avss(
         report_failures(out_dir, {**failures, **read_failures}, len(videos))
         summary = {
             **totals.summary(),
-            "labels": "binary" if pipeline is not None else "classes",
+            "label_threshold": label_threshold if pipeline is not None else None,
             "videos": len(rows), "subset": "avss", "split": split, "pipeline": pipeline,
             "settings": dict(settings) if settings is not None else None,
             "preset": record["preset"] if record else None, "dtype": record["dtype"] if record else None,
@@ -259,12 +266,10 @@ def evaluate_avss(
 
 
 def avss_scores_line(summary: Mapping[str, Any]) -> str:
-    """``"AVSS test, 12 videos: mIoU 0.2051  F-score 0.2300 (…)"``; a binary run's line gives its
-    binary view."""
-    head = f"AVSS {summary['split']}, {summary['videos']} videos: "
+    """``"AVSS test, 12 videos: mIoU 0.2051  F-score 0.2300 (classes present: …; binary view: …)"``."""
     variants = summary["variants"]
-    if summary.get("labels") == "binary":
-        return head + (f"binary view mIoU {variants['binary_miou']:.4f}  F-score {variants['binary_fscore']:.4f} "
-                       "(the pipeline gives no classes)")  # fmt: skip
-    return head + (f"mIoU {summary['miou']:.4f}  F-score {summary['fscore']:.4f} (over the classes present: "
-                   f"{variants['miou_present']:.4f} / {variants['fscore_present']:.4f})")  # fmt: skip
+    return (
+        f"AVSS {summary['split']}, {summary['videos']} videos: mIoU {summary['miou']:.4f}  F-score "
+        f"{summary['fscore']:.4f} (classes present: {variants['miou_present']:.4f} / {variants['fscore_present']:.4f}; "
+        f"binary view: {variants['binary_miou']:.4f} / {variants['binary_fscore']:.4f})"
+    )

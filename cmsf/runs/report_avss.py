@@ -47,11 +47,7 @@ def _cards(summary: Mapping[str, Any]) -> str:
             css = "card" if name in ("miou", "fscore") else "card small"
             cards.append(report._tag("div", f"<b>{report._fmt(figures[name])}</b><span>{name}</span>", class_=css,
                                      title=text))  # fmt: skip
-    note = ""
-    if summary.get("labels") == "binary":
-        note = ('<div class="banner">The pipeline decides no classes: its foreground is written in palette '
-                "colour 1, so its figure is the binary view.</div>")  # fmt: skip
-    return f'<h2>Figures</h2>{note}<div class="cards">{"".join(cards)}</div>'
+    return f'<h2>Figures</h2><div class="cards">{"".join(cards)}</div>'
 
 
 def _class_table(rows: list[dict[str, str]]) -> str:
