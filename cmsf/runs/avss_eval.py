@@ -213,8 +213,9 @@ def evaluate_avss(
 
     Arguments as :func:`cmsf.runs.evaluate.evaluate`; ``batch_size``: videos per reference batch
     (only float32 rounding depends on it); ``label_threshold``: the class decision's threshold
-    for BIND pipelines (:func:`cmsf.pipelines.semantic.semantic_frames`), recorded in run.json. Missing files (a uid without its folder, masks,
-    frames, audio, predictions) are refused before anything is read, all listed. A video that
+    for BIND pipelines (:func:`cmsf.pipelines.semantic.semantic_frames`), recorded in run.json.
+    Missing files (a uid without its folder, masks, frames, audio, predictions) are refused
+    before anything is read, all listed. A video that
     cannot be read or segmented does not stop the others: all are listed in ``errors.json`` and
     a :class:`~cmsf.runs.evaluate.VideoError` is raised, with no summary of part of the split.
 
