@@ -240,7 +240,8 @@ def eval_command(
     F-score are per-class means over all 71 classes, with v1 videos padded to 10 frames as the
     reference does; OUT/per_class.csv is added and summary.json's "variants" holds the means over
     the classes present, over annotated frames only, without background, and the binary view
-    (foreground = any class: what a pipeline without class decision is scored by).
+    (foreground = any class). A pipeline's kept masks get their classes by the class decision
+    (BIND: picture and sound against the class prompts; AT: the AudioSet vocabulary of each tag).
 
     With --sweep (and --pipeline): writes OUT/sweep.csv (one row per setting, the best marked)
     and the run of the best setting; a later sweep on OUT reuses the cache. Tune on val, report
