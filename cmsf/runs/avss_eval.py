@@ -26,7 +26,7 @@ import csv
 import io
 import time
 from contextlib import closing
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence
@@ -36,7 +36,7 @@ import torch
 from cmsf.io import avss
 from cmsf.io.files import atomic_write_json, atomic_write_text, claim_folder, remove_stale_temporaries
 from cmsf.models.loading import Models
-from cmsf.pipelines.per_frame import resolve_settings
+from cmsf.pipelines.settings import BIND_SETTINGS, PipelineSettings, resolve_settings, settings_for
 from cmsf.pipelines.semantic import BIND_PIPELINES, class_texts, semantic_frames
 from cmsf.runs.evaluate import claim_run_folder, report_failures
 from cmsf.runs.progress import Progress, no_log, no_progress
@@ -54,7 +54,7 @@ class PipelineRun:
 
     split: str
     pipeline: str
-    settings: Mapping[str, Any]
+    settings: PipelineSettings
     models: Models
     progress: Progress = no_progress
     frames_per_batch: Optional[int] = None
@@ -134,7 +134,7 @@ def segment_split(
     ``ValueError`` / ``OSError``); every other video is saved."""
     jobs = [Job(v.uid, partial(avss.load_video, root, v)) for v in videos]
     text = class_texts(run.models) if run.pipeline in BIND_PIPELINES else None  # once a run
-    background = str(run.settings.get("crop_background", "blur"))  # the run's crops (BIND pipelines)
+    background = run.settings.crop_background if isinstance(run.settings, BIND_SETTINGS) else "blur"
     failures: dict[str, str] = {}
     outcomes = run_jobs(run.pipeline, jobs, run.models, run.settings, frames_per_batch=run.frames_per_batch,
                         workers=run.workers)  # fmt: skip
@@ -179,7 +179,7 @@ def _run_pipeline(
     all there; returns how many were computed and the failures."""
     record = run.models.record()
     config = {"subset": "avss", "split": run.split, "pipeline": run.pipeline, "preset": record["preset"],
-              "dtype": record["dtype"], "settings": dict(run.settings), "models": record["models"],
+              "dtype": record["dtype"], "settings": asdict(run.settings), "models": record["models"],
               "label_threshold": run.label_threshold}  # fmt: skip
     claim_run_folder(out_dir, config)
     remove_stale_temporaries(out_dir)
@@ -198,7 +198,7 @@ def evaluate_avss(
     split: str = "test",
     pipeline: Optional[str] = None,
     pred_dir: Optional[Path] = None,
-    settings: Optional[Mapping[str, Any]] = None,
+    settings: Optional[PipelineSettings] = None,
     models: Optional[Models] = None,
     resize_pred: bool = False,
     limit: Optional[int] = None,
@@ -227,7 +227,8 @@ def evaluate_avss(
         raise ValueError("pipeline, pred_dir: give exactly one")
     if pipeline is not None and models is None:
         raise ValueError("models: expected the Models to run the pipeline with (see load_models)")
-    settings = resolve_settings(pipeline, settings or {}, models) if pipeline is not None else None
+    if pipeline is not None:
+        settings = resolve_settings(settings_for(pipeline, settings), models)  # checked before anything is read
     started = time.perf_counter()
     names = avss.read_classes(root)
     videos = avss.list_videos(root, split)[:limit]
@@ -250,7 +251,7 @@ def evaluate_avss(
             **totals.summary(),
             "label_threshold": label_threshold if pipeline is not None else None,
             "videos": len(rows), "subset": "avss", "split": split, "pipeline": pipeline,
-            "settings": dict(settings) if settings is not None else None,
+            "settings": asdict(settings) if settings is not None and pipeline is not None else None,
             "preset": record["preset"] if record else None, "dtype": record["dtype"] if record else None,
             "device": str(models.device) if record and computed else None,
             "root": str(root), "pred_dir": str(predictions), "limit": limit, "batch_size": batch_size,
