@@ -7,7 +7,9 @@ import torch
 
 from cmsf.models.loading import load_models
 from cmsf.pipelines.results import FrameEvidence, SegmentationResult, prepare_video
+from cmsf.pipelines.per_frame import PIPELINES
 from cmsf.pipelines.semantic import class_texts, semantic_frames
+from cmsf.pipelines.settings import settings_for
 from cmsf.stages.binding import binder_of, masked_crops
 from cmsf.stages.labelling import label_masks
 
@@ -23,7 +25,8 @@ def box_mask(top: int, left: int, bottom: int, right: int) -> torch.Tensor:
 
 def result(pipeline: str, frames: list[FrameEvidence]) -> SegmentationResult:
     masks = torch.stack([f.union(H, W) for f in frames])
-    return SegmentationResult(pipeline=pipeline, masks=masks, frames=frames, settings={}, sources={})
+    settings = settings_for(pipeline if pipeline in PIPELINES else "owod-bind", None)
+    return SegmentationResult(pipeline=pipeline, masks=masks, frames=frames, settings=settings, sources={})
 
 
 def test_tagged_masks_take_their_tags_class_and_the_higher_score_wins() -> None:
