@@ -157,3 +157,10 @@ def test_a_failing_video_is_listed_and_the_others_saved(release, tmp_path: Path,
     assert [c[0] for c in evidence["labels"]["classes"]] == [int(pred[k, 0, 0]) for k in range(5)]
     assert summary["variants"]["binary_miou"] == pytest.approx(
         evaluate_avss(release.root, tmp_path / "again", pred_dir=tmp_path / "o")["variants"]["binary_miou"], abs=0)
+
+
+def test_label_threshold_checked_before_anything_runs(release, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="label_threshold"):
+        evaluate_avss(release.root, tmp_path / "o", pipeline="owod-bind", models=load_models("tiny", device="cpu"),
+                      label_threshold=1.5)  # fmt: skip
+    assert not (tmp_path / "o").exists()

@@ -33,6 +33,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 
 import torch
 
+from cmsf.checks import check_unit
 from cmsf.io import avss
 from cmsf.io.files import atomic_write_json, atomic_write_text, claim_folder, remove_stale_temporaries
 from cmsf.models.loading import Models
@@ -229,6 +230,7 @@ def evaluate_avss(
         raise ValueError("models: expected the Models to run the pipeline with (see load_models)")
     if pipeline is not None:
         settings = resolve_settings(settings_for(pipeline, settings), models)  # checked before anything is read
+    label_threshold = check_unit(label_threshold, "label_threshold")
     started = time.perf_counter()
     names = avss.read_classes(root)
     videos = avss.list_videos(root, split)[:limit]
