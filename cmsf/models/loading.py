@@ -39,6 +39,7 @@ from cmsf.models.random_models import (
     random_processor,
     soften_tiny,
 )
+from cmsf.names import PRESETS
 
 __all__ = [
     "COMPONENTS",
@@ -54,9 +55,6 @@ __all__ = [
     "family_model_class",
     "load_models",
 ]
-
-PRESETS = ("paper", "tiny", "paper-random", "2025", "2025-random")
-"""Known presets of :func:`load_models`."""
 
 COMPONENTS = ("ast", "grounding_dino", "sam", "owlv2", "imagebind", "sam3", "binder", "mavl")
 """Component names, as used by :class:`Models` properties and :func:`load_models` overrides."""

@@ -21,6 +21,7 @@ import torch
 from cmsf.io import avss
 from cmsf.io.files import atomic_write_text
 from cmsf.runs import report
+from cmsf.runs.progress import Log, no_log
 from cmsf.semantic_metrics import frame_scores
 
 FIGURE_HELP = {
@@ -147,9 +148,12 @@ def build_avss_report(run_dir: Path, *, root: Optional[Path] = None, examples: i
     )
 
 
-def write_report(run_dir: Path, *, root: Optional[Path] = None, examples: int = 3) -> Path:
+def write_report(
+    run_dir: Path, *, root: Optional[Path] = None, examples: int = 3, log: Log = no_log
+) -> Path:
     """Write ``run_dir/report.html`` atomically: :func:`build_avss_report` for an AVSS run (its
-    ``summary.json`` says subset ``avss``), :func:`cmsf.runs.report.build_report` otherwise."""
+    ``summary.json`` says subset ``avss``), :func:`cmsf.runs.report.build_report` otherwise
+    (``log``: its messages)."""
     run_dir = Path(run_dir)
     summary_path = run_dir / "summary.json"
     try:
@@ -157,5 +161,5 @@ def write_report(run_dir: Path, *, root: Optional[Path] = None, examples: int = 
     except (OSError, ValueError, AttributeError):
         subset = None  # build_report says what is wrong with it
     if subset != "avss":
-        return report.write_report(run_dir, root=root, examples=examples)
+        return report.write_report(run_dir, root=root, examples=examples, log=log)
     return atomic_write_text(run_dir / "report.html", build_avss_report(run_dir, root=root, examples=examples))
