@@ -39,6 +39,7 @@ from cmsf.cli.options import (
     progress,
     require_pipeline,
     set_option,
+    sigterm_as_interrupt,
     sweep_grid,
     video_run_options,
 )  # fmt: skip
@@ -70,7 +71,9 @@ def main() -> None:
       cmsf segment clip.mp4 --pipeline owod-bind --out out/
       cmsf eval --root AVSBench --subset s4 --pipeline owod-bind --out runs/s4
     """
-    click.get_current_context().with_resource(media_warnings_to(info))  # one line each, on stderr
+    context = click.get_current_context()
+    context.with_resource(media_warnings_to(info))  # one line each, on stderr
+    context.with_resource(sigterm_as_interrupt())  # `kill PID` stops a run as Ctrl-C does
 
 
 # ------------------------------------------------------------------------------------ segment

@@ -11,7 +11,9 @@ used by more than one of them. Exit status: 2 for a usage error (``click.UsageEr
 from __future__ import annotations
 
 import contextlib
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Collection, Iterable, Iterator, Mapping, Optional, Sequence
@@ -50,6 +52,27 @@ def data_errors(context: str = "") -> Iterator[None]:
         if isinstance(error, ModelLoadError):
             message += " On the command line, a local copy is passed as --model COMPONENT=PATH."
         raise click.ClickException(f"{context}{message}") from None
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """While the block runs, SIGTERM (``kill PID``, a scheduler stopping the job) is handled as
+    Ctrl-C: a ``KeyboardInterrupt`` in the main thread, so the run stops the same way (click
+    prints ``Aborted!``, exit 1; a folder's lock is released, renames that belong together are
+    finished first, :func:`cmsf.io.files.deferred_interrupts`). Outside the main thread, or
+    without SIGTERM, it does nothing."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGTERM"):
+        yield
+        return
+
+    def interrupt(number: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
 
 LOG_EVERY = 25

@@ -33,6 +33,7 @@ from cmsf.io.decoding import (
 )
 from cmsf.io.files import atomic_write_bytes
 from cmsf.io.inputs import _as_image, as_mask
+from cmsf.io.paths import check_file
 
 __all__ = [
     "Clip",
@@ -115,7 +116,7 @@ def read_image(path: Union[str, Path]) -> Tensor:
             its mode.
     """
 
-    path = _exists(Path(path), "file")
+    path = check_file(Path(path), "image file")  # a FIFO or device is refused before it is opened
     try:
         with Image.open(path) as image:
             mode = image.mode
@@ -263,6 +264,7 @@ def load_clip(
     if path.is_dir():
         if num_frames is not None or fps is not None:
             raise ValueError(f"{path}: num_frames / fps apply to video files; a frame folder's frames are all used")
+        list_frame_files(path)  # a folder without frames is told so, before its audio is looked for
         if audio is None:
             audio = find_audio_for_frames(path)
             if audio is None:
@@ -306,7 +308,7 @@ def read_mask(path: Union[str, Path]) -> Tensor:
     Grey (L, I, 1, …) images: value ≠ 0. Palette images: the colour the index maps to ≠ black.
     RGB(A) images: any colour channel ≠ 0 (alpha is ignored).
     """
-    path = _exists(Path(path), "file")
+    path = check_file(Path(path), "mask image")
     try:
         with Image.open(path) as image:
             image.load()
