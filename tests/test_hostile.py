@@ -120,3 +120,116 @@ def test_a_reader_blocked_for_good_does_not_hold_up_ctrl_c_or_sigterm(tmp_path, 
     assert child.returncode == 1, rest
     assert "Aborted!" in rest and "Traceback" not in rest
     assert not (out / LOCK_NAME).exists()  # the lock went with the run
+
+
+# ---------------------------------------------------------------------------- bad manifest entries
+
+
+def _cli(*args: object):
+    return CliRunner().invoke(cli.main, [str(a) for a in args])
+
+
+@pytest.fixture
+def stand_in(monkeypatch):
+    """owod-bind as a stand-in (the left half of every frame), models lazy and never loaded."""
+    import torch
+    from stand_ins import as_stages
+
+    from cmsf.cli import options as cli_options
+    from cmsf.models import loading
+    from cmsf.pipelines.per_frame import PIPELINE_STAGES
+
+    class Result:
+        def __init__(self, masks: torch.Tensor) -> None:
+            self.masks = masks
+
+    def left_half(frames, waveform, sample_rate, models, **settings):
+        masks = torch.zeros(frames.shape[0], *frames.shape[-2:], dtype=torch.bool)
+        masks[..., : frames.shape[-1] // 2] = True
+        return Result(masks)
+
+    monkeypatch.setitem(PIPELINE_STAGES, "owod-bind", as_stages(left_half))
+    monkeypatch.setattr(cli_options, "load_models", lambda *args, **kwargs: loading.load_models("tiny", device="cpu"))
+
+
+def _loop(folder: Path) -> Path:
+    (folder / "loop-b.mp4").symlink_to(folder / "loop-a.mp4")
+    (folder / "loop-a.mp4").symlink_to(folder / "loop-b.mp4")
+    return folder / "loop-a.mp4"
+
+
+BAD_ENTRIES = {
+    "symlink loop": (_loop, "Too many levels of symbolic links"),
+    "name too long": (lambda folder: folder / ("x" * 300 + ".mp4"), "File name too long"),
+    "loop in a parent": (lambda folder: _loop(folder) / "inside.mp4", "cannot be looked up"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_ENTRIES))
+def test_a_manifest_path_that_cannot_be_resolved_fails_alone_in_failures_csv(tmp_path, video, stand_in, case):
+    make, reason = BAD_ENTRIES[case]
+    bad = make(tmp_path)
+    out = tmp_path / "out"
+    manifest = tmp_path / "list.txt"
+    manifest.write_text(f"{bad}\n{video}\n", encoding="utf-8")
+    result = _cli("segment-many", "--manifest", manifest, "-p", "owod-bind", "--out", out)
+    assert result.exit_code == 1, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    [row] = _failures(out)
+    assert reason in row and str(bad)[:100] in row
+    assert len(list(out.glob("clip-*/evidence.json"))) == 1
+
+
+def test_a_nul_byte_in_a_manifest_line_fails_alone(tmp_path, video, stand_in):
+    manifest = tmp_path / "list.csv"
+    manifest.write_text(f'path\n"bad\x00name.mp4"\n{video}\n', encoding="utf-8")
+    out = tmp_path / "out"
+    result = _cli("segment-many", "--manifest", manifest, "-p", "owod-bind", "--out", out)
+    assert result.exit_code == 1, result.output
+    [row] = _failures(out)
+    assert "null byte" in row and "bad" in row
+    assert len(list(out.glob("clip-*/evidence.json"))) == 1
+
+
+@pytest.mark.parametrize(
+    "name, text", [("list.txt", ""), ("list.txt", "# only a comment\n\n"), ("list.csv", "path,audio\n"), ("list.csv", "path\n\n")]
+)
+def test_a_manifest_listing_nothing_is_an_error_and_creates_no_out(tmp_path, stand_in, name, text):
+    manifest = tmp_path / name
+    manifest.write_text(text, encoding="utf-8")
+    result = _cli("segment-many", "--manifest", manifest, "-p", "owod-bind", "--out", tmp_path / "out")
+    assert result.exit_code == 1 and "lists no input" in result.output and str(manifest) in result.output
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("stem", ["--help", "-x", "-", "-.-a"])
+def test_output_names_never_begin_with_a_dash(tmp_path, stem):
+    from cmsf.runs.many import output_name
+
+    name = output_name(tmp_path / f"{stem}.mp4")
+    assert not name.startswith("-") and not name.startswith(".")
+
+
+def test_a_folder_without_frames_is_told_so_not_asked_for_audio(tmp_path):
+    from cmsf.io.media import load_clip
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("no frames here")
+    with pytest.raises(ValueError, match="no frames in this folder"):
+        load_clip(folder)
+
+
+def test_repeated_metadata_rows_are_scored_once_with_a_warning(tmp_path):
+    from avsbench_fixture import make_avsbench
+
+    from cmsf.io import avsbench
+    from cmsf.io.decoding import MediaWarning
+
+    mini = make_avsbench(tmp_path)
+    csv_path = mini.root / "Single-source" / "s4_meta_data.csv"
+    lines = csv_path.read_text().splitlines()
+    csv_path.write_text("\n".join([*lines, lines[1], lines[2], lines[1]]) + "\n")
+    with pytest.warns(MediaWarning, match=r"3 repeated row\(s\).*dog/s4_a"):
+        entries = avsbench.list_videos(mini.root, "s4", "test")
+    assert [e.key for e in entries] == ["dog/s4_a", "guitar/s4_b", "dog/s4_c"]

@@ -165,7 +165,7 @@ def output_name(path: Path, audio: Optional[Path] = None) -> str:
     key = str(resolved) if audio is None else f"{resolved}\n{_resolved(Path(audio))[0]}"
     digest = hashlib.sha1(key.encode("utf-8", "surrogateescape")).hexdigest()[:HASH_DIGITS]
     stem = resolved.name if is_folder else resolved.stem
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("._").lstrip("-")[:STEM_CHARACTERS] or "video"
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", stem).lstrip("._-").rstrip("._")[:STEM_CHARACTERS] or "video"
     return f"{safe}-{digest}"
 
 
