@@ -233,3 +233,120 @@ def test_repeated_metadata_rows_are_scored_once_with_a_warning(tmp_path):
     with pytest.warns(MediaWarning, match=r"3 repeated row\(s\).*dog/s4_a"):
         entries = avsbench.list_videos(mini.root, "s4", "test")
     assert [e.key for e in entries] == ["dog/s4_a", "guitar/s4_b", "dog/s4_c"]
+
+
+# ---------------------------------------------------------------------------- damaged caches
+
+
+def _cache_file(tmp_path: Path) -> tuple[Path, dict]:
+    import torch
+
+    from cmsf.pipelines.results import FrameCandidates
+    from cmsf.runs.cache import CachePart, VideoCache, write_cache
+
+    identity = {"pipeline": "owod-bind", "preset": "tiny"}
+    frames = [
+        FrameCandidates(torch.tensor([[0.0, 0.0, 4.0, 4.0]] * k), torch.linspace(1, 0, k), torch.rand(k, 6, 10) > 0.5,
+                        visual=torch.randn(k, 8), audio=torch.randn(8))
+        for k in (2, 0, 3)
+    ]  # fmt: skip
+    path = tmp_path / "video.npz"
+    write_cache(path, VideoCache(identity, (6, 10), 3, [CachePart({"bind_threshold": 0.5}, frames)]))
+    return path, identity
+
+
+def _npy(shape: tuple, dtype: str, payload: bytes) -> bytes:
+    import io as _io
+
+    import numpy as np
+
+    buffer = _io.BytesIO()
+    np.lib.format.write_array_header_1_0(buffer, {"descr": np.dtype(dtype).str, "fortran_order": False, "shape": shape})
+    return buffer.getvalue() + payload
+
+
+def _replace_member(path: Path, name: str, data: bytes, *, declared: int | None = None) -> None:
+    """Rewrite the npz ``path`` with member ``name`` replaced by ``data`` (its zip entry's declared
+    uncompressed size set to ``declared`` when given)."""
+    import zipfile
+
+    with zipfile.ZipFile(path) as archive:
+        members = {info.filename: archive.read(info) for info in archive.infolist()}
+    members[name] = data
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        for member, content in members.items():
+            archive.writestr(member, content)
+    if declared is not None:  # patch the sizes in the local and central headers
+        raw = bytearray(path.read_bytes())
+        size = len(data).to_bytes(4, "little")
+        for start in _all(raw, name.encode()):
+            for offset in (start - 8, start - 30 + 22, start - 46 + 24):  # local: -8; central: -22
+                if 0 <= offset and raw[offset : offset + 4] == size:
+                    raw[offset : offset + 4] = declared.to_bytes(4, "little")
+        path.write_bytes(bytes(raw))
+
+
+def _all(data: bytearray, needle: bytes) -> list[int]:
+    found, start = [], data.find(needle)
+    while start >= 0:
+        found.append(start)
+        start = data.find(needle, start + 1)
+    return found
+
+
+DAMAGES = {
+    "boxes claim 1.35 TiB": ("p0_boxes.npy", lambda: _npy((90_000_000_000, 4), "<f4", b"\0" * 80)),
+    "masks claim a huge frame": ("p0_masks.npy", lambda: _npy((5, 10**12), "|u1", b"\0" * 64)),
+    "audio as objects": ("p0_audio.npy", lambda: _npy((3, 8), "|O", b"\0" * 24)),
+    "scores of another dtype": ("p0_scores.npy", lambda: _npy((5,), "<f8", b"\0" * 40)),
+    "header claims a huge array": ("header.npy", lambda: _npy((2**40,), "|u1", b"{}")),
+}
+
+
+@pytest.mark.parametrize("case", sorted(DAMAGES))
+def test_a_cache_whose_headers_claim_absurd_sizes_is_recomputed_not_allocated(tmp_path, case):
+    import tracemalloc
+
+    from cmsf.runs.cache import read_cache
+
+    path, identity = _cache_file(tmp_path)
+    assert read_cache(path, identity) is not None
+    name, data = DAMAGES[case]
+    _replace_member(path, name, data())
+    tracemalloc.start()
+    try:
+        assert read_cache(path, identity) is None
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 50 * 2**20  # nothing near the claimed size was allocated
+
+
+def test_a_cache_member_declaring_more_than_deflate_can_give_is_refused(tmp_path):
+    from cmsf.runs.cache import member_shapes, read_cache
+
+    path, identity = _cache_file(tmp_path)
+    shape = member_shapes(path)["p0_visual"]
+    _replace_member(path, "p0_visual.npy", _npy((10**9, 8), "<f4", b"\0" * 64), declared=2**31)
+    assert read_cache(path, identity) is None
+    assert shape == (5, 8)
+
+
+def test_a_cache_frame_size_or_counts_at_odds_with_its_arrays_is_recomputed(tmp_path):
+    import json as _json
+
+    import numpy as np
+
+    from cmsf.runs.cache import read_cache
+
+    for change in ({"frame_size": [100000, 100000]}, {"frames": 10**9}, {"counts": [2, -1, 4]}, {"counts": [2, 0]}):
+        path, identity = _cache_file(tmp_path)
+        with np.load(path) as archive:
+            header = _json.loads(bytes(archive["header"]).decode())
+        if "counts" in change:
+            header["parts"][0]["counts"] = change["counts"]
+        else:
+            header.update(change)
+        text = _json.dumps(header).encode()
+        _replace_member(path, "header.npy", _npy((len(text),), "|u1", text))
+        assert read_cache(path, identity) is None, change
