@@ -7,7 +7,6 @@ instead of blocking the suite.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -350,3 +349,57 @@ def test_a_cache_frame_size_or_counts_at_odds_with_its_arrays_is_recomputed(tmp_
         text = _json.dumps(header).encode()
         _replace_member(path, "header.npy", _npy((len(text),), "|u1", text))
         assert read_cache(path, identity) is None, change
+
+
+# ---------------------------------------------------------------------------- damaged run records (report)
+
+
+def _run_folder(folder: Path, summary: dict) -> Path:
+    import json
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "summary.json").write_text(json.dumps(summary), encoding="utf-8")
+    (folder / "per_video.csv").write_text("video,category,miou,fscore\nv1,dog,0.5,0.4\nv2,cat,0.7,0.6\n", encoding="utf-8")
+    (folder / "sweep.csv").write_text("bind_threshold,miou,fscore,best\n0.5,0.5,0.4,*\n0.6,0.4,0.3,\n", encoding="utf-8")
+    return folder
+
+
+GOOD_SUMMARY = {
+    "miou": 0.6, "fscore": 0.5, "subset": "s4", "split": "test", "pipeline": "owod-bind", "preset": "tiny",
+    "settings": {"bind_threshold": 0.5}, "variants": {"miou_per_frame": 0.6},
+    "sweep": {"note": "tuned on test", "test_tuned": True, "cache_bytes_per_video": 1024, "model_passes_per_video": 1},
+}  # fmt: skip
+WRONG = {"a JSON object": [[1, 2], "x", 3], "a string": [[1], {"a": 1}, 2], "a number": ["x", [1], True], "true or false": ["yes", 1]}
+
+
+def _wrong_summaries():
+    from cmsf.runs.summaries import SUMMARY_FIELDS, SWEEP_FIELDS
+
+    for field, expected in SUMMARY_FIELDS.items():
+        for value in WRONG[expected]:
+            yield field, {**GOOD_SUMMARY, field: value}
+    for field, expected in SWEEP_FIELDS.items():
+        for value in WRONG[expected]:
+            yield f"sweep.{field}", {**GOOD_SUMMARY, "sweep": {**GOOD_SUMMARY["sweep"], field: value}}
+    yield "variants.miou_per_frame", {**GOOD_SUMMARY, "variants": {"miou_per_frame": "high"}}
+
+
+def test_report_of_a_summary_with_wrong_typed_fields_is_one_line_naming_file_and_field(tmp_path):
+    result = _cli("report", _run_folder(tmp_path / "good", GOOD_SUMMARY))
+    assert result.exit_code == 0, result.output
+    for index, (field, summary) in enumerate(_wrong_summaries()):
+        folder = _run_folder(tmp_path / f"run{index}", summary)
+        result = _cli("report", folder)
+        assert result.exit_code == 1 and not isinstance(result.exception, (TypeError, AttributeError)), (field, result.output)
+        assert str(folder / "summary.json") in result.output and repr(field) in result.output, result.output
+        assert len(result.output.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("name", ["per_video.csv", "sweep.csv"])
+@pytest.mark.parametrize("content", [b"video,miou,fscore\n\xff\xfe,0.5,0.4\n", b"video,miou,fscore\nv1,0.5,0.4,extra,cells\n"])
+def test_report_of_an_unreadable_csv_names_the_file(tmp_path, name, content):
+    folder = _run_folder(tmp_path / "run", GOOD_SUMMARY)
+    (folder / name).write_bytes(content.replace(b"video,", b"bind_threshold,") if name == "sweep.csv" else content)
+    result = _cli("report", folder)
+    assert result.exit_code == 1 and str(folder / name) in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1
