@@ -403,3 +403,103 @@ def test_report_of_an_unreadable_csv_names_the_file(tmp_path, name, content):
     result = _cli("report", folder)
     assert result.exit_code == 1 and str(folder / name) in result.output, result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+# ---------------------------------------------------------------------------- run folders: disk full, lock, root
+
+
+def _fail_when_writing(monkeypatch, fragment: str) -> None:
+    """``os.fsync`` raises ENOSPC (no file named, as the kernel reports it) for a file whose name
+    holds ``fragment``: a disk that fills up while that file is written."""
+    import errno
+
+    real = os.fsync
+
+    def fsync(fd: int) -> None:
+        if fragment in os.readlink(f"/proc/self/fd/{fd}"):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc")
+@pytest.mark.parametrize("mode", ["w", "wb"])
+def test_a_full_disk_names_the_file_being_written(tmp_path, monkeypatch, mode):
+    from cmsf.io.files import atomic_open
+
+    target = tmp_path / "deep" / "summary.json"
+    _fail_when_writing(monkeypatch, "summary.json")
+    with pytest.raises(OSError, match="No space left on device") as caught:
+        with atomic_open(target, mode) as handle:
+            handle.write("x" if mode == "w" else b"x")
+    assert caught.value.errno == 28 and caught.value.filename == str(target) and str(target) in str(caught.value)
+    assert list(target.parent.iterdir()) == []  # no temporary left
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc")
+@pytest.mark.parametrize("fragment", ["mask_0001.png", "evidence.json"])
+def test_a_full_disk_during_segment_many_names_the_file(tmp_path, video, stand_in, monkeypatch, fragment):
+    out = tmp_path / "out"
+    _fail_when_writing(monkeypatch, fragment)
+    result = _cli("segment-many", video, "-p", "owod-bind", "--out", out)
+    assert result.exit_code == 1, result.output
+    [row] = _failures(out)
+    assert "No space left on device" in row and fragment in row and str(out) in row
+
+
+@pytest.mark.parametrize("kind", ["folder", "symlink", "fifo"])
+def test_something_else_named_like_the_lock_is_refused_naming_it(tmp_path, video, stand_in, kind):
+    out = tmp_path / "out"
+    out.mkdir()
+    lock = out / LOCK_NAME
+    if kind == "folder":
+        lock.mkdir()
+    elif kind == "symlink":
+        lock.symlink_to(tmp_path / "elsewhere")
+    else:
+        os.mkfifo(lock)
+    result = _cli("segment-many", video, "-p", "owod-bind", "--out", out)
+    assert result.exit_code == 2, result.output
+    assert str(lock) in result.output and "remove it" in result.output
+    assert "cannot write files here" not in result.output
+
+
+def test_an_eval_rerun_with_another_root_is_refused_naming_both(tmp_path, stand_in):
+    import shutil
+
+    from avsbench_fixture import make_avsbench
+
+    first = make_avsbench(tmp_path / "a").root
+    second = tmp_path / "b"
+    shutil.copytree(first, second)
+    out = tmp_path / "run"
+    command = ["eval", "--subset", "ms3", "-p", "owod-bind", "--out", out]
+    assert _cli(*command, "--root", first).exit_code == 0
+    assert _cli(*command, "--root", first).exit_code == 0  # the same root resumes
+    result = _cli(*command, "--root", second)
+    assert result.exit_code == 1, result.output
+    assert str(first.resolve()) in result.output and str(second.resolve()) in result.output and "--root" in result.output
+
+
+def test_a_sweep_cache_of_another_root_is_refused(tmp_path):
+    import json
+
+    from cmsf.io.files import RunConflictError
+    from cmsf.runs import evaluate
+
+    out = tmp_path / "run"
+    config = {"subset": "s4", "split": "val", "pipeline": "owod-bind", "sweep": True}
+    evaluate.claim_run_folder(out, config, tmp_path / "a")
+    assert json.loads((out / "run.json").read_text())["root"] == str((tmp_path / "a").resolve())
+    evaluate.claim_run_folder(out, config, tmp_path / "b")  # nothing computed yet: the new root is recorded
+    (out / "cache" / "dog").mkdir(parents=True)
+    (out / "cache" / "dog" / "v.npz").write_bytes(b"")
+    with pytest.raises(RunConflictError, match="AVSBench root .*/b, not .*/a"):
+        evaluate.claim_run_folder(out, config, tmp_path / "a")
+
+
+def test_a_repeated_sweep_key_is_a_usage_error(tmp_path, stand_in):
+    result = _cli("eval", "--root", tmp_path, "--subset", "s4", "-p", "owod-bind", "--out", tmp_path / "o",
+                  "--sweep", "bind_threshold=0.5,0.6", "--sweep", "bind_threshold = 0.7")  # fmt: skip
+    assert result.exit_code == 2 and "bind_threshold is given more than once" in result.output and "--sweep" in result.output

@@ -129,7 +129,12 @@ def pipeline_settings(pipeline: str, values: Sequence[str]) -> dict[str, Any]:
 def sweep_grid(pipeline: str, values: Sequence[str], fixed: Mapping[str, Any]) -> dict[str, list[Any]]:
     """Parse ``--sweep KEY=V1,V2`` options (:func:`cmsf.runs.sweep.parse_sweep`) and check every setting
     of the grid with the ``fixed`` ones up front (:func:`cmsf.runs.sweep.sweep_rows`); anything wrong
-    is a usage error naming ``--sweep``."""
+    (a key given twice included) is a usage error naming ``--sweep``."""
+    keys = [value.partition("=")[0].strip() for value in values]
+    repeated = next((key for key in keys if keys.count(key) > 1), None)
+    if repeated is not None:  # a later one would silently replace the earlier values
+        message = f"{repeated} is given more than once; list all its values in one --sweep {repeated}=V1,V2,..."
+        raise click.BadParameter(message, param_hint="--sweep")
     try:
         grid = parse_sweep(pipeline, parse_pairs(values, "--sweep"))
         sweep_rows(pipeline, grid, fixed)

@@ -56,7 +56,7 @@ from typing import IO, Any, Callable, Generic, Iterable, Iterator, Mapping, Opti
 
 import torch
 
-from cmsf.io.files import RUN_NAME, atomic_write_text, claim_folder, record_run
+from cmsf.io.files import RUN_NAME, atomic_write_text, claim_folder, named_error, record_run
 from cmsf.io.media import Clip, load_clip
 from cmsf.io.paths import check_file
 from cmsf.models.loading import Models, load_models
@@ -407,8 +407,11 @@ class _FailureLog:
             assert path is not None
             self._file = open(path, "a", encoding="utf-8", newline="")
         else:
-            self._file.write(_failure_rows([outcome]))
-            self._file.flush()
+            try:
+                self._file.write(_failure_rows([outcome]))
+                self._file.flush()
+            except OSError as error:  # a full disk: say which file
+                raise named_error(error, self.out_dir / FAILURES_NAME) from None
 
     def close(self) -> None:
         if self._file is not None:
