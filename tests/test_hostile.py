@@ -503,3 +503,150 @@ def test_a_repeated_sweep_key_is_a_usage_error(tmp_path, stand_in):
     result = _cli("eval", "--root", tmp_path, "--subset", "s4", "-p", "owod-bind", "--out", tmp_path / "o",
                   "--sweep", "bind_threshold=0.5,0.6", "--sweep", "bind_threshold = 0.7")  # fmt: skip
     assert result.exit_code == 2 and "bind_threshold is given more than once" in result.output and "--sweep" in result.output
+
+
+# ---------------------------------------------------------------------------- the library's boundary
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    from cmsf.models.loading import load_models
+
+    return load_models("tiny", device="cpu")
+
+
+def _frames(count: int = 2, size: int = 8):
+    import torch
+
+    return torch.randint(0, 256, (count, 3, size, size), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+
+
+@pytest.mark.parametrize("pipeline", ["owod-bind", "sam-bind", "at-gdino-sam", "at-sam3"])
+@pytest.mark.parametrize("models", [None, "tiny", object()])
+def test_models_that_are_not_models_are_a_value_error_naming_models(pipeline, models):
+    import torch
+
+    from cmsf.pipelines.per_frame import PIPELINES
+
+    with pytest.raises(ValueError, match=r"^models: expected a cmsf.models.loading.Models"):
+        PIPELINES[pipeline](_frames(), torch.zeros(1, 32000), 16000, models)
+
+
+@pytest.mark.parametrize(
+    "waveform, message",
+    [
+        (lambda torch: torch.zeros(1, 32000, device="meta"), r"^waveform: a tensor on the meta device holds no samples"),
+        (lambda torch: torch.zeros(32000, 2), r"^waveform: shape \(32000, 2\) reads as 32000 channels of 2 samples.*waveform\.T"),
+        (lambda torch: torch.zeros(3000, 200), r"^waveform: shape \(3000, 200\) reads as 3000 channels"),
+        (lambda torch: torch.full((1, 32000), 1e30), r"^waveform: peak amplitude 1e\+30"),
+        (lambda torch: torch.full((2, 32000), -3e7), r"^waveform: peak amplitude 3e\+07"),
+    ],
+)
+def test_waveforms_refused_at_the_boundary_name_what_is_wrong(tiny, waveform, message):
+    import torch
+
+    from cmsf.pipelines.per_frame import PIPELINES
+
+    with pytest.raises(ValueError, match=message):
+        PIPELINES["owod-bind"](_frames(), waveform(torch), 16000, tiny)
+
+
+def test_int16_scaled_float_audio_is_still_accepted():
+    import torch
+
+    from cmsf.io.inputs import as_waveform
+
+    assert as_waveform(torch.full((2, 100), 32768.0)).shape == (2, 100)
+
+
+def test_frames_on_the_meta_device_are_refused_naming_them(tiny):
+    import torch
+
+    from cmsf.pipelines.per_frame import PIPELINES
+
+    with pytest.raises(ValueError, match=r"^frames\[0\]: a tensor on the meta device holds no pixels"):
+        PIPELINES["sam-bind"](_frames().to("meta"), torch.zeros(1, 32000), 16000, tiny)
+
+
+@pytest.mark.parametrize("samples, rate, frames", [(5 * 100, 16000, 5), (5 * 399, 16000, 5), (5 * 1099, 44100, 5), (10, 8000, 1)])
+def test_too_short_audio_segments_are_refused_before_any_model_runs(tiny, monkeypatch, samples, rate, frames):
+    import torch
+
+    from cmsf.pipelines import per_frame
+
+    ran = []
+    monkeypatch.setitem(per_frame.PIPELINE_STAGES, "owod-bind", per_frame.PipelineStages(lambda *a: ran.append(a), None))
+    with pytest.raises(ValueError) as caught:
+        per_frame.owod_bind(_frames(frames), torch.zeros(1, samples), rate, tiny)
+    message = str(caught.value)
+    assert message.startswith(f"waveform: {samples} samples at {rate} Hz") and "at least 25 ms" in message
+    assert ran == []  # checked before any model
+
+
+@pytest.mark.parametrize("samples, rate", [(5 * 400, 16000), (5 * 1100, 44100), (5 * 200, 8000)])
+def test_segments_of_one_window_are_accepted(samples, rate):
+    import torch
+
+    from cmsf.pipelines.results import prepare_video
+
+    assert len(prepare_video(_frames(5), torch.zeros(1, samples), rate).segments) == 5
+
+
+@pytest.mark.parametrize("mode", ["I;16", "I;16B", "I"])
+def test_a_sixteen_bit_pil_image_gives_the_pixels_of_its_png(tmp_path, mode):
+    import numpy as np
+    from PIL import Image
+
+    from cmsf.io.inputs import as_image_list
+    from cmsf.io.media import read_image
+
+    values = np.array([[0, 255, 256, 4095], [40000, 65535, 1000, 300]], dtype=np.uint16)
+    as_i = Image.fromarray(values.astype(np.int32))
+    as_i.convert("I;16").save(tmp_path / "frame.png")  # a 16-bit grey PNG
+    image = as_i if mode == "I" else as_i.convert(mode)
+    direct = as_image_list([image])[0]
+    assert direct.equal(read_image(tmp_path / "frame.png"))
+    assert direct[0].tolist() == (values >> 8).tolist()  # not clipped at 255
+
+
+@pytest.mark.parametrize("content", [b"not a checkpoint", b"", "pickle"])
+def test_a_bad_imagebind_checkpoint_is_one_line_naming_the_file(tmp_path, content):
+    import click
+    import torch
+
+    from cmsf.cli.options import data_errors
+    from cmsf.models.loading import BadCheckpointError, load_models
+
+    path = tmp_path / "imagebind.pth"
+    if content == "pickle":
+        torch.save({"x": _Unsafe()}, path)
+    else:
+        path.write_bytes(content)
+    models = load_models("tiny", device="cpu", binder="imagebind", imagebind=str(path))
+    with pytest.raises(BadCheckpointError) as caught:
+        models.binder  # noqa: B018 - loads it
+    with pytest.raises(click.ClickException) as shown:
+        with data_errors():
+            raise caught.value
+    message = shown.value.format_message()
+    assert "\n" not in message and str(path) in message and "expected ImageBind's .pth" in message
+    assert "Please file an issue" not in message and "weights_only=False" not in message and "--model COMPONENT" not in message
+
+
+class _Unsafe:
+    def __reduce__(self):
+        return (print, ("a checkpoint should not run code",))
+
+
+def test_one_pixel_frames_print_no_transformers_warnings(tiny, capfd):
+    import logging
+
+    import torch
+
+    from cmsf.pipelines.per_frame import PIPELINES
+
+    logging.getLogger("transformers").handlers  # noqa: B018
+    for pipeline in PIPELINES:
+        result = PIPELINES[pipeline](_frames(2, size=1), torch.randn(1, 32000) * 0.1, 16000, tiny)
+        assert result.masks.shape == (2, 1, 1)
+    assert "channel dimension is ambiguous" not in capfd.readouterr().err

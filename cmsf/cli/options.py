@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from cmsf.checks import DTYPES
 from cmsf.io.files import FolderInUseError, UnwritableFolderError
-from cmsf.models.loading import PRESETS, ModelLoadError, Models, check_sources, load_models
+from cmsf.models.loading import PRESETS, BadCheckpointError, ModelLoadError, Models, check_sources, load_models
 from cmsf.pipelines.per_frame import PIPELINES, parse_settings
 from cmsf.runs.sweep import parse_sweep, sweep_rows
 from cmsf.stages.binding import check_bind_mode
@@ -49,7 +49,7 @@ def data_errors(context: str = "") -> Iterator[None]:
         argument, colon, detail = message.partition(":")
         if isinstance(error, ValueError) and colon and argument in _OPTIONS:
             raise click.BadParameter(detail.strip(), param_hint=_OPTIONS[argument]) from None
-        if isinstance(error, ModelLoadError):
+        if isinstance(error, ModelLoadError) and not isinstance(error, BadCheckpointError):
             message += " On the command line, a local copy is passed as --model COMPONENT=PATH."
         raise click.ClickException(f"{context}{message}") from None
 

@@ -35,7 +35,7 @@ from torch import Tensor
 
 from cmsf.checks import check_positive_int, check_range, check_unit
 from cmsf.io.inputs import Images
-from cmsf.models.loading import Models
+from cmsf.models.loading import Models, check_models
 from cmsf.ops import BIND_MODES
 from cmsf.pipelines.results import FrameCandidates, FrameEvidence, SegmentationResult, VideoInput, prepare_video
 from cmsf.pipelines.selection import select_all, select_at_gdino_sam, select_owod_bind, select_sam_bind
@@ -334,6 +334,7 @@ def run_videos(
 def _run_checked(
     pipeline: str, videos: Sequence[VideoInput], models: Models, settings: Mapping[str, Any]
 ) -> list[SegmentationResult]:
+    models = check_models(models)  # None or another object: a ValueError naming models
     if not videos:
         return []
     settings = resolve_settings(pipeline, settings, models)  # before any model runs

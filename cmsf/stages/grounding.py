@@ -212,6 +212,7 @@ def ground(
             inputs = processor(
                 images=[image_list[rows[r][0]].to(device) for r in members],
                 text=[". ".join(rows[r][2]) + "." for r in members],
+                input_data_format="channels_first",  # stated: a 1×1 frame is not ambiguous (no warning)
                 return_tensors="pt",
                 padding="longest",
             )
