@@ -68,7 +68,9 @@ def _environment(**extra: str) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def video(tmp_path_factory) -> Path:
-    return write_video(tmp_path_factory.mktemp("video") / "clip.mkv", seconds=2, fps=5, acodec="pcm_s16le", audio_rate=16_000)
+    return write_video(
+        tmp_path_factory.mktemp("video") / "clip.mkv", seconds=2, fps=5, acodec="pcm_s16le", audio_rate=16_000
+    )
 
 
 def _failures(out: Path) -> list[str]:
@@ -191,7 +193,8 @@ def test_a_nul_byte_in_a_manifest_line_fails_alone(tmp_path, video, stand_in):
 
 
 @pytest.mark.parametrize(
-    "name, text", [("list.txt", ""), ("list.txt", "# only a comment\n\n"), ("list.csv", "path,audio\n"), ("list.csv", "path\n\n")]
+    "name, text",
+    [("list.txt", ""), ("list.txt", "# only a comment\n\n"), ("list.csv", "path,audio\n"), ("list.csv", "path\n\n")],
 )
 def test_a_manifest_listing_nothing_is_an_error_and_creates_no_out(tmp_path, stand_in, name, text):
     manifest = tmp_path / name
@@ -359,8 +362,12 @@ def _run_folder(folder: Path, summary: dict) -> Path:
 
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "summary.json").write_text(json.dumps(summary), encoding="utf-8")
-    (folder / "per_video.csv").write_text("video,category,miou,fscore\nv1,dog,0.5,0.4\nv2,cat,0.7,0.6\n", encoding="utf-8")
-    (folder / "sweep.csv").write_text("bind_threshold,miou,fscore,best\n0.5,0.5,0.4,*\n0.6,0.4,0.3,\n", encoding="utf-8")
+    (folder / "per_video.csv").write_text(
+        "video,category,miou,fscore\nv1,dog,0.5,0.4\nv2,cat,0.7,0.6\n", encoding="utf-8"
+    )
+    (folder / "sweep.csv").write_text(
+        "bind_threshold,miou,fscore,best\n0.5,0.5,0.4,*\n0.6,0.4,0.3,\n", encoding="utf-8"
+    )
     return folder
 
 
@@ -369,7 +376,12 @@ GOOD_SUMMARY = {
     "settings": {"bind_threshold": 0.5}, "variants": {"miou_per_frame": 0.6},
     "sweep": {"note": "tuned on test", "test_tuned": True, "cache_bytes_per_video": 1024, "model_passes_per_video": 1},
 }  # fmt: skip
-WRONG = {"a JSON object": [[1, 2], "x", 3], "a string": [[1], {"a": 1}, 2], "a number": ["x", [1], True], "true or false": ["yes", 1]}
+WRONG = {
+    "a JSON object": [[1, 2], "x", 3],
+    "a string": [[1], {"a": 1}, 2],
+    "a number": ["x", [1], True],
+    "true or false": ["yes", 1],
+}
 
 
 def _wrong_summaries():
@@ -390,13 +402,18 @@ def test_report_of_a_summary_with_wrong_typed_fields_is_one_line_naming_file_and
     for index, (field, summary) in enumerate(_wrong_summaries()):
         folder = _run_folder(tmp_path / f"run{index}", summary)
         result = _cli("report", folder)
-        assert result.exit_code == 1 and not isinstance(result.exception, (TypeError, AttributeError)), (field, result.output)
+        assert result.exit_code == 1 and not isinstance(result.exception, (TypeError, AttributeError)), (
+            field,
+            result.output,
+        )
         assert str(folder / "summary.json") in result.output and repr(field) in result.output, result.output
         assert len(result.output.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize("name", ["per_video.csv", "sweep.csv"])
-@pytest.mark.parametrize("content", [b"video,miou,fscore\n\xff\xfe,0.5,0.4\n", b"video,miou,fscore\nv1,0.5,0.4,extra,cells\n"])
+@pytest.mark.parametrize(
+    "content", [b"video,miou,fscore\n\xff\xfe,0.5,0.4\n", b"video,miou,fscore\nv1,0.5,0.4,extra,cells\n"]
+)
 def test_report_of_an_unreadable_csv_names_the_file(tmp_path, name, content):
     folder = _run_folder(tmp_path / "run", GOOD_SUMMARY)
     (folder / name).write_bytes(content.replace(b"video,", b"bind_threshold,") if name == "sweep.csv" else content)
@@ -479,7 +496,9 @@ def test_an_eval_rerun_with_another_root_is_refused_naming_both(tmp_path, stand_
     assert _cli(*command, "--root", first).exit_code == 0  # the same root resumes
     result = _cli(*command, "--root", second)
     assert result.exit_code == 1, result.output
-    assert str(first.resolve()) in result.output and str(second.resolve()) in result.output and "--root" in result.output
+    assert (
+        str(first.resolve()) in result.output and str(second.resolve()) in result.output and "--root" in result.output
+    )
 
 
 def test_a_sweep_cache_of_another_root_is_refused(tmp_path):
@@ -502,7 +521,11 @@ def test_a_sweep_cache_of_another_root_is_refused(tmp_path):
 def test_a_repeated_sweep_key_is_a_usage_error(tmp_path, stand_in):
     result = _cli("eval", "--root", tmp_path, "--subset", "s4", "-p", "owod-bind", "--out", tmp_path / "o",
                   "--sweep", "bind_threshold=0.5,0.6", "--sweep", "bind_threshold = 0.7")  # fmt: skip
-    assert result.exit_code == 2 and "bind_threshold is given more than once" in result.output and "--sweep" in result.output
+    assert (
+        result.exit_code == 2
+        and "bind_threshold is given more than once" in result.output
+        and "--sweep" in result.output
+    )
 
 
 # ---------------------------------------------------------------------------- the library's boundary
@@ -535,8 +558,14 @@ def test_models_that_are_not_models_are_a_value_error_naming_models(pipeline, mo
 @pytest.mark.parametrize(
     "waveform, message",
     [
-        (lambda torch: torch.zeros(1, 32000, device="meta"), r"^waveform: a tensor on the meta device holds no samples"),
-        (lambda torch: torch.zeros(32000, 2), r"^waveform: shape \(32000, 2\) reads as 32000 channels of 2 samples.*waveform\.T"),
+        (
+            lambda torch: torch.zeros(1, 32000, device="meta"),
+            r"^waveform: a tensor on the meta device holds no samples",
+        ),
+        (
+            lambda torch: torch.zeros(32000, 2),
+            r"^waveform: shape \(32000, 2\) reads as 32000 channels of 2 samples.*waveform\.T",
+        ),
         (lambda torch: torch.zeros(3000, 200), r"^waveform: shape \(3000, 200\) reads as 3000 channels"),
         (lambda torch: torch.full((1, 32000), 1e30), r"^waveform: peak amplitude 1e\+30"),
         (lambda torch: torch.full((2, 32000), -3e7), r"^waveform: peak amplitude 3e\+07"),
@@ -568,14 +597,18 @@ def test_frames_on_the_meta_device_are_refused_naming_them(tiny):
         PIPELINES["sam-bind"](_frames().to("meta"), torch.zeros(1, 32000), 16000, tiny)
 
 
-@pytest.mark.parametrize("samples, rate, frames", [(5 * 100, 16000, 5), (5 * 399, 16000, 5), (5 * 1099, 44100, 5), (10, 8000, 1)])
+@pytest.mark.parametrize(
+    "samples, rate, frames", [(5 * 100, 16000, 5), (5 * 399, 16000, 5), (5 * 1099, 44100, 5), (10, 8000, 1)]
+)
 def test_too_short_audio_segments_are_refused_before_any_model_runs(tiny, monkeypatch, samples, rate, frames):
     import torch
 
     from cmsf.pipelines import per_frame
 
     ran = []
-    monkeypatch.setitem(per_frame.PIPELINE_STAGES, "owod-bind", per_frame.PipelineStages(lambda *a: ran.append(a), None))
+    monkeypatch.setitem(
+        per_frame.PIPELINE_STAGES, "owod-bind", per_frame.PipelineStages(lambda *a: ran.append(a), None)
+    )
     with pytest.raises(ValueError) as caught:
         per_frame.owod_bind(_frames(frames), torch.zeros(1, samples), rate, tiny)
     message = str(caught.value)
@@ -630,7 +663,11 @@ def test_a_bad_imagebind_checkpoint_is_one_line_naming_the_file(tmp_path, conten
             raise caught.value
     message = shown.value.format_message()
     assert "\n" not in message and str(path) in message and "expected ImageBind's .pth" in message
-    assert "Please file an issue" not in message and "weights_only=False" not in message and "--model COMPONENT" not in message
+    assert (
+        "Please file an issue" not in message
+        and "weights_only=False" not in message
+        and "--model COMPONENT" not in message
+    )
 
 
 class _Unsafe:

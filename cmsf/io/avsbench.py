@@ -175,10 +175,8 @@ def _unique(path: Path, entries: list[VideoEntry]) -> list[VideoEntry]:
     if len(unique) < len(entries):
         repeated = sorted(entry.key for entry, count in Counter(entries).items() if count > 1)
         shown = ", ".join(repeated[:5]) + (f" and {len(repeated) - 5} more" if len(repeated) > 5 else "")
-        warnings.warn(
-            MediaWarning(f"{path}: {len(entries) - len(unique)} repeated row(s) ignored, each video scored once: {shown}"),
-            stacklevel=3,
-        )
+        message = f"{path}: {len(entries) - len(unique)} repeated row(s) ignored, each video scored once: {shown}"
+        warnings.warn(MediaWarning(message), stacklevel=3)
     return unique
 
 

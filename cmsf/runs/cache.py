@@ -242,7 +242,9 @@ def member_shapes(path: Path) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def _check_part(index: int, meta: dict[str, Any], shapes: dict[str, tuple[int, ...]], cache: tuple[int, int, int]) -> None:
+def _check_part(
+    index: int, meta: dict[str, Any], shapes: dict[str, tuple[int, ...]], cache: tuple[int, int, int]
+) -> None:
     """Part ``index``'s counts and member shapes agree with each other and with the header's
     ``(frames, height, width)``, before any of its arrays is read."""
     frames, height, width = cache

@@ -328,6 +328,10 @@ def _run(
             pool.shutdown(wait=finished)  # stopped early (closed, Ctrl-C, SIGTERM): wait for no reader
 
 
+_Task = tuple[Future, Callable[..., Any], tuple[Any, ...]]
+"""A reading task: the future to fill, the function and its arguments."""
+
+
 class _Readers:
     """The reading threads of :func:`run_jobs`: ``workers`` daemon threads taking ``(future,
     function, args)`` tasks in order. Unlike :class:`~concurrent.futures.ThreadPoolExecutor`,
@@ -336,7 +340,7 @@ class _Readers:
     exit: Ctrl-C and SIGTERM end the run at once, and the run's cleanup (its folder's lock) runs."""
 
     def __init__(self, workers: int) -> None:
-        self._tasks: queue.SimpleQueue[Optional[tuple[Future, Callable[..., Any], tuple[Any, ...]]]] = queue.SimpleQueue()
+        self._tasks: queue.SimpleQueue[Optional[_Task]] = queue.SimpleQueue()
         self._threads = [
             threading.Thread(target=self._work, name=f"cmsf-read_{i}", daemon=True) for i in range(workers)
         ]  # fmt: skip

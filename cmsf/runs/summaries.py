@@ -43,16 +43,20 @@ _CHECKS = {
 }
 
 
+def _fits(value: Any, expected: str) -> bool:
+    return value is None or _CHECKS[expected](value)
+
+
 def check_summary(path: Path, summary: Mapping[str, Any]) -> Mapping[str, Any]:
     """``summary`` (read from ``path``) when every field the report reads has its type
     (:data:`SUMMARY_FIELDS`, the sweep's :data:`SWEEP_FIELDS`, numbers as variants); else a
     ``ValueError`` naming the file and the first wrong field."""
-    wrong = [(k, t) for k, t in SUMMARY_FIELDS.items() if summary.get(k) is not None and not _CHECKS[t](summary[k])]
+    wrong = [(k, t) for k, t in SUMMARY_FIELDS.items() if not _fits(summary.get(k), t)]
     sweep, variants = summary.get("sweep"), summary.get("variants")
     if isinstance(sweep, dict):
-        wrong += [(f"sweep.{k}", t) for k, t in SWEEP_FIELDS.items() if sweep.get(k) is not None and not _CHECKS[t](sweep[k])]
+        wrong += [(f"sweep.{k}", t) for k, t in SWEEP_FIELDS.items() if not _fits(sweep.get(k), t)]
     if isinstance(variants, dict):
-        wrong += [(f"variants.{k}", _NUMBER) for k, v in variants.items() if v is not None and not _CHECKS[_NUMBER](v)]
+        wrong += [(f"variants.{k}", _NUMBER) for k, v in variants.items() if not _fits(v, _NUMBER)]
     if wrong:
         field, expected = wrong[0]
         value = summary
