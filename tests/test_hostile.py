@@ -33,6 +33,7 @@ sys.path[:0] = [sys.argv[1], sys.argv[2]]
 import torch
 from stand_ins import as_stages
 from cmsf.cli import commands as cli, options
+from cmsf.io import avsbench
 from cmsf.models import loading
 from cmsf.pipelines import per_frame
 from cmsf.runs import many
@@ -49,11 +50,12 @@ def left_half(frames, waveform, sample_rate, models, **settings):
 per_frame.PIPELINE_STAGES["owod-bind"] = as_stages(left_half)
 options.load_models = lambda *a, **k: loading.load_models("tiny", device="cpu")
 if os.environ.get("CMSF_BLOCK_READS"):
-    def blocked(spec, job):
+    def blocked(*args):
         print("reading-blocked", file=sys.stderr, flush=True)
         with open(os.environ["CMSF_BLOCK_READS"], "rb"):  # a FIFO nobody writes: blocks for good
             pass
     many.load_job = blocked
+    avsbench.load_video = blocked
 cli.main(sys.argv[3:], prog_name="cmsf")
 """
 
@@ -99,12 +101,20 @@ def test_a_fifo_among_the_inputs_is_refused_unread_and_the_others_go_on(tmp_path
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
 @pytest.mark.parametrize("number", [signal.SIGINT, signal.SIGTERM])
-def test_a_reader_blocked_for_good_does_not_hold_up_ctrl_c_or_sigterm(tmp_path, video, number):
+@pytest.mark.parametrize("command", ["segment-many", "eval"])
+def test_a_reader_blocked_for_good_does_not_hold_up_ctrl_c_or_sigterm(tmp_path, video, number, command):
+    from avsbench_fixture import make_avsbench
+
     fifo = tmp_path / "never-written"
     os.mkfifo(fifo)
     out = tmp_path / "out"
+    if command == "eval":
+        root = make_avsbench(tmp_path / "avsbench").root
+        arguments = ("eval", "--root", root, "--subset", "ms3", "-p", "owod-bind", "--out", out)
+    else:
+        arguments = ("segment-many", video, "-p", "owod-bind", "--out", out)
     child = subprocess.Popen(
-        _command("segment-many", video, "-p", "owod-bind", "--out", out),
+        _command(*arguments),
         env=_environment(CMSF_BLOCK_READS=str(fifo)), stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
@@ -687,3 +697,21 @@ def test_one_pixel_frames_print_no_transformers_warnings(tiny, capfd):
         result = PIPELINES[pipeline](_frames(2, size=1), torch.randn(1, 32000) * 0.1, 16000, tiny)
         assert result.masks.shape == (2, 1, 1)
     assert "channel dimension is ambiguous" not in capfd.readouterr().err
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_a_fifo_in_avsbench_fails_its_video_alone_in_eval(tmp_path, stand_in):
+    import json
+
+    from avsbench_fixture import make_avsbench
+
+    mini = make_avsbench(tmp_path / "avsbench")
+    frame = mini.root / "Multi-sources" / "ms3_data" / "visual_frames" / "ms3_a" / "ms3_a.mp4_3.png"
+    frame.unlink()
+    os.mkfifo(frame)
+    out = tmp_path / "run"
+    result = _cli("eval", "--root", mini.root, "--subset", "ms3", "-p", "owod-bind", "--out", out)
+    assert result.exit_code == 1 and "1 of 2 video(s) failed" in result.output, result.output
+    errors = json.loads((out / "errors.json").read_text())
+    assert list(errors) == ["ms3_a"] and "FIFO" in errors["ms3_a"] and str(frame) in errors["ms3_a"]
+    assert len(list((out / "pred_masks" / "ms3_b").glob("*.png"))) == 5

@@ -252,6 +252,9 @@ def list_paths(paths: Sequence[PathLike], limit: int = 5, *, lines: bool = False
 def _require(paths: Sequence[Path], what: str) -> None:
     missing = [p for p in paths if not p.is_file()]
     if missing:
+        present = [p for p in missing if p.exists()]  # a folder, a FIFO, a device: named as such
+        if present:
+            check_file(present[0], f"file ({what})")
         raise FileNotFoundError(f"missing {what}: {list_paths(missing)}")
 
 
