@@ -715,3 +715,30 @@ def test_a_fifo_in_avsbench_fails_its_video_alone_in_eval(tmp_path, stand_in):
     errors = json.loads((out / "errors.json").read_text())
     assert list(errors) == ["ms3_a"] and "FIFO" in errors["ms3_a"] and str(frame) in errors["ms3_a"]
     assert len(list((out / "pred_masks" / "ms3_b").glob("*.png"))) == 5
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+@pytest.mark.parametrize("kind", ["fifo", "folder"])
+def test_an_entry_of_a_frame_folder_named_like_a_frame_must_be_a_file(tmp_path, kind):
+    import numpy as np
+    from avsbench_fixture import write_png
+
+    from cmsf.io.media import list_frame_files
+
+    folder = tmp_path / "frames"
+    write_png(folder / "f_1.png", np.zeros((4, 4, 3), dtype=np.uint8))
+    odd = folder / "f_2.png"
+    os.mkfifo(odd) if kind == "fifo" else odd.mkdir()
+    with pytest.raises(ValueError, match=f"f_2.png: a {'FIFO' if kind == 'fifo' else 'folder'}"):
+        list_frame_files(folder)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_a_run_json_that_is_a_fifo_is_not_read(tmp_path):
+    from cmsf.runs import evaluate
+
+    out = tmp_path / "run"
+    out.mkdir()
+    os.mkfifo(out / "run.json")
+    record = evaluate.claim_run_folder(out, {"subset": "s4"}, tmp_path)  # would block reading the FIFO
+    assert record["root"] == str(tmp_path.resolve()) and (out / "run.json").is_file()

@@ -75,13 +75,15 @@ def list_frame_files(folder: Union[str, Path]) -> list[Path]:
     """The image files (png / jpg / jpeg) directly in ``folder``, sorted naturally.
 
     Raises:
-        FileNotFoundError: no such folder.
-        ValueError: not a folder, or no image in it.
+        FileNotFoundError: no such folder, or a dangling symlink named like a frame.
+        ValueError: not a folder, no image in it, or an entry named like a frame that is not a
+            regular file (a FIFO, a folder); the message names it.
     """
     folder = _exists(Path(folder), "folder")
     if not folder.is_dir():
         raise ValueError(f"{folder}: expected a folder of frames")
-    files = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in FRAME_SUFFIXES]
+    # an entry named like a frame must be one: a FIFO, a folder or a dangling link is refused, not skipped
+    files = [check_file(p, "frame image") for p in folder.iterdir() if p.suffix.lower() in FRAME_SUFFIXES]
     if not files:
         raise ValueError(f"{folder}: no frames in this folder (expected {', '.join(FRAME_SUFFIXES)} files)")
     return sorted(files, key=lambda p: natural_sort_key(p.name))

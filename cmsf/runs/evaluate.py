@@ -179,6 +179,8 @@ def check_root(out_dir: Path, root: Path, has_predictions: bool) -> str:
         RunConflictError: another root, naming both.
     """
     resolved = str(Path(root).resolve())
+    if not (out_dir / RUN_NAME).is_file():  # none yet (or not a file: record_run replaces it, unread)
+        return resolved
     try:
         previous = json.loads((out_dir / RUN_NAME).read_text(encoding="utf-8"))
     except (OSError, ValueError):
