@@ -254,6 +254,7 @@ def _cache_file(tmp_path: Path) -> tuple[Path, dict]:
     import torch
 
     from cmsf.pipelines.results import FrameCandidates
+    from cmsf.pipelines.settings import OwodBindSettings
     from cmsf.runs.cache import CachePart, VideoCache, write_cache
 
     identity = {"pipeline": "owod-bind", "preset": "tiny"}
@@ -263,7 +264,7 @@ def _cache_file(tmp_path: Path) -> tuple[Path, dict]:
         for k in (2, 0, 3)
     ]  # fmt: skip
     path = tmp_path / "video.npz"
-    write_cache(path, VideoCache(identity, (6, 10), 3, [CachePart({"bind_threshold": 0.5}, frames)]))
+    write_cache(path, VideoCache(identity, (6, 10), 3, [CachePart(OwodBindSettings(bind_threshold=0.5), frames)]))
     return path, identity
 
 
@@ -319,15 +320,16 @@ DAMAGES = {
 def test_a_cache_whose_headers_claim_absurd_sizes_is_recomputed_not_allocated(tmp_path, case):
     import tracemalloc
 
+    from cmsf.pipelines.settings import OwodBindSettings
     from cmsf.runs.cache import read_cache
 
     path, identity = _cache_file(tmp_path)
-    assert read_cache(path, identity) is not None
+    assert read_cache(path, identity, OwodBindSettings) is not None
     name, data = DAMAGES[case]
     _replace_member(path, name, data())
     tracemalloc.start()
     try:
-        assert read_cache(path, identity) is None
+        assert read_cache(path, identity, OwodBindSettings) is None
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
@@ -335,12 +337,13 @@ def test_a_cache_whose_headers_claim_absurd_sizes_is_recomputed_not_allocated(tm
 
 
 def test_a_cache_member_declaring_more_than_deflate_can_give_is_refused(tmp_path):
+    from cmsf.pipelines.settings import OwodBindSettings
     from cmsf.runs.cache import member_shapes, read_cache
 
     path, identity = _cache_file(tmp_path)
     shape = member_shapes(path)["p0_visual"]
     _replace_member(path, "p0_visual.npy", _npy((10**9, 8), "<f4", b"\0" * 64), declared=2**31)
-    assert read_cache(path, identity) is None
+    assert read_cache(path, identity, OwodBindSettings) is None
     assert shape == (5, 8)
 
 
@@ -349,6 +352,7 @@ def test_a_cache_frame_size_or_counts_at_odds_with_its_arrays_is_recomputed(tmp_
 
     import numpy as np
 
+    from cmsf.pipelines.settings import OwodBindSettings
     from cmsf.runs.cache import read_cache
 
     for change in ({"frame_size": [100000, 100000]}, {"frames": 10**9}, {"counts": [2, -1, 4]}, {"counts": [2, 0]}):
@@ -361,7 +365,7 @@ def test_a_cache_frame_size_or_counts_at_odds_with_its_arrays_is_recomputed(tmp_
             header.update(change)
         text = _json.dumps(header).encode()
         _replace_member(path, "header.npy", _npy((len(text),), "|u1", text))
-        assert read_cache(path, identity) is None, change
+        assert read_cache(path, identity, OwodBindSettings) is None, change
 
 
 # ---------------------------------------------------------------------------- damaged run records (report)
