@@ -746,3 +746,29 @@ def test_a_run_json_that_is_a_fifo_is_not_read(tmp_path):
     os.mkfifo(out / "run.json")
     record = evaluate.claim_run_folder(out, {"subset": "s4"}, tmp_path)  # would block reading the FIFO
     assert record["root"] == str(tmp_path.resolve()) and (out / "run.json").is_file()
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+@pytest.mark.parametrize("where", ["manifest", "audio", "segment input", "frame in a folder"])
+def test_a_fifo_anywhere_an_input_is_read_is_refused_without_hanging(tmp_path, video, where):
+    import numpy as np
+    from avsbench_fixture import tone, write_png, write_wav
+
+    fifo = tmp_path / ("list.txt" if where == "manifest" else "sound.wav" if where == "audio" else "f_2.png")
+    frames = tmp_path / "frames"
+    write_png(frames / "f_1.png", np.zeros((8, 8, 3), dtype=np.uint8))
+    if where == "frame in a folder":
+        fifo = frames / "f_2.png"
+    os.mkfifo(fifo)
+    out = tmp_path / "out"
+    arguments = {
+        "manifest": ("segment-many", "--manifest", fifo, "-p", "owod-bind", "--out", out),
+        "audio": ("segment", frames, "--audio", fifo, "-p", "owod-bind", "--out", out),
+        "segment input": ("segment", fifo, "-p", "owod-bind", "--out", out),
+        "frame in a folder": ("segment", frames, "--audio", write_wav(tmp_path / "a.wav", tone(2.0, 16000)),
+                              "-p", "owod-bind", "--out", out),
+    }[where]  # fmt: skip
+    child = subprocess.run(_command(*arguments), env=_environment(), capture_output=True, text=True, timeout=120)
+    assert child.returncode == 1, child.stderr
+    assert "FIFO" in child.stderr and str(fifo) in child.stderr and "Traceback" not in child.stderr
+    assert not (out / LOCK_NAME).exists()
