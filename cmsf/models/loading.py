@@ -144,6 +144,11 @@ class ModelLoadError(RuntimeError):
     to make it available."""
 
 
+class BadCheckpointError(ModelLoadError):
+    """A local file given for a component is there but is not what it expects (not a checkpoint,
+    a damaged one); the message names the file and what was expected, and nothing about fetching."""
+
+
 class Component(NamedTuple):
     """One loaded Hugging Face component: the model (eval mode, on ``Models.device`` in
     ``Models.dtype``) and the processor that prepares its inputs."""
@@ -354,6 +359,8 @@ def _family_error(name: str, spec: _Spec, found: str) -> ModelLoadError:
 
 def _load_error(name: str, spec: _Spec, error: BaseException) -> ModelLoadError:
     title = _COMPONENT_TITLES[name]
+    if isinstance(error, ValueError) and spec.source is not None and os.path.isfile(_resolved(spec.source)):
+        return BadCheckpointError(f"could not load the {title} (component {name!r}) from {spec.describe()}: {error}")
     if name == "imagebind":
         how = (
             "pass a local checkpoint: load_models(..., imagebind='/path/to/imagebind_huge.pth'), or run once "
