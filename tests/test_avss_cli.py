@@ -56,6 +56,9 @@ def test_usage_errors(release, tmp_path: Path) -> None:
     assert result.exit_code == 2 and "--sweep" in result.output
     result = run("eval", "--root", tmp_path, "--subset", "avss", "--pred-dir", tmp_path, "--out", tmp_path / "o")
     assert result.exit_code == 1 and "label2idx.json" in result.output
+    result = run("eval", "--root", release.root, "--subset", "avss", "--pred-dir", tmp_path, "--label-threshold",
+                 "0.2", "--out", tmp_path / "o")  # fmt: skip
+    assert result.exit_code == 2 and "--label-threshold: only with --subset avss and --pipeline" in result.output
 
 
 TINY_RUNS = {  # tiny random models: OWLv2's ~20 proposals' softmax stays far below 0.7, so keep some
@@ -96,6 +99,15 @@ def test_tiny_pipeline_writes_palette_masks_that_rescore_the_same(release, tmp_p
     resumed = run("eval", "--root", release.root, "--subset", "avss", "-p", pipeline, "--preset", "tiny",
                   *TINY_RUNS[pipeline], "--limit", "3", "--out", out)  # fmt: skip
     assert resumed.exit_code == 0 and json.loads((out / "summary.json").read_text())["computed"] == 0
+    if pipeline == "owod-bind":  # another class decision is another run
+        other = run("eval", "--root", release.root, "--subset", "avss", "-p", pipeline, "--preset", "tiny",
+                    *TINY_RUNS[pipeline], "--label-threshold", "0.5", "--limit", "3", "--out", out)  # fmt: skip
+        assert other.exit_code != 0 and "label_threshold" in other.output
+        none = run("eval", "--root", release.root, "--subset", "avss", "-p", pipeline, "--preset", "tiny",
+                   *TINY_RUNS[pipeline], "--label-threshold", "1", "--limit", "3", "--out", tmp_path / "none")
+        assert none.exit_code == 0, none.output  # no score reaches 1: every mask dropped
+        for video in avss.list_videos(release.root, "test")[:3]:
+            assert not avss.read_predictions(tmp_path / "none" / "pred_masks", video)[0].any()
 
 
 def test_report_of_an_avss_run(release, tmp_path: Path) -> None:

@@ -204,6 +204,9 @@ def segment(
 )
 @click.option("--sweep", "sweeps", multiple=True, metavar="KEY=V1,V2,...", help="Score every combination of "
               "these values (repeatable) from one model pass per video, cached in OUT/cache. " + SWEEP_HELP)
+@click.option("--label-threshold", type=click.FloatRange(0.0, 1.0), default=None,
+              help="AVSS with a BIND pipeline: a kept mask whose best class score (picture × sound) is "
+              "below this is dropped as background. [default: 0, every kept mask gets a class]")
 @frames_per_batch_option
 def eval_command(
     root: Path,
@@ -220,6 +223,7 @@ def eval_command(
     resize_pred: bool,
     limit: Optional[int],
     sweeps: tuple[str, ...],
+    label_threshold: Optional[float],
     frames_per_batch: Optional[int],
 ) -> None:
     """Evaluate on AVSBench S4 or MS3 with the benchmark's mIoU and F-score.
@@ -268,6 +272,8 @@ def eval_command(
     subset = subset.lower()
     if (pipeline is None) == (pred_dir is None):
         raise click.UsageError("give exactly one of --pipeline (run it) and --pred-dir (score existing masks)")
+    if subset != "avss" or pred_dir is not None:
+        only_with("--subset avss and --pipeline", {"--label-threshold": (label_threshold, None)})
     if pred_dir is not None:
         only_with("--pipeline (--pred-dir loads no model)", {
             "--preset": (preset, "paper"), "--device": (device, None), "--dtype": (dtype, "float32"),
@@ -300,7 +306,8 @@ def eval_command(
 
         with data_errors(options=split_option):
             summary = evaluate_avss(root, out_dir, pred_dir=pred_dir, resize_pred=resize_pred,
-                                    frames_per_batch=frames_per_batch, **run_args)  # fmt: skip
+                                    label_threshold=label_threshold or 0.0, frames_per_batch=frames_per_batch,
+                                    **run_args)  # fmt: skip
         click.echo(avss_scores_line(summary))
         return
     if sweeps:
