@@ -20,6 +20,7 @@ from cmsf.stages.grounding import Detections, ground
 from cmsf.stages.proposals import Proposals, propose_boxes
 from cmsf.stages.segmentation import MaskSet, sam_masks
 from cmsf.stages.tagging import tag_audio
+from cmsf.stages.tracking import TrackedMasks, track_masks
 
 __version__ = "0.1.0"
 
@@ -35,6 +36,7 @@ __all__ = [
     "Models",
     "Proposals",
     "SegmentationResult",
+    "TrackedMasks",
     "VariantTotals",
     "VideoScores",
     "at_gdino_sam",
@@ -58,4 +60,5 @@ __all__ = [
     "score_video",
     "segment_concepts",
     "tag_audio",
+    "track_masks",
 ]

@@ -56,7 +56,7 @@ __all__ = [
 PRESETS = ("paper", "tiny", "paper-random", "2025", "2025-random")
 """Known presets of :func:`load_models`."""
 
-COMPONENTS = ("ast", "grounding_dino", "sam", "owlv2", "imagebind", "sam3", "binder", "mavl")
+COMPONENTS = ("ast", "grounding_dino", "sam", "owlv2", "imagebind", "sam3", "binder", "mavl", "tracker")
 """Component names, as used by :class:`Models` properties and :func:`load_models` overrides."""
 
 FAMILIES: Mapping[str, tuple[str, ...]] = {
@@ -66,6 +66,7 @@ FAMILIES: Mapping[str, tuple[str, ...]] = {
     "owlv2": ("owlv2",),
     "sam3": ("sam3",),
     "binder": ("pe_audio_video",),
+    "tracker": ("sam2_video", "edgetam_video"),
 }
 """The model families (config ``model_type``) each Hugging Face component accepts; the
 ``binder`` also accepts :data:`IMAGEBIND_BINDER` (ImageBind, the ``imagebind`` component)."""
@@ -84,6 +85,8 @@ _FAMILY_MODELS = {
     "owlv2": "Owlv2ForObjectDetection",
     "sam3": "Sam3Model",
     "pe_audio_video": "PeAudioVideoModel",
+    "sam2_video": "Sam2VideoModel",
+    "edgetam_video": "EdgeTamVideoModel",
 }
 
 # the family the paper's own components (and their random presets) have
@@ -94,6 +97,7 @@ _PAPER_FAMILIES = {
     "owlv2": "owlv2",
     "sam3": "sam3",
     "binder": "pe_audio_video",
+    "tracker": "sam2_video",
 }
 
 PAPER_SOURCES: Mapping[str, Optional[str]] = {
@@ -104,10 +108,11 @@ PAPER_SOURCES: Mapping[str, Optional[str]] = {
     "imagebind": None,  # None: the official imagebind_huge checkpoint (see cmsf.models.imagebind.load_imagebind)
     "sam3": "facebook/sam3",  # not the paper's: only AT-SAM3 uses it
     "binder": IMAGEBIND_BINDER,
+    "tracker": "facebook/sam2.1-hiera-large",  # not the paper's: only the tracked pipelines use it
 }
 """The checkpoints of the ``"paper"`` preset (Hugging Face hub ids; ImageBind: official download).
 SAM 3 (used only by the AT-SAM3 variant, not the paper's) is ``facebook/sam3``; the binder is
-ImageBind."""
+ImageBind; the ``tracker`` (only the tracked pipelines use it) is SAM 2.1 Hiera-L's video model."""
 
 SOURCES_2025: Mapping[str, Optional[str]] = {
     **PAPER_SOURCES,
@@ -128,6 +133,7 @@ _COMPONENT_TITLES = {
     "sam3": "SAM 3 concept segmenter",
     "binder": "audio-visual binder",
     "mavl": "MAVL proposer",
+    "tracker": "SAM 2 video tracker",
 }
 
 
@@ -191,6 +197,7 @@ def _preset_specs(preset: str) -> dict[str, _Spec]:
     sizes = TINY_IMAGEBIND_SIZES if preset == "tiny" else HUGE_IMAGEBIND_SIZES
     specs["imagebind"] = _Spec("random", sizes=tuple(sizes.items()))
     specs["sam3"] = _Spec("random", size=family_size, family="sam3")
+    specs["tracker"] = _Spec("random", size=family_size, family="sam2_video")
     specs["binder"] = _Spec(IMAGEBIND_BINDER)
     if preset == "2025-random":
         specs["sam"] = _Spec("random", size="full", family="sam2")
@@ -330,6 +337,8 @@ def _pretrained_processor(family: str, source: str) -> Any:
         return tf.Sam3Processor.from_pretrained(source)
     if family == "pe_audio_video":
         return tf.PeAudioVideoProcessor.from_pretrained(source)
+    if family in ("sam2_video", "edgetam_video"):
+        return tf.Sam2VideoProcessor.from_pretrained(source)
     raise AssertionError(family)  # pragma: no cover
 
 
@@ -381,6 +390,8 @@ class Models:
       :func:`cmsf.stages.binding.binder_of` wraps either in one interface
     - ``mavl``: the :class:`cmsf.models.mavl.MAVL` module itself, only when :func:`load_models` was given
       ``mavl=`` (:attr:`proposer` is then ``"mavl"``)
+    - ``tracker``: :class:`Component` (``Sam2VideoModel`` or ``EdgeTamVideoModel``,
+      ``Sam2VideoProcessor``), the video tracker of :func:`cmsf.stages.tracking.track_masks`
 
     The ``grounding_dino`` and ``sam`` components are of the family their checkpoint's config
     names (:data:`FAMILIES`): ``sam`` may be ``SamModel``, ``SamHQModel``, ``Sam2Model`` or
@@ -463,6 +474,10 @@ class Models:
     @property
     def mavl(self) -> MAVL:
         return self.get("mavl")
+
+    @property
+    def tracker(self) -> Component:
+        return self.get("tracker")
 
     @property
     def proposer(self) -> str:
@@ -614,7 +629,9 @@ def load_models(
             e.g. ``load_models("paper", sam="facebook/sam-vit-base")``. The checkpoint's config
             names its family, which must be one the component accepts (:data:`FAMILIES`: ``sam``
             takes SAM, SAM-HQ, SAM 2 / 2.1 and EdgeTAM; ``grounding_dino`` GroundingDINO and
-            MM-GroundingDINO; ``binder`` PE-AV, or ``"imagebind"`` for ImageBind); each family
+            MM-GroundingDINO; ``binder`` PE-AV, or ``"imagebind"`` for ImageBind; ``tracker``
+            SAM 2 / 2.1 video checkpoints, ``model_type`` ``sam2_video``, and EdgeTAM's
+            ``edgetam_video``, default ``facebook/sam2.1-hiera-large``); each family
             is loaded with its own model and processor classes. For ``imagebind``: a
             checkpoint path, ``None`` for the official download, or a dict of ``ImageBind``
             sizes to build with seeded random weights. ``mavl`` (no preset includes it): the
