@@ -13,7 +13,8 @@ from cmsf.models.imagebind import ImageBind, imagebind_audio_inputs, imagebind_v
 from cmsf.models.loading import ModelLoadError, Models, load_models
 from cmsf.ops import bind_filter, nms
 from cmsf.pipelines.per_frame import at_gdino_sam, at_sam3, owod_bind, sam_bind
-from cmsf.pipelines.results import FrameEvidence, SegmentationResult
+from cmsf.pipelines.results import FrameEvidence, SegmentationResult, TrackEvidence
+from cmsf.pipelines.tracked import owod_bind_tracked, sam_bind_tracked
 from cmsf.stages.binding import Binder, binder_of, masked_crops
 from cmsf.stages.concepts import ConceptMasks, segment_concepts
 from cmsf.stages.grounding import Detections, ground
@@ -36,6 +37,7 @@ __all__ = [
     "Models",
     "Proposals",
     "SegmentationResult",
+    "TrackEvidence",
     "TrackedMasks",
     "VariantTotals",
     "VideoScores",
@@ -54,8 +56,10 @@ __all__ = [
     "miou",
     "nms",
     "owod_bind",
+    "owod_bind_tracked",
     "propose_boxes",
     "sam_bind",
+    "sam_bind_tracked",
     "sam_masks",
     "score_video",
     "segment_concepts",
