@@ -45,7 +45,7 @@ from cmsf.cli.options import (
 from cmsf.io import avsbench
 from cmsf.io.decoding import media_warnings_to
 from cmsf.io.media import load_clip
-from cmsf.pipelines.per_frame import resolve_settings
+from cmsf.pipelines.catalog import resolve_settings
 from cmsf.runs.distributed import require_ray, run_ray
 from cmsf.runs.evaluate import evaluate, run_pipeline, scores_line
 from cmsf.runs.many import Engine, RunSpec, plan_jobs, run_local, segment_many, summary_line

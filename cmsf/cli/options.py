@@ -22,7 +22,7 @@ from tqdm import tqdm
 from cmsf.checks import DTYPES
 from cmsf.io.files import FolderInUseError, UnwritableFolderError
 from cmsf.models.loading import PRESETS, ModelLoadError, Models, check_sources, load_models
-from cmsf.pipelines.per_frame import PIPELINES, parse_settings
+from cmsf.pipelines.catalog import PIPELINES, parse_settings
 from cmsf.runs.sweep import parse_sweep, sweep_rows
 from cmsf.stages.binding import check_bind_mode
 

@@ -45,7 +45,7 @@ from cmsf.io.files import (
 from cmsf.io.media import Clip
 from cmsf.metrics import VariantTotals, VideoScores, dataset_scores, score_video
 from cmsf.models.loading import Models
-from cmsf.pipelines.per_frame import PIPELINES, resolve_settings
+from cmsf.pipelines.catalog import PIPELINES, resolve_settings
 from cmsf.pipelines.results import SegmentationResult
 from cmsf.runs.progress import Progress, no_log, no_progress
 from cmsf.runs.runner import Job, run_jobs

@@ -59,7 +59,7 @@ import torch
 from cmsf.io.files import RUN_NAME, atomic_write_text, claim_folder, record_run
 from cmsf.io.media import Clip, load_clip
 from cmsf.models.loading import Models, load_models
-from cmsf.pipelines.per_frame import check_settings
+from cmsf.pipelines.catalog import check_settings
 from cmsf.runs.outputs import EVIDENCE_NAME, remove_leftovers, replace_segmentation
 from cmsf.runs.progress import Log, Progress, no_log, no_progress
 from cmsf.runs.runner import Job, run_jobs

@@ -49,7 +49,7 @@ import torch
 from cmsf.checks import check_positive_int
 from cmsf.io.decoding import Clip
 from cmsf.models.loading import ModelLoadError, Models, check_models
-from cmsf.pipelines.per_frame import check_settings, resolve_settings, run_videos
+from cmsf.pipelines.catalog import check_settings, resolve_settings, run_videos
 from cmsf.pipelines.results import SegmentationResult, VideoInput, prepare_video
 
 FRAMES_PER_BATCH = {"cpu": 5, "cuda": 64}

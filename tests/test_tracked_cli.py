@@ -1,0 +1,74 @@
+"""The tracked pipelines through the command: ``cmsf segment`` on the demo clip with tracks in its
+evidence, ``cmsf eval`` on the miniature S4 split with a saved SAM 2.1 video checkpoint as
+``--model tracker=DIR``, the runner's batches equal to the library on each video alone."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import transformers as tf
+from avsbench_fixture import make_avsbench
+from click.testing import CliRunner
+
+from cmsf.cli import commands as cli
+from cmsf.models.loading import load_models
+from cmsf.models.random_families import FAMILY_SEEDS, family_config, family_processor, soften_family
+from cmsf.models.random_models import build_random
+
+DEMO = Path(__file__).resolve().parents[1] / "examples" / "demo.mp4"
+LOOSE = ("--set", "bind_threshold=0.1", "--set", "track_threshold=0.3", "--set", "temporal_window=2")
+
+
+def run(*args):
+    return CliRunner().invoke(cli.main, [str(a) for a in args], catch_exceptions=True)
+
+
+@pytest.fixture(scope="module")
+def tracker_folder(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("sam2_video")
+    config = family_config("tracker", "sam2_video", "tiny")
+    model = build_random(lambda: tf.Sam2VideoModel(config), FAMILY_SEEDS["tracker"], torch.device("cpu"))
+    soften_family("sam2_video", model)
+    model.save_pretrained(folder)
+    family_processor("tracker", "sam2_video", "tiny", config).save_pretrained(folder)
+    return folder
+
+
+def test_segment_demo_owod_bind_tracked_writes_tracks(tmp_path):
+    out = tmp_path / "out"
+    result = run("segment", DEMO, "-p", "owod-bind-tracked", "--preset", "tiny", "--out", out, *LOOSE)
+    assert result.exit_code == 0, result.output
+    evidence = json.loads((out / "evidence.json").read_text())
+    assert evidence["pipeline"] == "owod-bind-tracked"
+    assert evidence["settings"]["temporal_window"] == 2 and evidence["settings"]["track_threshold"] == 0.3
+    tracks = evidence["result"]["tracks"]
+    assert tracks and all(len(track["boxes"]) == evidence["frames"] for track in tracks)
+    for frame in evidence["result"]["frames"]:
+        assert len(frame["boxes"]) == len(tracks)
+    assert len(list(out.glob("mask_*.png"))) == evidence["frames"]
+
+
+def test_segment_refuses_an_unknown_tracked_setting(tmp_path):
+    result = run("segment", DEMO, "-p", "sam-bind-tracked", "--preset", "tiny", "--out", tmp_path, "--set", "box_threshold=0.3")
+    assert result.exit_code == 2 and "box_threshold" in result.output
+
+
+def test_eval_s4_with_a_saved_tracker(tmp_path, tracker_folder):
+    mini = make_avsbench(tmp_path / "avsbench")
+    out = tmp_path / "run"
+    result = run(
+        "eval", "--root", mini.root, "--subset", "s4", "-p", "owod-bind-tracked", "--preset", "tiny",
+        "--model", f"tracker={tracker_folder}", "--out", out, *LOOSE,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["videos"] == 3 and summary["computed"] == 3
+    assert str(tracker_folder) in json.loads((out / "run.json").read_text())["models"]["tracker"]
+    assert summary["settings"]["track_threshold"] == 0.3
+    evidence = [json.loads(path.read_text()) for path in sorted((out / "evidence").rglob("*.json"))]
+    assert len(evidence) == 3 and all("tracks" in document.get("result", document) for document in evidence)
+    assert 0.0 <= summary["miou"] <= 1.0
+    assert len(list((out / "pred_masks").rglob("*.png"))) == 15
