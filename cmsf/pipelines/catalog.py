@@ -6,6 +6,7 @@ videos.
 
 from __future__ import annotations
 
+from collections import ChainMap
 from dataclasses import asdict
 from typing import Any, Callable, Mapping, Sequence
 
@@ -32,14 +33,21 @@ __all__ = [
     "type_settings",
 ]
 
-PIPELINES: dict[str, Callable[..., SegmentationResult]] = {**per_frame.PIPELINES, **TRACKED_FUNCTIONS}
-"""Every pipeline by name: each runs one video (``frames, waveform, sample_rate, models``) with
-its keyword-only settings."""
+PIPELINES: Mapping[str, Callable[..., SegmentationResult]] = ChainMap(TRACKED_FUNCTIONS, per_frame.PIPELINES)
+"""Every pipeline by name (the per-frame ones first): each runs one video (``frames, waveform,
+sample_rate, models``) with its keyword-only settings. A live view of
+:data:`cmsf.pipelines.per_frame.PIPELINES` and :data:`cmsf.pipelines.tracked.TRACKED_FUNCTIONS`."""
+
+
+def _tracked_name(pipeline: object) -> bool:
+    """Whether ``pipeline`` names a tracked pipeline (anything else goes to the per-frame
+    functions, which name what is wrong with it)."""
+    return isinstance(pipeline, str) and pipeline in TRACKED_PIPELINES
 
 
 def default_settings(pipeline: str) -> dict[str, Any]:
     """The settings of ``PIPELINES[pipeline]`` and their defaults."""
-    if pipeline in TRACKED_PIPELINES:
+    if _tracked_name(pipeline):
         return default_tracked_settings(pipeline)
     return per_frame.default_settings(pipeline)
 
@@ -52,7 +60,7 @@ def check_settings(pipeline: str, overrides: Mapping[str, Any]) -> dict[str, Any
     """All settings of ``pipeline``, its defaults updated with ``overrides``, checked
     (:func:`cmsf.pipelines.per_frame.check_settings`,
     :func:`cmsf.pipelines.tracked.check_tracked_settings`)."""
-    if pipeline in TRACKED_PIPELINES:
+    if _tracked_name(pipeline):
         return _tracked(*check_tracked_settings(pipeline, overrides))
     return per_frame.check_settings(pipeline, overrides)
 
@@ -60,7 +68,7 @@ def check_settings(pipeline: str, overrides: Mapping[str, Any]) -> dict[str, Any
 def resolve_settings(pipeline: str, overrides: Mapping[str, Any], models: Models) -> dict[str, Any]:
     """:func:`check_settings` with ``bind_mode`` resolved for ``models``' binder, without loading
     it: the settings a run records and runs with."""
-    if pipeline in TRACKED_PIPELINES:
+    if _tracked_name(pipeline):
         return _tracked(*check_tracked_settings(pipeline, overrides, models))
     return per_frame.resolve_settings(pipeline, overrides, models)
 
@@ -69,7 +77,7 @@ def type_settings(pipeline: str, values: Mapping[str, str]) -> dict[str, Any]:
     """Settings given as text typed after their defaults, not range-checked
     (:func:`cmsf.pipelines.per_frame.type_settings`; a tracked pipeline's own settings after
     :class:`~cmsf.pipelines.tracked.TrackSettings`)."""
-    if pipeline not in TRACKED_PIPELINES:
+    if not _tracked_name(pipeline):
         return per_frame.type_settings(pipeline, values)
     base = TRACKED_PIPELINES[pipeline]
     typed = per_frame.type_settings(base, {k: v for k, v in values.items() if k not in TRACK_SETTING_NAMES})
@@ -97,6 +105,6 @@ def run_videos(
 ) -> list[SegmentationResult]:
     """Run ``pipeline`` on several videos at once (every model sees all their frames in one
     batch); each result is what the pipeline gives for its video alone."""
-    if pipeline in TRACKED_PIPELINES:
+    if _tracked_name(pipeline):
         return run_tracked_videos(pipeline, videos, models, settings)
     return per_frame.run_videos(pipeline, videos, models, settings)
