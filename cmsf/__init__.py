@@ -10,6 +10,7 @@ The public API; every name is documented where it is defined::
 
 from cmsf.metrics import DatasetScores, VariantTotals, VideoScores, dataset_scores, fscore, miou, score_video
 from cmsf.models.imagebind import ImageBind, imagebind_audio_inputs, imagebind_vision_inputs, load_imagebind
+from cmsf.models.imagebind_text import imagebind_text_inputs
 from cmsf.models.loading import ModelLoadError, Models, load_models
 from cmsf.ops import bind_filter, nms
 from cmsf.pipelines.per_frame import at_gdino_sam, at_sam3, owod_bind, sam_bind
@@ -49,6 +50,7 @@ __all__ = [
     "fscore",
     "ground",
     "imagebind_audio_inputs",
+    "imagebind_text_inputs",
     "imagebind_vision_inputs",
     "load_imagebind",
     "load_models",

@@ -26,6 +26,8 @@ from torchvision import transforms
 from cmsf.models.imagebind import (
     ImageBind,
     audio_clip_bounds,
+    checkpoint_candidates,
+    find_checkpoint,
     imagebind_audio_inputs,
     imagebind_vision_inputs,
     load_imagebind,
@@ -38,11 +40,13 @@ SIZES = dict(
     audio_embed_dim=32,
     audio_num_blocks=2,
     audio_num_heads=2,
+    text_embed_dim=32,
+    text_num_blocks=1,
+    text_num_heads=2,
     out_embed_dim=24,
 )
-# Meta's model always builds all six modalities: keep the other four tiny too.
+# Meta's model always builds all six modalities: keep the other three tiny too.
 OTHER_SIZES = dict(
-    text_embed_dim=32, text_num_blocks=1, text_num_heads=2,
     depth_embed_dim=32, depth_num_blocks=1, depth_num_heads=2,
     thermal_embed_dim=32, thermal_num_blocks=1, thermal_num_heads=2,
     imu_embed_dim=32, imu_num_blocks=1, imu_num_heads=2,
@@ -229,8 +233,10 @@ def test_huge_layout_of_meta_loads(meta, monkeypatch, tmp_path):
     assert ours["modality_trunks.vision.blocks.31.attn.in_proj_weight"].shape == (3 * 1280, 1280)
     assert ours["modality_trunks.audio.blocks.11.attn.bias_k"].shape == (1, 1, 768)
     assert ours["modality_heads.vision.2.weight"].shape == (1024, 1280)
-    vision_audio = [k for k in state if k.split(".")[1] in ("vision", "audio")]
-    assert sorted(vision_audio) == sorted(ours)
+    assert ours["modality_trunks.text.blocks.23.attn.in_proj_weight"].shape == (3 * 1024, 1024)
+    assert ours["modality_heads.text.proj.1.weight"].shape == (1024, 1024)
+    towers = [k for k in state if k.split(".")[1] in ("vision", "audio", "text")]
+    assert sorted(towers) == sorted([*ours, "modality_preprocessors.text.mask"])  # + Meta's fixed mask
 
 
 def test_defaults_are_imagebind_huge(meta):
@@ -239,15 +245,16 @@ def test_defaults_are_imagebind_huge(meta):
     defaults = {k: p.default for k, p in inspect.signature(ImageBind).parameters.items()}
     assert {k: defaults[k] for k in SIZES} == dict(
         vision_embed_dim=1280, vision_num_blocks=32, vision_num_heads=16,
-        audio_embed_dim=768, audio_num_blocks=12, audio_num_heads=12, out_embed_dim=1024,
+        audio_embed_dim=768, audio_num_blocks=12, audio_num_heads=12,
+        text_embed_dim=1024, text_num_blocks=24, text_num_heads=16, out_embed_dim=1024,
     )  # fmt: skip
 
 
 def test_other_modalities_are_ignored(meta_model, model):
     keys = meta_model.state_dict().keys()
-    others = [k for k in keys if k.split(".")[1] in ("text", "depth", "thermal", "imu")]
+    others = [k for k in keys if k.split(".")[1] in ("depth", "thermal", "imu")]
     assert others  # the checkpoint has them...
-    assert not any(k.split(".")[1] not in ("vision", "audio") for k in model.state_dict())  # ...we don't
+    assert not any(k.split(".")[1] not in ("vision", "audio", "text") for k in model.state_dict())  # ...we don't
 
 
 def test_missing_parameter_is_named(meta_model):
@@ -310,6 +317,36 @@ def test_default_checkpoint_comes_from_the_hub_cache(meta_model, monkeypatch, tm
     assert len(calls) == 1
     pixels = torch.randn(1, 3, 224, 224)
     torch.testing.assert_close(first.embed_vision(pixels), second.embed_vision(pixels))
+
+
+def test_meta_checkpoint_folder_comes_before_the_hub_cache(meta_model, monkeypatch, tmp_path):
+    """Meta's imagebind_huge(pretrained=True) keeps the file in ./.checkpoints: found there first,
+    before the torch hub cache, and nothing is downloaded."""
+    hub, work = tmp_path / "hub", tmp_path / "work"
+    (hub / "checkpoints").mkdir(parents=True)
+    (work / ".checkpoints").mkdir(parents=True)
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(hub))
+    monkeypatch.chdir(work)
+    assert checkpoint_candidates() == [
+        str(work / ".checkpoints" / "imagebind_huge.pth"), str(hub / "checkpoints" / "imagebind_huge.pth")
+    ]
+    assert find_checkpoint() is None
+    state = meta_model.state_dict()
+    other = {key: value + 1.0 if value.is_floating_point() else value for key, value in state.items()}
+    torch.save(other, hub / "checkpoints" / "imagebind_huge.pth")
+    assert find_checkpoint() == str(hub / "checkpoints" / "imagebind_huge.pth")
+    torch.save(state, work / ".checkpoints" / "imagebind_huge.pth")
+    assert find_checkpoint() == str(work / ".checkpoints" / "imagebind_huge.pth")
+
+    def no_download(url, dst, progress=True):
+        raise AssertionError("downloaded although a checkpoint was there")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", no_download)
+    pixels = torch.randn(1, 3, 224, 224)
+    torch.testing.assert_close(
+        load_imagebind(device="cpu", **SIZES).embed_vision(pixels),
+        load_imagebind(work / ".checkpoints" / "imagebind_huge.pth", device="cpu", **SIZES).embed_vision(pixels),
+    )
 
 
 def test_failed_download_says_what_to_do(monkeypatch, tmp_path):

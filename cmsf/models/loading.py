@@ -26,6 +26,7 @@ import transformers as tf
 from torch import nn
 
 from cmsf.checks import dtype_name, resolve_device, resolve_dtype
+from cmsf.models.hub import gated_remedy, image_family, is_gated, quiet_type_mismatch
 from cmsf.models.imagebind import ImageBind, load_imagebind
 from cmsf.models.mavl import MAVL, PAPER_MAVL, TINY_MAVL, load_mavl
 from cmsf.models.random_families import FAMILY_SEEDS, RANDOM_FAMILIES, family_config, family_processor, soften_family
@@ -50,6 +51,7 @@ __all__ = [
     "Models",
     "check_models",
     "component_sources",
+    "family_model_class",
     "load_models",
 ]
 
@@ -62,14 +64,16 @@ COMPONENTS = ("ast", "grounding_dino", "sam", "owlv2", "imagebind", "sam3", "bin
 FAMILIES: Mapping[str, tuple[str, ...]] = {
     "ast": ("audio-spectrogram-transformer",),
     "grounding_dino": ("grounding-dino", "mm-grounding-dino"),
-    "sam": ("sam", "sam_hq", "sam2", "edgetam"),
+    "sam": ("sam", "sam_hq", "sam2", "edgetam", "sam2_video", "edgetam_video"),
     "owlv2": ("owlv2",),
-    "sam3": ("sam3",),
+    "sam3": ("sam3", "sam3_video"),
     "binder": ("pe_audio_video",),
     "tracker": ("sam2_video", "edgetam_video"),
 }
 """The model families (config ``model_type``) each Hugging Face component accepts; the
-``binder`` also accepts :data:`IMAGEBIND_BINDER` (ImageBind, the ``imagebind`` component)."""
+``binder`` also accepts :data:`IMAGEBIND_BINDER` (ImageBind, the ``imagebind`` component). A video
+family (``sam2_video``, ``edgetam_video``, ``sam3_video``: how the hub ships SAM 2.1, EdgeTAM and
+SAM 3) is loaded into its image family's classes (:data:`cmsf.models.hub.VIDEO_FAMILIES`)."""
 
 IMAGEBIND_BINDER = "imagebind"
 """The ``binder`` source that means ImageBind (the paper's binder: the ``imagebind`` component)."""
@@ -85,9 +89,22 @@ _FAMILY_MODELS = {
     "owlv2": "Owlv2ForObjectDetection",
     "sam3": "Sam3Model",
     "pe_audio_video": "PeAudioVideoModel",
-    "sam2_video": "Sam2VideoModel",
-    "edgetam_video": "EdgeTamVideoModel",
 }
+
+_TRACKER_MODELS = {"sam2_video": "Sam2VideoModel", "edgetam_video": "EdgeTamVideoModel"}
+"""The ``tracker`` loads a video family into its own video class (the other components into the
+image class), with ``Sam2VideoProcessor``."""
+
+def family_model_class(family: str) -> str:
+    """The transformers model class a checkpoint of ``family`` (a config ``model_type`` of
+    :data:`FAMILIES`) is loaded with; a video family's is its image family's."""
+    return _FAMILY_MODELS[image_family(family)]
+
+
+def _model_class(name: str, family: str) -> Any:
+    """The transformers class component ``name`` loads a ``family`` checkpoint with."""
+    return getattr(tf, _TRACKER_MODELS[family] if name == "tracker" else family_model_class(family))
+
 
 # the family the paper's own components (and their random presets) have
 _PAPER_FAMILIES = {
@@ -319,7 +336,8 @@ def _mavl_load_error(spec: _Spec, error: BaseException) -> ModelLoadError:
 
 def _pretrained_processor(family: str, source: str) -> Any:
     """The processor each family's own documentation loads (SAM-family segmenters: the image
-    processor, which also post-processes the masks)."""
+    processor, which also post-processes the masks); a video family's is its image family's."""
+    family = image_family(family)
     if family == "audio-spectrogram-transformer":
         return tf.ASTFeatureExtractor.from_pretrained(source)
     if family in ("sam", "sam_hq"):
@@ -337,8 +355,6 @@ def _pretrained_processor(family: str, source: str) -> Any:
         return tf.Sam3Processor.from_pretrained(source)
     if family == "pe_audio_video":
         return tf.PeAudioVideoProcessor.from_pretrained(source)
-    if family in ("sam2_video", "edgetam_video"):
-        return tf.Sam2VideoProcessor.from_pretrained(source)
     raise AssertionError(family)  # pragma: no cover
 
 
@@ -359,6 +375,8 @@ def _load_error(name: str, spec: _Spec, error: BaseException) -> ModelLoadError:
             "pass a local checkpoint: load_models(..., imagebind='/path/to/imagebind_huge.pth'), or run once "
             "with internet access so that the official checkpoint is downloaded and cached"
         )
+    elif spec.source is not None and _HUB_ID.fullmatch(spec.source) and is_gated(error):
+        how = gated_remedy(spec.source)
     else:
         how = (
             "run once with internet access so that it is cached by Hugging Face (the cache lives under "
@@ -433,6 +451,12 @@ class Models:
         path is given absolute and resolved, so a record of it does not depend on the folder the
         run was started from."""
         return self._specs[self._check_name(name)].describe()
+
+    def spec(self, name: str) -> _Spec:
+        """Where component ``name`` comes from, as given (nothing is loaded): ``kind``
+        (``"pretrained"``, ``"random"``, ``"imagebind"``, ``"absent"``), ``source``, ``size``,
+        ``sizes`` and ``family``."""
+        return self._specs[self._check_name(name)]
 
     def sources(self) -> dict[str, str]:
         """:meth:`source` of every component, by name (nothing is loaded)."""
@@ -542,17 +566,23 @@ class Models:
             raise _load_error(name, spec, error) from error
         if family not in FAMILIES[name]:
             raise _family_error(name, spec, family)
-        model_class = getattr(tf, _FAMILY_MODELS[family])
+        model_class = _model_class(name, family)
         try:
-            model = model_class.from_pretrained(spec.source, dtype=self._dtype)
-            processor = _pretrained_processor(family, spec.source)
+            with quiet_type_mismatch(family):  # a video checkpoint into its image class: expected
+                model = model_class.from_pretrained(spec.source, dtype=self._dtype)
+            # the image config keeps the folder's model_type ('sam2_video') as an attribute: name its own
+            model.config.model_type = type(model.config).model_type
+            if name == "tracker":
+                processor = tf.Sam2VideoProcessor.from_pretrained(spec.source)
+            else:
+                processor = _pretrained_processor(family, spec.source)
         except Exception as error:  # noqa: BLE001
             raise _load_error(name, spec, error) from error
         return Component(self._finish(model), processor)
 
     def _load_random(self, name: str, spec: _Spec) -> Component:
         family = spec.family or _PAPER_FAMILIES[name]
-        model_class = getattr(tf, _FAMILY_MODELS[family])
+        model_class = _model_class(name, family)
         seed = SEEDS.get(name, FAMILY_SEEDS.get(name))
         if family in RANDOM_FAMILIES.get(name, ()):
             config = family_config(name, family, spec.size)

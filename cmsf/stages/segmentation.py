@@ -30,6 +30,12 @@ from torch import Tensor, nn
 from cmsf.checks import check_finite, check_positive_int, check_unit
 from cmsf.io.inputs import Images, as_image_list
 from cmsf.models.loading import Models, check_models
+from cmsf.models.memory import (
+    MAX_IMAGES_PER_FORWARD,
+    free_device_memory,
+    images_per_forward,
+    sam_encoder_bytes_per_image,
+)
 from cmsf.ops import check_boxes, nms
 
 SEGMENTER_FAMILIES = ("sam", "sam_hq", "sam2", "edgetam")
@@ -277,11 +283,11 @@ class _Frame:
 
 
 def _embed(model: nn.Module, family: str, pixel_values: Tensor) -> list[dict[str, Any]]:
-    """The image encoder over ``pixel_values`` (in chunks of :data:`_SAM_IMAGES_PER_FORWARD`),
+    """The image encoder over ``pixel_values`` (in chunks of :func:`encoder_chunk` images),
     returned as one dict of the decoder's image inputs per image: ``image_embeddings`` (SAM 2,
     EdgeTAM: the list of feature levels) and, for SAM-HQ, ``intermediate_embeddings``."""
     per_image: list[dict[str, Any]] = []
-    for chunk in pixel_values.split(_SAM_IMAGES_PER_FORWARD):
+    for chunk in pixel_values.split(encoder_chunk(model, family, pixel_values.device)):
         out = model.get_image_embeddings(chunk)
         for k in range(chunk.shape[0]):
             if family == "sam":
@@ -299,10 +305,17 @@ def _embed(model: nn.Module, family: str, pixel_values: Tensor) -> list[dict[str
     return per_image
 
 
-# Images per forward of SAM's image encoder: a video's frames go together, in chunks this size,
-# so that a long clip does not need one encoder activation set per frame at once (ViT-H's
-# global-attention layers take about 1 GB per 1024 px image in float32).
-_SAM_IMAGES_PER_FORWARD = 8
+def encoder_chunk(model: nn.Module, family: str, device: torch.device) -> int:
+    """Images per forward of the SAM-family image encoder: a video's frames go together, in chunks
+    this size. SAM and SAM-HQ: as many as fit the free memory of a CUDA ``device``
+    (:func:`cmsf.models.memory.images_per_forward` of
+    :func:`cmsf.models.memory.sam_encoder_bytes_per_image`; ViT-H in float32 ≈ 3.2 GiB an image);
+    otherwise, and on the CPU, :data:`cmsf.models.memory.MAX_IMAGES_PER_FORWARD`."""
+    if family not in ("sam", "sam_hq"):
+        return MAX_IMAGES_PER_FORWARD
+    dtype = next(model.parameters()).dtype
+    per_image = sam_encoder_bytes_per_image(model.config.vision_config, dtype)
+    return images_per_forward(per_image, free_device_memory(device))
 
 
 def _empty_mask_set(image: Tensor, device: torch.device) -> MaskSet:
