@@ -17,6 +17,7 @@ from cmsf.cli import commands as cli
 from cmsf.models.loading import load_models
 from cmsf.models.random_families import FAMILY_SEEDS, family_config, family_processor, soften_family
 from cmsf.models.random_models import build_random
+from cmsf.runs.track_pictures import TRACK_COLORS, draw_tracks
 
 DEMO = Path(__file__).resolve().parents[1] / "examples" / "demo.mp4"
 LOOSE = ("--set", "bind_threshold=0.1", "--set", "track_threshold=0.3", "--set", "temporal_window=2")
@@ -72,3 +73,22 @@ def test_eval_s4_with_a_saved_tracker(tmp_path, tracker_folder):
     assert len(evidence) == 3 and all("tracks" in document.get("result", document) for document in evidence)
     assert 0.0 <= summary["miou"] <= 1.0
     assert len(list((out / "pred_masks").rglob("*.png"))) == 15
+    report = run("report", out)
+    assert report.exit_code == 0, report.output
+    page = (out / "report.html").read_text()
+    assert '<td class="label">tracks</td>' in page
+
+
+def test_draw_tracks_thick_where_sounding_thin_where_silent_none_where_absent():
+    frame = torch.zeros(3, 40, 80, dtype=torch.uint8)
+    tracks = [
+        {"boxes": [[10, 10, 30, 30], [10, 10, 30, 30]], "sounding": [True, False]},
+        {"boxes": [[0, 0, 0, 0], [40, 5, 70, 35]], "sounding": [False, True]},
+    ]
+    first = draw_tracks(frame, tracks, 0, (20, 40))  # evidence at half the size: boxes scale by 2
+    color = torch.tensor(TRACK_COLORS[0], dtype=torch.uint8)
+    assert torch.equal(first[:, 20, 20], color) and torch.equal(first[:, 22, 22], color)  # 3 px from (20, 20)
+    assert not first[:, 30, 30].any() and not first[:, :, 60:].any()  # inside, and the absent track
+    second = draw_tracks(frame, tracks, 1, (40, 80))
+    assert torch.equal(second[:, 10, 10], color) and not second[:, 11, 11].any()  # 1 px: silent
+    assert torch.equal(second[:, 5, 40], torch.tensor(TRACK_COLORS[1], dtype=torch.uint8))
