@@ -92,3 +92,28 @@ def test_draw_tracks_thick_where_sounding_thin_where_silent_none_where_absent():
     second = draw_tracks(frame, tracks, 1, (40, 80))
     assert torch.equal(second[:, 10, 10], color) and not second[:, 11, 11].any()  # 1 px: silent
     assert torch.equal(second[:, 5, 40], torch.tensor(TRACK_COLORS[1], dtype=torch.uint8))
+
+
+def test_segment_many_batches_tracked_videos_as_each_alone(tmp_path):
+    """Two clips in one batch (the runner's run_videos): each gets the tracks and masks that
+    cmsf segment gives it alone."""
+    clips = [tmp_path / "a.mp4", tmp_path / "b.mp4"]
+    for clip in clips:
+        clip.write_bytes(DEMO.read_bytes())
+    out = tmp_path / "many"
+    result = run("segment-many", *clips, "-p", "owod-bind-tracked", "--preset", "tiny", "--device", "cpu",
+                 "--frames-per-batch", "10", "--out", out, *LOOSE)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    alone = run("segment", clips[0], "-p", "owod-bind-tracked", "--preset", "tiny", "--device", "cpu",
+                "--out", tmp_path / "alone", *LOOSE)  # fmt: skip
+    assert alone.exit_code == 0, alone.output
+    expected = json.loads((tmp_path / "alone" / "evidence.json").read_text())["result"]
+    for name in ("a", "b"):
+        got = json.loads(next((out).glob(f"{name}*/evidence.json")).read_text())["result"]
+        assert [(t["seed_frame"], t["seed_candidate"], t["merged"]) for t in got["tracks"]] == [
+            (t["seed_frame"], t["seed_candidate"], t["merged"]) for t in expected["tracks"]
+        ]
+        assert [t["boxes"] for t in got["tracks"]] == [t["boxes"] for t in expected["tracks"]]
+        for track, reference in zip(got["tracks"], expected["tracks"]):
+            assert track["bind_scores"] == pytest.approx(reference["bind_scores"], abs=1e-4)
+        assert [f["mask_pixels"] for f in got["frames"]] == [f["mask_pixels"] for f in expected["frames"]]
