@@ -53,7 +53,8 @@ def test_segment_demo_owod_bind_tracked_writes_tracks(tmp_path):
 
 
 def test_segment_refuses_an_unknown_tracked_setting(tmp_path):
-    result = run("segment", DEMO, "-p", "sam-bind-tracked", "--preset", "tiny", "--out", tmp_path, "--set", "box_threshold=0.3")
+    args = ("segment", DEMO, "-p", "sam-bind-tracked", "--preset", "tiny", "--out", tmp_path)
+    result = run(*args, "--set", "box_threshold=0.3")
     assert result.exit_code == 2 and "box_threshold" in result.output
 
 

@@ -104,7 +104,7 @@ def test_tracker_refuses_an_image_checkpoint(tmp_path):
     config = family_config("sam", "sam2", "tiny")
     build_random(lambda: tf.Sam2Model(config), 7, CPU).save_pretrained(tmp_path)
     with pytest.raises(ModelLoadError, match="model_type 'sam2'.*'sam2_video', 'edgetam_video'"):
-        load_models("tiny", device="cpu", tracker=str(tmp_path)).tracker
+        load_models("tiny", device="cpu", tracker=str(tmp_path)).get("tracker")
 
 
 def test_each_object_is_what_the_video_api_gives_it_alone(models):

@@ -88,7 +88,8 @@ def type_settings(pipeline: str, values: Mapping[str, str]) -> dict[str, Any]:
             try:
                 typed[key] = kind(text)
             except ValueError:
-                raise ValueError(f"{key}: expected {'an integer' if kind is int else 'a number'}, got {text!r}") from None
+                expected = "an integer" if kind is int else "a number"
+                raise ValueError(f"{key}: expected {expected}, got {text!r}") from None
     return typed
 
 

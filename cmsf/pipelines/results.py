@@ -55,7 +55,8 @@ class FrameEvidence:
             "proposal_mask_pixels": [int(n) for n in self.masks.flatten(1).sum(1).tolist()],
         }
         if self.bind_scores is not None:
-            out["bind_scores"] = [None if s != s else round(float(s), 5) for s in self.bind_scores.tolist()]  # NaN: not scored
+            scores = self.bind_scores.tolist()  # NaN (a track not scored at this frame) as null
+            out["bind_scores"] = [None if s != s else round(float(s), 5) for s in scores]
         if self.tags:
             out["tags"] = [[label, round(float(p), 5)] for label, p in self.tags]
         if self.phrases:

@@ -398,7 +398,9 @@ def run_tracked_videos(
     return results
 
 
-def _run_one(pipeline: str, frames: Images, waveform: Tensor, sample_rate: int, models: Models, settings: dict[str, Any]) -> SegmentationResult:
+def _run_one(
+    pipeline: str, frames: Images, waveform: Tensor, sample_rate: int, models: Models, settings: dict[str, Any]
+) -> SegmentationResult:
     check_tracked_settings(pipeline, settings)  # settings first: no model or input work for a bad one
     return run_tracked_videos(pipeline, [prepare_video(frames, waveform, sample_rate)], models, settings)[0]
 
@@ -431,7 +433,8 @@ def owod_bind_tracked(
     merge; each track sounds at frame t when its bind scores averaged over ± ``temporal_window``
     frames reach ``track_threshold``. The result's masks are the union of the sounding tracks'
     masks; its ``tracks`` hold each track's evidence."""
-    return _run_one("owod-bind-tracked", frames, waveform, sample_rate, models, _signature_settings(owod_bind_tracked, locals()))
+    settings = _signature_settings(owod_bind_tracked, locals())
+    return _run_one("owod-bind-tracked", frames, waveform, sample_rate, models, settings)
 
 
 def sam_bind_tracked(
@@ -453,7 +456,8 @@ def sam_bind_tracked(
 ) -> SegmentationResult:
     """SAM-BIND with tracks: as :func:`owod_bind_tracked`, seeded by the automatic masks that
     SAM-BIND (:func:`cmsf.pipelines.per_frame.sam_bind`, with its settings) keeps at any frame."""
-    return _run_one("sam-bind-tracked", frames, waveform, sample_rate, models, _signature_settings(sam_bind_tracked, locals()))
+    settings = _signature_settings(sam_bind_tracked, locals())
+    return _run_one("sam-bind-tracked", frames, waveform, sample_rate, models, settings)
 
 
 TRACKED_FUNCTIONS: dict[str, Callable[..., SegmentationResult]] = {

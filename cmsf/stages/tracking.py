@@ -64,7 +64,8 @@ def check_prompts(prompts: Any, num_frames: int, frame_size: tuple[int, int]) ->
         ValueError: anything else; the message names ``prompts[k]``.
     """
     if not isinstance(prompts, (list, tuple)):
-        raise ValueError(f"prompts: expected a sequence of (frame_index, Tensor[H, W] bool), got {type(prompts).__name__}")
+        expected = "a sequence of (frame_index, Tensor[H, W] bool)"
+        raise ValueError(f"prompts: expected {expected}, got {type(prompts).__name__}")
     checked = []
     for k, prompt in enumerate(prompts):
         if not isinstance(prompt, (list, tuple)) or len(prompt) != 2:
