@@ -15,6 +15,7 @@ from cmsf.models.loading import ModelLoadError, Models, load_models
 from cmsf.ops import bind_filter, nms
 from cmsf.pipelines.per_frame import at_gdino_sam, at_sam3, owod_bind, sam_bind
 from cmsf.pipelines.results import FrameEvidence, SegmentationResult, TrackEvidence
+from cmsf.pipelines.settings import AtGdinoSamSettings, AtSam3Settings, OwodBindSettings, PipelineSettings, SamBindSettings
 from cmsf.pipelines.tracked import owod_bind_tracked, sam_bind_tracked
 from cmsf.stages.binding import Binder, binder_of, masked_crops
 from cmsf.stages.concepts import ConceptMasks, segment_concepts
@@ -27,6 +28,8 @@ from cmsf.stages.tracking import TrackedMasks, track_masks
 __version__ = "0.1.0"
 
 __all__ = [
+    "AtGdinoSamSettings",
+    "AtSam3Settings",
     "Binder",
     "ConceptMasks",
     "DatasetScores",
@@ -36,7 +39,10 @@ __all__ = [
     "MaskSet",
     "ModelLoadError",
     "Models",
+    "OwodBindSettings",
+    "PipelineSettings",
     "Proposals",
+    "SamBindSettings",
     "SegmentationResult",
     "TrackEvidence",
     "TrackedMasks",

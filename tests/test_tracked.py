@@ -14,14 +14,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cmsf import bind_filter, load_models, owod_bind, owod_bind_tracked, sam_bind, sam_bind_tracked, track_masks
-from cmsf.pipelines.tracked import (
-    TrackSettings,
-    VideoTracks,
-    check_tracked_settings,
-    merge_tracks,
-    select_tracks,
-    smooth_scores,
+from cmsf.pipelines.settings import (
+    FREE,
+    OwodBindSettings,
+    OwodBindTrackedSettings,
+    SamBindTrackedSettings,
+    settings_type,
+    sweep_rules,
 )
+from cmsf.pipelines.tracked import VideoTracks, frame_settings, merge_tracks, select_tracks, smooth_scores
 from cmsf.io.inputs import split_segments
 from cmsf.stages.binding import BindScoring, binder_of, masked_crops
 from cmsf.stages.segmentation import mask_bounds
@@ -102,8 +103,7 @@ def test_select_tracks_scores_present_tracks_per_frame_and_smooths():
     masks[2, :3, :, :2] = True  # absent from frame 3 on
     visual, audio = torch.randn(3, 5, 6, generator=g), 3 * torch.randn(5, 6, generator=g)
     tracks = _tracks(visual, audio, masks)
-    frame_settings = {"bind_mode": None}
-    frames, evidence = select_tracks(tracks, frame_settings, TrackSettings(temporal_window=1, track_threshold=0.3))
+    frames, evidence = select_tracks(tracks, OwodBindTrackedSettings(temporal_window=1, track_threshold=0.3))
     raw = torch.full((3, 5), math.nan, dtype=torch.float64)
     for t in range(5):
         rows = [k for k in range(3) if masks[k, t].any()]
@@ -129,8 +129,8 @@ def test_a_wider_window_smooths_flicker():
     # calibrated score sigmoid(<v, a>): above 0.6 except at frame 2
     audio = torch.tensor([[1.0, 0.0], [1.0, 0.0], [-0.5, 0.0], [1.0, 0.0], [1.0, 0.0]])
     tracks = _tracks(visual, audio, masks, scoring)
-    alone, _ = select_tracks(tracks, {"bind_mode": None}, TrackSettings(temporal_window=0, track_threshold=0.6))
-    smoothed, _ = select_tracks(tracks, {"bind_mode": None}, TrackSettings(temporal_window=2, track_threshold=0.6))
+    alone, _ = select_tracks(tracks, SamBindTrackedSettings(temporal_window=0, track_threshold=0.6))
+    smoothed, _ = select_tracks(tracks, SamBindTrackedSettings(temporal_window=2, track_threshold=0.6))
     assert [bool(f.kept[0]) for f in alone] == [True, True, False, True, True]
     assert [bool(f.kept[0]) for f in smoothed] == [True] * 5
 
@@ -148,12 +148,20 @@ def test_a_wider_window_smooths_flicker():
 )
 def test_bad_settings_are_refused_by_name(overrides, message):
     with pytest.raises(ValueError, match=message):
-        check_tracked_settings("owod-bind-tracked", overrides)
+        OwodBindTrackedSettings.of(overrides)
 
 
-def test_cosine_track_threshold_may_be_negative():
-    frame, track = check_tracked_settings("sam-bind-tracked", {"bind_mode": "cosine", "track_threshold": -0.2})
-    assert track.track_threshold == -0.2 and frame["bind_mode"] == "cosine"
+def test_cosine_track_threshold_may_be_negative_and_the_frame_settings_are_the_per_frame_pipelines():
+    settings = SamBindTrackedSettings(bind_mode="cosine", track_threshold=-0.2, points_per_side=4)
+    assert settings.track_threshold == -0.2
+    frame = frame_settings(OwodBindTrackedSettings(box_threshold=0.3, bind_mode="cosine", temporal_window=3))
+    assert frame == OwodBindSettings(box_threshold=0.3, bind_mode="cosine")
+    assert frame_settings(settings).points_per_side == 4 and frame_settings(settings).pipeline == "sam-bind"
+
+
+def test_sweep_rules_free_only_what_selects_without_a_model():
+    for cls in (OwodBindTrackedSettings, SamBindTrackedSettings):
+        assert [key for key, rule in sweep_rules(cls).items() if rule == FREE] == ["temporal_window", "track_threshold"]
 
 
 # ---------------------------------------------------------------- end to end, tiny preset
@@ -194,7 +202,9 @@ def test_tracked_pipeline_is_made_of_its_stages(models, video, name):
         assert torch.equal(result.masks[t], evidence.masks[evidence.kept].any(0) if len(leaders) else result.masks[t])
     document = json.loads(json.dumps(result.to_json()))
     assert len(document["tracks"]) == len(leaders) and len(document["tracks"][0]["boxes"]) == T
-    assert document["settings"]["temporal_window"] == 1 and document["settings"]["bind_mode"] == "softmax"
+    assert result.settings.temporal_window == 1 and result.settings.bind_mode == "softmax"
+    given = {**LOOSE, **(sam_grid if name == "sam-bind-tracked" else {}), "bind_mode": "softmax"}
+    assert document["settings"] == {**settings_type(name).defaults(), **given}
 
 
 def per_frame_audio(binder, waveform, t):

@@ -38,18 +38,16 @@ videos at once); step 5 (:func:`select_tracks`) needs none, so ``track_threshold
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass, fields
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Callable, Mapping, Optional, Sequence
 
 import torch
 from torch import Tensor
 
-from cmsf.checks import check_range, check_unit
 from cmsf.io.inputs import Images
 from cmsf.models.loading import Models
 from cmsf.ops import bind_filter, mask_iou_matrix
-from cmsf.pipelines.per_frame import PIPELINE_STAGES, check_settings, resolve_settings
+from cmsf.pipelines.per_frame import PIPELINE_STAGES
 from cmsf.pipelines.results import (
     FrameCandidates,
     FrameEvidence,
@@ -58,18 +56,24 @@ from cmsf.pipelines.results import (
     VideoInput,
     prepare_video,
 )
+from cmsf.pipelines.settings import (
+    OwodBindTrackedSettings,
+    PipelineSettings,
+    SamBindTrackedSettings,
+    TrackedSettings,
+    resolve_settings,
+    settings_for,
+    settings_type,
+)
 from cmsf.stages.binding import BindScoring, binder_of, masked_crops
-from cmsf.stages.proposals import MAX_PROPOSALS, PROPOSAL_NMS_THRESHOLD
 from cmsf.stages.segmentation import mask_bounds
 from cmsf.stages.tracking import track_masks
 
 __all__ = [
     "TRACKED_FUNCTIONS",
     "TRACKED_PIPELINES",
-    "TrackSettings",
     "VideoTracks",
-    "check_tracked_settings",
-    "default_tracked_settings",
+    "frame_settings",
     "merge_tracks",
     "owod_bind_tracked",
     "run_tracked_videos",
@@ -81,35 +85,6 @@ __all__ = [
 
 TRACKED_PIPELINES: Mapping[str, str] = {"owod-bind-tracked": "owod-bind", "sam-bind-tracked": "sam-bind"}
 """Each tracked pipeline and the per-frame pipeline whose candidates seed its tracks."""
-
-
-@dataclass(frozen=True)
-class TrackSettings:
-    """The settings a tracked pipeline adds to its per-frame pipeline's, checked when made.
-
-    Attributes:
-        track_merge_iou: two tracks merge when their masks overlap with IoU ≥ this at both
-            their seed frames (in [0, 1]).
-        temporal_window: a track's bind scores are averaged over ± this many frames (≥ 0).
-        track_threshold: τ_BIND for tracks: the averaged score a track needs to sound (in
-            [0, 1]; [-1, 1] with ``bind_mode="cosine"``, checked with the mode).
-    """
-
-    track_merge_iou: float = 0.5
-    temporal_window: int = 1
-    track_threshold: float = 0.7
-
-    def __post_init__(self) -> None:
-        check_unit(self.track_merge_iou, "track_merge_iou")
-        window = self.temporal_window
-        if isinstance(window, bool) or not isinstance(window, int) or window < 0:
-            raise ValueError(f"temporal_window: expected an integer ≥ 0, got {window!r}")
-        check_range(self.track_threshold, "track_threshold", -1.0, 1.0)
-
-
-TRACK_SETTING_NAMES = tuple(f.name for f in fields(TrackSettings))
-SELECTION_SETTINGS = ("track_threshold", "temporal_window")
-"""The tracked pipelines' settings that need no model: a sweep selects them from one model pass."""
 
 
 @dataclass
@@ -147,59 +122,20 @@ class VideoTracks:
 
 
 # ---------------------------------------------------------------- settings
-def _check_pipeline(pipeline: Any) -> str:
+def _check_pipeline(pipeline: object) -> str:
     if not isinstance(pipeline, str) or pipeline not in TRACKED_PIPELINES:
         got = repr(pipeline) if isinstance(pipeline, str) else f"a {type(pipeline).__name__}"
         raise ValueError(f"pipeline: expected one of {', '.join(TRACKED_PIPELINES)}, got {got}")
     return pipeline
 
 
-def default_tracked_settings(pipeline: str) -> dict[str, Any]:
-    """The keyword-only settings of a tracked pipeline's function and their defaults: its
-    per-frame pipeline's, then :class:`TrackSettings`'."""
-    function = TRACKED_FUNCTIONS[_check_pipeline(pipeline)]
-    return {
-        name: parameter.default
-        for name, parameter in inspect.signature(function).parameters.items()
-        if parameter.kind is inspect.Parameter.KEYWORD_ONLY
-    }
-
-
-def check_tracked_settings(
-    pipeline: str, overrides: Mapping[str, Any], models: Optional[Models] = None
-) -> tuple[dict[str, Any], TrackSettings]:
-    """A tracked pipeline's settings, checked: ``(frame settings, track settings)``. The frame
-    settings are the per-frame pipeline's (:func:`cmsf.pipelines.per_frame.check_settings`;
-    with ``models``, ``bind_mode`` resolved for its binder without loading it), the track
-    settings a :class:`TrackSettings`.
-
-    Raises:
-        ValueError: an unknown pipeline or setting, or a bad value; the message starts with the
-            setting's name.
-    """
-    defaults = default_tracked_settings(pipeline)
-    unknown = [key for key in overrides if key not in defaults]
-    if unknown:
-        accepted = ", ".join(f"{k} (default {v!r})" for k, v in defaults.items())
-        raise ValueError(f"{unknown[0]}: {pipeline} has no setting {unknown[0]!r}; it accepts: {accepted}")
-    base = TRACKED_PIPELINES[pipeline]
-    frame_overrides = {k: v for k, v in overrides.items() if k not in TRACK_SETTING_NAMES}
-    check = check_settings if models is None else lambda name, given: resolve_settings(name, given, models)
-    frame = check(base, frame_overrides)
-    track = TrackSettings(**{k: v for k, v in overrides.items() if k in TRACK_SETTING_NAMES})
-    if _bind_mode(frame) != "cosine":
-        check_unit(track.track_threshold, "track_threshold")
-    return frame, track
-
-
-def _bind_mode(frame: Mapping[str, Any]) -> Optional[str]:
-    """The per-frame settings' bind mode (None: the binder's own)."""
-    return frame.get("bind_mode")
-
-
-def _crop_background(frame: Mapping[str, Any]) -> str:
-    """The per-frame settings' crop background."""
-    return str(frame.get("crop_background", "blur"))
+def frame_settings(settings: TrackedSettings) -> PipelineSettings:
+    """The per-frame pipeline's settings inside a tracked pipeline's (e.g. the
+    :class:`~cmsf.pipelines.settings.OwodBindSettings` of an
+    :class:`~cmsf.pipelines.settings.OwodBindTrackedSettings`): what its model and selection
+    stages run with."""
+    base = settings_type(TRACKED_PIPELINES[_check_pipeline(settings.pipeline)])
+    return base(**{item.name: getattr(settings, item.name) for item in fields(base)})
 
 
 # ---------------------------------------------------------------- pure steps
@@ -242,19 +178,17 @@ def smooth_scores(scores: Tensor, window: int) -> Tensor:
     return out
 
 
-def select_tracks(
-    tracks: VideoTracks, frame_settings: Mapping[str, Any], track: TrackSettings
-) -> tuple[list[FrameEvidence], list[TrackEvidence]]:
+def select_tracks(tracks: VideoTracks, settings: TrackedSettings) -> tuple[list[FrameEvidence], list[TrackEvidence]]:
     """Step 5 of the module docstring, no model: score every present track against each
-    frame's audio in the bind mode, average over ± ``track.temporal_window``, keep those reaching
-    ``track.track_threshold``. Returns each frame's evidence (the tracks as its proposals: their
+    frame's audio in ``settings.bind_mode``, average over ± ``settings.temporal_window``, keep
+    those reaching ``settings.track_threshold``. Returns each frame's evidence (the tracks as its proposals: their
     masks and boxes at t, the tracker's object scores, the averaged bind scores, the sounding
     ones kept) and each track's."""
     count, num_frames = tracks.masks.shape[:2]
     present = tracks.present
     raw = torch.full((count, num_frames), float("nan"), dtype=torch.float64)
     if count and tracks.scoring is not None:
-        mode = tracks.scoring.mode(_bind_mode(frame_settings))
+        mode = tracks.scoring.mode(settings.bind_mode)
         for t in range(num_frames):
             rows = torch.nonzero(present[:, t]).flatten()
             if rows.numel():
@@ -267,8 +201,8 @@ def select_tracks(
                     logit_bias=tracks.scoring.logit_bias,
                 )
                 raw[rows, t] = scores.cpu()
-    smoothed = smooth_scores(raw, track.temporal_window)
-    sounding = present & (torch.nan_to_num(smoothed, nan=-2.0) >= track.track_threshold)
+    smoothed = smooth_scores(raw, settings.temporal_window)
+    sounding = present & (torch.nan_to_num(smoothed, nan=-2.0) >= settings.track_threshold)
     boxes = mask_bounds(tracks.masks.flatten(0, 1)).reshape(count, num_frames, 4)
     frames = [
         FrameEvidence(
@@ -343,19 +277,18 @@ def _embed_tracks(
     return out
 
 
-def tracked_candidates(
-    pipeline: str, videos: Sequence[VideoInput], models: Models, frame: Mapping[str, Any], track: TrackSettings
-) -> list[VideoTracks]:
+def tracked_candidates(videos: Sequence[VideoInput], models: Models, settings: TrackedSettings) -> list[VideoTracks]:
     """Steps 1–4 of the module docstring for a batch of videos: the per-frame pipeline's model
     stage on all of them at once, its selection, the tracker per video, the binder on every
     track crop of every video in one batch."""
-    stages = PIPELINE_STAGES[TRACKED_PIPELINES[_check_pipeline(pipeline)]]
+    frame = frame_settings(settings)
+    stages = PIPELINE_STAGES[frame.pipeline]
     candidates = stages.candidates(videos, models, frame)
     seeded = []
     for video, frames in zip(videos, candidates):
         evidence = [stages.select(candidate, frame) for candidate in frames]
-        seeded.append((evidence, *_seed_tracks(video, evidence, models, track.track_merge_iou)))
-    visual = _embed_tracks(videos, [parts[4] for parts in seeded], models, _crop_background(frame))
+        seeded.append((evidence, *_seed_tracks(video, evidence, models, settings.track_merge_iou)))
+    visual = _embed_tracks(videos, [parts[4] for parts in seeded], models, frame.crop_background)
     out = []
     for (evidence, seeds, scores, merged, masks, object_scores), frames, embeddings in zip(seeded, candidates, visual):
         out.append(VideoTracks(
@@ -374,7 +307,7 @@ def _audio(frames: Sequence[FrameCandidates]) -> Tensor:
 
 # ---------------------------------------------------------------- the pipelines
 def run_tracked_videos(
-    pipeline: str, videos: Sequence[VideoInput], models: Models, settings: Mapping[str, Any]
+    pipeline: str, videos: Sequence[VideoInput], models: Models, settings: Optional[TrackedSettings] = None
 ) -> list[SegmentationResult]:
     """Run a tracked pipeline on several videos at once (every model sees all their frames in
     one batch); each result is what the pipeline gives for its video alone.
@@ -382,33 +315,45 @@ def run_tracked_videos(
     Args:
         pipeline: one of :data:`TRACKED_PIPELINES`.
         videos: from :func:`cmsf.pipelines.results.prepare_video`.
-        settings: overrides of the pipeline's defaults (:func:`check_tracked_settings`).
+        settings: the pipeline's settings (:class:`~cmsf.pipelines.settings.OwodBindTrackedSettings`,
+            :class:`~cmsf.pipelines.settings.SamBindTrackedSettings`), None: its defaults.
+
+    Raises:
+        ValueError: an unknown pipeline, settings of another pipeline, or a bind mode the
+            binder cannot give.
     """
-    frame, track = check_tracked_settings(pipeline, settings, models)
+    settings = resolve_settings(settings_for(_check_pipeline(pipeline), settings), models)  # before any model runs
     if not videos:
         return []
     sources = models.sources()
-    recorded = {**frame, **{name: getattr(track, name) for name in TRACK_SETTING_NAMES}}
     results = []
-    for video, tracks in zip(videos, tracked_candidates(pipeline, videos, models, frame, track)):
-        frames, evidence = select_tracks(tracks, frame, track)
+    for video, tracks in zip(videos, tracked_candidates(videos, models, settings)):
+        frames, evidence = select_tracks(tracks, settings)
         height, width = video.frame_size
         masks = torch.stack([f.union(height, width) for f in frames])
-        results.append(SegmentationResult(pipeline, masks, frames, dict(recorded), dict(sources), evidence))
+        results.append(SegmentationResult(pipeline, masks, frames, settings, dict(sources), evidence))
     return results
 
 
 def _run_one(
-    pipeline: str, frames: Images, waveform: Tensor, sample_rate: int, models: Models, settings: dict[str, Any]
+    frames: Images,
+    waveform: Tensor,
+    sample_rate: int,
+    models: Models,
+    keywords: TrackedSettings,
+    settings: Optional[TrackedSettings],
 ) -> SegmentationResult:
-    check_tracked_settings(pipeline, settings)  # settings first: no model or input work for a bad one
-    return run_tracked_videos(pipeline, [prepare_video(frames, waveform, sample_rate)], models, settings)[0]
-
-
-def _signature_settings(function: Callable[..., Any], local: Mapping[str, Any]) -> dict[str, Any]:
-    """The keyword-only settings of ``function`` as it was called (``local``: its ``locals()``)."""
-    parameters = inspect.signature(function).parameters.values()
-    return {p.name: local[p.name] for p in parameters if p.kind is inspect.Parameter.KEYWORD_ONLY}
+    """One video with ``settings`` when given (the keyword settings, ``keywords``, then left at
+    their defaults), else with ``keywords``; settings first: no model or input work for a bad one."""
+    pipeline = keywords.pipeline
+    if settings is not None:
+        if keywords != type(keywords)():
+            given = ", ".join(f"{key}={value!r}" for key, value in keywords.changed().items())
+            raise ValueError(
+                f"settings: give the settings either as settings= or as keyword arguments, not both ({given})"
+            )
+        keywords = settings_for(pipeline, settings)
+    return run_tracked_videos(pipeline, [prepare_video(frames, waveform, sample_rate)], models, keywords)[0]
 
 
 def owod_bind_tracked(
@@ -417,24 +362,32 @@ def owod_bind_tracked(
     sample_rate: int,
     models: Models,
     *,
-    box_threshold: float = 0.5,
-    bind_threshold: float = 0.7,
-    bind_mode: Optional[str] = None,
-    proposal_nms_threshold: float = PROPOSAL_NMS_THRESHOLD,
-    max_proposals: int = MAX_PROPOSALS,
-    crop_background: str = "blur",
-    track_merge_iou: float = 0.5,
-    temporal_window: int = 1,
-    track_threshold: float = 0.7,
+    box_threshold: float = OwodBindTrackedSettings.box_threshold,
+    bind_threshold: float = OwodBindTrackedSettings.bind_threshold,
+    bind_mode: Optional[str] = OwodBindTrackedSettings.bind_mode,
+    proposal_nms_threshold: float = OwodBindTrackedSettings.proposal_nms_threshold,
+    max_proposals: int = OwodBindTrackedSettings.max_proposals,
+    crop_background: str = OwodBindTrackedSettings.crop_background,
+    track_merge_iou: float = OwodBindTrackedSettings.track_merge_iou,
+    temporal_window: int = OwodBindTrackedSettings.temporal_window,
+    track_threshold: float = OwodBindTrackedSettings.track_threshold,
+    settings: Optional[OwodBindTrackedSettings] = None,
 ) -> SegmentationResult:
     """OWOD-BIND with tracks (see the module docstring): the candidates OWOD-BIND keeps at any
     frame (:func:`cmsf.pipelines.per_frame.owod_bind`, with its settings) seed tracks of
     ``models.tracker``; tracks overlapping at their seed frames (IoU ≥ ``track_merge_iou``)
     merge; each track sounds at frame t when its bind scores averaged over ± ``temporal_window``
     frames reach ``track_threshold``. The result's masks are the union of the sounding tracks'
-    masks; its ``tracks`` hold each track's evidence."""
-    settings = _signature_settings(owod_bind_tracked, locals())
-    return _run_one("owod-bind-tracked", frames, waveform, sample_rate, models, settings)
+    masks; its ``tracks`` hold each track's evidence.
+
+    The settings are :class:`~cmsf.pipelines.settings.OwodBindTrackedSettings`, given as keyword
+    arguments or as one ``settings`` object, not both.
+    """
+    keywords = OwodBindTrackedSettings(
+        box_threshold, bind_threshold, bind_mode, proposal_nms_threshold, max_proposals, crop_background,
+        track_merge_iou, temporal_window, track_threshold,
+    )  # fmt: skip
+    return _run_one(frames, waveform, sample_rate, models, keywords, settings)
 
 
 def sam_bind_tracked(
@@ -443,21 +396,26 @@ def sam_bind_tracked(
     sample_rate: int,
     models: Models,
     *,
-    nms_threshold: float = 0.5,
-    bind_threshold: float = 0.7,
-    bind_mode: Optional[str] = None,
-    points_per_side: int = 32,
-    pred_iou_threshold: float = 0.88,
-    stability_score_threshold: float = 0.95,
-    crop_background: str = "blur",
-    track_merge_iou: float = 0.5,
-    temporal_window: int = 1,
-    track_threshold: float = 0.7,
+    nms_threshold: float = SamBindTrackedSettings.nms_threshold,
+    bind_threshold: float = SamBindTrackedSettings.bind_threshold,
+    bind_mode: Optional[str] = SamBindTrackedSettings.bind_mode,
+    points_per_side: int = SamBindTrackedSettings.points_per_side,
+    pred_iou_threshold: float = SamBindTrackedSettings.pred_iou_threshold,
+    stability_score_threshold: float = SamBindTrackedSettings.stability_score_threshold,
+    crop_background: str = SamBindTrackedSettings.crop_background,
+    track_merge_iou: float = SamBindTrackedSettings.track_merge_iou,
+    temporal_window: int = SamBindTrackedSettings.temporal_window,
+    track_threshold: float = SamBindTrackedSettings.track_threshold,
+    settings: Optional[SamBindTrackedSettings] = None,
 ) -> SegmentationResult:
     """SAM-BIND with tracks: as :func:`owod_bind_tracked`, seeded by the automatic masks that
-    SAM-BIND (:func:`cmsf.pipelines.per_frame.sam_bind`, with its settings) keeps at any frame."""
-    settings = _signature_settings(sam_bind_tracked, locals())
-    return _run_one("sam-bind-tracked", frames, waveform, sample_rate, models, settings)
+    SAM-BIND (:func:`cmsf.pipelines.per_frame.sam_bind`, with its settings) keeps at any frame.
+    The settings are :class:`~cmsf.pipelines.settings.SamBindTrackedSettings`."""
+    keywords = SamBindTrackedSettings(
+        nms_threshold, bind_threshold, bind_mode, points_per_side, pred_iou_threshold, stability_score_threshold,
+        crop_background, track_merge_iou, temporal_window, track_threshold,
+    )  # fmt: skip
+    return _run_one(frames, waveform, sample_rate, models, keywords, settings)
 
 
 TRACKED_FUNCTIONS: dict[str, Callable[..., SegmentationResult]] = {
