@@ -15,7 +15,15 @@ from cmsf.models.loading import ModelLoadError, Models, load_models
 from cmsf.ops import bind_filter, nms
 from cmsf.pipelines.per_frame import at_gdino_sam, at_sam3, owod_bind, sam_bind
 from cmsf.pipelines.results import FrameEvidence, SegmentationResult, TrackEvidence
-from cmsf.pipelines.settings import AtGdinoSamSettings, AtSam3Settings, OwodBindSettings, PipelineSettings, SamBindSettings
+from cmsf.pipelines.settings import (
+    AtGdinoSamSettings,
+    AtSam3Settings,
+    OwodBindSettings,
+    OwodBindTrackedSettings,
+    PipelineSettings,
+    SamBindSettings,
+    SamBindTrackedSettings,
+)
 from cmsf.pipelines.tracked import owod_bind_tracked, sam_bind_tracked
 from cmsf.stages.binding import Binder, binder_of, masked_crops
 from cmsf.stages.concepts import ConceptMasks, segment_concepts
@@ -40,9 +48,11 @@ __all__ = [
     "ModelLoadError",
     "Models",
     "OwodBindSettings",
+    "OwodBindTrackedSettings",
     "PipelineSettings",
     "Proposals",
     "SamBindSettings",
+    "SamBindTrackedSettings",
     "SegmentationResult",
     "TrackEvidence",
     "TrackedMasks",
