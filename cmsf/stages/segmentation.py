@@ -106,9 +106,6 @@ def mask_bounds(masks: Tensor) -> Tensor:
     return torch.where(empty[:, None], torch.zeros_like(boxes), boxes)
 
 
-_mask_bounds = mask_bounds
-
-
 def _upscale_logits(
     low_res: Tensor, input_size: tuple[int, int], resized: tuple[int, int], original: tuple[int, int]
 ) -> Tensor:
