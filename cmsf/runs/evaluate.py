@@ -47,7 +47,7 @@ from cmsf.io.files import (
 from cmsf.io.media import Clip
 from cmsf.metrics import VariantTotals, VideoScores, dataset_scores, score_video
 from cmsf.models.loading import Models
-from cmsf.pipelines.per_frame import PIPELINES
+from cmsf.pipelines.catalog import PIPELINES
 from cmsf.pipelines.results import SegmentationResult
 from cmsf.pipelines.settings import PipelineSettings, resolve_settings, settings_for
 from cmsf.runs.progress import Progress, no_log, no_progress

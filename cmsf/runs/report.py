@@ -32,6 +32,7 @@ from cmsf.runs.progress import Log, no_log
 from cmsf.runs.summaries import check_summary
 from cmsf.runs.summaries import read_json as _read_json
 from cmsf.runs.summaries import read_rows as _read_csv
+from cmsf.runs.track_pictures import draw_tracks, read_tracks
 
 THUMBNAIL = 112
 """Width in pixels of the strips' pictures."""
@@ -313,9 +314,12 @@ def _data_uri(image: torch.Tensor) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def _strip(title: str, root: Path, subset: str, entry: avsbench.VideoEntry, pred_dir: Path, log: Log) -> str:
-    """One video's strip: its frames, the ground truth over them (green), the prediction (red) and
-    each frame's IoU; a note instead when a file is missing or unreadable (and a warning to ``log``)."""
+def _strip(
+    title: str, root: Path, subset: str, entry: avsbench.VideoEntry, pred_dir: Path, evidence: Path, log: Log
+) -> str:
+    """One video's strip: its frames, the ground truth over them (green), the prediction (red),
+    a tracked pipeline's tracks (from its ``evidence`` file) and each frame's IoU; a note instead
+    when a file is missing or unreadable (and a warning to ``log``)."""
     heading = f"<h3>{html.escape(title)}</h3>"
     try:
         gt = avsbench.load_gt_masks(root, subset, entry)
@@ -331,6 +335,9 @@ def _strip(title: str, root: Path, subset: str, entry: avsbench.VideoEntry, pred
         "truth": [_data_uri(overlay_mask(frame, mask, GT_COLOR)) for frame, mask in zip(frames, gt)],
         "prediction": [_data_uri(overlay_mask(frame, mask, PRED_COLOR)) for frame, mask in zip(frames, pred)],
     }
+    tracks, size = read_tracks(evidence)
+    if tracks:
+        rows["tracks"] = [_data_uri(draw_tracks(frame, tracks, t, size)) for t, frame in enumerate(frames)]
     body = "".join(
         f'<tr><td class="label">{name}</td>'
         + "".join(_tag("td", _tag("img", src=uri, alt=f"{name} {k}", width=THUMBNAIL)) for k, uri in enumerate(uris, 1))
@@ -465,7 +472,8 @@ def _strips_section(
     worst = scored[each:][::-1][:each]
     intro = (
         "Each strip: the frames, the ground truth (green) and the prediction (red) over them, and each "
-        f"frame's IoU. Frames from {data_root}."
+        f"frame's IoU; for a tracked pipeline also its tracks (each track's box in its colour, thick where it "
+        f"sounds). Frames from {data_root}."
     )
     parts = ["<h2>Best and worst videos</h2>" + _tag("p", html.escape(intro), class_="sub")]
     if not data_root.is_dir():
@@ -476,7 +484,8 @@ def _strips_section(
         for row in chosen:
             entry = avsbench.VideoEntry(row["video"], split, row.get("category") or None)
             title = f'{label}: {entry.key} — mIoU {float(row["miou"]):.4f}, F {_fmt(_number(row.get("fscore")))}'
-            parts.append(_strip(title, data_root, subset, entry, pred_dir, log))
+            evidence = run_dir / "evidence" / f"{entry.key}.json"
+            parts.append(_strip(title, data_root, subset, entry, pred_dir, evidence, log))
     return "".join(parts)
 
 

@@ -51,7 +51,7 @@ import torch
 from cmsf.checks import check_positive_int
 from cmsf.io.decoding import Clip
 from cmsf.models.loading import ModelLoadError, Models, check_models
-from cmsf.pipelines.per_frame import run_videos
+from cmsf.pipelines.catalog import run_videos
 from cmsf.pipelines.results import SegmentationResult, VideoInput, prepare_video
 from cmsf.pipelines.settings import PipelineSettings, resolve_settings, settings_for
 

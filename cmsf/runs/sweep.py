@@ -101,6 +101,8 @@ def free_keys_help() -> str:
     """One paragraph saying which keys each pipeline sweeps without rerunning its models."""
     parts = []
     for pipeline, settings in SETTINGS.items():
+        if pipeline not in PIPELINE_STAGES:  # the tracked pipelines are not swept yet
+            continue
         rules = sweep_rules(settings)
         keys = [f"{key} (≥ the lowest swept)" for key, rule in rules.items() if rule == LOWEST]
         keys += [key for key, rule in rules.items() if rule == FREE]
@@ -109,7 +111,7 @@ def free_keys_help() -> str:
     return (
         "Free keys (scored from the cache, the models run once): " + "; ".join(parts) + ". "
         "The AT pipelines' tag_threshold reruns GroundingDINO and SAM (SAM 3) only: AST tags are "
-        "cached; any other key reruns the models once per value."
+        "cached; any other key reruns the models once per value. The tracked pipelines are not swept yet."
     )
 
 
@@ -141,8 +143,13 @@ def sweep_rows(fixed: PipelineSettings, grid: Mapping[str, Sequence[Any]]) -> li
     Raises:
         ValueError: an empty grid or value list, a key both swept and fixed (a setting of
             ``fixed`` that is not its default), an unknown key or a value the settings refuse
-            (the message starts with its key).
+            (the message starts with its key); a pipeline a sweep does not run (the tracked ones).
     """
+    if fixed.pipeline not in PIPELINE_STAGES:
+        raise ValueError(
+            f"pipeline: a sweep runs {', '.join(PIPELINE_STAGES)}; {fixed.pipeline} is not swept yet (run it once per "
+            "setting with --set)"
+        )
     changed = fixed.changed()
     if not grid:
         raise ValueError("sweep: expected at least one KEY=V1,V2,... to sweep")

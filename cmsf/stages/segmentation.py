@@ -87,7 +87,7 @@ def _stability_scores(logits: Tensor, mask_threshold: float, offset: float) -> T
     return torch.where(unions > 0, scores, torch.zeros_like(scores))
 
 
-def _mask_bounds(masks: Tensor) -> Tensor:
+def mask_bounds(masks: Tensor) -> Tensor:
     """Bounds of bool masks ``Tensor[N, H, W]`` → ``Tensor[N, 4]`` float32 (x1, y1, x2, y2),
     with x2/y2 one past the last True column/row; (0, 0, 0, 0) for an empty mask."""
     n, height, width = masks.shape
@@ -382,7 +382,7 @@ def _deduplicate(masks: Tensor, iou: Tensor, stability: Tensor, points: Tensor, 
     """Remove duplicate masks as segment-anything does: NMS on the masks' bounding boxes scored
     by predicted IoU; survivors in NMS order. The NMS sees segment-anything's inclusive boxes
     (x2/y2 the last True column/row); the returned boxes are cmsf's (one past the last)."""
-    bounds = _mask_bounds(masks)
+    bounds = mask_bounds(masks)
     inclusive = bounds.clone()
     inclusive[:, 2:] = torch.maximum(bounds[:, 2:] - 1, bounds[:, :2])
     order = nms(inclusive, iou, nms_threshold)
