@@ -1,7 +1,7 @@
 """Semantic labels for any pipeline's result: each kept mask gets an AVSBench-semantic class (or is
 dropped as background) and each frame becomes a class map (:mod:`cmsf.stages.labelling`).
 
-- BIND pipelines (``owod-bind``, ``sam-bind``): each kept mask's masked crop (the frame inside the
+- BIND pipelines (``owod-bind``, ``sam-bind`` and their tracked versions): each kept mask's masked crop (the frame inside the
   mask, its blur or black outside, as the run's BIND step crops) and the frame's audio segment are embedded by
   the binder and compared with the class prompts' text embeddings (:func:`class_texts`);
   :func:`~cmsf.stages.labelling.label_masks` picks the class where picture and sound agree
@@ -26,11 +26,14 @@ from torch import Tensor
 from cmsf.io.vocabulary import audioset_vocabulary
 from cmsf.models.loading import Models
 from cmsf.pipelines.results import FrameEvidence, SegmentationResult, prepare_video
+from cmsf.pipelines.tracked import TRACKED_PIPELINES
 from cmsf.stages.binding import TextEmbeddings, binder_of, masked_crops
 from cmsf.stages.grounding import grounding_phrase
 from cmsf.stages.labelling import DEFAULT_CLASS_TEMPLATE, class_map, class_prompts, label_masks
 
-BIND_PIPELINES = ("owod-bind", "sam-bind")
+BIND_PIPELINES = ("owod-bind", "sam-bind", *TRACKED_PIPELINES)
+"""The pipelines whose kept masks are labelled by the binder (a tracked pipeline's frame lists its
+tracks present there as proposals, so each track is labelled frame by frame)."""
 TAGGED_PIPELINES = ("at-gdino-sam", "at-sam3")
 
 
