@@ -18,6 +18,11 @@ FlopCounterMode counts matrix multiplications, convolutions and attention (2 FLO
 multiply-add); resizing, normalisation, NMS and mask post-processing are not counted.
 GroundingDINO (AT-GDINO-SAM) is not counted: its text masks are built from the token ids, which
 the meta device does not have.
+
+The tracker of the tracked pipelines (SAM 2.1's video model) is counted by :func:`tracker_flops`
+through the calls :func:`cmsf.stages.tracking.track_masks` makes: ``image_encoder_per_frame`` (each
+frame is encoded once per video) and ``per_object_frame`` (memory attention, mask decoder and
+memory encoder, for each tracked object in each frame).
 """
 
 from __future__ import annotations
@@ -35,9 +40,11 @@ from torch import Tensor
 from torch.utils.flop_counter import FlopCounterMode
 
 from cmsf.models.imagebind import IMAGE_SIZE, ImageBind
+from cmsf.models.random_families import family_config, family_processor
 from cmsf.models.random_models import HUGE_IMAGEBIND_SIZES, TINY_IMAGEBIND_SIZES, random_config
 
 PRESET_SIZES = {"tiny": "tiny", "paper-random": "paper"}
+TRACKER_SIZES = {"tiny": "tiny", "paper-random": "full"}  # the tracker's random config in each preset
 AVSBENCH_FRAMES = 5
 POINTS_PER_BATCH = 64  # cmsf.stages.segmentation.sam_masks' default
 UNITS = ("owlv2_frame", "sam_image", "sam_box_decoder", "sam_point_decoder", "imagebind_crop", "imagebind_segment", "ast_segment")
@@ -174,10 +181,52 @@ def report(presets: Sequence[str] = ("paper-random", "tiny")) -> dict[str, Any]:
             )  # fmt: skip
         out["presets"][preset] = {
             "units": units,
+            "tracker": tracker_flops(preset),
             "avsbench_video": {"frames": AVSBENCH_FRAMES, "frame_size": [224, 224], "audio_seconds": 5.0},
             "video_flops": videos,
         }
     return out
+
+
+def tracker_flops(preset: str, frames: int = AVSBENCH_FRAMES, side: int = 224) -> dict[str, int]:
+    """FLOPs of the preset's tracker (built on the meta device) as
+    :func:`cmsf.stages.tracking.track_masks` runs it on a ``frames``-frame video of ``side``² pixels:
+    one session caching every frame, objects prompted with a mask on the middle frame, propagated
+    forward then in reverse. Counted with 1 and 2 objects: ``per_object_frame`` is what one more
+    object costs per frame, ``image_encoder_per_frame`` one frame's image encoding (counted
+    alone), ``per_frame_one_object`` the whole tracking of one object divided by ``frames``."""
+    config = family_config("tracker", "sam2_video", TRACKER_SIZES[preset])
+    with torch.device("meta"):
+        model = tf.Sam2VideoModel(config).eval()
+    processor = family_processor("tracker", "sam2_video", TRACKER_SIZES[preset], config)
+    video = torch.zeros(frames, 3, side, side, dtype=torch.uint8)
+    mask = torch.zeros(side, side, dtype=torch.bool)
+    mask[side // 4 : 3 * side // 4, side // 4 : 3 * side // 4] = True
+    seed = frames // 2
+
+    def track(objects: int) -> Callable[[], Any]:
+        def run() -> None:
+            session = processor.init_video_session(
+                video=video, inference_device="meta", processing_device="cpu", max_vision_features_cache_size=frames
+            )
+            processor.add_inputs_to_inference_session(
+                inference_session=session, frame_idx=seed, obj_ids=list(range(objects)), input_masks=[mask] * objects
+            )
+            model(inference_session=session, frame_idx=seed)
+            for reverse in (False, True):
+                for _ in model.propagate_in_video_iterator(session, start_frame_idx=seed, reverse=reverse):
+                    pass
+
+        return run
+
+    one, two = count_flops(track(1)), count_flops(track(2))
+    pixels = torch.zeros(1, 3, config.image_size, config.image_size, device="meta")
+    return {
+        "frames": frames,
+        "image_encoder_per_frame": count_flops(lambda: model.get_image_features(pixels)),
+        "per_object_frame": (two - one) // frames,
+        "per_frame_one_object": one // frames,
+    }
 
 
 FLOPS_JSON = Path(__file__).resolve().parent / "results" / "flops.json"

@@ -36,21 +36,26 @@ _NAMES: dict[str, tuple[str, ...]] = {
     "cmsf.models.loading": ("ModelLoadError", "Models", "load_models"),
     "cmsf.ops": ("bind_filter", "nms"),
     "cmsf.pipelines.per_frame": ("at_gdino_sam", "at_sam3", "owod_bind", "sam_bind"),
-    "cmsf.pipelines.results": ("FrameEvidence", "SegmentationResult"),
+    "cmsf.pipelines.results": ("FrameEvidence", "SegmentationResult", "TrackEvidence"),
     "cmsf.pipelines.settings": (
         "AtGdinoSamSettings",
         "AtSam3Settings",
         "OwodBindSettings",
+        "OwodBindTrackedSettings",
         "PipelineSettings",
         "SamBindSettings",
+        "SamBindTrackedSettings",
     ),
+    "cmsf.pipelines.tracked": ("owod_bind_tracked", "sam_bind_tracked"),
     "cmsf.runs.outputs": ("save_segmentation",),
+    "cmsf.semantic_metrics": ("SemanticTotals",),
     "cmsf.stages.binding": ("Binder", "binder_of", "masked_crops"),
     "cmsf.stages.concepts": ("ConceptMasks", "segment_concepts"),
     "cmsf.stages.grounding": ("Detections", "ground"),
     "cmsf.stages.proposals": ("Proposals", "propose_boxes"),
     "cmsf.stages.segmentation": ("MaskSet", "sam_masks"),
     "cmsf.stages.tagging": ("tag_audio",),
+    "cmsf.stages.tracking": ("TrackedMasks", "track_masks"),
 }
 """The public names by the submodule that defines them (``__all__`` lists the same names)."""
 
@@ -69,10 +74,15 @@ __all__ = [
     "ModelLoadError",
     "Models",
     "OwodBindSettings",
+    "OwodBindTrackedSettings",
     "PipelineSettings",
     "Proposals",
     "SamBindSettings",
+    "SamBindTrackedSettings",
     "SegmentationResult",
+    "SemanticTotals",
+    "TrackEvidence",
+    "TrackedMasks",
     "VariantTotals",
     "VideoScores",
     "at_gdino_sam",
@@ -91,13 +101,16 @@ __all__ = [
     "miou",
     "nms",
     "owod_bind",
+    "owod_bind_tracked",
     "propose_boxes",
     "sam_bind",
+    "sam_bind_tracked",
     "save_segmentation",
     "sam_masks",
     "score_video",
     "segment_concepts",
     "tag_audio",
+    "track_masks",
 ]
 
 if TYPE_CHECKING:
@@ -107,21 +120,26 @@ if TYPE_CHECKING:
     from cmsf.models.loading import ModelLoadError, Models, load_models
     from cmsf.ops import bind_filter, nms
     from cmsf.pipelines.per_frame import at_gdino_sam, at_sam3, owod_bind, sam_bind
-    from cmsf.pipelines.results import FrameEvidence, SegmentationResult
+    from cmsf.pipelines.results import FrameEvidence, SegmentationResult, TrackEvidence
     from cmsf.pipelines.settings import (
         AtGdinoSamSettings,
         AtSam3Settings,
         OwodBindSettings,
+        OwodBindTrackedSettings,
         PipelineSettings,
         SamBindSettings,
+        SamBindTrackedSettings,
     )
+    from cmsf.pipelines.tracked import owod_bind_tracked, sam_bind_tracked
     from cmsf.runs.outputs import save_segmentation
+    from cmsf.semantic_metrics import SemanticTotals
     from cmsf.stages.binding import Binder, binder_of, masked_crops
     from cmsf.stages.concepts import ConceptMasks, segment_concepts
     from cmsf.stages.grounding import Detections, ground
     from cmsf.stages.proposals import Proposals, propose_boxes
     from cmsf.stages.segmentation import MaskSet, sam_masks
     from cmsf.stages.tagging import tag_audio
+    from cmsf.stages.tracking import TrackedMasks, track_masks
 
 
 def __getattr__(name: str) -> Any:

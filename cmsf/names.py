@@ -5,7 +5,7 @@ Importing this module imports nothing heavy (no torch, no transformers), so that
 command can build its options and answer ``--help``, ``--version`` and usage errors at once.
 :mod:`cmsf.models.loading` (presets), :mod:`cmsf.checks` (precisions) and :mod:`cmsf.io.avsbench`
 (subsets) take theirs from here; the tests check that the pipelines' names and the sweep help
-match :data:`cmsf.pipelines.per_frame.PIPELINES` and :func:`cmsf.runs.sweep.free_keys_help`.
+match :data:`cmsf.pipelines.catalog.PIPELINES` and :func:`cmsf.runs.sweep.free_keys_help`.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from __future__ import annotations
 PRESETS = ("paper", "tiny", "paper-random", "2025", "2025-random")
 """Known presets of :func:`cmsf.models.loading.load_models`."""
 
-PIPELINE_NAMES = ("owod-bind", "sam-bind", "at-gdino-sam", "at-sam3")
-"""The pipelines of :data:`cmsf.pipelines.per_frame.PIPELINES`, in that order."""
+PIPELINE_NAMES = ("owod-bind", "sam-bind", "at-gdino-sam", "at-sam3", "owod-bind-tracked", "sam-bind-tracked")
+"""The pipelines of :data:`cmsf.pipelines.catalog.PIPELINES` (per-frame, then tracked), in that order."""
 
 DTYPE_NAMES = ("float32", "bfloat16")
 """The model precisions of :data:`cmsf.checks.DTYPES`, by name."""
@@ -26,7 +26,8 @@ SWEEP_HELP = (
     "Free keys (scored from the cache, the models run once): owod-bind: box_threshold (≥ the lowest swept), "
     "bind_threshold, bind_mode; sam-bind: pred_iou_threshold (≥ the lowest swept), bind_threshold, bind_mode; "
     "at-gdino-sam: box_threshold (≥ the lowest swept), text_threshold. The AT pipelines' tag_threshold reruns "
-    "GroundingDINO and SAM (SAM 3) only: AST tags are cached; any other key reruns the models once per value."
+    "GroundingDINO and SAM (SAM 3) only: AST tags are cached; any other key reruns the models once per value. "
+    "The tracked pipelines are not swept yet."
 )
 """``cmsf eval --sweep``'s help: :func:`cmsf.runs.sweep.free_keys_help` (from the settings' sweep
 metadata) as text, which the tests check equal."""

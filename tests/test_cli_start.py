@@ -15,7 +15,7 @@ from cmsf import names
 from cmsf.checks import DTYPES
 from cmsf.io import avsbench
 from cmsf.models import loading
-from cmsf.pipelines.per_frame import PIPELINES
+from cmsf.pipelines.catalog import PIPELINES
 from cmsf.runs import sweep
 
 HEAVY = ("torch", "transformers", "torchvision")

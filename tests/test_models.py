@@ -631,7 +631,7 @@ def test_stability_score_and_mask_bounds():
     logits[1, 0, 0] = 2.0  # …one pixel above +1: 1 / 7
     area = logits[0] > 0
     assert segmentation._stability_scores(logits, 0.0, 1.0).tolist() == pytest.approx([1.0, 1 / 7, 0.0])
-    bounds = segmentation._mask_bounds(logits > 0)
+    bounds = segmentation.mask_bounds(logits > 0)
     assert bounds.tolist() == [[2.0, 1.0, 5.0, 3.0], [0.0, 0.0, 5.0, 3.0], [0.0, 0.0, 0.0, 0.0]]
     assert int(area.sum()) == 6
 
@@ -668,7 +668,7 @@ def test_automatic_masks_pass_the_filters_and_are_deduplicated(tiny):
         assert result.masks.shape == (k, height, width) and result.masks.dtype == torch.bool
         assert bool((result.iou_scores > 0.5).all() and (result.stability_scores >= 0.2).all())
         assert result.iou_scores.tolist() == sorted(result.iou_scores.tolist(), reverse=True)
-        assert torch.equal(result.boxes, segmentation._mask_bounds(result.masks))
+        assert torch.equal(result.boxes, segmentation.mask_bounds(result.masks))
         overlaps = box_iou(result.boxes, result.boxes) - torch.eye(k)
         assert bool((overlaps <= 0.9 + 1e-6).all())
         assert bool((result.points[:, 0] < width).all() and (result.points[:, 1] < height).all())

@@ -130,9 +130,18 @@ def recording_stage(monkeypatch, pipeline: str = "owod-bind") -> list[list[int]]
 
 def test_run_passes_batches_across_videos_and_keeps_errors_with_their_video(models, monkeypatch):
     batches = recording_stage(monkeypatch)
+    counting = PIPELINE_STAGES["owod-bind"]
+
+    def refuses_two_frames(videos, models, settings):  # a model stage failing on one video of a batch
+        if any(len(video.images) == 2 for video in videos):
+            batches.append([len(video.images) for video in videos])
+            raise ValueError("the model refuses 2-frame videos")
+        return counting.candidates(videos, models, settings)
+
+    monkeypatch.setitem(PIPELINE_STAGES, "owod-bind", PipelineStages(refuses_two_frames, counting.select))
     first, second = PASSES["owod-bind"]
     good = [make_clip(seed) for seed in range(3)]
-    short_audio = make_clip(9, seconds=0.03)  # shorter than one fbank window: AST / ImageBind refuse it
+    refused = make_clip(7, frames=2)
 
     def unreadable() -> Clip:
         raise FileNotFoundError("v_missing.wav: no such file")
@@ -142,21 +151,22 @@ def test_run_passes_batches_across_videos_and_keeps_errors_with_their_video(mode
         Job("a", lambda: good[0], both),
         Job("missing", unreadable, both),
         Job("b", lambda: good[1], one),
-        Job("short", lambda: short_audio, both),
+        Job("refused", lambda: refused, both),
         Job("c", lambda: good[2], both),
     ]
     outcomes = list(run_passes("owod-bind", jobs, models, frames_per_batch=7, workers=1))
-    assert [o.key for o in outcomes] == ["a", "missing", "b", "short", "c"]
+    assert [o.key for o in outcomes] == ["a", "missing", "b", "refused", "c"]
     by_key = {o.key: o for o in outcomes}
     assert by_key["missing"].stage == "load" and isinstance(by_key["missing"].error, FileNotFoundError)
-    assert by_key["short"].stage == "segment" and by_key["short"].candidates is None
+    assert by_key["refused"].stage == "segment" and "refuses 2-frame" in str(by_key["refused"].error)
+    assert by_key["refused"].candidates is None
     for key, request in (("a", both), ("b", one), ("c", both)):
         outcome = by_key[key]
         assert outcome.ok and outcome.result is None
         assert [compute for compute, _ in outcome.candidates.parts] == list(request.passes)
-    # a, b in one batch (6 frames): pass `first` for a alone, `second` for both; then short + c,
+    # a, b in one batch (6 frames): pass `first` for a alone, `second` for both; then refused + c,
     # which fails, and each again alone
-    assert batches == [[3], [3, 3], [3, 3], [3], [3], [3]]
+    assert batches == [[3], [3, 3], [2, 3], [2], [3], [3]]
 
 
 def test_run_passes_checks_its_arguments(models):
@@ -233,7 +243,7 @@ def test_run_records_have_their_layouts(models, tmp_path, monkeypatch):
     settings = OwodBindSettings(bind_threshold=0.4)
     common = {"pipeline": "owod-bind", **models.record()}
     context = {"subset": "s4", "split": "val", "num_frames": 5, "fps": None, "input": "x.mp4", "sweep": True,
-               "grid": {"box_threshold": [0.1]}, "fixed": {}}  # fmt: skip
+               "root": "/data/AVSBench", "grid": {"box_threshold": [0.1]}, "fixed": {}}  # fmt: skip
     values = {**common, "device": "cpu", "settings": asdict(settings), **context}
     for layout, keys in RECORD_LAYOUTS.items():
         record = run_record(layout, "owod-bind", models, settings, **context)
@@ -249,18 +259,23 @@ def test_run_records_have_their_layouts(models, tmp_path, monkeypatch):
     written = json.loads((tmp_path / "o" / "run.json").read_text())
     assert written["settings"]["bind_threshold"] == 0.4 and written["settings"]["bind_mode"] == "softmax"
     expected = run_record("eval", "owod-bind", models, OwodBindSettings.of(written["settings"]), subset="s4", split="test")
-    assert written == {"kind": "eval", **expected} and list(written)[1:] == list(expected)
+    root = str((tmp_path / "avs").resolve())  # recorded after the layout (claim_run_folder checks it)
+    assert written == {"kind": "eval", **expected, "root": root} and list(written)[1:-1] == list(expected)
     assert Path(json.loads((tmp_path / "o" / "summary.json").read_text())["pred_dir"]) == tmp_path / "o" / "pred_masks"
 
 
 def _damage_member(path: Path, member: str) -> None:
-    """Rewrite the archive at ``path`` with ``member`` replaced by bytes numpy cannot read."""
+    """Flip a byte near the end of ``member``'s compressed data in the archive at ``path``: its
+    ``.npy`` header still reads, its data does not (a bad CRC or deflate stream)."""
     with zipfile.ZipFile(path) as archive:
-        members = {name: archive.read(name) for name in archive.namelist()}
-    members[member] = b"not an array"
-    with zipfile.ZipFile(path, "w") as archive:
-        for name, data in members.items():
-            archive.writestr(name, data)
+        info = archive.getinfo(member)
+    data = bytearray(path.read_bytes())
+    offset = info.header_offset  # the local file header: 30 bytes, then the name and the extra field
+    name_length = int.from_bytes(data[offset + 26 : offset + 28], "little")
+    extra_length = int.from_bytes(data[offset + 28 : offset + 30], "little")
+    start = offset + 30 + name_length + extra_length
+    data[start + info.compress_size - 8] ^= 0xFF
+    path.write_bytes(bytes(data))
 
 
 def test_a_cache_damaged_behind_its_header_fails_its_video_once(mini, tmp_path, models, monkeypatch):

@@ -9,7 +9,6 @@ Every file is generated in the test (PyAV / PIL / numpy) into ``tmp_path``.
 from __future__ import annotations
 
 import fractions
-import io
 import json
 import math
 import os
@@ -32,10 +31,11 @@ from stand_ins import as_stages
 
 from cmsf.cli import commands as cli
 from cmsf.io import decoding, inputs, media
-from cmsf.io.decoding import MIN_SEGMENT_SECONDS, apply_orientation, sample_times
+from cmsf.io.decoding import MIN_SEGMENT_SECONDS, sample_times
 from cmsf.io.files import LOCK_NAME
 from cmsf.io.inputs import check_sample_rate
 from cmsf.io.media import MediaWarning, read_audio, read_frame_folder, read_image, read_video, read_wav
+from cmsf.io.orientation import apply_orientation
 from cmsf.models import loading
 from cmsf.pipelines.per_frame import PIPELINE_STAGES, PIPELINES
 

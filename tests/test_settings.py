@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 import cmsf
 from cmsf.models.loading import load_models
 from cmsf.ops import BIND_MODES
-from cmsf.pipelines.per_frame import PIPELINES
+from cmsf.pipelines.catalog import PIPELINES
 from cmsf.pipelines.settings import (
     FREE,
     LOWEST,
@@ -40,6 +40,9 @@ RECORDED_KEYS = {
     "at-gdino-sam": ["tag_threshold", "box_threshold", "text_threshold"],
     "at-sam3": ["tag_threshold", "instance_threshold", "mask_threshold"],
 }  # fmt: skip
+TRACKED_KEYS = ["track_merge_iou", "temporal_window", "track_threshold"]
+RECORDED_KEYS["owod-bind-tracked"] = RECORDED_KEYS["owod-bind"] + TRACKED_KEYS
+RECORDED_KEYS["sam-bind-tracked"] = RECORDED_KEYS["sam-bind"] + TRACKED_KEYS
 """The keys run.json, summary.json and evidence.json held before the settings were objects, in order."""
 
 
@@ -104,7 +107,8 @@ def test_an_unknown_key_lists_the_valid_ones():
         with pytest.raises(ValueError) as caught:
             attempt()
         assert str(caught.value) == expected
-    with pytest.raises(ValueError, match="pipeline: expected one of owod-bind, sam-bind, at-gdino-sam, at-sam3, got 'owod-bond'"):
+    names = "owod-bind, sam-bind, at-gdino-sam, at-sam3, owod-bind-tracked, sam-bind-tracked"
+    with pytest.raises(ValueError, match=f"pipeline: expected one of {names}, got 'owod-bond'"):
         make_settings("owod-bond")
 
 
@@ -180,14 +184,19 @@ def _values(cls: type) -> st.SearchStrategy[dict]:
         "max_proposals": st.integers(1, 10_000),
         "points_per_side": st.integers(1, 256),
         "crop_background": st.sampled_from(CROP_BACKGROUNDS),
+        "temporal_window": st.integers(0, 50),
     }
     names = [f.name for f in dataclasses.fields(cls)]
-    values = st.fixed_dictionaries({name: fields.get(name, unit) for name in names if name != "bind_threshold"})
-    if "bind_threshold" not in names:
+    moded = [name for name in ("bind_threshold", "track_threshold") if name in names]  # ranges depend on bind_mode
+    values = st.fixed_dictionaries({name: fields.get(name, unit) for name in names if name not in moded})
+    if not moded:
         return values
-    return values.flatmap(
-        lambda v: st.floats(-1.0 if v["bind_mode"] == "cosine" else 0.0, 1.0).map(lambda t: {**v, "bind_threshold": t})
-    )
+
+    def thresholds(v: dict) -> st.SearchStrategy[dict]:
+        low = -1.0 if v["bind_mode"] == "cosine" else 0.0
+        return st.fixed_dictionaries({name: st.floats(low, 1.0) for name in moded}).map(lambda t: {**v, **t})
+
+    return values.flatmap(thresholds)
 
 
 @pytest.mark.parametrize("cls", list(SETTINGS.values()))
@@ -201,7 +210,7 @@ def test_parse_of_the_text_form_equals_construction(cls, data):
     assert parsed == built and dataclasses.asdict(parsed) == dataclasses.asdict(built)
     assert all(type(a) is type(b) for a, b in zip(dataclasses.astuple(parsed), dataclasses.astuple(built)))
     subset = data.draw(st.sets(st.sampled_from(sorted(values))))
-    if "bind_threshold" in subset:
+    if subset & {"bind_threshold", "track_threshold"}:
         subset.add("bind_mode")  # a negative bind_threshold is valid with bind_mode="cosine" only
     assert cls.parse({key: text[key] for key in subset}) == cls.of({key: values[key] for key in subset})
     assert all(math.isfinite(v) for v in dataclasses.astuple(parsed) if isinstance(v, float))

@@ -23,6 +23,8 @@ import torch
 from torch import Tensor
 
 from cmsf.io.inputs import _whole_number, check_sample_rate, resample
+from cmsf.io.orientation import apply_orientation, display_orientation
+from cmsf.io.paths import check_file, stat_input
 
 DEFAULT_SAMPLE_RATE = 16_000
 """The sample rate (Hz) audio is resampled to when read: what the pipelines' audio models use."""
@@ -69,15 +71,12 @@ class Clip:
 
 
 def _exists(path: Path, what: str) -> Path:
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such {what}")
+    stat_input(path, what)  # a symlink loop, a long name, a NUL byte: a ValueError naming the path
     return path
 
 
 def _open_container(path: Path) -> Any:
-    _exists(path, "file")
-    if path.is_dir():
-        raise ValueError(f"{path}: expected a media file, got a folder")
+    check_file(path, "media file")  # a folder, a FIFO (opening it would block), a device: refused
     try:
         return av.open(str(path), mode="r")
     except (av.FFmpegError, UnicodeDecodeError) as error:
@@ -432,63 +431,90 @@ _FPS_SLACK = 1.02
 frame rate videos and rates such as 30000/1001."""
 
 
-def _display_orientation(frame: Any) -> Optional[tuple[int, int, int, int]]:
-    """The frame's display matrix as the signs ``(a, b, c, d)`` of its 2×2 part, or None when it
-    has none or it is the identity.
+class _FrameSampler:
+    """Collects the chosen frames of a video as they are decoded: frame ``k`` of ``count``
+    (``Tensor[3, H, W]`` uint8, turned upright) into one ``Tensor[count, 3, H, W]``, allocated at
+    the first; a decoded frame chosen for several spans is converted once."""
 
-    A source pixel at column x, row y is shown at ``(a·x + c·y, b·x + d·y)`` (plus a shift);
-    FFmpeg's convention (``libavutil/display.h``), with rows growing downwards. Raises
-    ValueError for a matrix that is not a right-angle rotation with optional mirroring.
-    """
-    side_data = getattr(frame, "side_data", None)
-    if side_data is None:
-        return None
-    try:
-        entry = side_data.get("DISPLAYMATRIX")
-    except (AttributeError, KeyError, ValueError, TypeError):  # a PyAV without this mapping
-        return None
-    if entry is None:
-        return None
-    raw = bytes(entry)
-    if len(raw) < 36:
-        return None
-    matrix = np.frombuffer(raw[:36], dtype="<i4").astype(np.float64) / 65536.0  # 16.16 fixed point
-    a, b, c, d = matrix[0], matrix[1], matrix[3], matrix[4]
-    signs = tuple(int(np.sign(v)) if abs(v) > 1e-3 else 0 for v in (a, b, c, d))
-    diagonal = signs[1] == signs[2] == 0 and signs[0] != 0 and signs[3] != 0
-    swapped = signs[0] == signs[3] == 0 and signs[1] != 0 and signs[2] != 0
-    if not (diagonal or swapped):
-        raise ValueError(
-            f"a display matrix [[{a:.3f}, {b:.3f}], [{c:.3f}, {d:.3f}]] that is not a multiple of 90°"
-        )
-    if signs == (1, 0, 0, 1):
-        return None
-    return signs  # type: ignore[return-value]
+    def __init__(self, path: Path, count: int, audio_start: float) -> None:
+        self.path, self.count, self.audio_start = path, count, audio_start
+        self.frames: Optional[Tensor] = None
+        self.times = [0.0] * count  # seconds from the start of the audio track
+        self.bad_orientation: Optional[str] = None
+        self._last: tuple[Any, Optional[Tensor]] = (None, None)  # the last frame converted, its RGB
+
+    def _rgb(self, frame: Any) -> Tensor:
+        if self._last[0] is not frame:
+            rgb = torch.from_numpy(frame.to_ndarray(format="rgb24")).permute(2, 0, 1)
+            try:
+                rgb = apply_orientation(rgb, display_orientation(frame))
+            except ValueError as error:
+                self.bad_orientation = self.bad_orientation or str(error)
+            self._last = (frame, rgb)
+        return self._last[1]
+
+    def keep(self, k: int, frame: Any, when: float) -> None:
+        """Frame ``k`` is ``frame``, shown at ``when`` seconds of the container's clock."""
+        rgb = self._rgb(frame)
+        if self.frames is None:
+            self.frames = torch.empty((self.count, *rgb.shape), dtype=torch.uint8)
+        elif tuple(rgb.shape) != tuple(self.frames.shape[1:]):
+            raise ValueError(
+                f"{self.path}: the sampled frames differ in size ({tuple(self.frames.shape[2:])} and "
+                f"{tuple(rgb.shape[1:])} as (H, W)); expected one frame size throughout the video"
+            )
+        self.frames[k] = rgb
+        self.times[k] = when - self.audio_start
+
+    def result(self) -> tuple[Tensor, tuple[float, ...]]:
+        """The frames ``Tensor[T, 3, H, W]`` and their times; warns once about a frame whose
+        display matrix could not be applied."""
+        self._last = (None, None)
+        if self.bad_orientation:
+            warnings.warn(
+                MediaWarning(f"{self.path}: frames used as stored, not turned upright: {self.bad_orientation}"),
+                stacklevel=3,
+            )
+        assert self.frames is not None
+        return self.frames, tuple(self.times)
 
 
-def apply_orientation(image: Tensor, orientation: Optional[tuple[int, int, int, int]]) -> Tensor:
-    """Turn ``image (Tensor[C, H, W])`` as a display matrix says it is to be shown.
-
-    Args:
-        orientation: the signs ``(a, b, c, d)`` of the matrix's 2×2 part: the source pixel at
-            column x, row y goes to column ``a·x + c·y``, row ``b·x + d·y`` (then shifted into
-            the picture). ``(0, -1, 1, 0)`` is a 90° counter-clockwise turn, what a phone
-            held upright records (FFmpeg reads it as rotation 90; ``ffmpeg`` shows it turned
-            with ``transpose=cclock``); ``(-1, 0, 0, 1)`` a horizontal mirror. None: unchanged.
-
-    Returns:
-        ``Tensor[C, H, W]``, or ``Tensor[C, W, H]`` for a quarter turn; a new tensor unless None.
-    """
-    if orientation is None:
-        return image
-    a, b, c, d = orientation
-    if b == 0 and c == 0:  # rows stay rows: mirror columns when a < 0, rows when d < 0
-        dims = [dim for dim, sign in ((2, a), (1, d)) if sign < 0]
-        return image.flip(dims) if dims else image
-    # a quarter turn: new row = b·x (a source column), new column = c·y (a source row)
-    turned = image.transpose(1, 2)
-    dims = [dim for dim, sign in ((1, b), (2, c)) if sign < 0]
-    return (turned.flip(dims) if dims else turned).contiguous()
+def _decode_frames(path: Path, targets: list[float], sampler: _FrameSampler) -> None:
+    """Decode the video track of ``path`` up to the last of ``targets`` (seconds of the container's
+    clock, ascending), giving ``sampler`` for each target the last frame shown at or before it
+    (the first frame for a target before it; the last frame, with a truncation warning, for
+    targets after the track ends)."""
+    count = len(targets)
+    with _open_container(path) as container:
+        if not container.streams.video:
+            raise ValueError(f"{path}: has no video track (expected a video file)")
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        frame_rate = float(stream.average_rate) if stream.average_rate else 25.0
+        declared = _declared_seconds(container, stream)
+        j = 0
+        first_when: Optional[float] = None
+        previous: Optional[tuple[Any, float]] = None
+        try:
+            for index, frame in enumerate(container.decode(stream)):
+                when = float(frame.time) if frame.time is not None else index / frame_rate
+                if first_when is None:
+                    first_when = when
+                while j < count and when > targets[j] + _TIME_EPS:
+                    sampler.keep(j, *(previous or (frame, when)))
+                    j += 1
+                if j == count:
+                    break
+                previous = (frame, when)
+        except av.FFmpegError as error:
+            raise ValueError(f"{path}: the video track cannot be decoded ({error})") from None
+        if previous is None and j == 0:
+            raise ValueError(f"{path}: the video track holds no frames")
+        if j < count:  # the video ran out: the rest get its last frame
+            assert previous is not None and first_when is not None
+            _warn_if_short(path, "video track", previous[1] - first_when + 1.0 / frame_rate, declared)
+            for k in range(j, count):
+                sampler.keep(k, *previous)
 
 
 def read_video(
@@ -550,73 +576,12 @@ def read_video(
     except ValueError as error:
         raise _option_error(error, path) from None
     targets = [audio_start + t for t in times]
-    count = len(targets)
 
-    frames: Optional[Tensor] = None  # Tensor[T, 3, H, W], allocated at the first chosen frame
-    frame_times: list[float] = [0.0] * count
-    last: list[Any] = [None, None]  # the last frame converted, and its RGB tensor
-    bad_orientation: list[str] = []
-
-    def keep(k: int, frame: Any, when: float) -> None:
-        nonlocal frames
-        if last[0] is not frame:
-            rgb = torch.from_numpy(frame.to_ndarray(format="rgb24")).permute(2, 0, 1)
-            try:
-                rgb = apply_orientation(rgb, _display_orientation(frame))
-            except ValueError as error:
-                if not bad_orientation:
-                    bad_orientation.append(str(error))
-            last[0], last[1] = frame, rgb
-        rgb = last[1]
-        if frames is None:
-            frames = torch.empty((count, *rgb.shape), dtype=torch.uint8)
-        elif tuple(rgb.shape) != tuple(frames.shape[1:]):
-            raise ValueError(
-                f"{path}: the sampled frames differ in size ({tuple(frames.shape[2:])} and "
-                f"{tuple(rgb.shape[1:])} as (H, W)); expected one frame size throughout the video"
-            )
-        frames[k] = rgb
-        frame_times[k] = when - audio_start
-
-    with _open_container(path) as container:
-        if not container.streams.video:
-            raise ValueError(f"{path}: has no video track (expected a video file)")
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        frame_rate = float(stream.average_rate) if stream.average_rate else 25.0
-        declared = _declared_seconds(container, stream)
-        j = 0
-        first_when: Optional[float] = None
-        previous: Optional[tuple[Any, float]] = None
-        try:
-            for index, frame in enumerate(container.decode(stream)):
-                when = float(frame.time) if frame.time is not None else index / frame_rate
-                if first_when is None:
-                    first_when = when
-                while j < count and when > targets[j] + _TIME_EPS:
-                    keep(j, *(previous or (frame, when)))
-                    j += 1
-                if j == count:
-                    break
-                previous = (frame, when)
-        except av.FFmpegError as error:
-            raise ValueError(f"{path}: the video track cannot be decoded ({error})") from None
-        if previous is None and j == 0:
-            raise ValueError(f"{path}: the video track holds no frames")
-        if j < count:  # the video ran out: the rest get its last frame
-            assert previous is not None and first_when is not None
-            _warn_if_short(path, "video track", previous[1] - first_when + 1.0 / frame_rate, declared)
-            for k in range(j, count):
-                keep(k, *previous)
-    last[0] = last[1] = previous = None
-    if bad_orientation:
-        warnings.warn(
-            MediaWarning(f"{path}: frames used as stored, not turned upright: {bad_orientation[0]}"),
-            stacklevel=2,
-        )
-    assert frames is not None
+    sampler = _FrameSampler(path, len(targets), audio_start)
+    _decode_frames(path, targets, sampler)
+    frames, frame_times = sampler.result()
     if num_frames is None:
-        keep_samples = int(round(count * span * rate))
+        keep_samples = int(round(len(targets) * span * rate))
         waveform = waveform[:, : max(1, min(keep_samples, waveform.shape[1]))]
     waveform, rate = _to_rate(waveform, rate, sample_rate)
     return Clip(

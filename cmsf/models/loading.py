@@ -56,7 +56,7 @@ __all__ = [
     "load_models",
 ]
 
-COMPONENTS = ("ast", "grounding_dino", "sam", "owlv2", "imagebind", "sam3", "binder", "mavl")
+COMPONENTS = ("ast", "grounding_dino", "sam", "owlv2", "imagebind", "sam3", "binder", "mavl", "tracker")
 """Component names, as used by :class:`Models` properties and :func:`load_models` overrides."""
 
 FAMILIES: Mapping[str, tuple[str, ...]] = {
@@ -66,6 +66,7 @@ FAMILIES: Mapping[str, tuple[str, ...]] = {
     "owlv2": ("owlv2",),
     "sam3": ("sam3", "sam3_video"),
     "binder": ("pe_audio_video",),
+    "tracker": ("sam2_video", "edgetam_video"),
 }
 """The model families (config ``model_type``) each Hugging Face component accepts; the
 ``binder`` also accepts :data:`IMAGEBIND_BINDER` (ImageBind, the ``imagebind`` component). A video
@@ -88,10 +89,19 @@ _FAMILY_MODELS = {
     "pe_audio_video": "PeAudioVideoModel",
 }
 
+_TRACKER_MODELS = {"sam2_video": "Sam2VideoModel", "edgetam_video": "EdgeTamVideoModel"}
+"""The ``tracker`` loads a video family into its own video class (the other components into the
+image class), with ``Sam2VideoProcessor``."""
+
 def family_model_class(family: str) -> str:
     """The transformers model class a checkpoint of ``family`` (a config ``model_type`` of
     :data:`FAMILIES`) is loaded with; a video family's is its image family's."""
     return _FAMILY_MODELS[image_family(family)]
+
+
+def _model_class(name: str, family: str) -> Any:
+    """The transformers class component ``name`` loads a ``family`` checkpoint with."""
+    return getattr(tf, _TRACKER_MODELS[family] if name == "tracker" else family_model_class(family))
 
 
 # the family the paper's own components (and their random presets) have
@@ -102,6 +112,7 @@ _PAPER_FAMILIES = {
     "owlv2": "owlv2",
     "sam3": "sam3",
     "binder": "pe_audio_video",
+    "tracker": "sam2_video",
 }
 
 PAPER_SOURCES: Mapping[str, Optional[str]] = {
@@ -112,10 +123,11 @@ PAPER_SOURCES: Mapping[str, Optional[str]] = {
     "imagebind": None,  # None: the official imagebind_huge checkpoint (see cmsf.models.imagebind.load_imagebind)
     "sam3": "facebook/sam3",  # not the paper's: only AT-SAM3 uses it
     "binder": IMAGEBIND_BINDER,
+    "tracker": "facebook/sam2.1-hiera-large",  # not the paper's: only the tracked pipelines use it
 }
 """The checkpoints of the ``"paper"`` preset (Hugging Face hub ids; ImageBind: official download).
 SAM 3 (used only by the AT-SAM3 variant, not the paper's) is ``facebook/sam3``; the binder is
-ImageBind."""
+ImageBind; the ``tracker`` (only the tracked pipelines use it) is SAM 2.1 Hiera-L's video model."""
 
 SOURCES_2025: Mapping[str, Optional[str]] = {
     **PAPER_SOURCES,
@@ -136,12 +148,18 @@ _COMPONENT_TITLES = {
     "sam3": "SAM 3 concept segmenter",
     "binder": "audio-visual binder",
     "mavl": "MAVL proposer",
+    "tracker": "SAM 2 video tracker",
 }
 
 
 class ModelLoadError(RuntimeError):
     """A component could not be loaded; the message names the component, its source, and how
     to make it available."""
+
+
+class BadCheckpointError(ModelLoadError):
+    """A local file given for a component is there but is not what it expects (not a checkpoint,
+    a damaged one); the message names the file and what was expected, and nothing about fetching."""
 
 
 class Component(NamedTuple):
@@ -199,6 +217,7 @@ def _preset_specs(preset: str) -> dict[str, _Spec]:
     sizes = TINY_IMAGEBIND_SIZES if preset == "tiny" else HUGE_IMAGEBIND_SIZES
     specs["imagebind"] = _Spec("random", sizes=tuple(sizes.items()))
     specs["sam3"] = _Spec("random", size=family_size, family="sam3")
+    specs["tracker"] = _Spec("random", size=family_size, family="sam2_video")
     specs["binder"] = _Spec(IMAGEBIND_BINDER)
     if preset == "2025-random":
         specs["sam"] = _Spec("random", size="full", family="sam2")
@@ -354,6 +373,8 @@ def _family_error(name: str, spec: _Spec, found: str) -> ModelLoadError:
 
 def _load_error(name: str, spec: _Spec, error: BaseException) -> ModelLoadError:
     title = _COMPONENT_TITLES[name]
+    if isinstance(error, ValueError) and spec.source is not None and os.path.isfile(_resolved(spec.source)):
+        return BadCheckpointError(f"could not load the {title} (component {name!r}) from {spec.describe()}: {error}")
     if name == "imagebind":
         how = (
             "pass a local checkpoint: load_models(..., imagebind='/path/to/imagebind_huge.pth'), or run once "
@@ -392,6 +413,8 @@ class Models:
       :func:`cmsf.stages.binding.binder_of` wraps either in one interface
     - ``mavl``: the :class:`cmsf.models.mavl.MAVL` module itself, only when :func:`load_models` was given
       ``mavl=`` (:attr:`proposer` is then ``"mavl"``)
+    - ``tracker``: :class:`Component` (``Sam2VideoModel`` or ``EdgeTamVideoModel``,
+      ``Sam2VideoProcessor``), the video tracker of :func:`cmsf.stages.tracking.track_masks`
 
     The ``grounding_dino`` and ``sam`` components are of the family their checkpoint's config
     names (:data:`FAMILIES`): ``sam`` may be ``SamModel``, ``SamHQModel``, ``Sam2Model`` or
@@ -482,6 +505,10 @@ class Models:
         return self.get("mavl")
 
     @property
+    def tracker(self) -> Component:
+        return self.get("tracker")
+
+    @property
     def proposer(self) -> str:
         """The class-agnostic proposer of :func:`cmsf.stages.proposals.propose_boxes` (and so of
         OWOD-BIND): ``"mavl"`` when :func:`load_models` was given ``mavl=``, else ``"owlv2"``."""
@@ -544,20 +571,23 @@ class Models:
             raise _load_error(name, spec, error) from error
         if family not in FAMILIES[name]:
             raise _family_error(name, spec, family)
-        model_class = getattr(tf, family_model_class(family))
+        model_class = _model_class(name, family)
         try:
             with quiet_type_mismatch(family):  # a video checkpoint into its image class: expected
                 model = model_class.from_pretrained(spec.source, dtype=self._dtype)
             # the image config keeps the folder's model_type ('sam2_video') as an attribute: name its own
             model.config.model_type = type(model.config).model_type
-            processor = _pretrained_processor(family, spec.source)
+            if name == "tracker":
+                processor = tf.Sam2VideoProcessor.from_pretrained(spec.source)
+            else:
+                processor = _pretrained_processor(family, spec.source)
         except Exception as error:  # noqa: BLE001
             raise _load_error(name, spec, error) from error
         return Component(self._finish(model), processor)
 
     def _load_random(self, name: str, spec: _Spec) -> Component:
         family = spec.family or _PAPER_FAMILIES[name]
-        model_class = getattr(tf, _FAMILY_MODELS[family])
+        model_class = _model_class(name, family)
         seed = SEEDS.get(name, FAMILY_SEEDS.get(name))
         if family in RANDOM_FAMILIES.get(name, ()):
             config = family_config(name, family, spec.size)
@@ -634,7 +664,9 @@ def load_models(
             e.g. ``load_models("paper", sam="facebook/sam-vit-base")``. The checkpoint's config
             names its family, which must be one the component accepts (:data:`FAMILIES`: ``sam``
             takes SAM, SAM-HQ, SAM 2 / 2.1 and EdgeTAM; ``grounding_dino`` GroundingDINO and
-            MM-GroundingDINO; ``binder`` PE-AV, or ``"imagebind"`` for ImageBind); each family
+            MM-GroundingDINO; ``binder`` PE-AV, or ``"imagebind"`` for ImageBind; ``tracker``
+            SAM 2 / 2.1 video checkpoints, ``model_type`` ``sam2_video``, and EdgeTAM's
+            ``edgetam_video``, default ``facebook/sam2.1-hiera-large``); each family
             is loaded with its own model and processor classes. For ``imagebind``: a
             checkpoint path, ``None`` for the official download, or a dict of ``ImageBind``
             sizes to build with seeded random weights. ``mavl`` (no preset includes it): the

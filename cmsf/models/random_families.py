@@ -1,6 +1,6 @@
 """Seeded-random configs and processors of the 2025 model families, built in code (no download):
 SAM-HQ, SAM 2 / 2.1, EdgeTAM (the ``sam`` component), MM-GroundingDINO (``grounding_dino``),
-SAM 3 (``sam3``) and PE-AV (``binder``).
+SAM 3 (``sam3``), PE-AV (``binder``) and SAM 2.1's video model (``tracker``).
 
 Each family has a ``"tiny"`` config (CPU tests: a few thousand to a few hundred thousand
 parameters) and a ``"full"`` one (the architecture of the published checkpoint named in
@@ -36,14 +36,16 @@ RANDOM_FAMILIES = {
     "grounding_dino": ("mm-grounding-dino",),
     "sam3": ("sam3",),
     "binder": ("pe_audio_video",),
+    "tracker": ("sam2_video",),
 }
 """The families this module builds, per component (their config ``model_type``)."""
 
-FAMILY_SEEDS = {"sam3": 1011, "binder": 1012}
+FAMILY_SEEDS = {"sam3": 1011, "binder": 1012, "tracker": 1013}
 """Seeds of the components that :data:`cmsf.models.random_models.SEEDS` does not cover."""
 
 FULL_CHECKPOINTS = {
     "sam2": "facebook/sam2.1-hiera-large",
+    "sam2_video": "facebook/sam2.1-hiera-large",
     "mm-grounding-dino": "openmmlab-community/mm_grounding_dino_large_all",
     "sam3": "facebook/sam3",
     "pe_audio_video": "facebook/pe-av-large",
@@ -132,6 +134,53 @@ def _sam2_like(family: str, tiny: bool) -> tf.PretrainedConfig:
         mask_decoder_config=tf.EdgeTamMaskDecoderConfig(
             hidden_size=32, mlp_dim=64, num_attention_heads=2, iou_head_hidden_dim=32
         ),
+    )
+
+
+_TINY_VIDEO_SIDE = 64  # the tiny tracker's input side: 16, 8 and 4 feature tokens a side
+
+
+def _sam2_video(tiny: bool) -> tf.PretrainedConfig:
+    """SAM 2.1's video model. Full: facebook/sam2.1-hiera-large (its Hiera-L image encoder, the
+    config's memory defaults). Tiny: a 4-stage Hiera of 8–64 channels at 64 px; the decoder and
+    memory widths are 128 and the memory 64 channels, because transformers' memory attention
+    reads 64-channel memories (its image cross-attention's key width is fixed at 64) and splits
+    object pointers into memory-width pieces only when they are wider than the memory."""
+    if not tiny:
+        return tf.Sam2VideoConfig(vision_config=_sam2_like("sam2", tiny=False).vision_config)
+    side = _TINY_VIDEO_SIDE
+    backbone = tf.Sam2HieraDetConfig(
+        hidden_size=8,
+        num_attention_heads=1,
+        image_size=[side, side],
+        blocks_per_stage=[1, 1, 2, 1],
+        embed_dim_per_stage=[8, 16, 32, 64],
+        num_attention_heads_per_stage=[1, 1, 1, 1],
+        window_size_per_stage=[2, 2, 2, 2],
+        global_attention_blocks=[3],
+        window_positional_embedding_background_size=[2, 2],
+    )
+    vision = tf.Sam2VisionConfig(
+        backbone_config=backbone,
+        backbone_channel_list=[64, 32, 16, 8],
+        backbone_feature_sizes=[[side // 4] * 2, [side // 8] * 2, [side // 16] * 2],
+        fpn_hidden_size=128,
+    )
+    return tf.Sam2VideoConfig(
+        vision_config=vision,
+        prompt_encoder_config=dict(hidden_size=128, image_size=side, patch_size=16, mask_input_channels=8),
+        mask_decoder_config=dict(hidden_size=128, mlp_dim=128, num_attention_heads=2, iou_head_hidden_dim=32),
+        image_size=side,
+        memory_attention_hidden_size=128,
+        memory_attention_num_layers=1,
+        memory_attention_feed_forward_hidden_size=64,
+        memory_attention_rope_feat_sizes=[side // 16, side // 16],
+        memory_encoder_hidden_size=128,
+        memory_encoder_output_channels=64,
+        mask_downsampler_embed_dim=128,
+        memory_fuser_embed_dim=128,
+        memory_fuser_intermediate_dim=64,
+        memory_fuser_num_layers=1,
     )
 
 
@@ -263,6 +312,8 @@ def family_config(component: str, family: str, size: str) -> tf.PretrainedConfig
         return _sam2_like(family, tiny)
     if family == "sam_hq":
         return _sam_hq(tiny)
+    if family == "sam2_video":
+        return _sam2_video(tiny)
     if family == "mm-grounding-dino":
         return _mm_grounding_dino(tiny)
     if family == "sam3":
@@ -355,13 +406,30 @@ def family_processor(component: str, family: str, size: str, config: tf.Pretrain
             ),
             tokenizer=tiny_bert_tokenizer(),
         )
+    if family == "sam2_video":  # the image processor prepares prompts, the video processor frames
+        side = config.image_size
+        mask_side = 4 * (side // config.prompt_encoder_config.patch_size)
+        return tf.Sam2VideoProcessor(
+            image_processor=tf.Sam2ImageProcessor(
+                size={"height": side, "width": side}, mask_size={"height": mask_side, "width": mask_side}
+            ),
+            video_processor=tf.Sam2VideoVideoProcessor(size={"height": side, "width": side}),
+        )
     raise AssertionError(family)  # pragma: no cover
 
 
 def soften_family(family: str, model: nn.Module) -> None:
     """Random PE-AV starts with a zero audio-video logit scale (every match probability exactly
     0.5, whatever the inputs); give it a scale of 10 (bias 0) so that the calibrated scores
-    differ between proposals (around 0.5 for random towers)."""
+    differ between proposals (around 0.5 for random towers).
+
+    A random SAM 2 video model scores every object near logit 0 (±0.001), so whether a tracked
+    object counts as present (logit > 0, else its mask is emptied) flips with rounding; a bias
+    of 2 on its object-score head keeps tracked objects present, as a trained tracker keeps a
+    visible object."""
+    if family == "sam2_video":
+        with torch.no_grad():
+            model.mask_decoder.pred_obj_score_head.proj_out.bias.fill_(2.0)
     if family == "pe_audio_video":
         with torch.no_grad():
             model.audio_video_logit_scale.fill_(10.0)

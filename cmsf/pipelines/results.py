@@ -6,11 +6,13 @@ result (:class:`SegmentationResult`) with its JSON form.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
 
 from torch import Tensor
 
+from cmsf.io.decoding import DEFAULT_SAMPLE_RATE, MIN_SEGMENT_SECONDS
 from cmsf.io.inputs import Images, as_image_list, check_sample_rate, split_segments
 from cmsf.pipelines.settings import PipelineSettings
 from cmsf.stages.binding import BindScoring
@@ -56,7 +58,8 @@ class FrameEvidence:
             "proposal_mask_pixels": [int(n) for n in self.masks.flatten(1).sum(1).tolist()],
         }
         if self.bind_scores is not None:
-            out["bind_scores"] = [round(float(s), 5) for s in self.bind_scores.tolist()]
+            scores = self.bind_scores.tolist()  # NaN (a track not scored at this frame) as null
+            out["bind_scores"] = [None if s != s else round(float(s), 5) for s in scores]
         if self.tags:
             out["tags"] = [[label, round(float(p), 5)] for label, p in self.tags]
         if self.phrases:
@@ -65,16 +68,68 @@ class FrameEvidence:
 
 
 @dataclass
+class TrackEvidence:
+    """One track of a tracked pipeline (``owod-bind-tracked``, ``sam-bind-tracked``) through the
+    video's T frames.
+
+    Attributes:
+        seed_frame: the frame of the candidate that seeded it.
+        seed_candidate: that candidate's index in the seed frame's per-frame evidence (the
+            proposals the per-frame pipeline scored there), whose mask prompted the tracker.
+        seed_score: the per-frame pipeline's bind score of that candidate.
+        merged: ``(frame, candidate)`` of the other seeds merged into this track.
+        boxes (Tensor[T, 4]): float32, the bounds of its mask in each frame, pixel (x1, y1, x2,
+            y2), ``(0, 0, 0, 0)`` where the mask is empty.
+        object_scores (Tensor[T]): float32, the tracker's probability that it is present.
+        bind_scores (Tensor[T]): float64, its binder score against each frame's audio segment
+            (NaN where its mask is empty: not scored).
+        smoothed_scores (Tensor[T]): float64, ``bind_scores`` averaged over the frames within
+            ± ``temporal_window`` where it was scored (NaN where none was).
+        sounding (Tensor[T]): bool, the frames where it is kept (its mask is in the frame's mask).
+    """
+
+    seed_frame: int
+    seed_candidate: int
+    seed_score: float
+    merged: list[tuple[int, int]]
+    boxes: Tensor
+    object_scores: Tensor
+    bind_scores: Tensor
+    smoothed_scores: Tensor
+    sounding: Tensor
+
+    def to_json(self) -> dict[str, Any]:
+        def numbers(values: Tensor) -> list[Optional[float]]:
+            return [None if v != v else round(float(v), 5) for v in values.tolist()]
+
+        return {
+            "seed_frame": self.seed_frame,
+            "seed_candidate": self.seed_candidate,
+            "seed_score": round(float(self.seed_score), 5),
+            "merged": [list(seed) for seed in self.merged],
+            "boxes": [[round(float(v), 2) for v in box] for box in self.boxes.tolist()],
+            "object_scores": numbers(self.object_scores),
+            "bind_scores": numbers(self.bind_scores),
+            "smoothed_scores": numbers(self.smoothed_scores),
+            "sounding": [bool(s) for s in self.sounding.tolist()],
+        }
+
+
+@dataclass
 class SegmentationResult:
     """A pipeline's output for one video.
 
     Attributes:
-        pipeline: ``"owod-bind"``, ``"sam-bind"``, ``"at-gdino-sam"`` or ``"at-sam3"``.
+        pipeline: ``"owod-bind"``, ``"sam-bind"``, ``"at-gdino-sam"``, ``"at-sam3"``,
+            ``"owod-bind-tracked"`` or ``"sam-bind-tracked"``.
         masks (Tensor[T, H, W]): bool, the sounding objects of each frame, at frame resolution, CPU.
         frames: the evidence of each frame; ``masks[t]`` is ``frames[t].union(H, W)``.
         settings: the settings the pipeline ran with (``bind_mode`` resolved to the mode used;
             one of :data:`cmsf.pipelines.settings.SETTINGS`).
         sources: where every component of the models comes from (:meth:`Models.sources`).
+        tracks: the tracks of a tracked pipeline (empty for the per-frame ones); frame t's
+            evidence then lists the tracks as its proposals (their masks at t, the tracker's
+            object scores, the smoothed bind scores, the sounding ones kept).
     """
 
     pipeline: str
@@ -82,6 +137,7 @@ class SegmentationResult:
     frames: list[FrameEvidence]
     settings: PipelineSettings
     sources: dict[str, str] = field(default_factory=dict)
+    tracks: list[TrackEvidence] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -93,6 +149,7 @@ class SegmentationResult:
                 {"index": t, "mask_pixels": int(self.masks[t].sum()), **evidence.to_json()}
                 for t, evidence in enumerate(self.frames)
             ],
+            **({"tracks": [track.to_json() for track in self.tracks]} if self.tracks else {}),
         }
 
 
@@ -155,8 +212,9 @@ def prepare_video(frames: Images, waveform: Tensor, sample_rate: int) -> VideoIn
         sample_rate: Hz.
 
     Raises:
-        ValueError: frames of different sizes, or any input refused by the shared checks; the
-            message names the argument.
+        ValueError: frames of different sizes, an audio segment shorter than
+            :data:`~cmsf.io.decoding.MIN_SEGMENT_SECONDS` (checked here, before any model runs), or
+            any input refused by the shared checks; the message names the argument.
     """
     images = as_image_list(frames, "frames")
     sizes = {tuple(image.shape[-2:]) for image in images}
@@ -164,4 +222,15 @@ def prepare_video(frames: Images, waveform: Tensor, sample_rate: int) -> VideoIn
         raise ValueError(f"frames: expected frames of one size, got sizes {sorted(sizes)}")
     sample_rate = check_sample_rate(sample_rate)
     segments = split_segments(waveform, len(images), "waveform")
+    shortest = min(segment.shape[-1] for segment in segments)
+    if math.ceil(shortest * DEFAULT_SAMPLE_RATE / sample_rate) < round(MIN_SEGMENT_SECONDS * DEFAULT_SAMPLE_RATE):
+        total = sum(segment.shape[-1] for segment in segments)
+        most = int(total / sample_rate / MIN_SEGMENT_SECONDS + 1e-9)
+        advice = f"at most {most} frame(s) for this audio, or longer audio" if most else "longer audio"
+        raise ValueError(
+            f"waveform: {total} samples at {sample_rate} Hz ({total / sample_rate * 1000:.4g} ms) give each of the "
+            f"{len(images)} frames {shortest} samples ({shortest / sample_rate * 1000:.3g} ms); each frame's segment "
+            f"must hold at least {MIN_SEGMENT_SECONDS * 1000:g} ms (one filterbank window of the audio models): "
+            f"{advice}"
+        )
     return VideoInput(images=images, segments=segments, sample_rate=sample_rate)

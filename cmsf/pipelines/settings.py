@@ -35,9 +35,12 @@ __all__ = [
     "AtGdinoSamSettings",
     "AtSam3Settings",
     "OwodBindSettings",
+    "OwodBindTrackedSettings",
     "PipelineSettings",
     "SamBindSettings",
+    "SamBindTrackedSettings",
     "TaggedSettings",
+    "TrackedSettings",
     "make_settings",
     "resolve_settings",
     "settings_for",
@@ -279,8 +282,63 @@ class AtSam3Settings(TaggedSettings):
     mask_threshold: float = _setting(0.5, _unit)
 
 
+def _non_negative_int(value: Any, name: str, settings: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{name}: expected an integer ≥ 0, got {value!r}")
+
+
+@dataclass(frozen=True)
+class TrackedSettings(PipelineSettings):
+    """What the tracked pipelines (:mod:`cmsf.pipelines.tracked`) add to their per-frame
+    pipeline's settings. Every per-frame setting decides the seeds, which the tracker then follows,
+    so a sweep reruns the models for each of them; the two below select from one model pass.
+
+    Attributes:
+        track_merge_iou: two tracks merge when their masks overlap with IoU ≥ this at both their
+            seed frames, in [0, 1] (0.5).
+        temporal_window: a track's bind scores are averaged over ± this many frames, an integer
+            ≥ 0 (1). Sweeps: free.
+        track_threshold: τ_BIND for tracks: the averaged score a track needs to sound at a frame,
+            in [0, 1] ([-1, 1] with ``bind_mode="cosine"``) (0.7). Sweeps: free.
+    """
+
+    track_merge_iou: float = _setting(0.5, _unit)
+    temporal_window: int = _setting(1, _non_negative_int, FREE)
+    track_threshold: float = _setting(0.7, _bind_threshold, FREE)
+
+
+@dataclass(frozen=True)
+class OwodBindTrackedSettings(TrackedSettings, OwodBindSettings):
+    """``owod-bind-tracked``'s settings (:func:`cmsf.pipelines.tracked.owod_bind_tracked`):
+    :class:`OwodBindSettings`' (each rerunning the models in a sweep), then
+    :class:`TrackedSettings`'."""
+
+    pipeline: ClassVar[str] = "owod-bind-tracked"
+
+    box_threshold: float = _setting(0.5, _unit)
+    bind_threshold: float = _setting(0.7, _bind_threshold)
+    bind_mode: Optional[str] = _setting(None, _one_of((*BIND_MODES, None)), first=True)
+
+
+@dataclass(frozen=True)
+class SamBindTrackedSettings(TrackedSettings, SamBindSettings):
+    """``sam-bind-tracked``'s settings (:func:`cmsf.pipelines.tracked.sam_bind_tracked`):
+    :class:`SamBindSettings`' (each rerunning the models in a sweep), then
+    :class:`TrackedSettings`'."""
+
+    pipeline: ClassVar[str] = "sam-bind-tracked"
+
+    bind_threshold: float = _setting(0.7, _bind_threshold)
+    bind_mode: Optional[str] = _setting(None, _one_of((*BIND_MODES, None)), first=True)
+    pred_iou_threshold: float = _setting(0.88, _unit)
+
+
 SETTINGS: dict[str, type[PipelineSettings]] = {
-    cls.pipeline: cls for cls in (OwodBindSettings, SamBindSettings, AtGdinoSamSettings, AtSam3Settings)
+    cls.pipeline: cls
+    for cls in (
+        OwodBindSettings, SamBindSettings, AtGdinoSamSettings, AtSam3Settings, OwodBindTrackedSettings,
+        SamBindTrackedSettings,
+    )
 }
 """Each pipeline's settings class, by the pipeline's name."""
 

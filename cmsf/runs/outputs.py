@@ -221,8 +221,9 @@ def segmentation_evidence(clip: Clip, result: SegmentationResult, run: Mapping[s
     models, seconds), the video (frame size, audio) and a list ``frames``, one entry per frame:
     its index, time in the video (seconds, None for image files), mask and overlay file names,
     coverage (fraction of pixels in the mask), and what :meth:`SegmentationResult.to_json` says
-    of the frame (``mask_pixels``, the proposals' boxes and scores, which were kept, …). Each
-    fact is stated once. See README.md, "What cmsf segment writes", for an example.
+    of the frame (``mask_pixels``, the proposals' boxes and scores, which were kept, …); then, for
+    a tracked pipeline, its ``tracks`` (:meth:`TrackEvidence.to_json`). Each fact is stated once.
+    See README.md, "What cmsf segment writes", for an example.
 
     Args:
         clip: the video (a clip with no audio samples records ``sample_rate`` and
@@ -255,6 +256,7 @@ def segmentation_evidence(clip: Clip, result: SegmentationResult, run: Mapping[s
         "sample_rate": clip.sample_rate if has_audio else None,
         "audio_seconds": clip.duration if has_audio else None,
         "frames": frames,
+        **({"tracks": described["tracks"]} if "tracks" in described else {}),
     }
 
 

@@ -23,7 +23,9 @@ from cmsf.pipelines.settings import PipelineSettings
 RECORD_LAYOUTS: dict[str, tuple[str, ...]] = {
     "eval": ("subset", "split", "pipeline", "preset", "dtype", "settings", "models"),
     "sweep": ("subset", "split", "pipeline", "preset", "dtype", "models", "sweep"),
-    "sweep-result": ("subset", "split", "pipeline", "preset", "dtype", "models", "sweep", "grid", "fixed", "settings"),
+    "sweep-result": (
+        "subset", "split", "pipeline", "preset", "dtype", "models", "sweep", "root", "grid", "fixed", "settings"
+    ),  # fmt: skip
     "segment-many": ("pipeline", "preset", "dtype", "models", "settings", "num_frames", "fps"),
     "evidence": ("input", "pipeline", "preset", "device", "dtype", "settings"),
     "cache": ("pipeline", "preset", "dtype", "models"),
@@ -32,8 +34,9 @@ RECORD_LAYOUTS: dict[str, tuple[str, ...]] = {
 
 - ``eval``: ``run.json`` of a ``cmsf eval`` run (a resume must match it);
 - ``sweep``: what a sweep's ``run.json`` must match on a resume (``"sweep": True``), and
-  ``sweep-result`` what it holds: that, the grid, the fixed settings and the best row's settings
-  (None until the grid is scored);
+  ``sweep-result`` what it holds: that, the data root (resolved, checked by
+  :func:`cmsf.runs.evaluate.claim_run_folder`), the grid, the fixed settings and the best row's
+  settings (None until the grid is scored);
 - ``segment-many``: ``run.json`` of ``cmsf segment-many`` (with its frame sampling);
 - ``evidence``: the run of one video in its ``evidence.json`` (``cmsf segment``, segment-many);
 - ``cache``: the identity of a sweep's cache files (a file of another is recomputed)."""
@@ -45,7 +48,7 @@ def run_record(
     """The record ``layout`` (a key of :data:`RECORD_LAYOUTS`) of a run of ``pipeline`` on
     ``models`` (nothing is loaded) with ``settings`` (recorded as ``dataclasses.asdict``, None as
     None); ``context`` gives the other entries the layout names (``subset``, ``split``, ``input``,
-    ``num_frames``, ``fps``, ``sweep``, ``grid``, ``fixed``) and may replace ``settings``.
+    ``num_frames``, ``fps``, ``sweep``, ``root``, ``grid``, ``fixed``) and may replace ``settings``.
 
     Raises:
         ValueError: an unknown layout, or an entry of it neither computed nor in ``context``.

@@ -12,10 +12,8 @@ masks) and, for the strips, the AVSBench frames and ground truth under the run's
 from __future__ import annotations
 
 import base64
-import csv
 import html
 import io
-import json
 import math
 import shutil
 import subprocess
@@ -31,6 +29,10 @@ from cmsf.io.files import atomic_write_text
 from cmsf.io.media import overlay_mask, read_frames
 from cmsf.metrics import VARIANTS, frame_ious
 from cmsf.runs.progress import Log, no_log
+from cmsf.runs.summaries import check_summary
+from cmsf.runs.summaries import read_json as _read_json
+from cmsf.runs.summaries import read_rows as _read_csv
+from cmsf.runs.track_pictures import draw_tracks, read_tracks
 
 THUMBNAIL = 112
 """Width in pixels of the strips' pictures."""
@@ -102,28 +104,6 @@ if (wanted) document.querySelectorAll('table.sortable').forEach(table => {
 
 
 # ------------------------------------------------------------------------------ reading the run
-def _read_json(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: missing (expected the folder of a `cmsf eval` run)")
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as error:
-        raise ValueError(f"{path}: unreadable ({error})") from None
-    if not isinstance(value, dict):
-        raise ValueError(f"{path}: expected a JSON object, got {type(value).__name__}")
-    return value
-
-
-def _read_csv(path: Path, required: Sequence[str]) -> list[dict[str, str]]:
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: missing (expected the folder of a `cmsf eval` run)")
-    with path.open(newline="", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle))
-    if rows and any(column not in rows[0] for column in required):
-        raise ValueError(f"{path}: expected the columns {', '.join(required)}")
-    return rows
-
-
 def _number(text: Optional[str]) -> Optional[float]:
     try:
         value = float(text) if text not in (None, "") else None
@@ -334,9 +314,12 @@ def _data_uri(image: torch.Tensor) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def _strip(title: str, root: Path, subset: str, entry: avsbench.VideoEntry, pred_dir: Path, log: Log) -> str:
-    """One video's strip: its frames, the ground truth over them (green), the prediction (red) and
-    each frame's IoU; a note instead when a file is missing or unreadable (and a warning to ``log``)."""
+def _strip(
+    title: str, root: Path, subset: str, entry: avsbench.VideoEntry, pred_dir: Path, evidence: Path, log: Log
+) -> str:
+    """One video's strip: its frames, the ground truth over them (green), the prediction (red),
+    a tracked pipeline's tracks (from its ``evidence`` file) and each frame's IoU; a note instead
+    when a file is missing or unreadable (and a warning to ``log``)."""
     heading = f"<h3>{html.escape(title)}</h3>"
     try:
         gt = avsbench.load_gt_masks(root, subset, entry)
@@ -352,6 +335,9 @@ def _strip(title: str, root: Path, subset: str, entry: avsbench.VideoEntry, pred
         "truth": [_data_uri(overlay_mask(frame, mask, GT_COLOR)) for frame, mask in zip(frames, gt)],
         "prediction": [_data_uri(overlay_mask(frame, mask, PRED_COLOR)) for frame, mask in zip(frames, pred)],
     }
+    tracks, size = read_tracks(evidence)
+    if tracks:
+        rows["tracks"] = [_data_uri(draw_tracks(frame, tracks, t, size)) for t, frame in enumerate(frames)]
     body = "".join(
         f'<tr><td class="label">{name}</td>'
         + "".join(_tag("td", _tag("img", src=uri, alt=f"{name} {k}", width=THUMBNAIL)) for k, uri in enumerate(uris, 1))
@@ -486,7 +472,8 @@ def _strips_section(
     worst = scored[each:][::-1][:each]
     intro = (
         "Each strip: the frames, the ground truth (green) and the prediction (red) over them, and each "
-        f"frame's IoU. Frames from {data_root}."
+        f"frame's IoU; for a tracked pipeline also its tracks (each track's box in its colour, thick where it "
+        f"sounds). Frames from {data_root}."
     )
     parts = ["<h2>Best and worst videos</h2>" + _tag("p", html.escape(intro), class_="sub")]
     if not data_root.is_dir():
@@ -497,7 +484,8 @@ def _strips_section(
         for row in chosen:
             entry = avsbench.VideoEntry(row["video"], split, row.get("category") or None)
             title = f'{label}: {entry.key} — mIoU {float(row["miou"]):.4f}, F {_fmt(_number(row.get("fscore")))}'
-            parts.append(_strip(title, data_root, subset, entry, pred_dir, log))
+            evidence = run_dir / "evidence" / f"{entry.key}.json"
+            parts.append(_strip(title, data_root, subset, entry, pred_dir, evidence, log))
     return "".join(parts)
 
 
@@ -513,10 +501,12 @@ def build_report(run_dir: Path, *, root: Optional[Path] = None, examples: int = 
 
     Raises:
         FileNotFoundError: ``summary.json`` or ``per_video.csv`` missing.
-        ValueError: one of them unreadable.
+        ValueError: one of them unreadable (not UTF-8, not JSON / CSV), or a ``summary.json``
+            field of the wrong type (:func:`check_summary`); the message names the file (and
+            the field).
     """
     run_dir = Path(run_dir)
-    summary = _read_json(run_dir / "summary.json")
+    summary = check_summary(run_dir / "summary.json", _read_json(run_dir / "summary.json"))
     rows = _read_csv(run_dir / "per_video.csv", ("video", "miou", "fscore"))
     sweep_path = run_dir / "sweep.csv"
     sweep_rows = _read_csv(sweep_path, ("miou", "fscore")) if sweep_path.is_file() else []

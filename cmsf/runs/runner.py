@@ -44,20 +44,23 @@ from __future__ import annotations
 
 import gc
 import math
+import queue
+import threading
 import time
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 from functools import partial
-from typing import Callable, Iterable, Iterator, Optional, Sequence, Union
+from typing import Any, Callable, Iterable, Iterator, Optional, Sequence, Union
 
 import torch
 
 from cmsf.checks import check_positive_int
 from cmsf.io.decoding import Clip
 from cmsf.models.loading import ModelLoadError, Models, check_models
+from cmsf.pipelines.catalog import run_videos
 from cmsf.pipelines.passes import PassCandidates, PassRequest, candidates_of_passes
-from cmsf.pipelines.per_frame import run_videos
+from cmsf.pipelines.per_frame import PIPELINE_STAGES
 from cmsf.pipelines.results import SegmentationResult, VideoInput, prepare_video
 from cmsf.pipelines.settings import PipelineSettings, resolve_settings, settings_for, settings_type
 
@@ -283,8 +286,10 @@ def run_jobs(
             cannot give, bad ``models``, ``frames_per_batch`` or ``workers`` (when called, before any job
             is read).
 
-    Close the iterator (``contextlib.closing``, or exhaust it) to stop early: reading threads
-    finish the video they are reading and the rest is cancelled.
+    Close the iterator (``contextlib.closing``, or exhaust it) to stop early: the videos not yet
+    being read are cancelled, and the reading threads (daemon threads) finish the one they are
+    reading in the background without the caller waiting for them, so a read that never ends
+    (a file that blocks) cannot hold up Ctrl-C, SIGTERM or the process' exit.
     """
     settings = settings_for(pipeline, settings)  # also refuses an unknown pipeline
     models = check_models(models)
@@ -314,6 +319,8 @@ def run_passes(
             called), a job without a request or with settings of another pipeline (when it is read).
     """
     expected = settings_type(pipeline)  # refuses an unknown pipeline
+    if pipeline not in PIPELINE_STAGES:
+        raise ValueError(f"pipeline: model passes run {', '.join(PIPELINE_STAGES)}; {pipeline} has none (not swept yet)")
     models = check_models(models)
     frames_per_batch, workers = _batching(models, frames_per_batch, workers)
     checked = (_with_request(job, expected) for job in jobs)
@@ -329,7 +336,7 @@ def _with_request(job: Job, expected: type[PipelineSettings]) -> Job:
 
 
 def _run(step: Step, jobs: Iterator[Job], models: Models, frames_per_batch: int, workers: int) -> Iterator[JobOutcome]:
-    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cmsf-read") if workers else None
+    pool = _Readers(workers) if workers else None
     ahead: deque[Union[Future, _Loaded]] = deque()  # read (or being read) in job order
     counter = _Counter()
 
@@ -359,6 +366,7 @@ def _run(step: Step, jobs: Iterator[Job], models: Models, frames_per_batch: int,
         read_ahead()
         return loaded
 
+    finished = False
     try:
         read_ahead()
         pending: Optional[_Loaded] = None
@@ -383,9 +391,63 @@ def _run(step: Step, jobs: Iterator[Job], models: Models, frames_per_batch: int,
                 _segment(step, batch, models)
             for item in sorted(batch + failed, key=lambda loaded: loaded.outcome.index):
                 yield item.outcome
+        finished = True
     finally:
+        for item in ahead:
+            if isinstance(item, Future):
+                item.cancel()  # not started yet: never read
         if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
+            pool.shutdown(wait=finished)  # stopped early (closed, Ctrl-C, SIGTERM): wait for no reader
+
+
+_Task = tuple[Future, Callable[..., Any], tuple[Any, ...]]
+"""A reading task: the future to fill, the function and its arguments."""
+
+
+class _Readers:
+    """The reading threads of :func:`run_jobs`: ``workers`` daemon threads taking ``(future,
+    function, args)`` tasks in order. Unlike :class:`~concurrent.futures.ThreadPoolExecutor`,
+    whose threads the interpreter joins before it exits, a reader blocked for good (a file that
+    never delivers, a network share that hangs) holds up neither a stopped run nor the process'
+    exit: Ctrl-C and SIGTERM end the run at once, and the run's cleanup (its folder's lock) runs."""
+
+    def __init__(self, workers: int) -> None:
+        self._tasks: queue.SimpleQueue[Optional[_Task]] = queue.SimpleQueue()
+        self._threads = [
+            threading.Thread(target=self._work, name=f"cmsf-read_{i}", daemon=True) for i in range(workers)
+        ]  # fmt: skip
+        for thread in self._threads:
+            thread.start()
+
+    def submit(self, function: Callable[..., Any], *args: Any) -> Future:
+        future: Future = Future()
+        self._tasks.put((future, function, args))
+        return future
+
+    def _work(self) -> None:
+        while True:
+            task = self._tasks.get()
+            if task is None:
+                return
+            future, function, args = task
+            if not future.set_running_or_notify_cancel():
+                continue  # cancelled before it started
+            try:
+                result = function(*args)
+            except BaseException as error:  # noqa: BLE001 - handed to the waiting caller
+                future.set_exception(error)
+            else:
+                future.set_result(result)
+            del task, future, args  # no reference to the last clip while waiting for the next
+
+    def shutdown(self, *, wait: bool) -> None:
+        """Stop the threads once their current task is done; ``wait``: join them (a run that
+        ended normally, when no task is left), else return at once."""
+        for _ in self._threads:
+            self._tasks.put(None)
+        if wait:
+            for thread in self._threads:
+                thread.join()
 
 
 class _Counter:

@@ -55,7 +55,7 @@ from cmsf.io.files import RUN_NAME, atomic_write_json, atomic_write_text, claim_
 from cmsf.metrics import VARIANTS, VariantTotals, VideoScores, dataset_scores, score_video
 from cmsf.models.loading import Models
 from cmsf.pipelines.passes import PassRequest
-from cmsf.pipelines.per_frame import select_frames
+from cmsf.pipelines.per_frame import PIPELINE_STAGES, select_frames
 from cmsf.pipelines.results import SegmentationResult
 from cmsf.pipelines.settings import (
     FREE,
@@ -107,6 +107,8 @@ def free_keys_help() -> str:
     """One paragraph saying which keys each pipeline sweeps without rerunning its models."""
     parts = []
     for pipeline, settings in SETTINGS.items():
+        if pipeline not in PIPELINE_STAGES:  # the tracked pipelines are not swept yet
+            continue
         rules = sweep_rules(settings)
         keys = [f"{key} (≥ the lowest swept)" for key, rule in rules.items() if rule == LOWEST]
         keys += [key for key, rule in rules.items() if rule == FREE]
@@ -115,7 +117,7 @@ def free_keys_help() -> str:
     return (
         "Free keys (scored from the cache, the models run once): " + "; ".join(parts) + ". "
         "The AT pipelines' tag_threshold reruns GroundingDINO and SAM (SAM 3) only: AST tags are "
-        "cached; any other key reruns the models once per value."
+        "cached; any other key reruns the models once per value. The tracked pipelines are not swept yet."
     )
 
 
@@ -147,8 +149,13 @@ def sweep_rows(fixed: PipelineSettings, grid: Mapping[str, Sequence[Any]]) -> li
     Raises:
         ValueError: an empty grid or value list, a key both swept and fixed (a setting of
             ``fixed`` that is not its default), an unknown key or a value the settings refuse
-            (the message starts with its key).
+            (the message starts with its key); a pipeline a sweep does not run (the tracked ones).
     """
+    if fixed.pipeline not in PIPELINE_STAGES:
+        raise ValueError(
+            f"pipeline: a sweep runs {', '.join(PIPELINE_STAGES)}; {fixed.pipeline} is not swept yet (run it once per "
+            "setting with --set)"
+        )
     changed = fixed.changed()
     if not grid:
         raise ValueError("sweep: expected at least one KEY=V1,V2,... to sweep")
@@ -412,7 +419,7 @@ def run_sweep(
     plan = plan_sweep(pipeline, grid, settings, models)  # checked before anything is read
     entries = split_entries(root, subset, split, limit)
     with claim_folder(out_dir):  # created, writable, ours until the end: before any model loads
-        record = _claim_sweep_folder(out_dir, plan, models, subset, split)
+        record = _claim_sweep_folder(out_dir, plan, models, root, subset, split)
         log(
             f"{subset.upper()} {split}: {len(entries)} videos × {len(plan.rows)} settings of {pipeline} "
             f"({len(plan.passes)} model pass(es) per video, cached in {out_dir / 'cache'})"
@@ -430,15 +437,18 @@ def run_sweep(
         return summary
 
 
-def _claim_sweep_folder(out_dir: Path, plan: SweepPlan, models: Models, subset: str, split: str) -> dict[str, Any]:
-    """Claim ``out_dir`` for the sweep (a plain run's predictions, or those of other models, are
-    refused: :func:`~cmsf.runs.evaluate.claim_run_folder`) and record it in ``run.json`` with its
-    grid, fixed settings and, until the grid is scored, no best settings. Returns that record."""
-    claimed = claim_run_folder(out_dir, run_record("sweep", plan.pipeline, models, subset=subset, split=split, sweep=True))
-    record = run_record(
-        "sweep-result", plan.pipeline, models, subset=subset, split=split, sweep=True, grid=plan.grid, fixed=plan.fixed
+def _claim_sweep_folder(
+    out_dir: Path, plan: SweepPlan, models: Models, root: Path, subset: str, split: str
+) -> dict[str, Any]:
+    """Claim ``out_dir`` for the sweep (a plain run's predictions, or those of other models or
+    data, are refused: :func:`~cmsf.runs.evaluate.claim_run_folder`) and record it in ``run.json``
+    with its grid, fixed settings and, until the grid is scored, no best settings. Returns that record."""
+    claimed = claim_run_folder(
+        out_dir, run_record("sweep", plan.pipeline, models, subset=subset, split=split, sweep=True), root
     )
-    record = {"kind": claimed["kind"], **record}
+    context = {"subset": subset, "split": split, "sweep": True, "root": claimed["root"]}
+    result = run_record("sweep-result", plan.pipeline, models, **context, grid=plan.grid, fixed=plan.fixed)
+    record = {"kind": claimed["kind"], **result}
     atomic_write_json(out_dir / RUN_NAME, record)
     remove_stale_temporaries(out_dir)
     return record

@@ -87,7 +87,7 @@ def _stability_scores(logits: Tensor, mask_threshold: float, offset: float) -> T
     return torch.where(unions > 0, scores, torch.zeros_like(scores))
 
 
-def _mask_bounds(masks: Tensor) -> Tensor:
+def mask_bounds(masks: Tensor) -> Tensor:
     """Bounds of bool masks ``Tensor[N, H, W]`` → ``Tensor[N, 4]`` float32 (x1, y1, x2, y2),
     with x2/y2 one past the last True column/row; (0, 0, 0, 0) for an empty mask."""
     n, height, width = masks.shape
@@ -207,7 +207,9 @@ def sam_masks(
     if family not in SEGMENTER_FAMILIES:  # pragma: no cover - load_models admits only these
         raise ValueError(f"models: the sam component is a {family!r} model; sam_masks runs {SEGMENTER_FAMILIES}")
     with torch.inference_mode():
-        prepared = processor(images=[image_list[i].to(device) for i in needed], return_tensors="pt")
+        prepared = processor(
+            images=[image_list[i].to(device) for i in needed], input_data_format="channels_first", return_tensors="pt"
+        )  # the layout stated: a 1×1 or 3×3 frame is not ambiguous (no warning)
         pixel_values = prepared["pixel_values"].to(device=device, dtype=models.dtype)
         input_size = (int(pixel_values.shape[-2]), int(pixel_values.shape[-1]))
         embeddings = _embed(model, family, pixel_values)
@@ -380,7 +382,7 @@ def _deduplicate(masks: Tensor, iou: Tensor, stability: Tensor, points: Tensor, 
     """Remove duplicate masks as segment-anything does: NMS on the masks' bounding boxes scored
     by predicted IoU; survivors in NMS order. The NMS sees segment-anything's inclusive boxes
     (x2/y2 the last True column/row); the returned boxes are cmsf's (one past the last)."""
-    bounds = _mask_bounds(masks)
+    bounds = mask_bounds(masks)
     inclusive = bounds.clone()
     inclusive[:, 2:] = torch.maximum(bounds[:, 2:] - 1, bounds[:, :2])
     order = nms(inclusive, iou, nms_threshold)
