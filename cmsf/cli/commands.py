@@ -304,8 +304,7 @@ def eval_command(
 
         with data_errors(options=split_option):
             summary = evaluate_avss(root, out_dir, pred_dir=pred_dir, resize_pred=resize_pred,
-                                    label_threshold=label_threshold or 0.0, frames_per_batch=frames_per_batch,
-                                    **run_args)  # fmt: skip
+                                    label_threshold=label_threshold or 0.0, **run_args)  # fmt: skip
         click.echo(avss_scores_line(summary))
         return
     if sweeps:
