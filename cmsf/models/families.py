@@ -210,7 +210,9 @@ FAMILY_TABLE: tuple[Family, ...] = (
     ),
     _sam_like(
         "sam2", ("sam2", "sam2_video"), "Sam2Model", "Sam2ImageProcessor", "SAM 2 / 2.1", segmenter=_SAM2_LIKE,
-        random=RandomBuild(configs.SAM2_TINY, configs.SAM2_LARGE, configs.sam2_processor, "facebook/sam2.1-hiera-large"),
+        random=RandomBuild(
+            configs.SAM2_TINY, configs.SAM2_LARGE, configs.sam2_processor, "facebook/sam2.1-hiera-large"
+        ),
     ),
     _sam_like(
         "edgetam", ("edgetam", "edgetam_video"), "EdgeTamModel", "Sam2ImageProcessor", "EdgeTAM", segmenter=_SAM2_LIKE,

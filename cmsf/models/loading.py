@@ -38,6 +38,7 @@ from cmsf.models.families import (
     family_named,
     family_of,
     load_processor,
+    loaded_family,
 )
 from cmsf.models.imagebind import ImageBind, load_imagebind
 from cmsf.models.mavl import MAVL, PAPER_MAVL, TINY_MAVL, load_mavl
@@ -426,12 +427,13 @@ class Models:
         return spec.source if spec.kind == "component" else default_family("binder").name
 
     def family(self, name: str) -> str:
-        """The family of component ``name``: its config's ``model_type`` (``"imagebind"`` for
-        ImageBind and an ImageBind binder). Loads the component."""
+        """The family of component ``name``: its entry's name in the family table, the config's
+        own ``model_type`` (a hub video checkpoint of SAM 2.1 loaded as the segmenter: ``"sam2"``;
+        ``"imagebind"`` for ImageBind and an ImageBind binder). Loads the component."""
         loaded = self.get(name)
         if isinstance(loaded, ImageBind):
             return IMAGEBIND_BINDER
-        return str(loaded.model.config.model_type)
+        return loaded_family(name, loaded.model).name
 
     def get(self, name: str) -> Any:
         """Component ``name`` (one of :data:`COMPONENTS`), loading it on first use."""

@@ -328,7 +328,11 @@ EDGETAM_FULL = ConfigSpec(  # yonigozlan/EdgeTAM-hf: RepViT-M1 backbone (the con
     dict(
         vision_config=Sub(
             "EdgeTamVisionConfig",
-            dict(backbone_config=dict(**_REPVIT, model_args=dict(in_chans=3, features_only=True, out_indices=[0, 1, 2, 3]))),
+            dict(
+                backbone_config=dict(
+                    **_REPVIT, model_args=dict(in_chans=3, features_only=True, out_indices=[0, 1, 2, 3])
+                )
+            ),
         )
     ),
 )

@@ -193,7 +193,8 @@ def sam_masks(
         for slot, i in enumerate(needed):
             original = (int(image_list[i].shape[1]), int(image_list[i].shape[2]))
             # SAM 2's processor resizes to its square input, its prompts scale to it
-            resized = input_size if recipe.square_input else tuple(int(v) for v in prepared["reshaped_input_sizes"][slot])
+            reshaped = input_size if recipe.square_input else prepared["reshaped_input_sizes"][slot]
+            resized = tuple(int(v) for v in reshaped)
             frame = _Frame(recipe, processor, input_size, resized, original)
             embedding = embeddings[slot]
             if box_list is not None:
@@ -233,7 +234,8 @@ class _Frame:
             out[..., 1] = out[..., 1] * (target / height)
             return out
         dtype = self.recipe.box_dtype if boxes else torch.float64
-        scale = torch.tensor([self.resized[1] / width, self.resized[0] / height], dtype=torch.float64, device=coords.device)
+        scale = [self.resized[1] / width, self.resized[0] / height]
+        scale = torch.tensor(scale, dtype=torch.float64, device=coords.device)
         return coords.to(dtype) * scale.to(dtype)
 
     def upscale(self, low_res: Tensor) -> Tensor:
