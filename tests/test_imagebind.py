@@ -26,6 +26,8 @@ from torchvision import transforms
 from cmsf.models.imagebind import (
     ImageBind,
     audio_clip_bounds,
+    checkpoint_candidates,
+    find_checkpoint,
     imagebind_audio_inputs,
     imagebind_vision_inputs,
     load_imagebind,
@@ -310,6 +312,36 @@ def test_default_checkpoint_comes_from_the_hub_cache(meta_model, monkeypatch, tm
     assert len(calls) == 1
     pixels = torch.randn(1, 3, 224, 224)
     torch.testing.assert_close(first.embed_vision(pixels), second.embed_vision(pixels))
+
+
+def test_meta_checkpoint_folder_comes_before_the_hub_cache(meta_model, monkeypatch, tmp_path):
+    """Meta's imagebind_huge(pretrained=True) keeps the file in ./.checkpoints: found there first,
+    before the torch hub cache, and nothing is downloaded."""
+    hub, work = tmp_path / "hub", tmp_path / "work"
+    (hub / "checkpoints").mkdir(parents=True)
+    (work / ".checkpoints").mkdir(parents=True)
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(hub))
+    monkeypatch.chdir(work)
+    assert checkpoint_candidates() == [
+        str(work / ".checkpoints" / "imagebind_huge.pth"), str(hub / "checkpoints" / "imagebind_huge.pth")
+    ]
+    assert find_checkpoint() is None
+    state = meta_model.state_dict()
+    other = {key: value + 1.0 if value.is_floating_point() else value for key, value in state.items()}
+    torch.save(other, hub / "checkpoints" / "imagebind_huge.pth")
+    assert find_checkpoint() == str(hub / "checkpoints" / "imagebind_huge.pth")
+    torch.save(state, work / ".checkpoints" / "imagebind_huge.pth")
+    assert find_checkpoint() == str(work / ".checkpoints" / "imagebind_huge.pth")
+
+    def no_download(url, dst, progress=True):
+        raise AssertionError("downloaded although a checkpoint was there")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", no_download)
+    pixels = torch.randn(1, 3, 224, 224)
+    torch.testing.assert_close(
+        load_imagebind(device="cpu", **SIZES).embed_vision(pixels),
+        load_imagebind(work / ".checkpoints" / "imagebind_huge.pth", device="cpu", **SIZES).embed_vision(pixels),
+    )
 
 
 def test_failed_download_says_what_to_do(monkeypatch, tmp_path):

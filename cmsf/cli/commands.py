@@ -19,7 +19,9 @@ from pathlib import Path
 from typing import Any, Optional
 
 import click
+from huggingface_hub import constants as hub_constants
 
+from cmsf.cli.model_listing import component_block, missing_message
 from cmsf.cli.options import (
     check_bind_modes,
     check_sampling,
@@ -45,9 +47,11 @@ from cmsf.cli.options import (
 from cmsf.io import avsbench
 from cmsf.io.decoding import media_warnings_to
 from cmsf.io.media import load_clip
+from cmsf.models.inventory import PIPELINE_COMPONENTS, describe_models
 from cmsf.pipelines.per_frame import resolve_settings
 from cmsf.runs.distributed import require_ray, run_ray
 from cmsf.runs.evaluate import evaluate, run_pipeline, scores_line
+from cmsf.runs.model_check import check_component
 from cmsf.runs.many import Engine, RunSpec, plan_jobs, run_local, segment_many, summary_line
 from cmsf.runs.outputs import SegmentOutput
 from cmsf.runs.report import write_report
@@ -371,3 +375,49 @@ def segment_many_command(
     if summary["failed"]:
         raise click.ClickException(f"{summary['failed']} of {len(jobs)} inputs failed; see {summary['failures']}")
 
+
+
+# ------------------------------------------------------------------------------------ models
+
+
+@main.command(name="models", short_help="List (and with --check, load and try) the models a run would use.")
+@click.option("--pipeline", "-p", "pipelines", multiple=True, type=click.Choice(tuple(PIPELINE_COMPONENTS)),
+              help="Only the components of this pipeline (repeatable). [default: all four]")  # fmt: skip
+@preset_option
+@model_option
+@device_option
+@dtype_option
+@click.option("--check", is_flag=True, help="Load each component and run one forward on a synthetic input.")
+def models_command(
+    pipelines: tuple[str, ...], preset: str, model_overrides: tuple[str, ...], device: Optional[str], dtype: str,
+    check: bool,
+) -> None:  # fmt: skip
+    """For a preset and --model overrides, list each component the pipeline(s) would load: its
+    source, family and class, dtype, parameter count, and where its weights are (built in code, a
+    local path, the Hugging Face cache) or that they must be downloaded. Nothing is loaded or
+    downloaded unless --check: then each is loaded on --device and runs one forward on a synthetic
+    frame / second of audio, with its time and peak GPU memory (CUDA only).
+
+    Exit status 0 only when every component can load (with --check: loaded and ran); otherwise 1,
+    naming what is missing and how to get it.
+
+    \b
+    Examples:
+      cmsf models --preset 2025
+      cmsf models --preset paper --pipeline owod-bind --check --device cuda
+    """
+    models = models_of(preset, device, dtype, model_overrides)
+    offline = hub_constants.HF_HUB_OFFLINE
+    with data_errors():
+        rows = describe_models(models, pipelines or tuple(PIPELINE_COMPONENTS))
+    failed = []
+    for row in rows:
+        result = check_component(models, row.component) if check else None
+        if result is not None and not result.ok:
+            failed.append(f"{row.component}: {result.error}")
+        click.echo("\n".join(component_block(row, offline, result)))
+    info(f"{preset} models on {models.device}, {dtype}: {len(rows)} components")
+    if check and failed:
+        raise click.ClickException(f"{len(failed)} of {len(rows)} components failed: " + "; ".join(failed))
+    if not check and missing_message(rows):
+        raise click.ClickException(missing_message(rows))

@@ -75,11 +75,15 @@ class SegmenterRecipe:
         embeddings: what ``get_image_embeddings`` returns, in order: the decoder argument each
             part goes to, and whether that part is a list of feature levels (SAM 2) or one
             batch tensor (SAM). One part: the output itself.
+        encoder_fits_memory: the images per forward of the image encoder are as many as fit the
+            free CUDA memory (SAM, SAM-HQ: a ViT with global attention,
+            :func:`cmsf.models.memory.sam_encoder_bytes_per_image`); else a fixed chunk.
     """
 
     square_input: bool
     box_dtype: torch.dtype = torch.float64
     embeddings: tuple[tuple[str, bool], ...] = (("image_embeddings", False),)
+    encoder_fits_memory: bool = False
 
 
 @dataclass(frozen=True)
@@ -196,13 +200,15 @@ FAMILY_TABLE: tuple[Family, ...] = (
     ),
     _sam_like(
         "sam", ("sam",), "SamModel", "SamImageProcessor", "SAM",
-        segmenter=SegmenterRecipe(square_input=False, box_dtype=torch.float32),
+        segmenter=SegmenterRecipe(square_input=False, box_dtype=torch.float32, encoder_fits_memory=True),
         random=RandomBuild(configs.SAM_TINY, configs.SAM_HUGE, configs.sam_processor, "facebook/sam-vit-huge"),
     ),
     _sam_like(
         "sam_hq", ("sam_hq",), "SamHQModel", "SamImageProcessor", "SAM-HQ",
         segmenter=SegmenterRecipe(
-            square_input=False, embeddings=(("image_embeddings", False), ("intermediate_embeddings", True))
+            square_input=False,
+            embeddings=(("image_embeddings", False), ("intermediate_embeddings", True)),
+            encoder_fits_memory=True,
         ),
         random=RandomBuild(
             configs.SAM_HQ_TINY, configs.SAM_HQ_HUGE, configs.sam_processor, "syscv-community/sam-hq-vit-huge"

@@ -411,15 +411,29 @@ _OWN_PREFIXES = tuple(
 
 
 def default_checkpoint_path() -> str:
-    """Where ``load_imagebind()`` keeps the official checkpoint: ``<torch hub dir>/checkpoints/
-    imagebind_huge.pth`` (``torch.hub.get_dir()``, by default ``~/.cache/torch/hub``)."""
+    """Where ``load_imagebind()`` downloads the official checkpoint when it finds none
+    (:func:`checkpoint_candidates`): ``<torch hub dir>/checkpoints/imagebind_huge.pth``
+    (``torch.hub.get_dir()``, by default ``~/.cache/torch/hub``)."""
     return os.path.join(torch.hub.get_dir(), "checkpoints", CHECKPOINT_FILENAME)
 
 
+def checkpoint_candidates() -> list[str]:
+    """Where ``load_imagebind()`` looks for the official checkpoint, in order:
+    ``.checkpoints/imagebind_huge.pth`` in the working folder (where Meta's own
+    ``imagebind_huge(pretrained=True)`` downloads it), then :func:`default_checkpoint_path`."""
+    return [os.path.abspath(os.path.join(".checkpoints", CHECKPOINT_FILENAME)), default_checkpoint_path()]
+
+
+def find_checkpoint() -> Optional[str]:
+    """The first of :func:`checkpoint_candidates` that is a file, or None (nothing downloaded)."""
+    return next((path for path in checkpoint_candidates() if os.path.isfile(path)), None)
+
+
 def _download_checkpoint() -> str:
+    found = find_checkpoint()
+    if found is not None:
+        return found
     path = default_checkpoint_path()
-    if os.path.isfile(path):
-        return path
     os.makedirs(os.path.dirname(path), exist_ok=True)
     try:
         torch.hub.download_url_to_file(CHECKPOINT_URL, path, progress=True)
@@ -427,8 +441,8 @@ def _download_checkpoint() -> str:
         raise RuntimeError(
             f"could not download the ImageBind checkpoint from {CHECKPOINT_URL} to {path} "
             f"({type(error).__name__}: {error}). Download it on a machine with internet access and "
-            f"either copy it to {path} or pass its path: load_imagebind(checkpoint='/path/to/"
-            f"{CHECKPOINT_FILENAME}')"
+            f"either copy it to {path} or to .checkpoints/{CHECKPOINT_FILENAME} in the working folder, or pass "
+            f"its path: load_imagebind(checkpoint='/path/to/{CHECKPOINT_FILENAME}')"
         ) from error
     return path
 
@@ -458,8 +472,9 @@ def load_imagebind(
     Args:
         checkpoint: a state dict in Meta's format (``ImageBindModel.state_dict()``, e.g. the
             official ``imagebind_huge.pth``): a file path, or the dict itself. ``None``: the
-            official checkpoint, downloaded on first use from ``CHECKPOINT_URL`` (4.5 GB) to
-            ``default_checkpoint_path()``.
+            official checkpoint: the first file of ``checkpoint_candidates()``
+            (``./.checkpoints/imagebind_huge.pth``, then ``default_checkpoint_path()``), else
+            downloaded from ``CHECKPOINT_URL`` (4.5 GB) to ``default_checkpoint_path()``.
         device: where the model lives; CUDA if available when ``None``.
         dtype: ``torch.float32`` (default) or ``torch.bfloat16`` for the weights and compute;
             the output scaling is done in float32 either way.

@@ -18,7 +18,6 @@ to do.
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass
 from typing import Any, Mapping, NamedTuple, Optional, Union
 
@@ -40,10 +39,12 @@ from cmsf.models.families import (
     load_processor,
     loaded_family,
 )
+from cmsf.models.hub import gated_remedy, is_gated, quiet_type_mismatch
 from cmsf.models.imagebind import ImageBind, load_imagebind
 from cmsf.models.mavl import MAVL, PAPER_MAVL, TINY_MAVL, load_mavl
 from cmsf.models.random_families import FAMILY_SEEDS
 from cmsf.models.random_models import HUGE_IMAGEBIND_SIZES, SEEDS, TINY_IMAGEBIND_SIZES, build_random
+from cmsf.models.sources import HUB_ID, check_local_source, resolved_source
 
 __all__ = [
     "COMPONENTS",
@@ -109,13 +110,6 @@ class Component(NamedTuple):
     processor: Any
 
 
-def _resolved(source: str) -> str:
-    """``source`` as an absolute, resolved path when it names an existing local file or folder
-    (``./sam``, ``~/sam`` and ``/home/me/sam`` are one source), else as given (a hub id)."""
-    expanded = os.path.expanduser(source)
-    return os.path.realpath(expanded) if os.path.exists(expanded) else source
-
-
 @dataclass(frozen=True)
 class _Spec:
     """Where a component comes from: ``kind`` is ``"pretrained"`` (``source`` is a hub id, a
@@ -141,7 +135,7 @@ class _Spec:
                 return f"random weights, sizes {dict(self.sizes)}"
             family = f" {self.family}" if self.family is not None else ""
             return f"random weights, {self.size}{family} config"
-        return "official ImageBind checkpoint" if self.source is None else repr(_resolved(self.source))
+        return "official ImageBind checkpoint" if self.source is None else repr(resolved_source(self.source))
 
 
 def _preset_specs(preset: str) -> dict[str, _Spec]:
@@ -164,36 +158,6 @@ def _preset_specs(preset: str) -> dict[str, _Spec]:
         specs["binder"] = _Spec("random", size="full", family="pe_audio_video")
     specs["mavl"] = _Spec("absent")
     return specs
-
-
-_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
-"""A Hugging Face hub id: ``org/name``."""
-
-
-def check_local_source(name: str, source: str) -> str:
-    """``source`` of component ``name``, with ``~`` expanded, after checking that it exists when
-    it looks like a local path: absolute, starting with ``./``, ``../`` or ``~``, or holding a
-    path separator without being a hub id ``org/name``. Anything else is left to the loader (a
-    hub id, or a relative path that happens to look like one).
-
-    Raises:
-        ValueError: it looks like a local path and nothing is there; the message starts with
-            ``"{name}:"``.
-    """
-    expanded = os.path.expanduser(source)
-    separators = [os.sep] + ([os.altsep] if os.altsep else [])
-    local = (
-        os.path.isabs(expanded)
-        or source.startswith(("~", *(f"{dots}{sep}" for dots in (".", "..") for sep in separators)))
-        or (any(sep in source for sep in separators) and not _HUB_ID.fullmatch(source))
-    )
-    if not local:
-        return source
-    if not os.path.exists(expanded):
-        raise ValueError(
-            f"{name}: the local path {source!r} does not exist (a hub id looks like 'org/name')"
-        )
-    return expanded
 
 
 def check_sources(sources: Mapping[str, str]) -> dict[str, str]:
@@ -313,6 +277,8 @@ def _load_error(name: str, spec: _Spec, error: BaseException) -> ModelLoadError:
         "HF_HOME, default ~/.cache/huggingface), set HF_HOME to a cache that already holds it, or pass a "
         f"local directory saved with save_pretrained (model and processor): load_models(..., {name}='/path/to/dir')"
     )
+    if name not in _OWN_REMEDIES and spec.source is not None and HUB_ID.fullmatch(spec.source) and is_gated(error):
+        how = gated_remedy(spec.source)
     return ModelLoadError(
         f"could not load the {title} (component {name!r}) from {spec.describe()}: "
         f"{type(error).__name__}: {error}. To get it: {how}."
@@ -370,6 +336,12 @@ class Models:
         path is given absolute and resolved, so a record of it does not depend on the folder the
         run was started from."""
         return self._specs[self._check_name(name)].describe()
+
+    def spec(self, name: str) -> _Spec:
+        """Where component ``name`` comes from, as given (nothing is loaded): ``kind``
+        (``"pretrained"``, ``"random"``, ``"component"``, ``"absent"``), ``source``, ``size``,
+        ``sizes`` and ``family``."""
+        return self._specs[self._check_name(name)]
 
     def sources(self) -> dict[str, str]:
         """:meth:`source` of every component, by name (nothing is loaded)."""
@@ -478,7 +450,10 @@ class Models:
         if family is None or family.model_class is None:
             raise _family_error(name, spec, model_type)
         try:
-            model = getattr(transformers, family.model_class).from_pretrained(spec.source, dtype=self._dtype)
+            with quiet_type_mismatch(model_type):  # a video checkpoint into its image class: expected
+                model = getattr(transformers, family.model_class).from_pretrained(spec.source, dtype=self._dtype)
+            # the image config keeps the folder's model_type ('sam2_video') as an attribute: name its own
+            model.config.model_type = type(model.config).model_type
             processor = load_processor(family, spec.source)
         except Exception as error:  # noqa: BLE001
             raise _load_error(name, spec, error) from error

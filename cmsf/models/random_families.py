@@ -16,6 +16,7 @@ import transformers
 from torch import nn
 
 from cmsf.models.families import FAMILY_TABLE, Family, family_named, families_of
+from cmsf.models.random_configs import tiny_clip_tokenizer
 
 __all__ = [
     "FAMILY_SEEDS",
@@ -24,6 +25,7 @@ __all__ = [
     "family_config",
     "family_processor",
     "soften_family",
+    "tiny_clip_tokenizer",
 ]
 
 RANDOM_FAMILIES: Mapping[str, tuple[str, ...]] = {

@@ -29,8 +29,14 @@ from torch import Tensor, nn
 
 from cmsf.checks import check_finite, check_positive_int, check_unit
 from cmsf.io.inputs import Images, as_image_list
-from cmsf.models.families import SegmenterRecipe, families_of, loaded_family
+from cmsf.models.families import Family, SegmenterRecipe, families_of, family_named, loaded_family
 from cmsf.models.loading import Models, check_models
+from cmsf.models.memory import (
+    MAX_IMAGES_PER_FORWARD,
+    free_device_memory,
+    images_per_forward,
+    sam_encoder_bytes_per_image,
+)
 from cmsf.ops import check_boxes, nms
 
 SEGMENTER_FAMILIES = tuple(family.name for family in families_of("sam"))
@@ -184,12 +190,13 @@ def sam_masks(
         return results  # type: ignore[return-value]
 
     model, processor = models.sam
-    recipe = loaded_family("sam", model).segmenter
+    family = loaded_family("sam", model)
+    recipe = family.segmenter
     with torch.inference_mode():
         prepared = processor(images=[image_list[i].to(device) for i in needed], return_tensors="pt")
         pixel_values = prepared["pixel_values"].to(device=device, dtype=models.dtype)
         input_size = (int(pixel_values.shape[-2]), int(pixel_values.shape[-1]))
-        embeddings = _embed(model, recipe, pixel_values)
+        embeddings = _embed(model, family, pixel_values)
         for slot, i in enumerate(needed):
             original = (int(image_list[i].shape[1]), int(image_list[i].shape[2]))
             # SAM 2's processor resizes to its square input, its prompts scale to it
@@ -249,13 +256,14 @@ class _Frame:
         return logits[:, 0]
 
 
-def _embed(model: nn.Module, recipe: SegmenterRecipe, pixel_values: Tensor) -> list[dict[str, Any]]:
-    """The image encoder over ``pixel_values`` (in chunks of :data:`_SAM_IMAGES_PER_FORWARD`),
+def _embed(model: nn.Module, family: Family, pixel_values: Tensor) -> list[dict[str, Any]]:
+    """The image encoder over ``pixel_values`` (in chunks of :func:`encoder_chunk` images),
     returned as one dict of the decoder's image inputs per image, as the family's recipe names
-    them (``recipe.embeddings``): ``image_embeddings`` (SAM 2, EdgeTAM: the list of feature
-    levels) and, for SAM-HQ, ``intermediate_embeddings``."""
+    them (``family.segmenter.embeddings``): ``image_embeddings`` (SAM 2, EdgeTAM: the list of
+    feature levels) and, for SAM-HQ, ``intermediate_embeddings``."""
     per_image: list[dict[str, Any]] = []
-    for chunk in pixel_values.split(_SAM_IMAGES_PER_FORWARD):
+    recipe = family.segmenter
+    for chunk in pixel_values.split(encoder_chunk(model, family.name, pixel_values.device)):
         out = model.get_image_embeddings(chunk)
         parts = out if len(recipe.embeddings) > 1 else (out,)
         for k in range(chunk.shape[0]):
@@ -268,10 +276,18 @@ def _embed(model: nn.Module, recipe: SegmenterRecipe, pixel_values: Tensor) -> l
     return per_image
 
 
-# Images per forward of SAM's image encoder: a video's frames go together, in chunks this size,
-# so that a long clip does not need one encoder activation set per frame at once (ViT-H's
-# global-attention layers take about 1 GB per 1024 px image in float32).
-_SAM_IMAGES_PER_FORWARD = 8
+def encoder_chunk(model: nn.Module, family: str, device: torch.device) -> int:
+    """Images per forward of the image encoder of a ``family`` segmenter (the family's name): a
+    video's frames go together, in chunks this size. A family whose recipe says
+    ``encoder_fits_memory`` (SAM, SAM-HQ): as many as fit the free memory of a CUDA ``device``
+    (:func:`cmsf.models.memory.images_per_forward` of
+    :func:`cmsf.models.memory.sam_encoder_bytes_per_image`; ViT-H in float32 ≈ 3.2 GiB an image);
+    otherwise, and on the CPU, :data:`cmsf.models.memory.MAX_IMAGES_PER_FORWARD`."""
+    if not family_named("sam", family).segmenter.encoder_fits_memory:
+        return MAX_IMAGES_PER_FORWARD
+    dtype = next(model.parameters()).dtype
+    per_image = sam_encoder_bytes_per_image(model.config.vision_config, dtype)
+    return images_per_forward(per_image, free_device_memory(device))
 
 
 def _empty_mask_set(image: Tensor, device: torch.device) -> MaskSet:
