@@ -38,6 +38,7 @@ from bench.harness import avsbench_video, load_case_models
 from bench.workload import pipeline_settings, split_settings
 from cmsf.io.media import write_png_image
 from cmsf.models.loading import load_models
+from cmsf.pipelines.settings import make_settings
 from cmsf.runs.distributed import require_ray, run_ray
 from cmsf.runs.many import RunSpec, plan_jobs, run_local, segment_many
 
@@ -115,7 +116,7 @@ def test_segment_many(
     steady: list[float] = []
 
     def one_run() -> None:
-        spec = RunSpec(tmp_path / f"round{next(rounds)}", "owod-bind", settings, preset="tiny", device="cpu",
+        spec = RunSpec(tmp_path / f"round{next(rounds)}", "owod-bind", make_settings("owod-bind", settings), preset="tiny", device="cpu",
                        threads=1 if workers is not None else None)  # fmt: skip
         finished.clear()
         summary = segment_many(spec, jobs, make_engine(), progress=timestamps)

@@ -49,6 +49,7 @@ from bench.harness import (
 from bench.test_bench_pipelines import settings_for
 from bench.workload import split_settings
 from cmsf.io import avsbench
+from cmsf.pipelines.settings import make_settings
 from cmsf.runs.evaluate import segment_videos
 from cmsf.runs.runner import default_frames_per_batch, default_workers
 
@@ -76,7 +77,7 @@ def split(case: Case, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, l
 def _segment(root: Path, entries: list[Any], models: Any, settings: dict[str, Any], **runner: Any) -> Path:
     """Segment ``entries`` into a fresh run folder; return it."""
     out = Path(tempfile.mkdtemp(prefix="cmsf-bench-run-"))
-    segment_videos(root, "s4", entries, out, PIPELINE, settings, models, **runner)
+    segment_videos(root, "s4", entries, out, PIPELINE, make_settings(PIPELINE, settings), models, **runner)
     return out
 
 

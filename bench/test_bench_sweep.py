@@ -32,6 +32,7 @@ from bench.harness import Case, synchronize
 from bench.workload import KEPT_PER_FRAME, PROPOSALS_PER_FRAME
 from cmsf.io import avsbench
 from cmsf.pipelines.per_frame import owod_bind
+from cmsf.pipelines.settings import make_settings
 from cmsf.runs.evaluate import evaluate
 from cmsf.runs.sweep import run_sweep
 from cmsf.stages.proposals import propose_boxes
@@ -78,7 +79,7 @@ def test_sweep_3x3_against_one_run(benchmark, case: Case, models, tmp_path: Path
             out = tmp_path / f"run{next(counter)}"
             synchronize(case.device)
             start = time.perf_counter()
-            evaluate(root, "s4", out, pipeline="owod-bind", settings=settings, models=models, **common)
+            evaluate(root, "s4", out, pipeline="owod-bind", settings=make_settings("owod-bind", settings), models=models, **common)
             synchronize(case.device)
             times.append(time.perf_counter() - start)
         return (tmp_path / f"sweep{next(counter)}",), {}

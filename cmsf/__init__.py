@@ -10,10 +10,12 @@ The public API; every name is documented where it is defined::
 
 from cmsf.metrics import DatasetScores, VariantTotals, VideoScores, dataset_scores, fscore, miou, score_video
 from cmsf.models.imagebind import ImageBind, imagebind_audio_inputs, imagebind_vision_inputs, load_imagebind
+from cmsf.models.imagebind_text import imagebind_text_inputs
 from cmsf.models.loading import ModelLoadError, Models, load_models
 from cmsf.ops import bind_filter, nms
 from cmsf.pipelines.per_frame import at_gdino_sam, at_sam3, owod_bind, sam_bind
 from cmsf.pipelines.results import FrameEvidence, SegmentationResult
+from cmsf.pipelines.settings import AtGdinoSamSettings, AtSam3Settings, OwodBindSettings, PipelineSettings, SamBindSettings
 from cmsf.stages.binding import Binder, binder_of, masked_crops
 from cmsf.stages.concepts import ConceptMasks, segment_concepts
 from cmsf.stages.grounding import Detections, ground
@@ -24,6 +26,8 @@ from cmsf.stages.tagging import tag_audio
 __version__ = "0.1.0"
 
 __all__ = [
+    "AtGdinoSamSettings",
+    "AtSam3Settings",
     "Binder",
     "ConceptMasks",
     "DatasetScores",
@@ -33,7 +37,10 @@ __all__ = [
     "MaskSet",
     "ModelLoadError",
     "Models",
+    "OwodBindSettings",
+    "PipelineSettings",
     "Proposals",
+    "SamBindSettings",
     "SegmentationResult",
     "VariantTotals",
     "VideoScores",
@@ -45,6 +52,7 @@ __all__ = [
     "fscore",
     "ground",
     "imagebind_audio_inputs",
+    "imagebind_text_inputs",
     "imagebind_vision_inputs",
     "load_imagebind",
     "load_models",

@@ -27,7 +27,8 @@ from cmsf.io import avsbench
 from cmsf.io.avsbench import VideoEntry
 from cmsf.io.files import TEMP_SUFFIX
 from cmsf.models.loading import load_models
-from cmsf.pipelines.per_frame import PIPELINE_STAGES, PIPELINES, check_settings
+from cmsf.pipelines.per_frame import PIPELINE_STAGES, PIPELINES
+from cmsf.pipelines.settings import OwodBindSettings, SamBindSettings, make_settings
 from cmsf.runs.evaluate import MAX_LISTED, missing_predictions_message
 
 
@@ -76,7 +77,7 @@ class FakePipeline:
         self.fail_on_call = fail_on_call
         self._failing: int | None = None
 
-    def __call__(self, frames, waveform, sample_rate, models, *, bind_threshold=0.7, box_threshold=0.5, bind_mode="softmax"):
+    def __call__(self, frames, waveform, sample_rate, models, *, settings=None, **keyword_settings):
         first = int(frames[0, 0, 0, 0])
         self.calls.append(first)
         if self.fail_on_call is not None and (len(self.calls) == self.fail_on_call or first == self._failing):
@@ -552,14 +553,14 @@ def test_progress_lines_without_a_terminal(mini, tmp_path, monkeypatch):
 
 def test_pipeline_settings_types():
     settings = cli_options.pipeline_settings("sam-bind", ["points_per_side=8", "bind_threshold=0.6", "bind_mode=softmax"])
-    assert settings == {"points_per_side": 8, "bind_threshold": 0.6, "bind_mode": "softmax"}
-    assert isinstance(settings["points_per_side"], int)
+    assert settings == SamBindSettings(points_per_side=8, bind_threshold=0.6, bind_mode="softmax")
+    assert isinstance(settings.points_per_side, int)
     with pytest.raises(click.BadParameter, match="expected an integer"):
         cli_options.pipeline_settings("sam-bind", ["points_per_side=8.5"])
     with pytest.raises(click.BadParameter, match="KEY=VALUE"):
         cli_options.pipeline_settings("sam-bind", ["points_per_side"])
-    assert check_settings("owod-bind", {"bind_threshold": 0.5})["bind_threshold"] == 0.5
-    assert check_settings("owod-bind", {})["box_threshold"] == 0.5  # the paper's tau_BB
+    assert make_settings("owod-bind", {"bind_threshold": 0.5}).bind_threshold == 0.5
+    assert make_settings("owod-bind", {}).box_threshold == 0.5  # the paper's tau_BB
 
 
 @pytest.mark.parametrize("value", ["nan", "inf", "-Infinity"])
@@ -573,7 +574,7 @@ def test_non_finite_setting_is_a_usage_error(video, tmp_path, value):
 
 
 def test_setting_values_are_checked_before_anything_runs():
-    assert cli_options.pipeline_settings("sam-bind", ["bind_mode=cosine", "bind_threshold=-0.5"])["bind_threshold"] == -0.5
+    assert cli_options.pipeline_settings("sam-bind", ["bind_mode=cosine", "bind_threshold=-0.5"]).bind_threshold == -0.5
     for values, needle in [
         (["bind_mode=cos"], "bind_mode: expected one of softmax, cosine"),
         (["bind_threshold=-0.5"], "bind_threshold: expected a number in [0, 1]"),
@@ -732,7 +733,7 @@ def test_evaluate_records_the_models_it_was_given(mini, tmp_path):
         evaluate(mini.root, "ms3", tmp_path / "other", pipeline="owod-bind")
     # the binder's own mode is recorded by name, so naming it is the same run (resumed, not refused)
     assert recorded["settings"]["bind_mode"] == "softmax" and summary["settings"]["bind_mode"] == "softmax"
-    again = evaluate(mini.root, "ms3", tmp_path / "run", pipeline="owod-bind", settings={"bind_mode": "softmax"},
+    again = evaluate(mini.root, "ms3", tmp_path / "run", pipeline="owod-bind", settings=OwodBindSettings(bind_mode="softmax"),
                      models=models, limit=1)  # fmt: skip
     assert again["computed"] == 0 and again["reused"] == 1
 

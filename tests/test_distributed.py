@@ -23,6 +23,7 @@ import cmsf
 from cmsf.cli import commands as cli
 from cmsf.io.files import TEMP_SUFFIX
 from cmsf.io.media import load_clip
+from cmsf.pipelines.settings import OwodBindSettings
 from cmsf.runs.distributed import Segmenter, actor_pool, clip_from_bytes, clip_to_bytes, run_ray, videos_per_call
 from cmsf.runs.many import RunSpec, is_complete, plan_jobs, segment_many
 
@@ -72,7 +73,7 @@ def test_an_actor_whose_models_cannot_load_answers_fatal_rows(corpus, tmp_path):
     """(In this process: the actor class itself.) No video is blamed, nothing is written."""
     empty = tmp_path / "no-model-here"
     empty.mkdir()
-    spec = RunSpec(tmp_path / "out", "owod-bind", {}, preset="tiny", device="cpu", models={"owlv2": str(empty)})
+    spec = RunSpec(tmp_path / "out", "owod-bind", OwodBindSettings(), preset="tiny", device="cpu", models={"owlv2": str(empty)})
     jobs = plan_jobs(corpus.videos[:2])
     rows = {key: np.asarray([getattr(job, key) if key == "name" else str(getattr(job, key) or "") for job in jobs],
                             dtype=object) for key in ("name", "path", "audio")}  # fmt: skip
@@ -87,7 +88,7 @@ def test_an_actor_whose_models_cannot_load_answers_fatal_rows(corpus, tmp_path):
     [(64, None, None, 6), (64, 5, None, 13), (64, None, 2.0, 3), (10, None, None, 1), (2, 8, None, 1)],
 )
 def test_an_actor_call_holds_about_one_model_batch(frames_per_batch, num_frames, fps, expected):
-    spec = RunSpec(Path("out"), "owod-bind", {}, frames_per_batch=frames_per_batch, num_frames=num_frames, fps=fps)
+    spec = RunSpec(Path("out"), "owod-bind", OwodBindSettings(), frames_per_batch=frames_per_batch, num_frames=num_frames, fps=fps)
     assert videos_per_call(spec) == expected
 
 
@@ -120,7 +121,7 @@ def test_ray_run_interrupted_then_resumed_equals_the_local_engine(local_ray, cor
     # kill during a write: a finished video's evidence.json gone, a mask half-written, a
     # temporary file left
     out = tmp_path / "ray"
-    spec = RunSpec(out, "owod-bind", {}, preset="tiny", device="cpu", frames_per_batch=2, threads=1)
+    spec = RunSpec(out, "owod-bind", OwodBindSettings(), preset="tiny", device="cpu", frames_per_batch=2, threads=1)
     jobs = plan_jobs(inputs)
 
     def interrupt_at_the_first(items, description, unit):

@@ -218,7 +218,7 @@ def test_pe_av_calibrated_scores_equal_pe_audio_video_model(pe_av):
 def test_owod_bind_with_pe_av_reads_the_calibrated_scores_and_softmax_on_request(pe_av):
     video, wave, rate = _video()
     result = owod_bind(video, wave, rate, pe_av, box_threshold=0.2, bind_threshold=0.0)
-    assert result.settings["bind_mode"] == "calibrated"
+    assert result.settings.bind_mode == "calibrated"
     scores = torch.cat([frame.bind_scores for frame in result.frames])
     distinct = torch.unique(scores)  # a threshold halfway between two scores: no rounding tie
     middle = len(distinct) // 2

@@ -40,11 +40,13 @@ SIZES = dict(
     audio_embed_dim=32,
     audio_num_blocks=2,
     audio_num_heads=2,
+    text_embed_dim=32,
+    text_num_blocks=1,
+    text_num_heads=2,
     out_embed_dim=24,
 )
-# Meta's model always builds all six modalities: keep the other four tiny too.
+# Meta's model always builds all six modalities: keep the other three tiny too.
 OTHER_SIZES = dict(
-    text_embed_dim=32, text_num_blocks=1, text_num_heads=2,
     depth_embed_dim=32, depth_num_blocks=1, depth_num_heads=2,
     thermal_embed_dim=32, thermal_num_blocks=1, thermal_num_heads=2,
     imu_embed_dim=32, imu_num_blocks=1, imu_num_heads=2,
@@ -231,8 +233,10 @@ def test_huge_layout_of_meta_loads(meta, monkeypatch, tmp_path):
     assert ours["modality_trunks.vision.blocks.31.attn.in_proj_weight"].shape == (3 * 1280, 1280)
     assert ours["modality_trunks.audio.blocks.11.attn.bias_k"].shape == (1, 1, 768)
     assert ours["modality_heads.vision.2.weight"].shape == (1024, 1280)
-    vision_audio = [k for k in state if k.split(".")[1] in ("vision", "audio")]
-    assert sorted(vision_audio) == sorted(ours)
+    assert ours["modality_trunks.text.blocks.23.attn.in_proj_weight"].shape == (3 * 1024, 1024)
+    assert ours["modality_heads.text.proj.1.weight"].shape == (1024, 1024)
+    towers = [k for k in state if k.split(".")[1] in ("vision", "audio", "text")]
+    assert sorted(towers) == sorted([*ours, "modality_preprocessors.text.mask"])  # + Meta's fixed mask
 
 
 def test_defaults_are_imagebind_huge(meta):
@@ -241,15 +245,16 @@ def test_defaults_are_imagebind_huge(meta):
     defaults = {k: p.default for k, p in inspect.signature(ImageBind).parameters.items()}
     assert {k: defaults[k] for k in SIZES} == dict(
         vision_embed_dim=1280, vision_num_blocks=32, vision_num_heads=16,
-        audio_embed_dim=768, audio_num_blocks=12, audio_num_heads=12, out_embed_dim=1024,
+        audio_embed_dim=768, audio_num_blocks=12, audio_num_heads=12,
+        text_embed_dim=1024, text_num_blocks=24, text_num_heads=16, out_embed_dim=1024,
     )  # fmt: skip
 
 
 def test_other_modalities_are_ignored(meta_model, model):
     keys = meta_model.state_dict().keys()
-    others = [k for k in keys if k.split(".")[1] in ("text", "depth", "thermal", "imu")]
+    others = [k for k in keys if k.split(".")[1] in ("depth", "thermal", "imu")]
     assert others  # the checkpoint has them...
-    assert not any(k.split(".")[1] not in ("vision", "audio") for k in model.state_dict())  # ...we don't
+    assert not any(k.split(".")[1] not in ("vision", "audio", "text") for k in model.state_dict())  # ...we don't
 
 
 def test_missing_parameter_is_named(meta_model):

@@ -8,7 +8,7 @@ import json
 import os
 import sys
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
@@ -25,6 +25,7 @@ from cmsf.io.files import LOCK_NAME, TEMP_SUFFIX
 from cmsf.io.media import load_clip
 from cmsf.models.loading import COMPONENTS, component_sources, load_models
 from cmsf.pipelines.per_frame import PIPELINE_STAGES, PipelineStages, prepare_video, run_videos
+from cmsf.pipelines.settings import OwodBindSettings, make_settings
 from cmsf.runs import many
 from cmsf.runs.outputs import write_segmentation
 
@@ -122,9 +123,9 @@ def alone(corpus_path: Path, models, out: Path, pipeline: str = "owod-bind", set
     """What ``cmsf segment`` writes for one input: the pipeline on it alone."""
     clip = load_clip(corpus_path)
     video = prepare_video(clip.frames, clip.waveform, clip.sample_rate)
-    result = run_videos(pipeline, [video], models, dict(settings or {}))[0]
+    result = run_videos(pipeline, [video], models, make_settings(pipeline, settings))[0]
     run_info = {"input": str(corpus_path), "pipeline": pipeline, "preset": "tiny", "device": "cpu",
-                "dtype": "float32", "settings": result.settings}  # fmt: skip
+                "dtype": "float32", "settings": asdict(result.settings)}  # fmt: skip
     write_segmentation(out, clip, result, run_info, started=time.perf_counter())
 
 
@@ -213,7 +214,7 @@ def test_resume_skips_complete_videos_and_retries_the_rest(corpus, tmp_path):
 
 def test_a_video_the_pipeline_refuses_fails_alone(corpus, models, tmp_path, monkeypatch):
     jobs = many.plan_jobs(corpus.videos)
-    spec = many.RunSpec(tmp_path / "out", "owod-bind", {}, preset="tiny", frames_per_batch=6)
+    spec = many.RunSpec(tmp_path / "out", "owod-bind", OwodBindSettings(), preset="tiny", frames_per_batch=6)
     stages = PIPELINE_STAGES["owod-bind"]
     refused = load_clip(corpus.videos[1]).frames[0]
     batches = []
@@ -250,7 +251,7 @@ def test_a_lock_left_in_a_video_folder_does_not_block_it(corpus, models, tmp_pat
     the lock a worker killed on another host left in one does not stop it from being redone."""
     stand_in_owod_bind(monkeypatch)
     jobs = many.plan_jobs(corpus.videos[:2])
-    spec = many.RunSpec(tmp_path / "out", "owod-bind", {}, preset="tiny")
+    spec = many.RunSpec(tmp_path / "out", "owod-bind", OwodBindSettings(), preset="tiny")
     engine = partial(many.run_local, models=models)
     assert many.segment_many(spec, jobs, engine)["segmented"] == 2
     folder = spec.out_dir / jobs[1].name
@@ -268,7 +269,7 @@ def test_a_lock_left_in_a_video_folder_does_not_block_it(corpus, models, tmp_pat
 def test_start_up_does_not_walk_the_folders_of_finished_videos(corpus, models, tmp_path, monkeypatch):
     stand_in_owod_bind(monkeypatch)
     jobs = many.plan_jobs(corpus.videos)
-    spec = many.RunSpec(tmp_path / "out", "owod-bind", {}, preset="tiny")
+    spec = many.RunSpec(tmp_path / "out", "owod-bind", OwodBindSettings(), preset="tiny")
     many.segment_many(spec, jobs[:2], partial(many.run_local, models=models))
     finished = [spec.out_dir / job.name for job in jobs[:2]]
     listed: list[Path] = []
@@ -285,7 +286,7 @@ def test_failures_csv_grows_as_failures_happen_and_is_whole_at_the_end(tmp_path,
     """Each failure is a row a reader finds at once; the file is written atomically only at the
     first failure and at the end (not rewritten per failure: linear, not quadratic)."""
     jobs = many.plan_jobs([tmp_path / f"v{k}.mp4" for k in range(7)])
-    spec = many.RunSpec(tmp_path / "out", "owod-bind", {}, preset="tiny")
+    spec = many.RunSpec(tmp_path / "out", "owod-bind", OwodBindSettings(), preset="tiny")
     seen: list[list[str]] = []
 
     def engine(spec, todo):
@@ -325,7 +326,7 @@ def test_run_json_records_every_component_source_with_local_paths_absolute(tmp_p
             (spec.out_dir / job.name / "evidence.json").write_text("{}", encoding="utf-8")
             yield many.Outcome(job, None, frames=1)
 
-    relative = many.RunSpec(tmp_path / "out", "owod-bind", {}, preset="tiny", models={"sam": "./weights/sam"})
+    relative = many.RunSpec(tmp_path / "out", "owod-bind", OwodBindSettings(), preset="tiny", models={"sam": "./weights/sam"})
     many.segment_many(relative, jobs, no_work)
     recorded = json.loads((tmp_path / "out" / "run.json").read_text())["models"]
     assert set(recorded) == set(COMPONENTS) and recorded == component_sources("tiny", sam=str(tmp_path / "weights/sam"))

@@ -164,7 +164,7 @@ def test_sam_bind_evidence(models, video):
     frames, waveform = video
     result = sam_bind(frames, waveform, SAMPLE_RATE, models, bind_threshold=0.0, points_per_side=4)
     check_evidence(result, "sam-bind")
-    assert result.settings["nms_threshold"] == 0.5
+    assert result.settings.nms_threshold == 0.5
     for evidence in result.frames:
         # automatic proposals are de-duplicated: kept boxes overlap at most at the NMS IoU
         if evidence.boxes.shape[0] > 1:
@@ -227,14 +227,15 @@ def test_sam_bind_passes_the_quality_filters_to_sam(models, video):
     strict = sam_bind(frames, waveform, SAMPLE_RATE, models, bind_threshold=0.0, points_per_side=4)
     loose = sam_bind(frames, waveform, SAMPLE_RATE, models, bind_threshold=0.0, points_per_side=4,
                      pred_iou_threshold=0.0, stability_score_threshold=0.0)
-    assert loose.settings["pred_iou_threshold"] == 0.0 and strict.settings["stability_score_threshold"] == 0.95
+    assert loose.settings.pred_iou_threshold == 0.0 and strict.settings.stability_score_threshold == 0.95
     # switching the filters off can only add proposals (before NMS); random tiny SAM passes few
     assert sum(len(f.boxes) for f in loose.frames) >= sum(len(f.boxes) for f in strict.frames)
     assert sum(len(f.boxes) for f in loose.frames) > 0
 
 
 # ---------------------------------------------------------------- the two stages
-from cmsf.pipelines.per_frame import PIPELINE_STAGES, check_settings, prepare_video, run_videos, select_video  # noqa: E402
+from cmsf.pipelines.per_frame import PIPELINE_STAGES, prepare_video, run_videos, select_video  # noqa: E402
+from cmsf.pipelines.settings import make_settings  # noqa: E402
 
 
 def test_run_videos_equals_each_video_alone(models, video):
@@ -244,8 +245,8 @@ def test_run_videos_equals_each_video_alone(models, video):
     other_waveform = waveform[:1, : 2 * SAMPLE_RATE] * 0.5
     videos = [prepare_video(frames, waveform, SAMPLE_RATE), prepare_video(other_frames, other_waveform, SAMPLE_RATE)]
     for pipeline, settings in (("owod-bind", {"bind_threshold": 0.0}), ("sam-bind", {"points_per_side": 2, "bind_threshold": 0.0})):
-        together = run_videos(pipeline, videos, models, settings)
-        alone = [run_videos(pipeline, [v], models, settings)[0] for v in videos]
+        together = run_videos(pipeline, videos, models, make_settings(pipeline, settings))
+        alone = [run_videos(pipeline, [v], models, make_settings(pipeline, settings))[0] for v in videos]
         assert len(together) == 2
         for batched, single in zip(together, alone):
             assert torch.equal(batched.masks, single.masks)
@@ -253,7 +254,7 @@ def test_run_videos_equals_each_video_alone(models, video):
             for b, s in zip(batched.frames, single.frames):
                 assert torch.equal(b.boxes, s.boxes) and torch.equal(b.kept, s.kept)
                 torch.testing.assert_close(b.bind_scores, s.bind_scores, rtol=1e-4, atol=1e-6)
-    assert run_videos("owod-bind", [], models, {}) == []
+    assert run_videos("owod-bind", [], models) == []
 
 
 def test_selection_of_loose_candidates_equals_a_stricter_run(models, video):
@@ -261,13 +262,13 @@ def test_selection_of_loose_candidates_equals_a_stricter_run(models, video):
     score thresholds commute with the proposer's rules, so one model pass serves many settings."""
     frames, waveform = video
     clip = prepare_video(frames, waveform, SAMPLE_RATE)
-    loose = PIPELINE_STAGES["owod-bind"].candidates([clip], models, check_settings("owod-bind", {"box_threshold": 0.0}))[0]
+    loose = PIPELINE_STAGES["owod-bind"].candidates([clip], models, make_settings("owod-bind", {"box_threshold": 0.0}))[0]
     objectness = torch.cat([c.proposal_scores for c in loose])
     thresholds = ((0.0, 0.0), (float(objectness.median()), 0.3), (float(objectness.max()) + 1e-3, 0.7))
     for box_threshold, bind_threshold in thresholds:
-        settings = check_settings("owod-bind", {"box_threshold": box_threshold, "bind_threshold": bind_threshold})
+        settings = make_settings("owod-bind", {"box_threshold": box_threshold, "bind_threshold": bind_threshold})
         selected = select_video("owod-bind", clip, loose, settings)
-        direct = owod_bind(frames, waveform, SAMPLE_RATE, models, **settings)
+        direct = owod_bind(frames, waveform, SAMPLE_RATE, models, settings=settings)
         assert torch.equal(selected.masks, direct.masks)
         for s, d in zip(selected.frames, direct.frames):
             assert torch.equal(s.boxes, d.boxes) and torch.equal(s.kept, d.kept)
@@ -282,11 +283,11 @@ def test_owod_bind_records_proposer_nms_cap_and_crop_background(models, video):
     frames, waveform = video
     result = owod_bind(frames, waveform, SAMPLE_RATE, models, bind_threshold=0.0, max_proposals=2)
     assert result.sources["mavl"] == "not used" and result.sources["owlv2"] == "random weights, tiny owlv2 config"
-    assert result.settings["proposal_nms_threshold"] == 0.5 and result.settings["max_proposals"] == 2
-    assert result.settings["crop_background"] == "blur"
+    assert result.settings.proposal_nms_threshold == 0.5 and result.settings.max_proposals == 2
+    assert result.settings.crop_background == "blur"
     assert all(len(f.boxes) <= 2 for f in result.frames)
     assert result.to_json()["models"]["mavl"] == "not used"
-    assert sam_bind(frames, waveform, SAMPLE_RATE, models, points_per_side=2).settings["crop_background"] == "blur"
+    assert sam_bind(frames, waveform, SAMPLE_RATE, models, points_per_side=2).settings.crop_background == "blur"
 
 
 def test_crop_background_reaches_the_binder(models, video):
@@ -296,7 +297,7 @@ def test_crop_background_reaches_the_binder(models, video):
     scores = {}
     for background in ("blur", "black"):
         result = owod_bind(frames, waveform, SAMPLE_RATE, models, bind_threshold=0.0, crop_background=background)
-        assert result.settings["crop_background"] == background
+        assert result.settings.crop_background == background
         evidence = result.frames[0]
         crops = masked_crops(frames[0], evidence.boxes, evidence.masks, background=background)
         visual = models.imagebind.embed_vision(imagebind_vision_inputs(crops))
@@ -325,4 +326,4 @@ def test_owod_bind_with_mavl_proposes_with_mavl(video):
 )
 def test_owod_bind_rejects_bad_proposal_and_crop_settings(settings, match):
     with pytest.raises(ValueError, match=match):
-        check_settings("owod-bind", settings)
+        make_settings("owod-bind", settings)

@@ -614,7 +614,7 @@ def stand_in(monkeypatch):
         calls: list[int] = []
         during = None
 
-        def __call__(self, frames, waveform, sample_rate, models, *, bind_threshold=0.7, box_threshold=0.5, bind_mode="softmax"):
+        def __call__(self, frames, waveform, sample_rate, models, *, settings=None, **keyword_settings):
             self.calls.append(len(self.calls))
             if self.during is not None and len(self.calls) == 1:
                 self.during()

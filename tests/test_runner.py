@@ -21,15 +21,16 @@ from cmsf.io import avsbench
 from cmsf.io.decoding import Clip
 from cmsf.models.loading import ModelLoadError, load_models
 from cmsf.pipelines.per_frame import PIPELINE_STAGES, PIPELINES, PipelineStages, prepare_video, run_videos
+from cmsf.pipelines.settings import AtGdinoSamSettings, AtSam3Settings, OwodBindSettings, SamBindSettings
 from cmsf.runs import runner
 from cmsf.runs.runner import Job, default_frames_per_batch, default_workers, run_jobs
 
 RATE = 16000
 SETTINGS = {
-    "owod-bind": {"bind_threshold": 0.3},
-    "sam-bind": {"points_per_side": 2, "bind_threshold": 0.3},
-    "at-gdino-sam": {"tag_threshold": 0.57},  # ~5 of the tiny AST's near-uniform tags
-    "at-sam3": {"tag_threshold": 0.57, "instance_threshold": 0.0},  # every instance: masks to compare
+    "owod-bind": OwodBindSettings(bind_threshold=0.3),
+    "sam-bind": SamBindSettings(points_per_side=2, bind_threshold=0.3),
+    "at-gdino-sam": AtGdinoSamSettings(tag_threshold=0.57),  # ~5 of the tiny AST's near-uniform tags
+    "at-sam3": AtSam3Settings(tag_threshold=0.57, instance_threshold=0.0),  # every instance: masks to compare
 }
 
 
@@ -97,7 +98,7 @@ def test_one_frame_per_batch_is_bit_identical_to_the_pipeline_call(models):
     clips = [make_clip(seed) for seed in range(2)]
     outcomes = list(run_jobs("owod-bind", jobs_of(clips), models, SETTINGS["owod-bind"], frames_per_batch=1))
     for outcome, clip in zip(outcomes, clips):
-        direct = PIPELINES["owod-bind"](clip.frames, clip.waveform, RATE, models, **SETTINGS["owod-bind"])
+        direct = PIPELINES["owod-bind"](clip.frames, clip.waveform, RATE, models, settings=SETTINGS["owod-bind"])
         assert torch.equal(outcome.result.masks, direct.masks)
         for a, b in zip(outcome.result.frames, direct.frames):
             assert torch.equal(a.bind_scores, b.bind_scores) and torch.equal(a.proposal_scores, b.proposal_scores)
@@ -162,7 +163,7 @@ def test_a_component_that_cannot_load_stops_the_run(models, monkeypatch):
 
     monkeypatch.setitem(PIPELINE_STAGES, "owod-bind", PipelineStages(unloadable, PIPELINE_STAGES["owod-bind"].select))
     with pytest.raises(ModelLoadError, match="owlv2"):
-        list(run_jobs("owod-bind", jobs_of([make_clip(0), make_clip(1)]), models, {}))
+        list(run_jobs("owod-bind", jobs_of([make_clip(0), make_clip(1)]), models))
 
 
 def test_closing_early_stops_reading(models):
@@ -189,17 +190,17 @@ def test_arguments_are_checked_before_any_job_is_read(models):
         ({"workers": 1.5}, "workers"),
     ):
         with pytest.raises(ValueError, match=needle):
-            run_jobs("owod-bind", never, models, {}, **kwargs)
+            run_jobs("owod-bind", never, models, **kwargs)
     with pytest.raises(ValueError, match="pipeline"):
-        run_jobs("owod-bond", never, models, {})
+        run_jobs("owod-bond", never, models)
     with pytest.raises(ValueError, match="bind_threshold"):
-        run_jobs("owod-bind", never, models, {"bind_threshold": 2.0})
+        run_jobs("owod-bind", never, models, OwodBindSettings(bind_threshold=2.0))
     with pytest.raises(ValueError, match="models"):
-        run_jobs("owod-bind", never, object(), {})
+        run_jobs("owod-bind", never, object())
     with pytest.raises(ValueError, match="bind_mode: 'calibrated' needs"):  # ImageBind has no calibrated logit
-        run_jobs("owod-bind", never, models, {"bind_mode": "calibrated"})
+        run_jobs("owod-bind", never, models, OwodBindSettings(bind_mode="calibrated"))
     with pytest.raises(ValueError, match="Job"):
-        list(run_jobs("owod-bind", ["x"], models, {}))
+        list(run_jobs("owod-bind", ["x"], models))
     with pytest.raises(ValueError, match="pipeline: expected one of .*, got a list"):
         run_jobs(never, "owod-bind", {}, models)  # the order of run_jobs before it matched run_videos'
     assert default_frames_per_batch("cpu") < default_frames_per_batch("cuda")
@@ -273,7 +274,7 @@ def test_a_failed_batch_is_freed_before_its_videos_are_retried(models, monkeypat
 
     monkeypatch.setitem(PIPELINE_STAGES, "owod-bind", as_stages(run))
     clips = [make_clip(0, frames=3), make_clip(1, frames=2), make_clip(2, frames=3)]
-    outcomes = list(run_jobs("owod-bind", jobs_of(clips), models, {}, frames_per_batch=100, workers=0))
+    outcomes = list(run_jobs("owod-bind", jobs_of(clips), models, frames_per_batch=100, workers=0))
     assert retries_saw_it_alive == [False, False, False]
     assert [o.ok for o in outcomes] == [True, False, True]
     error = outcomes[1].error

@@ -20,7 +20,8 @@ from cmsf.cli import options as cli_options
 from cmsf.io import avsbench
 from cmsf.io.media import read_mask
 from cmsf.metrics import VARIANTS, VariantTotals, score_video
-from cmsf.pipelines.per_frame import FrameCandidates, check_settings
+from cmsf.pipelines.per_frame import FrameCandidates
+from cmsf.pipelines.settings import OwodBindSettings, SamBindSettings, make_settings
 from cmsf.runs.cache import CachePart, TagCache, VideoCache, encode_cache, read_cache, write_cache
 from cmsf.runs.sweep import FREE, LOWEST, RERUN, covers, model_passes, sweep_rows, sweep_rule
 from cmsf.stages.binding import BindScoring
@@ -123,7 +124,7 @@ def test_owod_bind_sweep_rows_equal_separate_runs_and_a_later_sweep_loads_no_mod
     assert "oracle" in first.output and "WARNING" in first.output  # the test split: test-tuned
     cached = sorted((sweep_dir / "cache").rglob("*.npz"))
     assert len(cached) == 1
-    scores = torch.cat([f.proposal_scores for p in cached for f in read_cache(p, _identity(sweep_dir)).parts[0].frames])
+    scores = torch.cat([f.proposal_scores for p in cached for f in read_cache(p, _identity(sweep_dir), OwodBindSettings).parts[0].frames])
     middle, high = (float(scores.quantile(q)) for q in (0.4, 0.8))  # from the proposals cached at 0.5
 
     # a second sweep on the same folder: every setting is covered by the cache, no model loads
@@ -171,7 +172,7 @@ def test_sam_bind_pred_iou_threshold_is_free(mini, tmp_path, shared_models, one_
     first = run(*eval_args(mini, "sam-bind", sweep_dir, "--limit", 1, *sets, "--sweep", "pred_iou_threshold=0.0"))
     assert first.exit_code == 0, first.output
     (path,) = (sweep_dir / "cache").rglob("*.npz")
-    scores = torch.cat([f.proposal_scores for f in read_cache(path, _identity(sweep_dir)).parts[0].frames])
+    scores = torch.cat([f.proposal_scores for f in read_cache(path, _identity(sweep_dir), SamBindSettings).parts[0].frames])
     lowest, second = scores.sort().values[:2].tolist()  # random SAM predicts IoUs above 1 too
     middle = min((lowest + second) / 2, 0.999)
     assert lowest < middle  # the threshold drops a mask
@@ -236,15 +237,15 @@ def test_at_sam3_sweep_caches_the_tags_and_equals_separate_runs(mini, tmp_path, 
 
 # ---------------------------------------------------------------- the grid, the rules, the cache
 def test_model_passes_group_by_the_keys_that_rerun():
-    rows = sweep_rows("owod-bind", {"box_threshold": [0.4, 0.2], "bind_threshold": [0.5, 0.7]}, {})
-    (only,) = model_passes("owod-bind", rows)
-    assert only.compute["box_threshold"] == 0.2 and only.rows == [0, 1, 2, 3]
-    rows = sweep_rows("sam-bind", {"nms_threshold": [0.5, 0.7], "pred_iou_threshold": [0.8, 0.5]}, {"points_per_side": 4})
-    passes = model_passes("sam-bind", rows)
-    assert [(p.compute["nms_threshold"], p.compute["pred_iou_threshold"], p.rows) for p in passes] == [
+    rows = sweep_rows(OwodBindSettings(), {"box_threshold": [0.4, 0.2], "bind_threshold": [0.5, 0.7]})
+    (only,) = model_passes(rows)
+    assert only.compute.box_threshold == 0.2 and only.rows == [0, 1, 2, 3]
+    rows = sweep_rows(SamBindSettings(points_per_side=4), {"nms_threshold": [0.5, 0.7], "pred_iou_threshold": [0.8, 0.5]})
+    passes = model_passes(rows)
+    assert [(p.compute.nms_threshold, p.compute.pred_iou_threshold, p.rows) for p in passes] == [
         (0.5, 0.5, [0, 1]), (0.7, 0.5, [2, 3])
     ]
-    assert all(p.compute["points_per_side"] == 4 for p in passes)
+    assert all(p.compute.points_per_side == 4 for p in passes)
     assert sweep_rule("owod-bind", "box_threshold") == LOWEST and sweep_rule("sam-bind", "bind_mode") == FREE
     assert sweep_rule("sam-bind", "stability_score_threshold") == RERUN
     assert sweep_rule("owod-bind", "crop_background") == RERUN and sweep_rule("at-sam3", "instance_threshold") == RERUN
@@ -252,12 +253,12 @@ def test_model_passes_group_by_the_keys_that_rerun():
 
 
 def test_covers():
-    computed = check_settings("owod-bind", {"box_threshold": 0.3})
-    assert covers("owod-bind", computed, check_settings("owod-bind", {"box_threshold": 0.5, "bind_threshold": 0.1}))
-    assert not covers("owod-bind", computed, check_settings("owod-bind", {"box_threshold": 0.2}))
-    computed = check_settings("at-gdino-sam", {"tag_threshold": 0.4, "box_threshold": 0.1})
-    assert covers("at-gdino-sam", computed, check_settings("at-gdino-sam", {"tag_threshold": 0.4, "text_threshold": 0.9}))
-    assert not covers("at-gdino-sam", computed, check_settings("at-gdino-sam", {"tag_threshold": 0.5}))
+    computed = make_settings("owod-bind", {"box_threshold": 0.3})
+    assert covers(computed, make_settings("owod-bind", {"box_threshold": 0.5, "bind_threshold": 0.1}))
+    assert not covers(computed, make_settings("owod-bind", {"box_threshold": 0.2}))
+    computed = make_settings("at-gdino-sam", {"tag_threshold": 0.4, "box_threshold": 0.1})
+    assert covers(computed, make_settings("at-gdino-sam", {"tag_threshold": 0.4, "text_threshold": 0.9}))
+    assert not covers(computed, make_settings("at-gdino-sam", {"tag_threshold": 0.5}))
 
 
 def _random_candidates(generator, height, width, dim, count):
@@ -280,14 +281,14 @@ def test_cache_round_trip_is_exact(tmp_path, dim):
     frames = [_random_candidates(generator, height, width, dim, count) for count in (3, 0, 2)]
     tags = TagCache(0.25, [[("Dog", 0.625)], [], [("Music", 0.3), ("Dog", 0.2500001)]])
     sources = {"sam": "tiny", "binder": "tiny"}
-    part = CachePart({"box_threshold": 0.1}, frames)
+    part = CachePart(OwodBindSettings(box_threshold=0.1), frames)
     cache = VideoCache({"pipeline": "p"}, (height, width), 3, [part], tags, sources=sources)
     path = tmp_path / "guitar" / "v.npz"
     size = write_cache(path, cache)
     assert size == path.stat().st_size == len(encode_cache(cache))
-    back = read_cache(path, {"pipeline": "p"})
+    back = read_cache(path, {"pipeline": "p"}, OwodBindSettings)
     assert back is not None and back.frame_size == (height, width) and back.num_frames == 3
-    assert back.tags == tags and back.parts[0].compute == {"box_threshold": 0.1}
+    assert back.tags == tags and back.parts[0].compute == OwodBindSettings(box_threshold=0.1)
     assert back.sources == sources
     for a, b in zip(frames, back.parts[0].frames):
         assert torch.equal(a.boxes, b.boxes) and torch.equal(a.proposal_scores, b.proposal_scores)
@@ -297,9 +298,9 @@ def test_cache_round_trip_is_exact(tmp_path, dim):
             assert b.visual is None and b.audio is None
         else:
             assert torch.equal(a.visual, b.visual) and torch.equal(a.audio, b.audio)
-    assert read_cache(path, {"pipeline": "other"}) is None  # another identity is not used
+    assert read_cache(path, {"pipeline": "other"}, OwodBindSettings) is None  # another identity is not used
     path.write_bytes(path.read_bytes()[:100])
-    assert read_cache(path, {"pipeline": "p"}) is None  # a damaged file is recomputed, not an error
+    assert read_cache(path, {"pipeline": "p"}, OwodBindSettings) is None  # a damaged file is recomputed, not an error
 
 
 @pytest.mark.parametrize(

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Optional
 
@@ -48,14 +49,14 @@ from cmsf.io import avsbench
 from cmsf.io.decoding import media_warnings_to
 from cmsf.io.media import load_clip
 from cmsf.models.inventory import PIPELINE_COMPONENTS, describe_models
-from cmsf.pipelines.per_frame import resolve_settings
+from cmsf.pipelines.settings import resolve_settings
 from cmsf.runs.distributed import require_ray, run_ray
 from cmsf.runs.evaluate import evaluate, run_pipeline, scores_line
 from cmsf.runs.model_check import check_component
 from cmsf.runs.many import Engine, RunSpec, plan_jobs, run_local, segment_many, summary_line
 from cmsf.runs.outputs import SegmentOutput
 from cmsf.runs.report import write_report
-from cmsf.runs.sweep import free_keys_help, run_sweep, sweep_lines
+from cmsf.runs.sweep import free_keys_help, run_sweep, sweep_lines, sweep_rows
 
 # ------------------------------------------------------------------------------------ the group
 
@@ -135,7 +136,7 @@ def segment(
     thresholds = pipeline_settings(pipeline, settings)
     started = time.perf_counter()
     models = models_of(preset, device, dtype, model_overrides)  # lazy: nothing loads before the pipeline runs
-    check_bind_modes(models, [thresholds.get("bind_mode")])
+    check_bind_modes(models, [thresholds])
     with data_errors(), SegmentOutput(out_dir) as output:  # --out created, checked, locked up front
         clip = load_clip(input_path, audio=audio, num_frames=num_frames, fps=fps)
         height, width = clip.frames.shape[-2:]
@@ -144,7 +145,7 @@ def segment(
         with data_errors(f"{input_path}: "):
             result = run_pipeline(pipeline, clip, models, thresholds)
         run = {"input": str(input_path), "pipeline": pipeline, "preset": preset, "device": str(models.device),
-               "dtype": dtype, "settings": resolve_settings(pipeline, thresholds, models)}  # fmt: skip
+               "dtype": dtype, "settings": asdict(resolve_settings(thresholds, models))}  # fmt: skip
         evidence = output.write(clip, result, run, started=started, progress=progress)
     coverage = evidence["coverage"]
     mean = 100 * sum(coverage) / len(coverage)
@@ -253,15 +254,16 @@ def eval_command(
             "--set": (settings, ()), "--model": (model_overrides, ()), "--sweep": (sweeps, ()),
             "--frames-per-batch": (frames_per_batch, None),
         })  # fmt: skip
-    thresholds = pipeline_settings(pipeline, settings) if pipeline is not None else {}
-    grid = sweep_grid(pipeline, sweeps, thresholds) if sweeps else {}
+    thresholds = pipeline_settings(pipeline, settings) if pipeline is not None else None
+    grid = sweep_grid(thresholds, sweeps, settings) if sweeps and thresholds is not None else {}
     if sweeps and frames_per_batch is not None:
         raise click.UsageError("--frames-per-batch: a sweep computes one video at a time")
     models = None
     if pipeline is not None:  # lazy: nothing loads unless a video needs computing
         models = models_of(preset, device, dtype, model_overrides)
-        check_bind_modes(models, [thresholds.get("bind_mode")])
-        check_bind_modes(models, grid.get("bind_mode", []), "--sweep")
+        assert thresholds is not None
+        check_bind_modes(models, [thresholds])
+        check_bind_modes(models, sweep_rows(thresholds, grid) if grid else [], "--sweep")
     run_args: dict[str, Any] = dict(  # what a sweep and a plain run share
         split=split, pipeline=pipeline, settings=thresholds, models=models, limit=limit, progress=progress, log=info,
     )  # fmt: skip
@@ -358,7 +360,7 @@ def segment_many_command(
                    model_overrides_of(model_overrides), num_frames, fps, frames_per_batch, threads)  # fmt: skip
     # lazy models (on the CPU for Ray, whose workers hold the real ones): the --set check loads nothing
     models = models_of(preset, "cpu" if engine == "ray" else device, dtype, model_overrides)
-    check_bind_modes(models, [spec.settings.get("bind_mode")])
+    check_bind_modes(models, [spec.settings])
     with data_errors():
         jobs = plan_jobs(inputs, manifest)
     if engine == "ray":

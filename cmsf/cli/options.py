@@ -22,9 +22,9 @@ from tqdm import tqdm
 from cmsf.checks import DTYPES
 from cmsf.io.files import FolderInUseError, UnwritableFolderError
 from cmsf.models.loading import PRESETS, ModelLoadError, Models, check_sources, load_models
-from cmsf.pipelines.per_frame import PIPELINES, parse_settings
+from cmsf.pipelines.per_frame import PIPELINES
+from cmsf.pipelines.settings import PipelineSettings, resolve_settings, settings_type
 from cmsf.runs.sweep import parse_sweep, sweep_rows
-from cmsf.stages.binding import check_bind_mode
 
 # ------------------------------------------------------------------------------------ errors and stderr
 
@@ -94,22 +94,28 @@ def parse_pairs(values: Sequence[str], option: str) -> dict[str, str]:
     return pairs
 
 
-def pipeline_settings(pipeline: str, values: Sequence[str]) -> dict[str, Any]:
-    """Parse ``--set KEY=VALUE`` options with :func:`cmsf.pipelines.per_frame.parse_settings` (typed after
-    the defaults, checked); anything wrong is a usage error naming ``--set``."""
+def pipeline_settings(pipeline: str, values: Sequence[str]) -> PipelineSettings:
+    """The pipeline's settings with ``--set KEY=VALUE`` options
+    (:meth:`cmsf.pipelines.settings.PipelineSettings.parse`: typed after the fields, checked); anything
+    wrong is a usage error naming ``--set``."""
     try:
-        return parse_settings(pipeline, parse_pairs(values, "--set"))
+        return settings_type(pipeline).parse(parse_pairs(values, "--set"))
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="--set") from None
 
 
-def sweep_grid(pipeline: str, values: Sequence[str], fixed: Mapping[str, Any]) -> dict[str, list[Any]]:
+def sweep_grid(fixed: PipelineSettings, values: Sequence[str], set_values: Sequence[str] = ()) -> dict[str, list[Any]]:
     """Parse ``--sweep KEY=V1,V2`` options (:func:`cmsf.runs.sweep.parse_sweep`) and check every setting
-    of the grid with the ``fixed`` ones up front (:func:`cmsf.runs.sweep.sweep_rows`); anything wrong
+    of the grid, ``fixed`` (from the ``--set`` options ``set_values``) with the swept keys replaced,
+    up front (:func:`cmsf.runs.sweep.sweep_rows`); a key both set and swept, or anything else wrong,
     is a usage error naming ``--sweep``."""
     try:
-        grid = parse_sweep(pipeline, parse_pairs(values, "--sweep"))
-        sweep_rows(pipeline, grid, fixed)
+        grid = parse_sweep(fixed.pipeline, parse_pairs(values, "--sweep"))
+        given = parse_pairs(set_values, "--set")
+        for key in grid:
+            if key in given:
+                raise ValueError(f"{key}: given both as a fixed setting and swept; give it once")
+        sweep_rows(fixed, grid)
         return grid
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="--sweep") from None
@@ -138,13 +144,13 @@ def models_of(preset: str, device: Optional[str], dtype: str, model_overrides: S
         raise click.UsageError(message) from None
 
 
-def check_bind_modes(models: Models, modes: Iterable[Optional[str]], option: str = "--set") -> None:
-    """Each bind mode of ``modes`` (None: the binder's own) checked against ``models``' binder
-    without loading it (:func:`cmsf.stages.binding.check_bind_mode`); one it cannot give is a usage error
-    naming ``option``."""
-    for mode in modes:
+def check_bind_modes(models: Models, rows: Iterable[PipelineSettings], option: str = "--set") -> None:
+    """The bind mode of each settings of ``rows`` (None: the binder's own) checked against ``models``'
+    binder without loading it (:func:`cmsf.pipelines.settings.resolve_settings`); one it cannot give is a
+    usage error naming ``option``."""
+    for row in rows:
         try:
-            check_bind_mode(models, mode)
+            resolve_settings(row, models)
         except ValueError as error:
             raise click.BadParameter(str(error), param_hint=option) from None
 

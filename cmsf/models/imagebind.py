@@ -1,10 +1,12 @@
-"""ImageBind's vision and audio encoders, readable top to bottom, loading Meta's checkpoint.
+"""ImageBind's vision, audio and text encoders, readable top to bottom, loading Meta's checkpoint.
 
 OWOD-BIND and SAM-BIND score image crops against a sound in ImageBind's joint embedding space
 (Girdhar et al., *ImageBind: One Embedding Space To Bind Them All*, CVPR 2023). This module is a
-re-implementation of the two ImageBind towers cmsf needs, numerically equal to Meta's
+re-implementation of the ImageBind towers cmsf needs, numerically equal to Meta's
 ``imagebind.models.imagebind_model.ImageBindModel`` (facebookresearch/ImageBind) for the
-``vision`` and ``audio`` modalities, and of the input preparation of Meta's ``imagebind/data.py``.
+``vision``, ``audio`` and ``text`` modalities, and of the input preparation of Meta's
+``imagebind/data.py``. The text tower and tokenizer are in :mod:`cmsf.models.imagebind_text`,
+the blocks all towers share in :mod:`cmsf.models.imagebind_blocks`.
 
 Structure (module and parameter names follow Meta's, so ``imagebind_huge.pth`` loads as is)::
 
@@ -31,7 +33,6 @@ Attention is computed with ``torch.nn.functional.scaled_dot_product_attention`` 
 
 from __future__ import annotations
 
-import math
 import os
 from fractions import Fraction
 from typing import Mapping, Optional, Union
@@ -44,6 +45,16 @@ from torch import Tensor, nn
 from cmsf.checks import resolve_device, resolve_dtype
 from cmsf.io.inputs import Images, as_image_list, as_waveform, check_sample_rate, resample
 from cmsf.io.inputs import mixdown as _mixdown
+from cmsf.models.imagebind_blocks import (
+    LogitScale,
+    Normalize,
+    PatchStem,
+    RepeatAsVideo,
+    Tokenizer,
+    Transformer,
+    head,
+)
+from cmsf.models.imagebind_text import check_tokens, text_tower
 from cmsf.models.resampling import pil_resize_center_crop, resize_center_crop, resize_is_large
 
 CHECKPOINT_URL = "https://dl.fbaipublicfiles.com/imagebind/imagebind_huge.pth"
@@ -62,203 +73,24 @@ AUDIO_MEAN = -4.268  # of the log-mel fbank, over Meta's training set
 AUDIO_STD = 9.138
 AUDIO_LOGIT_SCALE = 20.0  # audio embeddings are L2-normalised then multiplied by this
 
-LAYER_NORM_EPS = 1e-6  # of every LayerNorm in the trunks and heads (the audio stem's uses 1e-5)
-
-
-# ---------------------------------------------------------------------------------------------
-# Building blocks
-# ---------------------------------------------------------------------------------------------
-
-
-class Attention(nn.Module):
-    """Multi-head self-attention with ``nn.MultiheadAttention``'s parameters and result.
-
-    Parameters (Meta's names): ``in_proj_weight [3D, D]`` and ``in_proj_bias [3D]`` (q, k, v
-    stacked), ``out_proj`` (Linear D → D), and with ``bias_kv`` ``bias_k, bias_v [1, 1, D]``:
-    a learnt key and value appended to every sequence *after* the input projection, i.e. one
-    extra token every query can attend to (``nn.MultiheadAttention(add_bias_kv=True)``).
-    """
-
-    def __init__(self, dim: int, num_heads: int, bias_kv: bool) -> None:
-        super().__init__()
-        if dim % num_heads != 0:
-            raise ValueError(f"num_heads: embed dim {dim} is not divisible by {num_heads} heads")
-        self.num_heads = num_heads
-        self.in_proj_weight = nn.Parameter(torch.empty(3 * dim, dim))
-        self.in_proj_bias = nn.Parameter(torch.zeros(3 * dim))
-        self.out_proj = nn.Linear(dim, dim)
-        if bias_kv:
-            self.bias_k = nn.Parameter(torch.zeros(1, 1, dim))
-            self.bias_v = nn.Parameter(torch.zeros(1, 1, dim))
-        else:
-            self.bias_k = self.bias_v = None
-        nn.init.xavier_uniform_(self.in_proj_weight)
-
-    def forward(self, x: Tensor) -> Tensor:
-        """``x (Tensor[B, L, D])`` → ``Tensor[B, L, D]``."""
-        batch, length, dim = x.shape
-        q, k, v = F.linear(x, self.in_proj_weight, self.in_proj_bias).chunk(3, dim=-1)
-        if self.bias_k is not None:
-            k = torch.cat([k, self.bias_k.expand(batch, 1, dim)], dim=1)
-            v = torch.cat([v, self.bias_v.expand(batch, 1, dim)], dim=1)
-        # [B, L, D] -> [B, heads, L, D / heads]; scale 1/sqrt(D / heads) as nn.MultiheadAttention
-        q, k, v = (t.unflatten(-1, (self.num_heads, -1)).transpose(1, 2) for t in (q, k, v))
-        y = F.scaled_dot_product_attention(q, k, v)
-        return self.out_proj(y.transpose(1, 2).reshape(batch, length, dim))
-
-
-class Mlp(nn.Module):
-    """``fc1`` (D → 4D), exact GELU, ``fc2`` (4D → D)."""
-
-    def __init__(self, dim: int, hidden: int) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.fc2 = nn.Linear(hidden, dim)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.fc2(F.gelu(self.fc1(x)))
-
-
-class Block(nn.Module):
-    """Pre-norm transformer block: ``x + attn(norm_1(x))``, then ``x + mlp(norm_2(x))``.
-
-    Meta's ``BlockWithMasking`` also has drop path (identity at inference) and optional layer
-    scale (not used by ImageBind's vision and audio trunks).
-    """
-
-    def __init__(self, dim: int, num_heads: int, bias_kv: bool) -> None:
-        super().__init__()
-        self.norm_1 = nn.LayerNorm(dim, eps=LAYER_NORM_EPS)
-        self.attn = Attention(dim, num_heads, bias_kv)
-        self.norm_2 = nn.LayerNorm(dim, eps=LAYER_NORM_EPS)
-        self.mlp = Mlp(dim, 4 * dim)
-
-    def forward(self, x: Tensor) -> Tensor:
-        x = x + self.attn(self.norm_1(x))
-        return x + self.mlp(self.norm_2(x))
-
-
-class Transformer(nn.Module):
-    """``pre_transformer_layer`` (a LayerNorm for vision, nothing for audio), then the blocks."""
-
-    def __init__(self, dim: int, num_blocks: int, num_heads: int, *, pre_norm: bool, bias_kv: bool) -> None:
-        super().__init__()
-        self.pre_transformer_layer = (
-            nn.Sequential(nn.LayerNorm(dim, eps=LAYER_NORM_EPS)) if pre_norm else nn.Identity()
-        )
-        self.blocks = nn.ModuleList(Block(dim, num_heads, bias_kv) for _ in range(num_blocks))
-
-    def forward(self, tokens: Tensor) -> Tensor:
-        """``tokens (Tensor[B, L, D])`` → ``Tensor[B, L, D]``."""
-        x = self.pre_transformer_layer(tokens)
-        for block in self.blocks:
-            x = block(x)
-        return x
-
-
-class RepeatAsVideo(nn.Module):
-    """``Tensor[B, C, H, W]`` → ``Tensor[B, C, T, H, W]``: an image as a video of ``T`` equal
-    frames (Meta's ``PadIm2Video(pad_type="repeat", ntimes=2)``)."""
-
-    def __init__(self, frames: int) -> None:
-        super().__init__()
-        self.frames = frames
-
-    def forward(self, x: Tensor) -> Tensor:
-        return x.unsqueeze(2).expand(-1, -1, self.frames, -1, -1)
-
-
-class PatchStem(nn.Module):
-    """``proj`` (a convolution, maybe after ``RepeatAsVideo``), flattened to tokens
-    ``Tensor[B, N, D]``, then the optional ``norm_layer`` (Meta's ``PatchEmbedGeneric``)."""
-
-    def __init__(self, proj: nn.Module, norm_layer: Optional[nn.Module] = None) -> None:
-        super().__init__()
-        self.proj = proj
-        self.norm_layer = norm_layer
-
-    def forward(self, x: Tensor) -> Tensor:
-        x = self.proj(x).flatten(2).transpose(1, 2)
-        return x if self.norm_layer is None else self.norm_layer(x)
-
-
-class PositionEmbedding(nn.Module):
-    """A learnt ``pos_embed [1, tokens, D]`` (Meta's ``SpatioTemporalPosEmbeddingHelper``)."""
-
-    def __init__(self, num_tokens: int, dim: int) -> None:
-        super().__init__()
-        self.pos_embed = nn.Parameter(torch.zeros(1, num_tokens, dim))
-        nn.init.normal_(self.pos_embed, std=dim**-0.5)
-
-
-class Tokenizer(nn.Module):
-    """Patches → ``[cls] + patch tokens`` + position embedding: ``Tensor[B, 1 + N, D]``.
-
-    Meta's ``RGBDTPreprocessor`` / ``AudioPreprocessor`` with one cls token. The input size is
-    fixed (``num_patches`` tokens): Meta's position-embedding interpolation for other sizes is
-    not needed by ImageBind's own preprocessing and is not implemented.
-    """
-
-    def __init__(self, stem: PatchStem, num_patches: int, dim: int) -> None:
-        super().__init__()
-        self.rgbt_stem = stem
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
-        self.pos_embedding_helper = PositionEmbedding(1 + num_patches, dim)
-        nn.init.normal_(self.cls_token, std=dim**-0.5)
-
-    def forward(self, x: Tensor) -> Tensor:
-        tokens = self.rgbt_stem(x)
-        cls = self.cls_token.expand(tokens.shape[0], -1, -1)
-        return torch.cat([cls, tokens], dim=1) + self.pos_embedding_helper.pos_embed
-
-
-class SelectCls(nn.Module):
-    """``Tensor[B, L, D]`` → ``Tensor[B, D]``: the first (cls) token."""
-
-    def forward(self, x: Tensor) -> Tensor:
-        return x[:, 0]
-
-
-def head(dim: int, out_dim: int) -> nn.Sequential:
-    """LayerNorm, cls token, Linear without bias: ``Tensor[B, L, D]`` → ``Tensor[B, out_dim]``."""
-    return nn.Sequential(nn.LayerNorm(dim, eps=LAYER_NORM_EPS), SelectCls(), nn.Linear(dim, out_dim, bias=False))
-
-
-class Normalize(nn.Module):
-    """L2-normalise the last dimension."""
-
-    def forward(self, x: Tensor) -> Tensor:
-        return F.normalize(x, dim=-1, p=2)
-
-
-class LogitScale(nn.Module):
-    """Multiply by ``min(exp(log_logit_scale), 100)``; ``log_logit_scale`` is a fixed buffer
-    (Meta's ``LearnableLogitScaling(learnable=False)``), part of the checkpoint."""
-
-    def __init__(self, scale: float) -> None:
-        super().__init__()
-        self.register_buffer("log_logit_scale", torch.tensor(math.log(scale)))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return torch.clip(self.log_logit_scale.exp(), max=100) * x
-
-
 # ---------------------------------------------------------------------------------------------
 # The model
 # ---------------------------------------------------------------------------------------------
 
 
 class ImageBind(nn.Module):
-    """ImageBind's vision and audio towers (``imagebind_huge`` sizes by default).
+    """ImageBind's vision, audio and text towers (``imagebind_huge`` sizes by default).
 
-    The keyword arguments are those of Meta's ``ImageBindModel`` for these two modalities. The
+    The keyword arguments are those of Meta's ``ImageBindModel`` for these modalities. The
     parameters are randomly initialised: use ``load_imagebind`` for the trained weights. Use
-    ``embed_vision`` / ``embed_audio`` (``forward`` is not defined).
+    ``embed_vision`` / ``embed_audio`` / ``embed_text`` (``forward`` is not defined).
 
     Args:
         vision_embed_dim, vision_num_blocks, vision_num_heads: the vision ViT (ViT-H/14:
             1280, 32, 16). Its input is fixed at 224×224 pixels (16×16 patches of 14 pixels).
         audio_embed_dim, audio_num_blocks, audio_num_heads: the audio ViT (ViT-B: 768, 12, 12).
+        text_embed_dim, text_num_blocks, text_num_heads: the causal text transformer (OpenCLIP
+            ViT-H's: 1024, 24, 16; Meta's ``ImageBindModel`` defaults are 768, 12, 12).
         out_embed_dim: size of the joint embedding space (1024).
         audio_kernel_size, audio_stride: the audio patch convolution (16, stride 10).
         audio_num_mel_bins, audio_target_len: the log-mel input size (128 bins × 204 frames).
@@ -273,6 +105,9 @@ class ImageBind(nn.Module):
         audio_embed_dim: int = 768,
         audio_num_blocks: int = 12,
         audio_num_heads: int = 12,
+        text_embed_dim: int = 1024,
+        text_num_blocks: int = 24,
+        text_num_heads: int = 16,
         out_embed_dim: int = 1024,
         audio_kernel_size: int = 16,
         audio_stride: int = 10,
@@ -284,9 +119,10 @@ class ImageBind(nn.Module):
             ("vision_embed_dim", vision_embed_dim), ("vision_num_blocks", vision_num_blocks),
             ("vision_num_heads", vision_num_heads), ("audio_embed_dim", audio_embed_dim),
             ("audio_num_blocks", audio_num_blocks), ("audio_num_heads", audio_num_heads),
-            ("out_embed_dim", out_embed_dim), ("audio_kernel_size", audio_kernel_size),
-            ("audio_stride", audio_stride), ("audio_num_mel_bins", audio_num_mel_bins),
-            ("audio_target_len", audio_target_len),
+            ("text_embed_dim", text_embed_dim), ("text_num_blocks", text_num_blocks),
+            ("text_num_heads", text_num_heads), ("out_embed_dim", out_embed_dim),
+            ("audio_kernel_size", audio_kernel_size), ("audio_stride", audio_stride),
+            ("audio_num_mel_bins", audio_num_mel_bins), ("audio_target_len", audio_target_len),
         ]:  # fmt: skip
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"{name}: expected a positive integer, got {value!r}")
@@ -298,29 +134,10 @@ class ImageBind(nn.Module):
         self.out_embed_dim = out_embed_dim
         self.audio_input_shape = (1, audio_num_mel_bins, audio_target_len)
 
-        # Vision: the image is a 2-frame video cut into 2×14×14 tubelets → 1 × 16 × 16 patches.
-        patch = 14
-        vision_stem = PatchStem(
-            nn.Sequential(
-                RepeatAsVideo(2),
-                nn.Conv3d(3, vision_embed_dim, kernel_size=(2, patch, patch), stride=(2, patch, patch), bias=False),
-            )
+        vision, audio = _tokenizers(
+            vision_embed_dim, audio_embed_dim, audio_kernel_size, audio_stride, audio_num_mel_bins, audio_target_len
         )
-        # Audio: overlapping 16×16 patches every 10 bins/frames → 12 × 19 patches for 128 × 204.
-        audio_stem = PatchStem(
-            nn.Conv2d(1, audio_embed_dim, kernel_size=audio_kernel_size, stride=audio_stride, bias=False),
-            norm_layer=nn.LayerNorm(audio_embed_dim),  # eps 1e-5, as Meta's
-        )
-        vision_patches = (IMAGE_SIZE // patch) ** 2
-        audio_patches = ((audio_num_mel_bins - audio_kernel_size) // audio_stride + 1) * (
-            (audio_target_len - audio_kernel_size) // audio_stride + 1
-        )
-        self.modality_preprocessors = nn.ModuleDict(
-            {
-                "vision": Tokenizer(vision_stem, vision_patches, vision_embed_dim),
-                "audio": Tokenizer(audio_stem, audio_patches, audio_embed_dim),
-            }
-        )
+        self.modality_preprocessors = nn.ModuleDict({"vision": vision, "audio": audio})
         self.modality_trunks = nn.ModuleDict(
             {
                 "vision": Transformer(
@@ -337,6 +154,11 @@ class ImageBind(nn.Module):
         self.modality_postprocessors = nn.ModuleDict(
             {"vision": Normalize(), "audio": nn.Sequential(Normalize(), LogitScale(AUDIO_LOGIT_SCALE))}
         )
+        text = text_tower(text_embed_dim, text_num_blocks, text_num_heads, out_embed_dim)
+        self.modality_preprocessors["text"] = text.preprocessor
+        self.modality_trunks["text"] = text.trunk
+        self.modality_heads["text"] = text.head
+        self.modality_postprocessors["text"] = text.postprocessor
 
     @property
     def device(self) -> torch.device:
@@ -388,6 +210,51 @@ class ImageBind(nn.Module):
         x = self._embed("audio", features.flatten(0, 1))
         return x.reshape(batch, clips, -1).mean(dim=1)
 
+    @torch.no_grad()
+    def embed_text(self, tokens: Tensor) -> Tensor:
+        """Text embeddings, as Meta's ``ImageBindModel({"text": tokens})["text"]``.
+
+        The end-of-text token's output, L2-normalised and multiplied by the trained text logit
+        scale (``modality_postprocessors.text.1.log_logit_scale``: the norm of every result), so
+        that ``embed_vision(x) @ embed_text(t).T`` are the logits Meta's zero-shot classifier uses.
+
+        Args:
+            tokens: ``Tensor[N, 77]`` integer token ids (:func:`cmsf.imagebind_text_inputs`);
+                moved to the model's device.
+
+        Returns:
+            ``Tensor[N, out_embed_dim]`` float32 on the model's device.
+        """
+        preprocessor = self.modality_preprocessors["text"]
+        check_tokens(tokens, preprocessor.token_embedding.num_embeddings)
+        tokens = tokens.to(device=self.device, dtype=torch.int64)
+        x = self.modality_trunks["text"](preprocessor(tokens))
+        return self.modality_postprocessors["text"](self.modality_heads["text"](x, tokens).float())
+
+
+def _tokenizers(
+    vision_dim: int, audio_dim: int, kernel_size: int, stride: int, mel_bins: int, target_len: int
+) -> tuple[Tokenizer, Tokenizer]:
+    """The vision and audio preprocessors (patch stems, cls tokens, position embeddings)."""
+    # Vision: the image is a 2-frame video cut into 2×14×14 tubelets → 1 × 16 × 16 patches.
+    patch = 14
+    vision_stem = PatchStem(
+        nn.Sequential(
+            RepeatAsVideo(2),
+            nn.Conv3d(3, vision_dim, kernel_size=(2, patch, patch), stride=(2, patch, patch), bias=False),
+        )
+    )
+    # Audio: overlapping 16×16 patches every 10 bins/frames → 12 × 19 patches for 128 × 204.
+    audio_stem = PatchStem(
+        nn.Conv2d(1, audio_dim, kernel_size=kernel_size, stride=stride, bias=False),
+        norm_layer=nn.LayerNorm(audio_dim),  # eps 1e-5, as Meta's
+    )
+    audio_patches = ((mel_bins - kernel_size) // stride + 1) * ((target_len - kernel_size) // stride + 1)
+    return (
+        Tokenizer(vision_stem, (IMAGE_SIZE // patch) ** 2, vision_dim),
+        Tokenizer(audio_stem, audio_patches, audio_dim),
+    )
+
 
 def _check_shape(x: Tensor, name: str, tail: tuple, expected: str, clips: bool = False) -> None:
     if not isinstance(x, Tensor):
@@ -406,8 +273,9 @@ def _check_shape(x: Tensor, name: str, tail: tuple, expected: str, clips: bool =
 _OWN_PREFIXES = tuple(
     f"{part}.{modality}."
     for part in ("modality_preprocessors", "modality_trunks", "modality_heads", "modality_postprocessors")
-    for modality in ("vision", "audio")
+    for modality in ("vision", "audio", "text")
 )
+_RECOMPUTED = ("modality_preprocessors.text.mask",)  # Meta's fixed causal mask: the blocks are causal
 
 
 def default_checkpoint_path() -> str:
@@ -484,10 +352,10 @@ def load_imagebind(
         the model in eval mode, with ``requires_grad`` off.
 
     Raises:
-        ValueError: a vision/audio parameter of the model is missing from the checkpoint or has
-            another shape there, or the checkpoint has vision/audio parameters the model lacks
-            (other sizes); the message names the parameter. Parameters of the other modalities
-            (text, depth, thermal, imu) are ignored.
+        ValueError: a vision/audio/text parameter of the model is missing from the checkpoint or
+            has another shape there, or the checkpoint has vision/audio/text parameters the model
+            lacks (other sizes); the message names the parameter. Parameters of the other
+            modalities (depth, thermal, imu) and Meta's fixed causal text mask are ignored.
         RuntimeError: the download failed (the message says how to provide the file instead).
     """
     dtype = resolve_dtype(dtype)
@@ -505,7 +373,7 @@ def load_imagebind(
     with torch.device("meta"):  # no memory, no random init: every tensor comes from the checkpoint
         model = ImageBind(**sizes)
     expected = model.state_dict()
-    unexpected = [key for key in state if key.startswith(_OWN_PREFIXES) and key not in expected]
+    unexpected = [k for k in state if k.startswith(_OWN_PREFIXES) and k not in expected and k not in _RECOMPUTED]
     if unexpected:
         raise ValueError(
             f"checkpoint: unexpected parameter {unexpected[0]!r} ({len(unexpected)} in all): the checkpoint "

@@ -31,6 +31,9 @@ TINY_IMAGEBIND_SIZES = dict(
     audio_embed_dim=32,
     audio_num_blocks=1,
     audio_num_heads=2,
+    text_embed_dim=32,
+    text_num_blocks=1,
+    text_num_heads=2,
     out_embed_dim=16,
 )
 HUGE_IMAGEBIND_SIZES = dict(
@@ -40,6 +43,9 @@ HUGE_IMAGEBIND_SIZES = dict(
     audio_embed_dim=768,
     audio_num_blocks=12,
     audio_num_heads=12,
+    text_embed_dim=1024,
+    text_num_blocks=24,
+    text_num_heads=16,
     out_embed_dim=1024,
 )
 

@@ -16,7 +16,8 @@ Each pipeline is two stages (:data:`PIPELINE_STAGES`):
   :class:`~cmsf.pipelines.results.FrameEvidence`.
 
 The data types (inputs, candidates, evidence, results) live in :mod:`cmsf.pipelines.results`; the
-pipelines' settings (defaults, checks, parsing from text) at the end of this module.
+pipelines' settings (one frozen dataclass per pipeline: defaults, checks, parsing from text) in
+:mod:`cmsf.pipelines.settings`.
 
 :func:`run_videos` chains them for several videos; :func:`owod_bind`, :func:`sam_bind`,
 :func:`at_gdino_sam` and :func:`at_sam3` for one. The result keeps its evidence (tags, boxes, scores, which proposals
@@ -25,24 +26,30 @@ were kept) next to the masks; the frame mask is always the union of the kept pro
 
 from __future__ import annotations
 
-import inspect
-import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Mapping, Optional, Sequence, TypeVar
 
 import torch
 from torch import Tensor
 
-from cmsf.checks import check_positive_int, check_range, check_unit
 from cmsf.io.inputs import Images
 from cmsf.models.loading import Models
-from cmsf.ops import BIND_MODES
 from cmsf.pipelines.results import FrameCandidates, FrameEvidence, SegmentationResult, VideoInput, prepare_video
 from cmsf.pipelines.selection import select_all, select_at_gdino_sam, select_owod_bind, select_sam_bind
-from cmsf.stages.binding import CROP_BACKGROUNDS, binder_of, check_bind_mode, masked_crops
+from cmsf.pipelines.settings import (
+    BIND_SETTINGS,
+    AtGdinoSamSettings,
+    AtSam3Settings,
+    OwodBindSettings,
+    PipelineSettings,
+    SamBindSettings,
+    resolve_settings,
+    settings_for,
+)
+from cmsf.stages.binding import binder_of, masked_crops
 from cmsf.stages.concepts import segment_concepts
 from cmsf.stages.grounding import ground
-from cmsf.stages.proposals import MAX_PROPOSALS, PROPOSAL_NMS_THRESHOLD, propose_boxes
+from cmsf.stages.proposals import propose_boxes
 from cmsf.stages.segmentation import sam_masks
 from cmsf.stages.tagging import tag_audio
 
@@ -56,20 +63,15 @@ __all__ = [
     "VideoInput",
     "at_gdino_sam",
     "at_sam3",
-    "check_settings",
-    "default_settings",
     "find_tagged_concepts",
     "ground_tagged_frames",
     "owod_bind",
-    "parse_settings",
     "prepare_video",
-    "resolve_settings",
     "run_videos",
     "sam_bind",
     "select_frames",
     "select_video",
     "tag_videos",
-    "type_settings",
 ]
 
 T = TypeVar("T")
@@ -149,29 +151,29 @@ def _per_segment(videos: Sequence[VideoInput], compute: Callable[[list[Tensor], 
 
 
 def owod_bind_candidates(
-    videos: Sequence[VideoInput], models: Models, settings: Mapping[str, Any]
+    videos: Sequence[VideoInput], models: Models, settings: OwodBindSettings
 ) -> list[list[FrameCandidates]]:
     """OWOD-BIND's model stage: class-agnostic proposals of ``models.proposer`` (OWLv2 or MAVL;
-    ≥ ``settings["box_threshold"]``, OWLv2's de-duplicated at ``proposal_nms_threshold``, at most
+    ≥ ``settings.box_threshold``, OWLv2's de-duplicated at ``proposal_nms_threshold``, at most
     ``max_proposals``; see :func:`~cmsf.stages.proposals.propose_boxes`) → one SAM mask per box →
     masked crops → ImageBind. Every frame of every video goes through each model in one batch."""
     images = _all_images(videos)
     proposals = propose_boxes(
         images,
         models,
-        threshold=settings["box_threshold"],
-        nms_threshold=settings["proposal_nms_threshold"],
-        max_proposals=settings["max_proposals"],
+        threshold=settings.box_threshold,
+        nms_threshold=settings.proposal_nms_threshold,
+        max_proposals=settings.max_proposals,
     )
     boxes = [p.boxes for p in proposals]
     mask_sets = sam_masks(images, models, boxes=boxes)
     return _bind_candidates(
-        videos, boxes, [p.scores for p in proposals], [m.masks for m in mask_sets], models, settings["crop_background"]
+        videos, boxes, [p.scores for p in proposals], [m.masks for m in mask_sets], models, settings.crop_background
     )
 
 
 def sam_bind_candidates(
-    videos: Sequence[VideoInput], models: Models, settings: Mapping[str, Any]
+    videos: Sequence[VideoInput], models: Models, settings: SamBindSettings
 ) -> list[list[FrameCandidates]]:
     """SAM-BIND's model stage: SAM's automatic masks (the settings' grid, quality filters and
     NMS, see :func:`~cmsf.stages.segmentation.sam_masks`) → masked crops → ImageBind."""
@@ -179,10 +181,10 @@ def sam_bind_candidates(
     mask_sets = sam_masks(
         images,
         models,
-        nms_threshold=settings["nms_threshold"],
-        points_per_side=settings["points_per_side"],
-        pred_iou_threshold=settings["pred_iou_threshold"],
-        stability_score_threshold=settings["stability_score_threshold"],
+        nms_threshold=settings.nms_threshold,
+        points_per_side=settings.points_per_side,
+        pred_iou_threshold=settings.pred_iou_threshold,
+        stability_score_threshold=settings.stability_score_threshold,
     )
     return _bind_candidates(
         videos,
@@ -190,17 +192,17 @@ def sam_bind_candidates(
         [m.iou_scores for m in mask_sets],
         [m.masks for m in mask_sets],
         models,
-        settings["crop_background"],
+        settings.crop_background,
     )
 
 
 def at_gdino_sam_candidates(
-    videos: Sequence[VideoInput], models: Models, settings: Mapping[str, Any]
+    videos: Sequence[VideoInput], models: Models, settings: AtGdinoSamSettings
 ) -> list[list[FrameCandidates]]:
     """AT-GDINO-SAM's model stage: AST tags of every segment (≥ ``tag_threshold``,
     :func:`tag_videos`) → GroundingDINO on each frame with its segment's tags as prompts → one SAM
     mask per box (:func:`ground_tagged_frames`)."""
-    return ground_tagged_frames(videos, tag_videos(videos, models, settings["tag_threshold"]), models, settings)
+    return ground_tagged_frames(videos, tag_videos(videos, models, settings.tag_threshold), models, settings)
 
 
 def tag_videos(
@@ -213,16 +215,19 @@ def tag_videos(
 
 
 def ground_tagged_frames(
-    videos: Sequence[VideoInput], tags: Sequence[Sequence[tuple[str, float]]], models: Models, settings: Mapping[str, Any]
+    videos: Sequence[VideoInput],
+    tags: Sequence[Sequence[tuple[str, float]]],
+    models: Models,
+    settings: AtGdinoSamSettings,
 ) -> list[list[FrameCandidates]]:
     """AT-GDINO-SAM after tagging: GroundingDINO on each frame with its segment's ``tags`` (one
     list per frame of ``videos``, as :func:`tag_videos` gives them) as prompts (boxes scoring
-    > ``settings["box_threshold"]``) → one SAM mask per box. A frame without a tag gets no box
+    > ``settings.box_threshold``) → one SAM mask per box. A frame without a tag gets no box
     (GroundingDINO does not run on it)."""
     images = _all_images(videos)
     prompts = [[label for label, _ in frame_tags] for frame_tags in tags]
     detections = ground(
-        images, prompts, models, box_threshold=settings["box_threshold"], text_threshold=settings["text_threshold"]
+        images, prompts, models, box_threshold=settings.box_threshold, text_threshold=settings.text_threshold
     )
     mask_sets = sam_masks(images, models, boxes=[d.boxes for d in detections])
     frames = [
@@ -239,15 +244,18 @@ def ground_tagged_frames(
 
 
 def at_sam3_candidates(
-    videos: Sequence[VideoInput], models: Models, settings: Mapping[str, Any]
+    videos: Sequence[VideoInput], models: Models, settings: AtSam3Settings
 ) -> list[list[FrameCandidates]]:
     """AT-SAM3's model stage: AST tags of every segment (≥ ``tag_threshold``, :func:`tag_videos`)
     → SAM 3 concept prompts on each frame (:func:`find_tagged_concepts`)."""
-    return find_tagged_concepts(videos, tag_videos(videos, models, settings["tag_threshold"]), models, settings)
+    return find_tagged_concepts(videos, tag_videos(videos, models, settings.tag_threshold), models, settings)
 
 
 def find_tagged_concepts(
-    videos: Sequence[VideoInput], tags: Sequence[Sequence[tuple[str, float]]], models: Models, settings: Mapping[str, Any]
+    videos: Sequence[VideoInput],
+    tags: Sequence[Sequence[tuple[str, float]]],
+    models: Models,
+    settings: AtSam3Settings,
 ) -> list[list[FrameCandidates]]:
     """AT-SAM3 after tagging: SAM 3 concept prompts on each frame, its segment's ``tags`` (one list
     per frame of ``videos``, as :func:`tag_videos` gives them) as concepts
@@ -258,8 +266,8 @@ def find_tagged_concepts(
         _all_images(videos),
         prompts,
         models,
-        threshold=settings["instance_threshold"],
-        mask_threshold=settings["mask_threshold"],
+        threshold=settings.instance_threshold,
+        mask_threshold=settings.mask_threshold,
     )
     frames = [
         FrameCandidates(
@@ -278,17 +286,18 @@ def find_tagged_concepts(
 class PipelineStages:
     """A pipeline as its two stages: ``candidates(videos, models, settings)`` runs the models
     on a batch of videos (one list of :class:`FrameCandidates` per video) and
-    ``select(candidates, settings)`` applies the thresholds to one frame."""
+    ``select(candidates, settings)`` applies the thresholds to one frame; ``settings`` are the
+    pipeline's (:data:`cmsf.pipelines.settings.SETTINGS`)."""
 
-    candidates: Callable[[Sequence[VideoInput], Models, Mapping[str, Any]], list[list[FrameCandidates]]]
-    select: Callable[[FrameCandidates, Mapping[str, Any]], FrameEvidence]
+    candidates: Callable[[Sequence[VideoInput], Models, Any], list[list[FrameCandidates]]]
+    select: Callable[[FrameCandidates, Any], FrameEvidence]
 
 
 def select_video(
     pipeline: str,
     video: VideoInput,
     candidates: Sequence[FrameCandidates],
-    settings: Mapping[str, Any],
+    settings: PipelineSettings,
     sources: Optional[Mapping[str, str]] = None,
 ) -> SegmentationResult:
     """Apply ``pipeline``'s selection to each frame's candidates: the video's result (see
@@ -299,7 +308,7 @@ def select_video(
 def select_frames(
     pipeline: str,
     candidates: Sequence[FrameCandidates],
-    settings: Mapping[str, Any],
+    settings: PipelineSettings,
     frame_size: tuple[int, int],
     sources: Optional[Mapping[str, str]] = None,
 ) -> SegmentationResult:
@@ -310,15 +319,14 @@ def select_frames(
     frames = [select(frame, settings) for frame in candidates]
     height, width = frame_size
     masks = torch.stack([evidence.union(height, width) for evidence in frames])
-    settings = dict(settings)
     scoring = candidates[0].scoring
-    if "bind_mode" in settings and scoring is not None:
-        settings["bind_mode"] = scoring.mode(settings["bind_mode"])
+    if isinstance(settings, BIND_SETTINGS) and scoring is not None:
+        settings = replace(settings, bind_mode=scoring.mode(settings.bind_mode))
     return SegmentationResult(pipeline=pipeline, masks=masks, frames=frames, settings=settings, sources=dict(sources or {}))
 
 
 def run_videos(
-    pipeline: str, videos: Sequence[VideoInput], models: Models, settings: Mapping[str, Any]
+    pipeline: str, videos: Sequence[VideoInput], models: Models, settings: Optional[PipelineSettings] = None
 ) -> list[SegmentationResult]:
     """Run ``pipeline`` on several videos at once: every model sees the frames (crops,
     segments) of all ``videos`` in one batch; each video's result is what the pipeline gives
@@ -326,35 +334,61 @@ def run_videos(
 
     Args:
         videos: from :func:`prepare_video`.
-        settings: overrides of the pipeline's defaults (checked by :func:`check_settings`).
+        settings: the pipeline's settings (:data:`cmsf.pipelines.settings.SETTINGS`), None: its
+            defaults.
+
+    Raises:
+        ValueError: an unknown pipeline, settings of another pipeline, or a bind mode the
+            binder cannot give.
     """
-    return _run_checked(pipeline, videos, models, check_settings(pipeline, settings))
+    return _run_checked(pipeline, videos, models, settings_for(pipeline, settings))
 
 
 def _run_checked(
-    pipeline: str, videos: Sequence[VideoInput], models: Models, settings: Mapping[str, Any]
+    pipeline: str, videos: Sequence[VideoInput], models: Models, settings: PipelineSettings
 ) -> list[SegmentationResult]:
     if not videos:
         return []
-    settings = resolve_settings(pipeline, settings, models)  # before any model runs
+    settings = resolve_settings(settings, models)  # before any model runs
     candidates = PIPELINE_STAGES[pipeline].candidates(videos, models, settings)
     sources = models.sources()
     return [select_video(pipeline, video, frames, settings, sources) for video, frames in zip(videos, candidates)]
 
 
 # ---------------------------------------------------------------- the pipelines
+def _run_one(
+    frames: Images,
+    waveform: Tensor,
+    sample_rate: int,
+    models: Models,
+    keywords: PipelineSettings,
+    settings: Optional[PipelineSettings],
+) -> SegmentationResult:
+    """Run one video with ``settings`` when given (then the keyword settings, ``keywords``, must
+    be left at their defaults), else with ``keywords``; settings first: no model or input work
+    for a bad one."""
+    pipeline = keywords.pipeline
+    if settings is not None:
+        if keywords != type(keywords)():
+            given = ", ".join(f"{key}={value!r}" for key, value in keywords.changed().items())
+            raise ValueError(f"settings: give the settings either as settings= or as keyword arguments, not both ({given})")
+        keywords = settings_for(pipeline, settings)
+    return _run_checked(pipeline, [prepare_video(frames, waveform, sample_rate)], models, keywords)[0]
+
+
 def owod_bind(
     frames: Images,
     waveform: Tensor,
     sample_rate: int,
     models: Models,
     *,
-    box_threshold: float = 0.5,
-    bind_threshold: float = 0.7,
-    bind_mode: Optional[str] = None,
-    proposal_nms_threshold: float = PROPOSAL_NMS_THRESHOLD,
-    max_proposals: int = MAX_PROPOSALS,
-    crop_background: str = "blur",
+    box_threshold: float = OwodBindSettings.box_threshold,
+    bind_threshold: float = OwodBindSettings.bind_threshold,
+    bind_mode: Optional[str] = OwodBindSettings.bind_mode,
+    proposal_nms_threshold: float = OwodBindSettings.proposal_nms_threshold,
+    max_proposals: int = OwodBindSettings.max_proposals,
+    crop_background: str = OwodBindSettings.crop_background,
+    settings: Optional[OwodBindSettings] = None,
 ) -> SegmentationResult:
     """OWOD-BIND: class-agnostic proposals → SAM masks → binder filter against the audio.
 
@@ -371,23 +405,14 @@ def owod_bind(
     binder's own, softmax for ImageBind as in the authors' code, calibrated for PE-AV) → union of
     the kept masks. The result's ``sources`` say which proposer ran (``mavl``: ``"not used"`` when
     OWLv2 proposed).
+
+    The settings are :class:`~cmsf.pipelines.settings.OwodBindSettings` (units and ranges there),
+    given as keyword arguments or as one ``settings`` object, not both.
     """
-    settings = {
-        "box_threshold": box_threshold,
-        "bind_threshold": bind_threshold,
-        "bind_mode": bind_mode,
-        "proposal_nms_threshold": proposal_nms_threshold,
-        "max_proposals": max_proposals,
-        "crop_background": crop_background,
-    }
-    return _run_one("owod-bind", frames, waveform, sample_rate, models, settings)
-
-
-def _run_one(
-    pipeline: str, frames: Images, waveform: Tensor, sample_rate: int, models: Models, settings: Mapping[str, Any]
-) -> SegmentationResult:
-    settings = check_settings(pipeline, settings)  # settings first: no model or input work for a bad one
-    return _run_checked(pipeline, [prepare_video(frames, waveform, sample_rate)], models, settings)[0]
+    keywords = OwodBindSettings(
+        box_threshold, bind_threshold, bind_mode, proposal_nms_threshold, max_proposals, crop_background
+    )
+    return _run_one(frames, waveform, sample_rate, models, keywords, settings)
 
 
 def sam_bind(
@@ -396,13 +421,14 @@ def sam_bind(
     sample_rate: int,
     models: Models,
     *,
-    nms_threshold: float = 0.5,
-    bind_threshold: float = 0.7,
-    bind_mode: Optional[str] = None,
-    points_per_side: int = 32,
-    pred_iou_threshold: float = 0.88,
-    stability_score_threshold: float = 0.95,
-    crop_background: str = "blur",
+    nms_threshold: float = SamBindSettings.nms_threshold,
+    bind_threshold: float = SamBindSettings.bind_threshold,
+    bind_mode: Optional[str] = SamBindSettings.bind_mode,
+    points_per_side: int = SamBindSettings.points_per_side,
+    pred_iou_threshold: float = SamBindSettings.pred_iou_threshold,
+    stability_score_threshold: float = SamBindSettings.stability_score_threshold,
+    crop_background: str = SamBindSettings.crop_background,
+    settings: Optional[SamBindSettings] = None,
 ) -> SegmentationResult:
     """SAM-BIND: SAM's automatic point-grid masks (a ``points_per_side``² grid and
     segment-anything's automatic-generator quality filters, predicted IoU > ``pred_iou_threshold``
@@ -410,17 +436,18 @@ def sam_bind(
     :func:`~cmsf.stages.segmentation.sam_masks`),
     de-duplicated by NMS at ``nms_threshold`` (the paper's 0.5, where segment-anything's own
     default is 0.7), as proposals; then the same masked crops (``crop_background`` outside the
-    mask) and ImageBind filter as :func:`owod_bind`."""
-    settings = {
-        "nms_threshold": nms_threshold,
-        "bind_threshold": bind_threshold,
-        "bind_mode": bind_mode,
-        "points_per_side": points_per_side,
-        "pred_iou_threshold": pred_iou_threshold,
-        "stability_score_threshold": stability_score_threshold,
-        "crop_background": crop_background,
-    }
-    return _run_one("sam-bind", frames, waveform, sample_rate, models, settings)
+    mask) and ImageBind filter as :func:`owod_bind`. The settings are
+    :class:`~cmsf.pipelines.settings.SamBindSettings`, as keyword arguments or as ``settings``."""
+    keywords = SamBindSettings(
+        nms_threshold,
+        bind_threshold,
+        bind_mode,
+        points_per_side,
+        pred_iou_threshold,
+        stability_score_threshold,
+        crop_background,
+    )
+    return _run_one(frames, waveform, sample_rate, models, keywords, settings)
 
 
 def at_gdino_sam(
@@ -429,15 +456,17 @@ def at_gdino_sam(
     sample_rate: int,
     models: Models,
     *,
-    tag_threshold: float = 0.5,
-    box_threshold: float = 0.35,
-    text_threshold: float = 0.25,
+    tag_threshold: float = AtGdinoSamSettings.tag_threshold,
+    box_threshold: float = AtGdinoSamSettings.box_threshold,
+    text_threshold: float = AtGdinoSamSettings.text_threshold,
+    settings: Optional[AtGdinoSamSettings] = None,
 ) -> SegmentationResult:
     """AT-GDINO-SAM: AST tags of segment t (≥ ``tag_threshold`` = τ_AT) → GroundingDINO boxes
     for those tags on frame t → one SAM mask per box → union. A segment with no tag gives an empty
-    mask (and GroundingDINO is not run on its frame)."""
-    settings = {"tag_threshold": tag_threshold, "box_threshold": box_threshold, "text_threshold": text_threshold}
-    return _run_one("at-gdino-sam", frames, waveform, sample_rate, models, settings)
+    mask (and GroundingDINO is not run on its frame). The settings are
+    :class:`~cmsf.pipelines.settings.AtGdinoSamSettings`, as keyword arguments or as ``settings``."""
+    keywords = AtGdinoSamSettings(tag_threshold, box_threshold, text_threshold)
+    return _run_one(frames, waveform, sample_rate, models, keywords, settings)
 
 
 def at_sam3(
@@ -446,18 +475,20 @@ def at_sam3(
     sample_rate: int,
     models: Models,
     *,
-    tag_threshold: float = 0.5,
-    instance_threshold: float = 0.5,
-    mask_threshold: float = 0.5,
+    tag_threshold: float = AtSam3Settings.tag_threshold,
+    instance_threshold: float = AtSam3Settings.instance_threshold,
+    mask_threshold: float = AtSam3Settings.mask_threshold,
+    settings: Optional[AtSam3Settings] = None,
 ) -> SegmentationResult:
     """AT-SAM3: AST tags of segment t (≥ ``tag_threshold`` = τ_AT) → SAM 3 concept prompts on
     frame t → the instance masks of every tag (score > ``instance_threshold``, pixels with mask
     probability > ``mask_threshold``; :func:`~cmsf.stages.concepts.segment_concepts`) → union. No
     GroundingDINO and no second SAM: SAM 3 both finds and segments. A segment with no tag gives
     an empty mask (and SAM 3 is not run on its frame). The evidence keeps the tags, each
-    instance's box, score and tag (``phrases``); every instance is kept."""
-    settings = {"tag_threshold": tag_threshold, "instance_threshold": instance_threshold, "mask_threshold": mask_threshold}
-    return _run_one("at-sam3", frames, waveform, sample_rate, models, settings)
+    instance's box, score and tag (``phrases``); every instance is kept. The settings are
+    :class:`~cmsf.pipelines.settings.AtSam3Settings`, as keyword arguments or as ``settings``."""
+    keywords = AtSam3Settings(tag_threshold, instance_threshold, mask_threshold)
+    return _run_one(frames, waveform, sample_rate, models, keywords, settings)
 
 
 PIPELINES: dict[str, Callable[..., SegmentationResult]] = {
@@ -467,7 +498,7 @@ PIPELINES: dict[str, Callable[..., SegmentationResult]] = {
     "at-sam3": at_sam3,
 }
 """The pipelines by name: each runs one video (``frames, waveform, sample_rate, models``) with
-its keyword-only settings."""
+its keyword-only settings (or ``settings=``, an object of :data:`cmsf.pipelines.settings.SETTINGS`)."""
 
 PIPELINE_STAGES: dict[str, PipelineStages] = {
     "owod-bind": PipelineStages(owod_bind_candidates, select_owod_bind),
@@ -476,120 +507,3 @@ PIPELINE_STAGES: dict[str, PipelineStages] = {
     "at-sam3": PipelineStages(at_sam3_candidates, select_all),
 }
 """The two stages of each pipeline of :data:`PIPELINES` (see :class:`PipelineStages`)."""
-
-
-_UNIT_SETTINGS = (
-    "box_threshold",
-    "tag_threshold",
-    "text_threshold",
-    "nms_threshold",
-    "pred_iou_threshold",
-    "stability_score_threshold",
-    "proposal_nms_threshold",
-    "instance_threshold",
-    "mask_threshold",
-)
-
-
-def default_settings(pipeline: str) -> dict[str, Any]:
-    """The keyword-only settings of ``PIPELINES[pipeline]`` and their defaults (the paper's)."""
-    if not isinstance(pipeline, str) or pipeline not in PIPELINES:
-        got = repr(pipeline) if isinstance(pipeline, str) else f"a {type(pipeline).__name__}"
-        raise ValueError(f"pipeline: expected one of {', '.join(PIPELINES)}, got {got}")
-    return {
-        name: parameter.default
-        for name, parameter in inspect.signature(PIPELINES[pipeline]).parameters.items()
-        if parameter.kind is inspect.Parameter.KEYWORD_ONLY
-    }
-
-
-def check_settings(pipeline: str, overrides: Mapping[str, Any]) -> dict[str, Any]:
-    """All settings of ``pipeline``: its defaults updated with ``overrides``, each checked.
-
-    Thresholds are numbers in [0, 1] (``bind_threshold`` in [-1, 1] with ``bind_mode="cosine"``),
-    ``bind_mode`` one of :data:`cmsf.ops.BIND_MODES` or None (the binder's own),
-    ``points_per_side`` and ``max_proposals`` positive integers, ``crop_background`` one of
-    :data:`cmsf.stages.binding.CROP_BACKGROUNDS`.
-
-    Raises:
-        ValueError: an unknown pipeline or setting, or a bad value; the message starts with the
-            setting's name.
-    """
-    defaults = default_settings(pipeline)
-    unknown = [key for key in overrides if key not in defaults]
-    if unknown:
-        accepted = ", ".join(f"{k} (default {v!r})" for k, v in defaults.items()) or "none"
-        raise ValueError(f"{unknown[0]}: {pipeline} has no setting {unknown[0]!r}; it accepts: {accepted}")
-    settings = {**defaults, **overrides}
-    mode = settings.get("bind_mode")
-    if mode is not None and mode not in BIND_MODES:
-        raise ValueError(f"bind_mode: expected one of {', '.join(BIND_MODES)}, got {mode!r}")
-    for key in overrides:
-        if key in _UNIT_SETTINGS:
-            check_unit(settings[key], key)
-        elif key == "bind_threshold":
-            check_range(settings[key], key, -1.0 if mode == "cosine" else 0.0, 1.0)
-        elif key in ("points_per_side", "max_proposals"):
-            check_positive_int(settings[key], key)
-        elif key == "crop_background" and settings[key] not in CROP_BACKGROUNDS:
-            raise ValueError(f"crop_background: expected one of {', '.join(CROP_BACKGROUNDS)}, got {settings[key]!r}")
-    return settings
-
-
-def resolve_settings(pipeline: str, overrides: Mapping[str, Any], models: Models) -> dict[str, Any]:
-    """:func:`check_settings`, with ``bind_mode`` resolved for ``models``' binder (None: its own
-    mode) and checked against it, without loading any model
-    (:func:`~cmsf.stages.binding.check_bind_mode`): the settings a run records and runs with.
-
-    Raises:
-        ValueError: as :func:`check_settings`, or a bind mode the binder cannot give.
-    """
-    settings = check_settings(pipeline, overrides)
-    if "bind_mode" in settings:
-        settings["bind_mode"] = check_bind_mode(models, settings["bind_mode"])
-    return settings
-
-
-def parse_settings(pipeline: str, values: Mapping[str, str]) -> dict[str, Any]:
-    """Settings given as text (``{"bind_threshold": "0.6"}``, from a command line or a file)
-    typed after the pipeline's defaults, then checked (:func:`check_settings`).
-
-    A value whose default is an integer becomes an int, one whose default is a float a finite
-    float; other values stay strings. Returns only the settings given.
-
-    Raises:
-        ValueError: a value that does not parse, or one :func:`check_settings` refuses; the
-            message starts with the setting's name.
-    """
-    settings = type_settings(pipeline, values)
-    check_settings(pipeline, settings)
-    return settings
-
-
-def type_settings(pipeline: str, values: Mapping[str, str]) -> dict[str, Any]:
-    """The typing half of :func:`parse_settings`, without the range checks (for settings checked
-    later with others, e.g. a sweep's values against its fixed settings).
-
-    Raises:
-        ValueError: a number that does not parse or is not finite; the message starts with the
-            setting's name.
-    """
-    defaults = default_settings(pipeline)
-    settings: dict[str, Any] = {}
-    for key, text in values.items():
-        default = defaults.get(key)
-        if isinstance(default, int) and not isinstance(default, bool):
-            try:
-                settings[key] = int(text)
-            except ValueError:
-                raise ValueError(f"{key}: expected an integer, got {text!r}") from None
-        elif isinstance(default, float):
-            try:
-                settings[key] = float(text)
-            except ValueError:
-                raise ValueError(f"{key}: expected a number, got {text!r}") from None
-            if not math.isfinite(settings[key]):
-                raise ValueError(f"{key}: expected a finite number, got {text!r}")
-        else:
-            settings[key] = text
-    return settings

@@ -6,12 +6,13 @@ result (:class:`SegmentationResult`) with its JSON form.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
 
 from torch import Tensor
 
 from cmsf.io.inputs import Images, as_image_list, check_sample_rate, split_segments
+from cmsf.pipelines.settings import PipelineSettings
 from cmsf.stages.binding import BindScoring
 
 
@@ -71,20 +72,21 @@ class SegmentationResult:
         pipeline: ``"owod-bind"``, ``"sam-bind"``, ``"at-gdino-sam"`` or ``"at-sam3"``.
         masks (Tensor[T, H, W]): bool, the sounding objects of each frame, at frame resolution, CPU.
         frames: the evidence of each frame; ``masks[t]`` is ``frames[t].union(H, W)``.
-        settings: the thresholds the pipeline ran with (``bind_mode`` resolved to the mode used).
+        settings: the settings the pipeline ran with (``bind_mode`` resolved to the mode used;
+            one of :data:`cmsf.pipelines.settings.SETTINGS`).
         sources: where every component of the models comes from (:meth:`Models.sources`).
     """
 
     pipeline: str
     masks: Tensor
     frames: list[FrameEvidence]
-    settings: dict[str, Any]
+    settings: PipelineSettings
     sources: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "pipeline": self.pipeline,
-            "settings": dict(self.settings),
+            "settings": asdict(self.settings),
             "models": dict(self.sources),
             "frame_size": list(self.masks.shape[1:]),
             "frames": [

@@ -10,13 +10,14 @@ settings (``cmsf eval --sweep``).
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any, Mapping
+from typing import Optional, Union
 
 import torch
 from torch import Tensor
 
 from cmsf.ops import bind_filter
 from cmsf.pipelines.results import FrameCandidates, FrameEvidence
+from cmsf.pipelines.settings import AtGdinoSamSettings, OwodBindSettings, PipelineSettings, SamBindSettings
 
 
 def _take(candidates: FrameCandidates, index: Tensor) -> FrameCandidates:
@@ -31,7 +32,7 @@ def _take(candidates: FrameCandidates, index: Tensor) -> FrameCandidates:
     )
 
 
-def _bind_selection(candidates: FrameCandidates, settings: Mapping[str, Any]) -> FrameEvidence:
+def _bind_selection(candidates: FrameCandidates, settings: Union[OwodBindSettings, SamBindSettings]) -> FrameEvidence:
     """The selection half of the BIND step: :func:`~cmsf.ops.bind_filter` of the proposals'
     embeddings against the segment's, read as the binder says (``bind_mode`` None: its own)."""
     scoring = candidates.scoring
@@ -39,8 +40,8 @@ def _bind_selection(candidates: FrameCandidates, settings: Mapping[str, Any]) ->
     keep, scores = bind_filter(
         candidates.visual,
         candidates.audio,
-        settings["bind_threshold"],
-        scoring.mode(settings["bind_mode"]),
+        settings.bind_threshold,
+        scoring.mode(settings.bind_mode),
         logit_scale=scoring.logit_scale,
         logit_bias=scoring.logit_bias,
     )
@@ -53,7 +54,7 @@ def _bind_selection(candidates: FrameCandidates, settings: Mapping[str, Any]) ->
     )
 
 
-def select_owod_bind(candidates: FrameCandidates, settings: Mapping[str, Any]) -> FrameEvidence:
+def select_owod_bind(candidates: FrameCandidates, settings: OwodBindSettings) -> FrameEvidence:
     """OWOD-BIND's selection: the proposals with objectness ≥ ``box_threshold`` (the top
     candidate when none is: candidates are in decreasing objectness, and the top one is the
     proposer's keep-best-if-none choice), then the BIND filter among them.
@@ -64,7 +65,7 @@ def select_owod_bind(candidates: FrameCandidates, settings: Mapping[str, Any]) -
     greedy NMS over OWLv2 boxes decides each box from higher-scored ones only, and the cap keeps
     a prefix)."""
     scores = candidates.proposal_scores
-    passing = torch.nonzero(scores >= settings["box_threshold"]).flatten()
+    passing = torch.nonzero(scores >= settings.box_threshold).flatten()
     if passing.numel() == 0 and scores.numel() > 0:
         passing = torch.zeros(1, dtype=torch.int64)
     if passing.numel() != scores.numel():
@@ -79,7 +80,7 @@ def _passing(candidates: FrameCandidates, passing: Tensor) -> FrameCandidates:
     return _take(candidates, torch.nonzero(passing).flatten())
 
 
-def select_sam_bind(candidates: FrameCandidates, settings: Mapping[str, Any]) -> FrameEvidence:
+def select_sam_bind(candidates: FrameCandidates, settings: SamBindSettings) -> FrameEvidence:
     """SAM-BIND's selection: the automatic masks with predicted IoU > ``pred_iou_threshold``
     (none dropped at 0, SAM's "filter off"), then the BIND filter among them.
 
@@ -87,13 +88,13 @@ def select_sam_bind(candidates: FrameCandidates, settings: Mapping[str, Any]) ->
     candidates computed with a lower one it gives exactly the masks a run with it computes: the
     filter drops the lowest-scored masks and the NMS that follows it in SAM is greedy in the same
     score order, so filtering before or after it keeps the same masks."""
-    threshold = settings["pred_iou_threshold"]
+    threshold = settings.pred_iou_threshold
     if threshold > 0.0:
         candidates = _passing(candidates, candidates.proposal_scores > threshold)
     return _bind_selection(candidates, settings)
 
 
-def select_all(candidates: FrameCandidates, settings: Mapping[str, Any]) -> FrameEvidence:
+def select_all(candidates: FrameCandidates, settings: Optional[PipelineSettings] = None) -> FrameEvidence:
     """The AT pipelines' selection: every grounded box (AT-GDINO-SAM) or found instance
     (AT-SAM3) is kept."""
     return FrameEvidence(
@@ -106,11 +107,11 @@ def select_all(candidates: FrameCandidates, settings: Mapping[str, Any]) -> Fram
     )
 
 
-def select_at_gdino_sam(candidates: FrameCandidates, settings: Mapping[str, Any]) -> FrameEvidence:
+def select_at_gdino_sam(candidates: FrameCandidates, settings: AtGdinoSamSettings) -> FrameEvidence:
     """AT-GDINO-SAM's selection: the grounded boxes scoring > ``box_threshold``, all kept.
 
     On candidates computed with ``box_threshold`` itself every box passes; on candidates
     computed with a lower one this gives exactly the boxes of a run with it (GroundingDINO's box
     threshold is a filter on the box scores kept as ``proposal_scores``; the same tags are
     assumed: ``tag_threshold`` changes the prompts, so it is a model setting)."""
-    return select_all(_passing(candidates, candidates.proposal_scores > settings["box_threshold"]), settings)
+    return select_all(_passing(candidates, candidates.proposal_scores > settings.box_threshold), settings)

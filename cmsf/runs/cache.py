@@ -8,7 +8,7 @@ A file is a numpy ``.npz`` archive (deflate-compressed), read with ``allow_pickl
     header        uint8, UTF-8 JSON: {"format": 1, "identity": {...}, "frame_size": [H, W],
                   "frames": T, "sources": {component: source},
                   "tags": null | {"tag_threshold": t, "frames": [[[label, p], ...], ...]},
-                  "parts": [{"compute": {settings}, "counts": [K_0, ..., K_T-1],
+                  "parts": [{"compute": {settings: asdict}, "counts": [K_0, ..., K_T-1],
                              "tags": [...], "phrases": [...],
                              "scoring": null | {"default_mode", "logit_scale", "logit_bias"}}, ...]}
     p{i}_boxes    float32 [ΣK, 4]   pixel (x1, y1, x2, y2), frame after frame
@@ -29,7 +29,7 @@ from __future__ import annotations
 import io
 import json
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
@@ -38,6 +38,7 @@ import torch
 
 from cmsf.io.files import atomic_write_bytes
 from cmsf.pipelines.results import FrameCandidates
+from cmsf.pipelines.settings import PipelineSettings
 from cmsf.stages.binding import BindScoring
 
 FORMAT = 1
@@ -48,10 +49,10 @@ Tags = list[tuple[str, float]]
 
 @dataclass
 class CachePart:
-    """One model pass over a video: the settings it ran with (``compute``, a pipeline's full
-    settings) and its candidates, one :class:`~cmsf.pipelines.per_frame.FrameCandidates` per frame."""
+    """One model pass over a video: the settings it ran with (``compute``, the pipeline's
+    settings object) and its candidates, one :class:`~cmsf.pipelines.per_frame.FrameCandidates` per frame."""
 
-    compute: dict[str, Any]
+    compute: PipelineSettings
     frames: list[FrameCandidates]
 
 
@@ -118,7 +119,7 @@ def encode_cache(cache: VideoCache) -> bytes:
             raise ValueError(f"cache part {index}: expected {cache.num_frames} frames, got {len(part.frames)}")
         header["parts"].append(
             {
-                "compute": part.compute,
+                "compute": asdict(part.compute),
                 "counts": [int(f.boxes.shape[0]) for f in part.frames],
                 "tags": [[list(t) for t in f.tags] for f in part.frames],
                 "phrases": [list(f.phrases) for f in part.frames],
@@ -158,7 +159,9 @@ def _tags(value: Any) -> Tags:
     return [(str(label), float(p)) for label, p in value]
 
 
-def _decode_part(index: int, meta: dict[str, Any], archive: Any, frame_size: tuple[int, int]) -> CachePart:
+def _decode_part(
+    index: int, meta: dict[str, Any], archive: Any, frame_size: tuple[int, int], settings: type[PipelineSettings]
+) -> CachePart:
     height, width = frame_size
     counts = [int(k) for k in meta["counts"]]
     total = sum(counts)
@@ -187,12 +190,13 @@ def _decode_part(index: int, meta: dict[str, Any], archive: Any, frame_size: tup
             )
         )
         start = end
-    return CachePart(compute=dict(meta["compute"]), frames=frames)
+    return CachePart(compute=settings.of(meta["compute"]), frames=frames)
 
 
-def read_cache(path: Path, identity: dict[str, Any]) -> Optional[VideoCache]:
+def read_cache(path: Path, identity: dict[str, Any], settings: type[PipelineSettings]) -> Optional[VideoCache]:
     """The cache at ``path``, or None when there is none, it cannot be read (a damaged file is
-    recomputed, not an error), it has another :data:`FORMAT` or another ``identity``."""
+    recomputed, not an error), it has another :data:`FORMAT` or another ``identity``. Each part's
+    ``compute`` is read as a ``settings`` object (a part ``settings`` refuses makes the file unread)."""
     if not path.is_file():
         return None
     try:
@@ -201,7 +205,7 @@ def read_cache(path: Path, identity: dict[str, Any]) -> Optional[VideoCache]:
             if header.get("format") != FORMAT or header.get("identity") != identity:
                 return None
             frame_size = (int(header["frame_size"][0]), int(header["frame_size"][1]))
-            parts = [_decode_part(i, meta, archive, frame_size) for i, meta in enumerate(header["parts"])]
+            parts = [_decode_part(i, meta, archive, frame_size, settings) for i, meta in enumerate(header["parts"])]
             tags = header["tags"]
             if tags is not None:
                 tags = TagCache(float(tags["tag_threshold"]), [_tags(frame) for frame in tags["frames"]])

@@ -26,6 +26,7 @@ import csv
 import io
 import time
 from contextlib import closing
+from dataclasses import asdict
 from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence
@@ -45,8 +46,9 @@ from cmsf.io.files import (
 from cmsf.io.media import Clip
 from cmsf.metrics import VariantTotals, VideoScores, dataset_scores, score_video
 from cmsf.models.loading import Models
-from cmsf.pipelines.per_frame import PIPELINES, resolve_settings
+from cmsf.pipelines.per_frame import PIPELINES
 from cmsf.pipelines.results import SegmentationResult
+from cmsf.pipelines.settings import PipelineSettings, resolve_settings, settings_for
 from cmsf.runs.progress import Progress, no_log, no_progress
 from cmsf.runs.runner import Job, run_jobs
 
@@ -58,14 +60,14 @@ class VideoError(ValueError):
     """Reading or segmenting videos failed on their data; the message names each video."""
 
 
-def run_pipeline(pipeline: str, clip: Clip, models: Models, settings: Mapping[str, Any]) -> SegmentationResult:
+def run_pipeline(pipeline: str, clip: Clip, models: Models, settings: PipelineSettings) -> SegmentationResult:
     """Run ``PIPELINES[pipeline]`` on ``clip`` with ``settings`` and check that its masks are
     ``Tensor[T, H, W]`` at the clip's frame size.
 
     Raises:
         ValueError: the pipeline's masks have another shape.
     """
-    result = PIPELINES[pipeline](clip.frames, clip.waveform, clip.sample_rate, models, **settings)
+    result = PIPELINES[pipeline](clip.frames, clip.waveform, clip.sample_rate, models, settings=settings)
     masks = result.masks
     expected = (clip.num_frames, *clip.frames.shape[-2:])
     if not isinstance(masks, torch.Tensor) or tuple(masks.shape) != expected:
@@ -168,7 +170,7 @@ def segment_videos(
     entries: Sequence[avsbench.VideoEntry],
     out_dir: Path,
     pipeline: str,
-    settings: Mapping[str, Any],
+    settings: PipelineSettings,
     models: Models,
     *,
     progress: Progress = no_progress,
@@ -235,7 +237,7 @@ def evaluate(
     split: str = "test",
     pipeline: Optional[str] = None,
     pred_dir: Optional[Path] = None,
-    settings: Optional[Mapping[str, Any]] = None,
+    settings: Optional[PipelineSettings] = None,
     models: Optional[Models] = None,
     resize_pred: bool = False,
     limit: Optional[int] = None,
@@ -249,8 +251,8 @@ def evaluate(
     Args:
         root: the AVSBench folder; subset ``"s4"`` / ``"ms3"``; split of its csv.
         out_dir: the run folder (see the module docstring).
-        pipeline: a name of :data:`cmsf.pipelines.per_frame.PIPELINES`, run with ``settings`` (overrides of
-            its defaults, checked by :func:`cmsf.pipelines.per_frame.check_settings`) on ``models``
+        pipeline: a name of :data:`cmsf.pipelines.per_frame.PIPELINES`, run with ``settings`` (its
+            :data:`cmsf.pipelines.settings.SETTINGS` object, None: the defaults) on ``models``
             (:func:`~cmsf.models.loading.load_models`: lazy, so nothing loads unless a video needs
             computing). ``run.json`` records the subset, split, pipeline, all settings and the
             models' preset, dtype and every component's source (:meth:`~cmsf.models.loading.Models.record`), and a
@@ -276,12 +278,12 @@ def evaluate(
     """
     if (pipeline is None) == (pred_dir is None):
         raise ValueError("pipeline, pred_dir: give exactly one")
-    record: Optional[dict[str, Any]] = None  # the models' preset, dtype and sources, with a pipeline
+    record: Optional[dict[str, Any]] = None  # the models' preset, dtype, sources and the settings, with a pipeline
     if pipeline is not None:
         if models is None:
             raise ValueError("models: expected the Models to run the pipeline with (see load_models)")
-        settings = resolve_settings(pipeline, settings or {}, models)  # checked before anything is read
-        record = models.record()
+        settings = resolve_settings(settings_for(pipeline, settings), models)  # checked before anything is read
+        record = {**models.record(), "settings": asdict(settings)}
     started = time.perf_counter()
     entries = avsbench.list_videos(root, subset, split)
     if limit is not None:
@@ -299,7 +301,7 @@ def evaluate(
                 "pipeline": pipeline,
                 "preset": record["preset"],
                 "dtype": record["dtype"],
-                "settings": settings,
+                "settings": record["settings"],
                 "models": record["models"],
             }
             claim_run_folder(out_dir, run_config)
@@ -335,7 +337,7 @@ def evaluate(
             "preset": record["preset"] if record else None,
             "dtype": record["dtype"] if record else None,
             "device": str(models.device) if record and computed else None,
-            "settings": dict(settings) if pipeline is not None else None,
+            "settings": record["settings"] if record else None,
             "root": str(root),
             "pred_dir": str(predictions),
             "limit": limit,

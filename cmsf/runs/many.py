@@ -49,7 +49,7 @@ import io
 import re
 import time
 from contextlib import closing
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import IO, Any, Callable, Generic, Iterable, Iterator, Mapping, Optional, Sequence, TypeVar
@@ -59,7 +59,7 @@ import torch
 from cmsf.io.files import RUN_NAME, atomic_write_text, claim_folder, record_run
 from cmsf.io.media import Clip, load_clip
 from cmsf.models.loading import Models, load_models
-from cmsf.pipelines.per_frame import check_settings
+from cmsf.pipelines.settings import PipelineSettings, settings_for
 from cmsf.runs.outputs import EVIDENCE_NAME, remove_leftovers, replace_segmentation
 from cmsf.runs.progress import Log, Progress, no_log, no_progress
 from cmsf.runs.runner import Job, run_jobs
@@ -108,7 +108,8 @@ class RunSpec:
 
     Attributes:
         out_dir: ``DIR``.
-        pipeline: a name of :data:`cmsf.pipelines.per_frame.PIPELINES`; settings: all its settings, checked.
+        pipeline: a name of :data:`cmsf.pipelines.per_frame.PIPELINES`; settings: its settings
+            (:data:`cmsf.pipelines.settings.SETTINGS`; picklable, as the Ray workers need).
         preset, device, dtype, models: the arguments of :func:`cmsf.models.loading.load_models`
             (``models``: the component overrides); device None is CUDA when the worker has it.
         num_frames, fps: frame sampling of video files (:func:`cmsf.io.media.load_clip`); frame
@@ -124,7 +125,7 @@ class RunSpec:
 
     out_dir: Path
     pipeline: str
-    settings: Mapping[str, Any]
+    settings: PipelineSettings
     preset: str = "paper"
     device: Optional[str] = None
     dtype: str = "float32"
@@ -143,7 +144,7 @@ class RunSpec:
         return {
             "pipeline": self.pipeline,
             **models.record(),
-            "settings": dict(self.settings),
+            "settings": asdict(self.settings),
             "num_frames": self.num_frames,
             "fps": self.fps,
         }
@@ -300,7 +301,7 @@ def segment_jobs(
         "preset": spec.preset,
         "device": str(models.device),
         "dtype": spec.dtype,
-        "settings": dict(spec.settings),
+        "settings": asdict(spec.settings),
     }
     named = {job.name: job for job, _ in jobs}
     runner_jobs = [Job(job.name, load) for job, load in jobs]
@@ -430,11 +431,11 @@ def segment_many(
         "videos_per_s", "failures" (the path of failures.csv or None)}``.
 
     Raises:
-        ValueError: bad settings; ``RunConflictError`` (a ValueError): ``DIR`` holds another
+        ValueError: settings of another pipeline; ``RunConflictError`` (a ValueError): ``DIR`` holds another
             run's outputs; ``UnwritableFolderError`` / ``FolderInUseError``
             (:func:`cmsf.io.files.claim_folder`): ``DIR`` cannot be written, or another run holds it.
     """
-    spec = replace(spec, settings=check_settings(spec.pipeline, spec.settings))
+    spec = replace(spec, settings=settings_for(spec.pipeline, spec.settings))
     started = time.perf_counter()
     out_dir = spec.out_dir
     with claim_folder(out_dir):  # created, writable and locked: a second run into it is refused

@@ -42,15 +42,16 @@ import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequence, Union
+from typing import Callable, Iterable, Iterator, Optional, Sequence, Union
 
 import torch
 
 from cmsf.checks import check_positive_int
 from cmsf.io.decoding import Clip
 from cmsf.models.loading import ModelLoadError, Models, check_models
-from cmsf.pipelines.per_frame import check_settings, resolve_settings, run_videos
+from cmsf.pipelines.per_frame import run_videos
 from cmsf.pipelines.results import SegmentationResult, VideoInput, prepare_video
+from cmsf.pipelines.settings import PipelineSettings, resolve_settings, settings_for
 
 FRAMES_PER_BATCH = {"cpu": 5, "cuda": 64}
 """Default frames per model batch by device type (:func:`default_frames_per_batch`)."""
@@ -174,7 +175,7 @@ def _detached(error: Exception) -> Exception:
     return error
 
 
-def _segment(pipeline: str, batch: Sequence[_Loaded], models: Models, settings: Mapping[str, Any]) -> None:
+def _segment(pipeline: str, batch: Sequence[_Loaded], models: Models, settings: PipelineSettings) -> None:
     """Run ``batch`` through the pipeline, filling each outcome's result or error; a failing
     batch of several videos is run again video by video, so the error lands on its video.
 
@@ -208,7 +209,7 @@ def run_jobs(
     pipeline: str,
     jobs: Iterable[Job],
     models: Models,
-    settings: Optional[Mapping[str, Any]] = None,
+    settings: Optional[PipelineSettings] = None,
     *,
     frames_per_batch: Optional[int] = None,
     workers: Optional[int] = None,
@@ -222,8 +223,8 @@ def run_jobs(
         pipeline: a name of :data:`cmsf.pipelines.per_frame.PIPELINES`.
         jobs: the videos (any iterable, consumed lazily: a generator of a million jobs is fine).
         models: the loaded models; their device and dtype are the run's.
-        settings: overrides of the pipeline's defaults (:func:`cmsf.pipelines.per_frame.check_settings`);
-            None: the defaults.
+        settings: the pipeline's settings (:data:`cmsf.pipelines.settings.SETTINGS`, e.g.
+            ``OwodBindSettings(bind_threshold=0.6)``); None: its defaults.
         frames_per_batch: at most this many frames per model batch (a longer video runs alone);
             default :func:`default_frames_per_batch` of ``models.device``. ``1`` runs each video
             alone (bit-identical to calling the pipeline on it).
@@ -237,16 +238,16 @@ def run_jobs(
         other jobs; the caller decides what to do with them.
 
     Raises:
-        ValueError: an unknown pipeline, a bad setting (a bind mode the binder cannot give
-            included), ``models``, ``frames_per_batch`` or ``workers`` (when called, before any job
+        ValueError: an unknown pipeline, settings of another pipeline, a bind mode the binder
+            cannot give, bad ``models``, ``frames_per_batch`` or ``workers`` (when called, before any job
             is read).
 
     Close the iterator (``contextlib.closing``, or exhaust it) to stop early: reading threads
     finish the video they are reading and the rest is cancelled.
     """
-    settings = check_settings(pipeline, settings or {})  # also refuses an unknown pipeline
+    settings = settings_for(pipeline, settings)  # also refuses an unknown pipeline
     models = check_models(models)
-    settings = resolve_settings(pipeline, settings, models)  # a bind mode the binder cannot give
+    settings = resolve_settings(settings, models)  # a bind mode the binder cannot give
     if frames_per_batch is None:
         frames_per_batch = default_frames_per_batch(models.device)
     frames_per_batch = check_positive_int(frames_per_batch, "frames_per_batch")
@@ -258,7 +259,7 @@ def run_jobs(
 
 
 def _run(
-    pipeline: str, jobs: Iterator[Job], models: Models, settings: Mapping[str, Any], frames_per_batch: int, workers: int
+    pipeline: str, jobs: Iterator[Job], models: Models, settings: PipelineSettings, frames_per_batch: int, workers: int
 ) -> Iterator[JobOutcome]:
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cmsf-read") if workers else None
     ahead: deque[Union[Future, _Loaded]] = deque()  # read (or being read) in job order

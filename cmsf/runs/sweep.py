@@ -2,7 +2,8 @@
 once per video, at the loosest settings a grid needs, their candidates are cached in the run
 folder (:mod:`cmsf.runs.cache`), and every setting of the grid is selected and scored from the cache.
 
-Which settings a sweep gets for free depends on the pipeline (:data:`SWEEP_RULES`):
+Which settings a sweep gets for free is the ``"sweep"`` metadata of each field of the pipeline's
+settings (:func:`cmsf.pipelines.settings.sweep_rules`):
 
 - ``free``: applied by the selection stage alone (any value, from the cache);
 - ``lowest``: a score threshold of a model stage: the models run once at the lowest value of
@@ -34,7 +35,7 @@ import csv
 import io
 import itertools
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence
 
@@ -47,15 +48,24 @@ from cmsf.metrics import VARIANTS, VariantTotals, VideoScores, dataset_scores, s
 from cmsf.models.loading import Models
 from cmsf.pipelines.per_frame import (
     PIPELINE_STAGES,
-    check_settings,
     find_tagged_concepts,
     ground_tagged_frames,
-    resolve_settings,
     select_frames,
     tag_videos,
-    type_settings,
 )
 from cmsf.pipelines.results import FrameCandidates, SegmentationResult, VideoInput, prepare_video
+from cmsf.pipelines.settings import (
+    FREE,
+    LOWEST,
+    RERUN,
+    SETTINGS,
+    PipelineSettings,
+    TaggedSettings,
+    resolve_settings,
+    settings_for,
+    settings_type,
+    sweep_rules,
+)
 from cmsf.runs.cache import CachePart, TagCache, VideoCache, cache_path, read_cache, write_cache
 from cmsf.runs.evaluate import (
     VideoError,
@@ -67,31 +77,13 @@ from cmsf.runs.evaluate import (
 )
 from cmsf.runs.progress import Progress, no_log, no_progress
 
-FREE = "free"
-LOWEST = "lowest"
-RERUN = "rerun"
-
-SWEEP_RULES: dict[str, dict[str, str]] = {
-    "owod-bind": {"box_threshold": LOWEST, "bind_threshold": FREE, "bind_mode": FREE},
-    "sam-bind": {"pred_iou_threshold": LOWEST, "bind_threshold": FREE, "bind_mode": FREE},
-    "at-gdino-sam": {"box_threshold": LOWEST, "text_threshold": FREE},
+TAGGED_STAGES: dict[str, Callable[..., list[list[FrameCandidates]]]] = {
+    "at-gdino-sam": ground_tagged_frames,
+    "at-sam3": find_tagged_concepts,
 }
-"""Per pipeline, how each setting is swept: :data:`FREE` (selection only), :data:`LOWEST` (the
-models run at the grid's lowest value) or, for any key not listed, :data:`RERUN`.
-AT-GDINO-SAM's ``text_threshold`` is free because it only shapes GroundingDINO's matched
-sub-phrases, which the pipeline does not keep (boxes, scores and tags do not depend on it).
-``bind_mode`` is free because the cache keeps the binder's scoring (mode, logit scale and bias).
-OWOD-BIND's ``proposal_nms_threshold``, ``max_proposals`` and ``crop_background`` and AT-SAM3's
-``instance_threshold`` rerun: the first three change the proposals or the crops; SAM 3's score
-filter is applied in the model's dtype, which a selection from float32 scores cannot repeat
-exactly in bfloat16."""
-
-TAGGED_STAGES: dict[str, tuple[str, Callable[..., list[list[FrameCandidates]]]]] = {
-    "at-gdino-sam": ("tag_threshold", ground_tagged_frames),
-    "at-sam3": ("tag_threshold", find_tagged_concepts),
-}
-"""Pipelines whose model stage starts with AST tagging: the tag threshold's key and the rest of
-the stage (given each frame's tags). The tags are cached at the grid's lowest tag threshold."""
+"""Pipelines whose model stage starts with AST tagging (their settings are
+:class:`~cmsf.pipelines.settings.TaggedSettings`): the rest of the stage, given each frame's tags.
+The tags are cached at the grid's lowest ``tag_threshold``."""
 
 ORACLE_NOTE = (
     "tuned on the test split: the best row is an oracle figure (the best of {rows} settings, chosen "
@@ -100,16 +92,20 @@ ORACLE_NOTE = (
 
 
 def sweep_rule(pipeline: str, key: str) -> str:
-    """How ``key`` of ``pipeline`` is swept: :data:`FREE`, :data:`LOWEST` or :data:`RERUN`."""
-    return SWEEP_RULES.get(pipeline, {}).get(key, RERUN)
+    """How ``key`` of ``pipeline`` is swept: :data:`FREE`, :data:`LOWEST` or :data:`RERUN` (the
+    metadata of the field of its settings; an unknown pipeline or key reruns: always exact)."""
+    return sweep_rules(SETTINGS[pipeline]).get(key, RERUN) if pipeline in SETTINGS else RERUN
 
 
 def free_keys_help() -> str:
     """One paragraph saying which keys each pipeline sweeps without rerunning its models."""
     parts = []
-    for pipeline, rules in SWEEP_RULES.items():
-        keys = [f"{key} (≥ the lowest swept)" if rule == LOWEST else key for key, rule in rules.items()]
-        parts.append(f"{pipeline}: {', '.join(keys)}")
+    for pipeline, settings in SETTINGS.items():
+        rules = sweep_rules(settings)
+        keys = [f"{key} (≥ the lowest swept)" for key, rule in rules.items() if rule == LOWEST]
+        keys += [key for key, rule in rules.items() if rule == FREE]
+        if keys:
+            parts.append(f"{pipeline}: {', '.join(keys)}")
     return (
         "Free keys (scored from the cache, the models run once): " + "; ".join(parts) + ". "
         "The AT pipelines' tag_threshold reruns GroundingDINO and SAM (SAM 3) only: AST tags are "
@@ -120,42 +116,45 @@ def free_keys_help() -> str:
 # ------------------------------------------------------------------------------ the grid
 def parse_sweep(pipeline: str, values: Mapping[str, str]) -> dict[str, list[Any]]:
     """Sweep values given as text (``{"bind_threshold": "0.5,0.6,0.7"}``), typed after the
-    pipeline's defaults (:func:`cmsf.pipelines.per_frame.type_settings`); repeated values are dropped.
-    Ranges are checked with the rest of each setting by :func:`sweep_rows`.
+    fields of the pipeline's settings (:meth:`cmsf.pipelines.settings.PipelineSettings.parse_value`);
+    repeated values are dropped. Ranges are checked with the rest of each setting by :func:`sweep_rows`.
 
     Raises:
-        ValueError: an empty value or one that does not parse; the message starts with the key.
+        ValueError: an unknown pipeline or key, an empty value or one that does not parse; the
+            message starts with the key.
     """
+    settings = settings_type(pipeline)
     grid: dict[str, list[Any]] = {}
     for key, text in values.items():
         items = [item.strip() for item in text.split(",")]
         if not all(items):
             raise ValueError(f"{key}: expected comma-separated values (V1,V2,...), got {text!r}")
-        typed = [type_settings(pipeline, {key: item})[key] for item in items]
+        typed = [settings.parse_value(key, item) for item in items]
         grid[key] = list(dict.fromkeys(typed))
     return grid
 
 
-def sweep_rows(pipeline: str, grid: Mapping[str, Sequence[Any]], fixed: Mapping[str, Any]) -> list[dict[str, Any]]:
+def sweep_rows(fixed: PipelineSettings, grid: Mapping[str, Sequence[Any]]) -> list[PipelineSettings]:
     """Every setting of ``grid`` (the product of its values, first key outermost; a repeated value
-    counts once), each as the pipeline's full settings with ``fixed`` overrides, checked by
-    :func:`cmsf.pipelines.per_frame.check_settings`.
+    counts once), each ``fixed`` with the swept keys replaced (``dataclasses.replace``: checked again).
 
     Raises:
-        ValueError: an empty grid or value list, a key both swept and fixed, or a setting
-            :func:`~cmsf.pipelines.per_frame.check_settings` refuses (the message starts with its key).
+        ValueError: an empty grid or value list, a key both swept and fixed (a setting of
+            ``fixed`` that is not its default), an unknown key or a value the settings refuse
+            (the message starts with its key).
     """
+    changed = fixed.changed()
     if not grid:
         raise ValueError("sweep: expected at least one KEY=V1,V2,... to sweep")
     grid = {key: list(dict.fromkeys(values)) for key, values in grid.items()}  # a repeated value once
     for key, values in grid.items():
-        if key in fixed:
+        if key in changed:
             raise ValueError(f"{key}: given both as a fixed setting and swept; give it once")
         if not values:
             raise ValueError(f"{key}: expected at least one value to sweep")
     keys = list(grid)
     return [
-        check_settings(pipeline, {**fixed, **dict(zip(keys, combination))})
+        fixed.varied(dict(zip(keys, combination)))
         for combination in itertools.product(*(grid[key] for key in keys))
     ]
 
@@ -163,51 +162,50 @@ def sweep_rows(pipeline: str, grid: Mapping[str, Sequence[Any]], fixed: Mapping[
 @dataclass(frozen=True)
 class ModelPass:
     """One run of a pipeline's model stage that serves several settings of a grid: ``compute``
-    (full settings, :data:`LOWEST` keys at their lowest among ``rows``) and the indices of the
+    (settings, :data:`LOWEST` keys at their lowest among ``rows``) and the indices of the
     grid's ``rows`` selected from its candidates."""
 
-    compute: dict[str, Any]
+    compute: PipelineSettings
     rows: list[int]
 
 
-def model_passes(pipeline: str, rows: Sequence[Mapping[str, Any]]) -> list[ModelPass]:
-    """The model passes a grid needs: one per distinct combination of its :data:`RERUN` keys."""
+def model_passes(rows: Sequence[PipelineSettings]) -> list[ModelPass]:
+    """The model passes a grid needs (``rows``: settings of one pipeline): one per distinct
+    combination of its :data:`RERUN` keys."""
+    if not rows:
+        return []
+    rules = sweep_rules(rows[0])
     groups: dict[tuple, list[int]] = {}
     for index, row in enumerate(rows):
-        signature = tuple((key, repr(row[key])) for key in row if sweep_rule(pipeline, key) == RERUN)
+        signature = tuple((key, repr(value)) for key, value in asdict(row).items() if rules[key] == RERUN)
         groups.setdefault(signature, []).append(index)
     passes = []
     for indices in groups.values():
-        compute = dict(rows[indices[0]])
-        for key in compute:
-            if sweep_rule(pipeline, key) == LOWEST:
-                compute[key] = min(rows[i][key] for i in indices)
-        passes.append(ModelPass(compute, indices))
+        lowest = {key: min(getattr(rows[i], key) for i in indices) for key, rule in rules.items() if rule == LOWEST}
+        passes.append(ModelPass(replace(rows[indices[0]], **lowest), indices))
     return passes
 
 
-def covers(pipeline: str, computed: Mapping[str, Any], needed: Mapping[str, Any]) -> bool:
+def covers(computed: PipelineSettings, needed: PipelineSettings) -> bool:
     """Whether candidates computed with ``computed`` settings select exactly what a run with
-    ``needed`` settings computes."""
-    for key, value in needed.items():
-        rule = sweep_rule(pipeline, key)
-        if rule == FREE:
-            continue
-        if key not in computed:
+    ``needed`` settings (of the same pipeline) computes."""
+    if type(computed) is not type(needed):
+        return False
+    for item in fields(needed):
+        rule, have, want = item.metadata["sweep"], getattr(computed, item.name), getattr(needed, item.name)
+        if rule == LOWEST and not have <= want:
             return False
-        if rule == LOWEST and not computed[key] <= value:
-            return False
-        if rule == RERUN and computed[key] != value:
+        if rule == RERUN and have != want:
             return False
     return True
 
 
 # ------------------------------------------------------------------------------ the cache of a video
-def covering_part(pipeline: str, cache: Optional[VideoCache], needed: Mapping[str, Any]) -> Optional[CachePart]:
+def covering_part(cache: Optional[VideoCache], needed: PipelineSettings) -> Optional[CachePart]:
     """The first cached model pass that covers ``needed`` (:func:`covers`), or None."""
     if cache is None:
         return None
-    return next((part for part in cache.parts if covers(pipeline, part.compute, needed)), None)
+    return next((part for part in cache.parts if covers(part.compute, needed)), None)
 
 
 def _tags_at(tags: Sequence[tuple[str, float]], threshold: float) -> list[tuple[str, float]]:
@@ -220,25 +218,24 @@ def _compute_part(
     pipeline: str,
     video: VideoInput,
     models: Models,
-    compute: Mapping[str, Any],
+    compute: PipelineSettings,
     cache: VideoCache,
     lowest_tag: Optional[float],
 ) -> CachePart:
     """Run the model stage for one pass (for a tagged pipeline: the tags from the cache when it
     has them at ``lowest_tag`` or lower, else AST at ``lowest_tag``, cached)."""
     if pipeline not in TAGGED_STAGES:
-        return CachePart(dict(compute), PIPELINE_STAGES[pipeline].candidates([video], models, compute)[0])
-    key, rest = TAGGED_STAGES[pipeline]
-    assert lowest_tag is not None
+        return CachePart(compute, PIPELINE_STAGES[pipeline].candidates([video], models, compute)[0])
+    assert lowest_tag is not None and isinstance(compute, TaggedSettings)
     if cache.tags is None or cache.tags.tag_threshold > lowest_tag:
         cache.tags = TagCache(lowest_tag, tag_videos([video], models, lowest_tag))
-    tags = [_tags_at(frame, compute[key]) for frame in cache.tags.frames]
-    return CachePart(dict(compute), rest([video], tags, models, compute)[0])
+    tags = [_tags_at(frame, compute.tag_threshold) for frame in cache.tags.frames]
+    return CachePart(compute, TAGGED_STAGES[pipeline]([video], tags, models, compute)[0])
 
 
-def _add_part(pipeline: str, cache: VideoCache, part: CachePart) -> None:
+def _add_part(cache: VideoCache, part: CachePart) -> None:
     """Add ``part``, dropping the parts it makes redundant (those it covers)."""
-    cache.parts = [old for old in cache.parts if not covers(pipeline, part.compute, old.compute)] + [part]
+    cache.parts = [old for old in cache.parts if not covers(part.compute, old.compute)] + [part]
 
 
 def _video_cache(
@@ -254,8 +251,8 @@ def _video_cache(
 ) -> tuple[VideoCache, bool]:
     """The video's cache with every pass of ``passes`` covered: read from ``path``, completed by
     the model passes it lacks (then written back atomically). Returns it and whether a model ran."""
-    cache = read_cache(path, identity)
-    missing = [p for p in passes if covering_part(pipeline, cache, p.compute) is None]
+    cache = read_cache(path, identity, settings_type(pipeline))
+    missing = [p for p in passes if covering_part(cache, p.compute) is None]
     if cache is not None and not missing:
         return cache, False
     clip = avsbench.load_video(root, subset, entry)
@@ -263,20 +260,20 @@ def _video_cache(
     if cache is None:
         cache = VideoCache(identity, video.frame_size, len(video.images), sources=models.sources())
     for model_pass in missing:
-        _add_part(pipeline, cache, _compute_part(pipeline, video, models, model_pass.compute, cache, lowest_tag))
+        _add_part(cache, _compute_part(pipeline, video, models, model_pass.compute, cache, lowest_tag))
     write_cache(path, cache)
     return cache, True
 
 
-def select_cached(pipeline: str, cache: VideoCache, settings: Mapping[str, Any]) -> SegmentationResult:
+def select_cached(pipeline: str, cache: VideoCache, settings: PipelineSettings) -> SegmentationResult:
     """The result of ``pipeline`` with ``settings`` on a cached video (no model runs).
 
     Raises:
         ValueError: no cached pass covers ``settings``.
     """
-    part = covering_part(pipeline, cache, settings)
+    part = covering_part(cache, settings)
     if part is None:
-        raise ValueError(f"settings: no cached model pass covers {dict(settings)}")
+        raise ValueError(f"settings: no cached model pass covers {asdict(settings)}")
     return select_frames(pipeline, part.frames, settings, cache.frame_size, cache.sources)
 
 
@@ -300,7 +297,7 @@ def best_row(figures: Sequence[Mapping[str, Any]]) -> int:
 
 def sweep_csv(
     grid: Mapping[str, Sequence[Any]],
-    rows: Sequence[Mapping[str, Any]],
+    rows: Sequence[PipelineSettings],
     figures: Sequence[Mapping[str, Any]],
     best: int,
     test_tuned: bool,
@@ -315,7 +312,7 @@ def sweep_csv(
     mark = "oracle (test-tuned, not a result)" if test_tuned else "best"
     for index, (row, figure) in enumerate(zip(rows, figures)):
         values = ["" if figure[name] is None else repr(figure[name]) for name in figure_names]
-        writer.writerow([*(row[key] for key in grid), *values, mark if index == best else ""])
+        writer.writerow([*(getattr(row, key) for key in grid), *values, mark if index == best else ""])
     return buffer.getvalue()
 
 
@@ -343,7 +340,7 @@ def run_sweep(
     pipeline: str,
     grid: Mapping[str, Sequence[Any]],
     split: str = "test",
-    settings: Optional[Mapping[str, Any]] = None,
+    settings: Optional[PipelineSettings] = None,
     models: Models,
     limit: Optional[int] = None,
     progress: Progress = no_progress,
@@ -356,7 +353,9 @@ def run_sweep(
             (the models are lazy: a sweep whose every video is cached loads none).
         pipeline: a name of :data:`cmsf.pipelines.per_frame.PIPELINES`.
         grid: the values of each swept key (e.g. from :func:`parse_sweep`); ``settings`` the
-            fixed overrides of the other keys. See :func:`sweep_rows`.
+            pipeline's settings the grid varies (None: the defaults; a swept key must be left at
+            its default). See :func:`sweep_rows`. ``run.json`` and ``summary.json`` record the
+            settings that differ from the defaults as ``fixed``.
 
     Returns:
         the summary of the best row (as :func:`~cmsf.runs.evaluate.evaluate` writes it, with a
@@ -374,12 +373,12 @@ def run_sweep(
             video's cache is saved (no ``sweep.csv`` from part of a split; a rerun computes only them).
     """
     started = time.perf_counter()
-    fixed = dict(settings or {})
-    rows = sweep_rows(pipeline, grid, fixed)
-    rows = [resolve_settings(pipeline, row, models) for row in rows]  # checked before anything is read
-    passes = model_passes(pipeline, rows)
-    tag_key = TAGGED_STAGES[pipeline][0] if pipeline in TAGGED_STAGES else None
-    lowest_tag = min(row[tag_key] for row in rows) if tag_key else None
+    base = settings_for(pipeline, settings)
+    fixed = base.changed()
+    rows = [resolve_settings(row, models) for row in sweep_rows(base, grid)]  # checked before anything is read
+    passes = model_passes(rows)
+    tagged = [row.tag_threshold for row in rows if isinstance(row, TaggedSettings)]
+    lowest_tag = min(tagged) if tagged else None
     entries = avsbench.list_videos(root, subset, split)[:limit]
     missing_gt = avsbench.missing_gt_masks(root, subset, entries)
     if missing_gt:
@@ -422,7 +421,7 @@ def run_sweep(
         best = best_row(figures)
         test_tuned = split == "test"
         for entry in progress(entries, "best setting", "video"):
-            cache = read_cache(cache_path(out_dir / "cache", entry.key), identity)
+            cache = read_cache(cache_path(out_dir / "cache", entry.key), identity, type(base))
             if cache is None:
                 raise VideoError(f"video {entry.key}: its cache {cache_path(out_dir / 'cache', entry.key)} vanished")
             result = select_cached(pipeline, cache, rows[best])
@@ -430,7 +429,7 @@ def run_sweep(
             avsbench.write_pred_masks(out_dir / "pred_masks", subset, entry, result.masks)
 
         cache_bytes = sum(cache_path(out_dir / "cache", e.key).stat().st_size for e in entries)
-        best_settings = {key: rows[best][key] for key in grid}
+        best_settings = {key: getattr(rows[best], key) for key in grid}
         note = (
             ORACLE_NOTE.format(rows=len(rows))
             if test_tuned
@@ -447,7 +446,7 @@ def run_sweep(
             "preset": identity["preset"],
             "dtype": identity["dtype"],
             "device": str(models.device) if computed else None,
-            "settings": rows[best],
+            "settings": asdict(rows[best]),
             "root": str(root),
             "pred_dir": str(out_dir / "pred_masks"),
             "limit": limit,
@@ -470,5 +469,5 @@ def run_sweep(
         atomic_write_text(out_dir / "sweep.csv", sweep_csv(grid, rows, figures, best, test_tuned))
         atomic_write_text(out_dir / "per_video.csv", per_video_csv(scored[best].videos, subset))
         atomic_write_json(out_dir / "summary.json", summary)
-        atomic_write_json(out_dir / RUN_NAME, {**config, "grid": grid_json, "fixed": fixed, "settings": rows[best]})
+        atomic_write_json(out_dir / RUN_NAME, {**config, "grid": grid_json, "fixed": fixed, "settings": asdict(rows[best])})
         return summary

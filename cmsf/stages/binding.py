@@ -5,7 +5,8 @@ those of the audio segments (scored against each other by :func:`cmsf.ops.bind_f
 The binder (:func:`binder_of`, the ``binder`` component) is ImageBind (the paper's) or PE-AV
 (Meta's Perception Encoder audio-visual, ``PeAudioVideoModel``); both answer one interface,
 :class:`Binder`: ``embed_vision(crops) → Tensor[N, D]``, ``embed_audio(segments, sample_rate) →
-Tensor[T, D]``, and how their dot products become scores (:class:`BindScoring`). Every crop of a video goes through the vision tower in one
+Tensor[T, D]``, ``embed_text(texts) → TextEmbeddings`` (class names in the space of each), and
+how their dot products become scores (:class:`BindScoring`). Every crop of a video goes through the vision tower in one
 batch (in chunks of :data:`CROPS_PER_FORWARD`), every audio segment through the audio tower in
 another.
 """
@@ -22,6 +23,7 @@ from torch import Tensor, nn
 from cmsf.io.inputs import mixdown, resample
 from cmsf.models.families import families_of, family_named
 from cmsf.models.imagebind import ImageBind, imagebind_audio_inputs, imagebind_vision_inputs
+from cmsf.models.imagebind_text import imagebind_text_inputs
 from cmsf.models.loading import Component, Models, check_models
 from cmsf.ops import mirror_index
 
@@ -215,6 +217,51 @@ def check_bind_mode(models: Models, bind_mode: Optional[str]) -> str:
     return mode
 
 
+@dataclass(frozen=True)
+class TextEmbeddings:
+    """Texts (class prompts) embedded by a binder, once for each tower they are compared with.
+
+    The logits of an embedding ``e`` of the vision (audio) tower against text ``c`` are
+    ``vision_scale · ⟨e, vision[c]⟩ + vision_bias`` (``audio_…`` likewise), the model's own:
+
+    - ImageBind: one text tower for both, ``vision`` and ``audio`` are the same
+      ``embed_text`` output (L2-normalised × the trained text logit scale), scales 1, biases 0:
+      the products Meta's own demo feeds to its softmax (``vision @ text.T``, ``audio @ text.T``);
+    - PE-AV: the text model's first token of its last hidden state (as ``PeAudioVideoModel.forward``),
+      through ``video_model.text_video_head`` (``vision``) and ``audio_model.text_audio_head``
+      (``audio``), with ``text_video_logit_scale``/``_bias`` and ``text_audio_logit_scale``/``_bias``:
+      ``forward``'s ``logits_video_text`` and ``logits_audio_text``.
+
+    Attributes:
+        vision, audio: ``Tensor[C, D]`` float32, row c for text c.
+        vision_scale, vision_bias, audio_scale, audio_bias: floats.
+    """
+
+    vision: Tensor
+    audio: Tensor
+    vision_scale: float = 1.0
+    vision_bias: float = 0.0
+    audio_scale: float = 1.0
+    audio_bias: float = 0.0
+
+    def vision_logits(self, visual: Tensor) -> Tensor:
+        """``visual (Tensor[K, D])`` from ``embed_vision`` → ``Tensor[K, C]`` float32 logits."""
+        return self.vision_scale * (visual.float() @ self.vision.to(visual.device).T) + self.vision_bias
+
+    def audio_logits(self, audio: Tensor) -> Tensor:
+        """``audio (Tensor[..., D])`` from ``embed_audio`` → ``Tensor[..., C]`` float32 logits."""
+        return self.audio_scale * (audio.float() @ self.audio.to(audio.device).T) + self.audio_bias
+
+
+def _check_texts(texts: Sequence[str]) -> list[str]:
+    if isinstance(texts, str) or not isinstance(texts, Sequence) or len(texts) == 0:
+        raise ValueError(f"texts: expected a non-empty sequence of strings, got {texts!r:.80}")
+    for i, text in enumerate(texts):
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError(f"texts: item {i} is {text!r:.40}, expected a non-blank string")
+    return list(texts)
+
+
 class Binder:
     """The audio-visual binder of the BIND step (the interface both binders answer).
 
@@ -235,6 +282,11 @@ class Binder:
         ``Tensor[T, D]`` float32."""
         raise NotImplementedError
 
+    def embed_text(self, texts: Sequence[str]) -> TextEmbeddings:
+        """C non-blank texts (e.g. class prompts) → their :class:`TextEmbeddings` against the
+        vision and the audio tower."""
+        raise NotImplementedError
+
 
 class ImageBindBinder(Binder):
     """ImageBind: :func:`embed_crops` and :func:`embed_audio_segments` (Meta-exact preprocessing);
@@ -251,6 +303,12 @@ class ImageBindBinder(Binder):
 
     def embed_audio(self, segments: Sequence[Tensor], sample_rate: int) -> Tensor:
         return embed_audio_segments(segments, sample_rate, self._models)
+
+    def embed_text(self, texts: Sequence[str]) -> TextEmbeddings:
+        """Meta's tokens (:func:`cmsf.imagebind_text_inputs`) → ``ImageBind.embed_text``, the
+        same rows against both towers."""
+        embedded = self._models.imagebind.embed_text(imagebind_text_inputs(_check_texts(texts)))
+        return TextEmbeddings(vision=embedded, audio=embedded)
 
 
 class PeAvBinder(Binder):
@@ -308,6 +366,36 @@ class PeAvBinder(Binder):
             mask = prepared["padding_mask"].to(self._device)
             pooled = audio.audio_encoder(input_values=values, padding_mask=mask).pooler_output
             return audio.audio_head(pooled).float()
+
+
+    def embed_text(self, texts: Sequence[str]) -> TextEmbeddings:
+        """The processor's tokenizer (padded to the longest, cut at its maximum length) → the text
+        model (``text_model``, shared by both towers) → the first token of its last hidden state
+        → ``text_video_head`` and ``text_audio_head``, as ``PeAudioVideoModel.forward`` computes
+        ``text_video_embeds`` / ``text_audio_embeds``. (transformers 5.24's own
+        ``get_text_audio_embeds`` / ``get_text_video_embeds`` fail: they call a
+        ``get_text_embeds`` the sub-models lack, and ``PeAudioModel.get_text_audio_embeds`` reads
+        hidden states it does not ask for.)"""
+        tokens = self._processor.tokenizer(_check_texts(texts), padding=True, truncation=True, return_tensors="pt")
+        model = self._model
+        with torch.inference_mode():
+            out = model.text_model(
+                input_ids=tokens["input_ids"].to(self._device),
+                attention_mask=tokens["attention_mask"].to(self._device),
+                output_hidden_states=True,
+            )
+            first = out.hidden_states[-1][:, 0]
+            vision = model.video_model.text_video_head(first).float()
+            audio = model.audio_model.text_audio_head(first).float()
+        video_model, audio_model = model.video_model, model.audio_model
+        return TextEmbeddings(
+            vision=vision,
+            audio=audio,
+            vision_scale=float(video_model.text_video_logit_scale.float()),
+            vision_bias=float(video_model.text_video_logit_bias.float()),
+            audio_scale=float(audio_model.text_audio_logit_scale.float()),
+            audio_bias=float(audio_model.text_audio_logit_bias.float()),
+        )
 
 
 def _as_channels(segment: Tensor) -> Tensor:
