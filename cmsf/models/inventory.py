@@ -87,8 +87,8 @@ def pipeline_components(models: Models, pipelines: Sequence[str]) -> dict[str, t
     for pipeline in pipelines:
         for role in PIPELINE_COMPONENTS[pipeline]:
             name = models.proposer if role == "proposer" else role
-            if role == "binder" and models.binder_kind == IMAGEBIND_BINDER:
-                name = IMAGEBIND_BINDER
+            if models.spec(name).kind == "component":  # the binder ImageBind: the imagebind component
+                name = str(models.spec(name).source)
             used.setdefault(name, []).append(pipeline)
     return {name: tuple(users) for name, users in used.items()}
 
