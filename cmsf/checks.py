@@ -10,7 +10,9 @@ from typing import Any, Optional, Union
 
 import torch
 
-DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+from cmsf.names import DTYPE_NAMES
+
+DTYPES: dict[str, torch.dtype] = {name: getattr(torch, name) for name in DTYPE_NAMES}
 """The model precisions cmsf runs in, by name (``"fp32"`` / ``"bf16"`` are accepted aliases)."""
 
 _DTYPE_ALIASES = {"fp32": "float32", "bf16": "bfloat16"}

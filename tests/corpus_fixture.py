@@ -54,3 +54,12 @@ def output_files(folder: Path) -> dict[str, bytes]:
         f"{path.parent.name}/{path.name}": path.read_bytes()
         for path in sorted(folder.glob("*/*.png"))
     }
+
+
+RUN_BOOKKEEPING = ("input", "source", "elapsed_s")
+
+
+def found(evidence: dict) -> dict:
+    """What an ``evidence.json`` says the pipeline found (settings, models, every frame's
+    proposals, scores, mask and coverage), without where the input came from and how long it took."""
+    return {key: value for key, value in evidence.items() if key not in RUN_BOOKKEEPING}

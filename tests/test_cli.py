@@ -26,9 +26,11 @@ from cmsf.cli import options as cli_options
 from cmsf.io import avsbench
 from cmsf.io.avsbench import VideoEntry
 from cmsf.io.files import TEMP_SUFFIX
+from cmsf.models import loading
 from cmsf.models.loading import load_models
 from cmsf.pipelines.per_frame import PIPELINE_STAGES, PIPELINES
 from cmsf.pipelines.settings import OwodBindSettings, SamBindSettings, make_settings
+from cmsf.runs import evaluate as evaluate_module
 from cmsf.runs.evaluate import MAX_LISTED, missing_predictions_message
 
 
@@ -110,7 +112,7 @@ def fake(monkeypatch):
         built.append(FakeModels())
         return built[-1]
 
-    monkeypatch.setattr(cli_options, "load_models", load)
+    monkeypatch.setattr(loading, "load_models", load)
     pipeline.loads = loads  # the presets asked for (lazy models built)
     pipeline.models = built
     return pipeline
@@ -135,16 +137,17 @@ def test_segment_tiny_end_to_end(video, tmp_path):
     assert result.exit_code == 0, result.output
     assert "3 frames" in result.stdout and str(out) in result.stdout
     evidence = json.loads((out / "evidence.json").read_text())
-    assert evidence["frames"] == 3 and evidence["frame_size"] == [96, 128]
+    assert len(evidence["frames"]) == 3 and evidence["frame_size"] == [96, 128]
     assert evidence["pipeline"] == "owod-bind" and evidence["preset"] == "tiny"
-    assert evidence["frame_times_s"] == pytest.approx([0.9, 1.9, 2.9])
-    assert len(evidence["result"]["frames"]) == 3
+    assert [frame["time_s"] for frame in evidence["frames"]] == pytest.approx([0.9, 1.9, 2.9])
+    assert [frame["index"] for frame in evidence["frames"]] == [0, 1, 2]
     for t in range(3):
         with Image.open(out / f"mask_{t:04d}.png") as mask:
             assert mask.mode == "L" and mask.size == (128, 96)
             array = np.asarray(mask)
         assert set(np.unique(array).tolist()) <= {0, 255}
-        assert evidence["coverage"][t] == pytest.approx((array > 0).mean())
+        assert evidence["frames"][t]["mask"] == f"mask_{t:04d}.png"
+        assert evidence["frames"][t]["coverage"] == pytest.approx((array > 0).mean())
         with Image.open(out / f"overlay_{t:04d}.png") as overlay:
             assert overlay.mode == "RGB" and overlay.size == (128, 96)
     assert no_temporaries(out)
@@ -245,7 +248,8 @@ def test_segment_data_errors(tmp_path):
     folder = tmp_path / "frames"
     write_png(folder / "f_1.png", np.zeros((4, 4, 3), np.uint8))
     result = run("segment", folder, "-p", "owod-bind", "--out", tmp_path / "o")
-    assert result.exit_code == 1 and "needs its audio" in result.output
+    assert result.exit_code == 2 and "Invalid value for --audio" in result.output, result.output  # a usage error
+    assert "no audio was found" in result.output and str(folder) in result.output
     assert not (tmp_path / "o").exists()
     assert "Traceback" not in result.output
 
@@ -377,7 +381,9 @@ def test_eval_refuses_or_resizes_other_sizes(mini, tmp_path):
         (["--subset", "s4", "-p", "owod-bind", "--pred-dir", "."], 2, "exactly one"),
         (["--subset", "s5", "--pred-dir", "."], 2, "s5"),
         (["--subset", "s4", "--pred-dir", ".", "--preset", "tiny"], 2, "--preset"),
-        (["--subset", "s4", "--split", "dev", "--pred-dir", "."], 1, "test, train, val"),
+        (["--subset", "s4", "--split", "dev", "--pred-dir", "."], 2, "Invalid value for --split: 'dev' has no videos"),
+        (["--subset", "s4", "--split", "Val", "--pred-dir", "."], 2, "it has test, train, val"),
+        (["--subset", "ms3", "--split", "Val", "-p", "owod-bind"], 2, "Invalid value for --split: 'Val'"),
     ],
 )
 def test_eval_usage_and_data_errors(mini, tmp_path, args, code, needle):
@@ -461,7 +467,7 @@ def test_interrupted_eval_leaves_no_half_written_file(mini, tmp_path, monkeypatc
 def test_eval_pipeline_crash_is_resumable(mini, tmp_path, monkeypatch):
     crashing = FakePipeline(fail_on_call=2)
     crashing.install(monkeypatch)
-    monkeypatch.setattr(cli_options, "load_models", lambda *a, **k: FakeModels())
+    monkeypatch.setattr(loading, "load_models", lambda *a, **k: FakeModels())
     out = tmp_path / "run"
     result = run("eval", "--root", mini.root, "--subset", "ms3", "-p", "owod-bind", "--out", out)
     assert isinstance(result.exception, RuntimeError)  # a bug in a pipeline is not hidden
@@ -521,7 +527,7 @@ def test_segment_with_mavl_records_it_and_names_a_missing_or_foreign_checkpoint(
     out = tmp_path / "mavl"
     result = run("segment", video, "-p", "owod-bind", "--preset", "tiny", "--model", "mavl=random", "--out", out)
     assert result.exit_code == 0, result.output
-    assert json.loads((out / "evidence.json").read_text())["result"]["models"]["mavl"] == "random weights, tiny mavl config"
+    assert json.loads((out / "evidence.json").read_text())["models"]["mavl"] == "random weights, tiny mavl config"
     missing = tmp_path / "MDef_DETR_minus_language_r101_epoch10.pth"
     result = run("segment", video, "-p", "owod-bind", "--preset", "tiny", "--model", f"mavl={missing}", "--out", tmp_path / "o")
     assert result.exit_code == 2 and str(missing) in result.output and "--model" in result.output
@@ -537,7 +543,7 @@ def test_segment_avsbench_frame_folder_finds_its_wav(mini, fake, tmp_path):
     result = run("segment", folder, "-p", "owod-bind", "--out", tmp_path / "o")
     assert result.exit_code == 0, result.output
     evidence = json.loads((tmp_path / "o" / "evidence.json").read_text())
-    assert evidence["frames"] == 5 and "audio_wav/test/ms3_b.wav" in evidence["source"]
+    assert len(evidence["frames"]) == 5 and "audio_wav/test/ms3_b.wav" in evidence["source"]
     assert evidence["audio_seconds"] == pytest.approx(5.0)
 
 
@@ -677,7 +683,23 @@ def test_segment_removes_outputs_of_a_longer_earlier_run(video, tmp_path, fake):
     assert sorted(p.name for p in out.glob("mask_????.png")) == ["mask_0000.png", "mask_0001.png"]
     assert sorted(p.name for p in out.glob("overlay_????.png")) == ["overlay_0000.png", "overlay_0001.png"]
     assert all((out / name).exists() for name in keep)  # not cmsf's exact naming: left alone
-    assert json.loads((out / "evidence.json").read_text())["masks"] == ["mask_0000.png", "mask_0001.png"]
+    assert [f["mask"] for f in json.loads((out / "evidence.json").read_text())["frames"]] == ["mask_0000.png", "mask_0001.png"]
+
+
+def test_segment_says_what_it_replaces_and_refuses_another_commands_run_folder(video, tmp_path, fake):
+    out = tmp_path / "out"
+    result = run("segment", video, "-p", "owod-bind", "--num-frames", "3", "--out", out)
+    assert result.exit_code == 0 and "earlier output" not in result.stderr, result.output
+    result = run("segment", video, "-p", "owod-bind", "--num-frames", "2", "--out", out)
+    assert result.exit_code == 0, result.output
+    assert f"{out} holds an earlier output (evidence.json, 3 masks, 3 overlays): this run's replaces it" in result.stderr
+    for kind, record in [("eval", {"kind": "eval", "subset": "s4"}), ("segment-many", {"pipeline": "owod-bind", "num_frames": None})]:
+        folder = tmp_path / kind
+        folder.mkdir()
+        (folder / "run.json").write_text(json.dumps(record), encoding="utf-8")
+        result = run("segment", video, "-p", "owod-bind", "--out", folder)
+        assert result.exit_code == 1 and f"holds a `cmsf {kind}` run" in result.output, result.output
+        assert sorted(p.name for p in folder.iterdir()) == ["run.json"]
 
 
 def test_segment_refuses_the_input_frame_folder_as_out(tmp_path, fake):
@@ -740,13 +762,13 @@ def test_evaluate_records_the_models_it_was_given(mini, tmp_path):
 
 def test_eval_frames_per_batch_reaches_the_runner_and_needs_a_pipeline(mini, tmp_path, fake, monkeypatch):
     seen = []
-    original = cli.evaluate
+    original = evaluate_module.evaluate
 
     def spy(*args, **kwargs):
         seen.append(kwargs.get("frames_per_batch"))
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(cli, "evaluate", spy)
+    monkeypatch.setattr(evaluate_module, "evaluate", spy)
     result = run("eval", "--root", mini.root, "--subset", "ms3", "-p", "owod-bind", "--frames-per-batch", 1,
                  "--out", tmp_path / "run")  # fmt: skip
     assert result.exit_code == 0, result.output

@@ -17,13 +17,14 @@ import pytest
 import ray
 import torch
 from click.testing import CliRunner
-from corpus_fixture import make_corpus, output_files
+from corpus_fixture import found, make_corpus, output_files
 
 import cmsf
 from cmsf.cli import commands as cli
+from cmsf.cli.options import TINY_SETTINGS
 from cmsf.io.files import TEMP_SUFFIX
 from cmsf.io.media import load_clip
-from cmsf.pipelines.settings import OwodBindSettings
+from cmsf.pipelines.settings import OwodBindSettings, make_settings
 from cmsf.runs.distributed import Segmenter, actor_pool, clip_from_bytes, clip_to_bytes, run_ray, videos_per_call
 from cmsf.runs.many import RunSpec, is_complete, plan_jobs, segment_many
 
@@ -57,7 +58,7 @@ def read_csv(path: Path) -> list[dict[str, str]]:
 
 
 def evidence_results(out: Path) -> dict[str, dict]:
-    return {p.parent.name: json.loads(p.read_text())["result"] for p in sorted(out.glob("*/evidence.json"))}
+    return {p.parent.name: found(json.loads(p.read_text())) for p in sorted(out.glob("*/evidence.json"))}
 
 
 @pytest.mark.parametrize("which", ["video", "folder"])
@@ -121,7 +122,8 @@ def test_ray_run_interrupted_then_resumed_equals_the_local_engine(local_ray, cor
     # kill during a write: a finished video's evidence.json gone, a mask half-written, a
     # temporary file left
     out = tmp_path / "ray"
-    spec = RunSpec(out, "owod-bind", OwodBindSettings(), preset="tiny", device="cpu", frames_per_batch=2, threads=1)
+    spec = RunSpec(out, "owod-bind", make_settings("owod-bind", TINY_SETTINGS["owod-bind"]), preset="tiny", device="cpu",
+                   frames_per_batch=2, threads=1)  # the settings of the command with --preset tiny
     jobs = plan_jobs(inputs)
 
     def interrupt_at_the_first(items, description, unit):

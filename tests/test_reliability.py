@@ -31,7 +31,6 @@ from PIL import Image
 from stand_ins import as_stages
 
 from cmsf.cli import commands as cli
-from cmsf.cli import options as cli_options
 from cmsf.io import decoding, inputs, media
 from cmsf.io.decoding import MIN_SEGMENT_SECONDS, apply_orientation, sample_times
 from cmsf.io.files import LOCK_NAME
@@ -626,7 +625,7 @@ def stand_in(monkeypatch):
     pipeline.calls = []
     monkeypatch.setitem(PIPELINES, "owod-bind", pipeline)  # cmsf segment
     monkeypatch.setitem(PIPELINE_STAGES, "owod-bind", as_stages(pipeline))  # cmsf eval's runner
-    monkeypatch.setattr(cli_options, "load_models", lambda *args, **kwargs: loading.load_models("tiny", device="cpu"))  # never loaded
+    monkeypatch.setattr(loading, "load_models", lambda *args, load=loading.load_models, **kwargs: load("tiny", device="cpu"))  # never loaded
     return pipeline
 
 
@@ -668,7 +667,7 @@ def test_more_than_40_fps_is_refused_before_the_audio_is_decoded(tmp_path, stand
 @pytest.mark.parametrize("source", ["/nonexistent", "./missing", "../missing/dir", "~/missing-cmsf-model", "a/b/c"])
 def test_a_model_path_that_does_not_exist_is_a_usage_error_before_the_video_is_read(clip_mkv, mini, tmp_path, monkeypatch, source):
     reads = []
-    monkeypatch.setattr(cli, "load_clip", lambda *args, **kwargs: reads.append(args))
+    monkeypatch.setattr(media, "load_clip", lambda *args, **kwargs: reads.append(args))
     result = _cli("segment", clip_mkv, "-p", "sam-bind", "--preset", "tiny", "--model", f"sam={source}", "--out", tmp_path / "o")
     assert result.exit_code == 2, result.output
     assert f"Invalid value for --model: sam={source}: the local path {source!r} does not exist" in result.output
@@ -734,8 +733,8 @@ def test_an_out_that_cannot_be_written_is_refused_before_anything_runs(clip_mkv,
     blocker = tmp_path / "file.txt"
     blocker.write_text("x")
     reads = []
-    real_load_clip = cli.load_clip
-    monkeypatch.setattr(cli, "load_clip", lambda *args, **kwargs: reads.append(args) or real_load_clip(*args, **kwargs))
+    real_load_clip = media.load_clip
+    monkeypatch.setattr(media, "load_clip", lambda *args, **kwargs: reads.append(args) or real_load_clip(*args, **kwargs))
     result = _cli("segment", clip_mkv, "-p", "owod-bind", "--out", blocker / "out")
     assert result.exit_code == 2, result.output
     assert "Invalid value for --out" in result.output and "file.txt/out: cannot be created" in result.output
@@ -791,7 +790,7 @@ def test_two_segments_sharing_an_out_cannot_mix(clip_mkv, tmp_path, stand_in):
     assert result.exit_code == 0, result.output
     assert second[0].exit_code == 1 and f"{out} is in use by another cmsf run" in second[0].output
     evidence = json.loads((out / "evidence.json").read_text())
-    assert evidence["frames"] == 3 and sorted(p.name for p in out.glob("mask_*.png")) == [f"mask_{t:04d}.png" for t in range(3)]
+    assert len(evidence["frames"]) == 3 and sorted(p.name for p in out.glob("mask_*.png")) == [f"mask_{t:04d}.png" for t in range(3)]
     assert not (out / LOCK_NAME).exists()
 
 

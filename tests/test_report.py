@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from cmsf.cli import commands as cli
-from cmsf.runs.report import build_report, find_browser, render_in_browser
+from cmsf.runs.report import build_report, find_browser, render_in_browser, svg_lines
 
 VOID = {"meta", "img", "br", "hr", "input", "link", "col", "source", "wbr", "area", "base"}
 SVG_LEAVES = {"line", "rect", "circle", "polyline", "path"}
@@ -127,6 +127,55 @@ def test_report_draws_the_sweep(pred_run, tmp_path, keys):
         if keys == 3:  # each cell: the best over the third key
             assert ("0.5", "0.7", f"{rows[-1][3]:.4f}") in cells and "best over bind_mode" in text
     assert text.count('<tr class="best">') == 1
+
+
+def test_report_warns_on_stderr_when_the_avsbench_root_moved(pred_run, tmp_path):
+    mini, run = pred_run
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["root"] == str(Path(mini.root).resolve()) and Path(summary["root"]).is_absolute()
+    assert Path(summary["pred_dir"]).is_absolute()
+    out = tmp_path / "run"
+    out.mkdir()
+    for name in ("summary.json", "per_video.csv"):
+        (out / name).write_bytes((run / name).read_bytes())
+    moved = json.loads((out / "summary.json").read_text())
+    moved["root"] = str(tmp_path / "moved-away")
+    (out / "summary.json").write_text(json.dumps(moved))
+    result = CliRunner().invoke(cli.main, ["report", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "moved-away is not here" in result.stderr and "pass --root" in result.stderr
+    assert result.stdout.strip() == str(out / "report.html")
+    result = CliRunner().invoke(cli.main, ["report", str(out), "--root", str(mini.root)])
+    assert result.exit_code == 0 and "warning" not in result.stderr, result.output
+    result = CliRunner().invoke(cli.main, ["report", str(out), "--root", str(tmp_path)])  # a folder without the frames
+    assert result.exit_code == 0 and "pictures unavailable" in result.stderr and "--root" in result.stderr
+
+
+def test_one_key_sweep_chart_places_x_by_value_with_round_ticks_and_a_legend_that_fits():
+    xs = ["0.05", "0.1", "0.3"]
+    series = {"miou": [0.046, 0.05, 0.066], "fscore": [0.1, 0.12, 0.11], "miou_per_frame": [0.046, 0.05, 0.066]}
+    svg = svg_lines("bind_threshold", xs, series, best=2)
+    ticks = [float(t) for t in re.findall(r'<text x="[\d.]+" y="[\d.]+" text-anchor="end">([\d.]+)</text>', svg)]
+    assert ticks == pytest.approx([0.04, 0.06, 0.08, 0.1, 0.12])  # round values (were 0.046, 0.066, …)
+    assert ticks[0] <= 0.046 and ticks[-1] >= 0.12
+    labels = {m[2]: float(m[0]) for m in re.findall(r'<text x="([\d.]+)" y="([\d.]+)" text-anchor="middle">([\d.]+)</text>', svg)}
+    left, middle, right = labels["0.05"], labels["0.1"], labels["0.3"]
+    assert (middle - left) / (right - left) == pytest.approx(0.05 / 0.25, abs=0.01)  # by value, not evenly
+    width = float(re.search(r'<svg[^>]* width="(\d+)"', svg).group(1))
+    legend_x = float(re.search(r'<text x="([\d.]+)"[^>]*>miou_per_frame \(= miou\)</text>', svg).group(1))
+    assert legend_x + 7.2 * len("miou_per_frame (= miou)") <= width  # the legend fits and names the equal line
+    dashes = re.findall(r'<polyline [^>]*stroke-dasharray="([^"]+)"', svg)
+    assert len(dashes) == 3 and len(set(dashes)) == 3  # equal lines (miou, miou_per_frame) still told apart
+    assert "1 video ·" in build_report_text_of_one_video()
+
+
+def build_report_text_of_one_video() -> str:
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp())
+    (folder / "summary.json").write_text(json.dumps({"subset": "s4", "split": "test", "miou": 0.5}))
+    (folder / "per_video.csv").write_text("video,miou,fscore\nv,0.5,0.5\n")
+    return build_report(folder, root=folder / "nowhere")
 
 
 def test_report_errors_name_the_file(tmp_path):

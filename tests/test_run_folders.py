@@ -311,7 +311,7 @@ def test_ctrl_c_during_the_swap_waits_for_it(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         _write_run(out, 2, 5)
     evidence = json.loads((out / "evidence.json").read_text())  # the new set, whole
-    assert evidence["settings"] == {"v": 5} and evidence["masks"] == ["mask_0000.png", "mask_0001.png"]
+    assert evidence["settings"] == {"v": 5} and [frame["mask"] for frame in evidence["frames"]] == ["mask_0000.png", "mask_0001.png"]
     assert sorted(p.name for p in out.iterdir()) == ["evidence.json", "mask_0000.png", "mask_0001.png", "overlay_0000.png", "overlay_0001.png"]
 
 
@@ -351,7 +351,7 @@ def test_segment_output_is_owned_while_open(tmp_path):
         assert output.out_dir == tmp_path / "out"
     with pytest.raises(RuntimeError, match="inside its with block"):
         output.write(None, None, {}, started=0.0)  # type: ignore[arg-type]
-    assert _write_run(tmp_path / "out", 1, 1)["frames"] == 1
+    assert len(_write_run(tmp_path / "out", 1, 1)["frames"]) == 1
 
 
 # ---------------------------------------------------------------------------- shared names
@@ -394,6 +394,21 @@ def test_record_run_of_the_same_kind_compares_settings_only_when_outputs_exist(t
     files.record_run(path, {"pipeline": "a"}, kind="segment-many", outputs_exist=False, outputs="videos")
     files.record_run(path, {"pipeline": "b"}, kind="segment-many", outputs_exist=False, outputs="videos")
     assert json.loads(path.read_text()) == {"kind": "segment-many", "pipeline": "b"}
-    with pytest.raises(files.RunConflictError, match="another run .*pipeline: 'b' there, 'a' now"):
+    with pytest.raises(files.RunConflictError, match="another run .*pipeline: this run 'a', the folder's run 'b'"):
         files.record_run(path, {"pipeline": "a"}, kind="segment-many", outputs_exist=True, outputs="videos")
     assert files.recorded_kind({"pipeline": "a"}) is None
+
+
+def test_a_refused_resume_names_only_the_settings_that_differ(tmp_path):
+    path = tmp_path / "run.json"
+    before = {"pipeline": "owod-bind", "settings": {"box_threshold": 0.5, "bind_threshold": 0.3, "bind_mode": "softmax"},
+              "models": {"sam": "facebook/sam-vit-huge", "owlv2": "google/owlv2"}}  # fmt: skip
+    files.record_run(path, before, kind="eval", outputs_exist=False, outputs="predictions")
+    now = {**before, "settings": {**before["settings"], "bind_threshold": 0.4}, "models": {"sam": "facebook/sam-vit-huge"}}
+    with pytest.raises(files.RunConflictError) as refused:
+        files.record_run(path, now, kind="eval", outputs_exist=True, outputs="predictions")
+    message = str(refused.value)
+    assert "settings.bind_threshold: this run 0.4, the folder's run 0.3" in message
+    assert "models.owlv2: this run not recorded, the folder's run 'google/owlv2'" in message
+    assert "box_threshold" not in message and "bind_mode" not in message and "sam-vit-huge" not in message
+    assert files.record_differences(before, before) == []

@@ -17,6 +17,7 @@ from click.testing import CliRunner
 from stand_ins import as_stages
 
 from cmsf.cli import commands as cli
+from cmsf.cli.options import TINY_SETTINGS
 from cmsf.io import avsbench
 from cmsf.io.decoding import Clip
 from cmsf.models.loading import ModelLoadError, load_models
@@ -226,7 +227,8 @@ def test_eval_masks_equal_the_pipeline_on_each_video_alone(mini, models, tmp_pat
     entries = avsbench.list_videos(mini.root, "s4", "test")
     for entry in entries:
         clip = avsbench.load_video(mini.root, "s4", entry)
-        direct = PIPELINES["owod-bind"](clip.frames, clip.waveform, clip.sample_rate, models, bind_threshold=0.3)
+        settings = {**TINY_SETTINGS["owod-bind"], "bind_threshold": 0.3}  # what the command runs with --preset tiny
+        direct = PIPELINES["owod-bind"](clip.frames, clip.waveform, clip.sample_rate, models, **settings)
         assert torch.equal(avsbench.read_pred_masks(out / "pred_masks", "s4", entry), direct.masks)
 
 

@@ -16,9 +16,9 @@ from click.testing import CliRunner
 
 from cmsf import load_models
 from cmsf.cli import commands as cli
-from cmsf.cli import options as cli_options
 from cmsf.io import avsbench
 from cmsf.io.media import read_mask
+from cmsf.models import loading
 from cmsf.metrics import VARIANTS, VariantTotals, score_video
 from cmsf.pipelines.per_frame import FrameCandidates
 from cmsf.pipelines.settings import OwodBindSettings, SamBindSettings, make_settings
@@ -49,7 +49,7 @@ def shared_models(monkeypatch, tiny):
         loads.append(preset)
         return tiny
 
-    monkeypatch.setattr(cli_options, "load_models", load)
+    monkeypatch.setattr(loading, "load_models", load)
     return loads
 
 
@@ -70,7 +70,7 @@ def one_thread():
 def no_models(monkeypatch):
     """``cmsf eval`` gets lazy tiny models; the test fails if any of their components loads."""
     lazy = load_models("tiny", device="cpu")
-    monkeypatch.setattr(cli_options, "load_models", lambda *args, **kwargs: lazy)
+    monkeypatch.setattr(loading, "load_models", lambda *args, **kwargs: lazy)
     yield
     assert lazy.loaded == (), f"a model was loaded: {lazy.loaded}"
 
@@ -129,7 +129,7 @@ def test_owod_bind_sweep_rows_equal_separate_runs_and_a_later_sweep_loads_no_mod
 
     # a second sweep on the same folder: every setting is covered by the cache, no model loads
     lazy = load_models("tiny", device="cpu")
-    monkeypatch.setattr(cli_options, "load_models", lambda *a, **k: lazy)
+    monkeypatch.setattr(loading, "load_models", lambda *a, **k: lazy)
     grid = ("--sweep", f"box_threshold={middle!r},{high!r}", "--sweep", "bind_threshold=0.3,0.6")
     second = run(*eval_args(mini, "owod-bind", sweep_dir, "--limit", 1, *grid))
     assert second.exit_code == 0, second.output
@@ -154,7 +154,7 @@ def test_owod_bind_sweep_rows_equal_separate_runs_and_a_later_sweep_loads_no_mod
     assert 'class="banner oracle"' in text and "miou heat map" in text
 
     # each row equals a separate run with those settings, exactly
-    monkeypatch.setattr(cli_options, "load_models", lambda *a, **k: tiny)
+    monkeypatch.setattr(loading, "load_models", lambda *a, **k: tiny)
     check_rows_against_separate_runs(mini, "owod-bind", sweep_dir, tmp_path, {}, ("box_threshold", "bind_threshold"), 1)
 
 

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any, Optional
 
 import click
-from huggingface_hub import constants as hub_constants
 
 from cmsf.cli.model_listing import component_block, missing_message
 from cmsf.cli.options import (
@@ -31,10 +30,12 @@ from cmsf.cli.options import (
     dtype_option,
     frames_per_batch_option,
     info,
+    media_warnings_on_stderr,
     model_option,
     model_overrides_of,
     models_of,
     only_with,
+    parse_pairs,
     out_option,
     pipeline_option,
     pipeline_settings,
@@ -45,18 +46,10 @@ from cmsf.cli.options import (
     sweep_grid,
     video_run_options,
 )  # fmt: skip
-from cmsf.io import avsbench
-from cmsf.io.decoding import media_warnings_to
-from cmsf.io.media import load_clip
-from cmsf.models.inventory import PIPELINE_COMPONENTS, describe_models
-from cmsf.pipelines.settings import resolve_settings
-from cmsf.runs.distributed import require_ray, run_ray
-from cmsf.runs.evaluate import evaluate, run_pipeline, scores_line
-from cmsf.runs.model_check import check_component
-from cmsf.runs.many import Engine, RunSpec, plan_jobs, run_local, segment_many, summary_line
-from cmsf.runs.outputs import SegmentOutput
-from cmsf.runs.report import write_report
-from cmsf.runs.sweep import free_keys_help, run_sweep, sweep_lines, sweep_rows
+from cmsf.names import PIPELINE_NAMES, SUBSETS, SWEEP_HELP
+
+# Each command imports the library (torch, transformers) when it runs, not here: --help, --version
+# and usage errors answer without it (tests/test_cli.py checks that they leave torch unimported).
 
 # ------------------------------------------------------------------------------------ the group
 
@@ -75,7 +68,7 @@ def main() -> None:
       cmsf segment clip.mp4 --pipeline owod-bind --out out/
       cmsf eval --root AVSBench --subset s4 --pipeline owod-bind --out runs/s4
     """
-    click.get_current_context().with_resource(media_warnings_to(info))  # one line each, on stderr
+    # media warnings go to stderr, one line each: media_warnings_on_stderr(), once a command runs
 
 
 # ------------------------------------------------------------------------------------ segment
@@ -116,7 +109,8 @@ def segment(
     Writes to --out: mask_0000.png … (0/255, frame size), overlay_0000.png … (the mask in red
     over the frame) and evidence.json (the pipeline's proposals, scores and kept indices), then
     prints a summary line. They replace an earlier output there as one set, once all are written
-    (an interrupted run leaves the old set); other files in --out are left alone.
+    (an interrupted run leaves the old set; stderr says what is replaced); other files in --out are
+    left alone. The run folder of `cmsf eval` or `cmsf segment-many` is refused.
 
     \b
     Examples:
@@ -133,11 +127,24 @@ def segment(
     if input_path.is_dir() and out_dir.resolve() == input_path.resolve():
         message = "is the input frame folder; its masks and overlays would be read as frames next time. Use another folder."
         raise click.BadParameter(message, param_hint="--out")
-    thresholds = pipeline_settings(pipeline, settings)
+    from cmsf.io.media import find_audio_for_frames, load_clip
+    from cmsf.pipelines.settings import resolve_settings
+    from cmsf.runs.evaluate import run_pipeline
+    from cmsf.runs.outputs import SegmentOutput, existing_outputs
+
+    if input_path.is_dir() and audio is None and find_audio_for_frames(input_path) is None:
+        message = (f"{input_path} is a folder of frames and no audio was found for it (no single .wav in it, "
+                   f"{input_path.name}.wav next to it, or AVSBench's audio_wav layout); pass its audio file")  # fmt: skip
+        raise click.BadParameter(message, param_hint="--audio")
+    media_warnings_on_stderr()
+    thresholds = pipeline_settings(pipeline, settings, preset)
     started = time.perf_counter()
     models = models_of(preset, device, dtype, model_overrides)  # lazy: nothing loads before the pipeline runs
     check_bind_modes(models, [thresholds])
     with data_errors(), SegmentOutput(out_dir) as output:  # --out created, checked, locked up front
+        earlier = existing_outputs(out_dir)
+        if earlier:
+            info(f"{out_dir} holds an earlier output ({earlier}): this run's replaces it once written")
         clip = load_clip(input_path, audio=audio, num_frames=num_frames, fps=fps)
         height, width = clip.frames.shape[-2:]
         info(f"read {clip.num_frames} frames of {width}×{height} and {clip.duration:.2f} s of audio from {input_path}")
@@ -147,7 +154,7 @@ def segment(
         run = {"input": str(input_path), "pipeline": pipeline, "preset": preset, "device": str(models.device),
                "dtype": dtype, "settings": asdict(resolve_settings(thresholds, models))}  # fmt: skip
         evidence = output.write(clip, result, run, started=started, progress=progress)
-    coverage = evidence["coverage"]
+    coverage = [frame["coverage"] for frame in evidence["frames"]]
     mean = 100 * sum(coverage) / len(coverage)
     nonempty = sum(1 for c in coverage if c > 0)
     click.echo(
@@ -166,7 +173,7 @@ def segment(
     type=click.Path(exists=True, file_okay=False, path_type=Path),
     help="The AVSBench folder (holding Single-source/ and Multi-sources/).",
 )
-@click.option("--subset", required=True, type=click.Choice(avsbench.SUBSETS, case_sensitive=False), help="s4 or ms3.")
+@click.option("--subset", required=True, type=click.Choice(SUBSETS, case_sensitive=False), help="s4 or ms3.")
 @click.option("--split", default="test", show_default=True, help="The csv's split to evaluate (train, val, test).")
 @pipeline_option
 @click.option(
@@ -192,7 +199,7 @@ def segment(
     "--limit", type=click.IntRange(min=1), default=None, help="Only the first N videos of the split (smoke runs)."
 )
 @click.option("--sweep", "sweeps", multiple=True, metavar="KEY=V1,V2,...", help="Score every combination of "
-              "these values (repeatable) from one model pass per video, cached in OUT/cache. " + free_keys_help())
+              "these values (repeatable) from one model pass per video, cached in OUT/cache. " + SWEEP_HELP)
 @frames_per_batch_option
 def eval_command(
     root: Path,
@@ -254,7 +261,12 @@ def eval_command(
             "--set": (settings, ()), "--model": (model_overrides, ()), "--sweep": (sweeps, ()),
             "--frames-per-batch": (frames_per_batch, None),
         })  # fmt: skip
-    thresholds = pipeline_settings(pipeline, settings) if pipeline is not None else None
+    from cmsf.runs.evaluate import evaluate, scores_line
+    from cmsf.runs.sweep import run_sweep, sweep_lines, sweep_rows
+
+    media_warnings_on_stderr()
+    swept = parse_pairs(sweeps, "--sweep")  # the swept keys get no tiny default (a sweep gives them)
+    thresholds = pipeline_settings(pipeline, settings, preset, swept) if pipeline is not None else None
     grid = sweep_grid(thresholds, sweeps, settings) if sweeps and thresholds is not None else {}
     if sweeps and frames_per_batch is not None:
         raise click.UsageError("--frames-per-batch: a sweep computes one video at a time")
@@ -267,12 +279,13 @@ def eval_command(
     run_args: dict[str, Any] = dict(  # what a sweep and a plain run share
         split=split, pipeline=pipeline, settings=thresholds, models=models, limit=limit, progress=progress, log=info,
     )  # fmt: skip
+    split_option = {"split": "--split"}  # a split the csv does not have is a usage error
     if sweeps:
-        with data_errors():
+        with data_errors(options=split_option):
             summary = run_sweep(root, subset, out_dir, grid=grid, **run_args)
         click.echo("\n".join(sweep_lines(summary)))
         return
-    with data_errors():
+    with data_errors(options=split_option):
         summary = evaluate(
             root, subset, out_dir, pred_dir=pred_dir, resize_pred=resize_pred, frames_per_batch=frames_per_batch,
             **run_args,
@@ -293,8 +306,11 @@ def report(run_dir: Path, root: Optional[Path]) -> None:
     Example:
       cmsf report runs/s4-owod
     """
+    from cmsf.runs.report import write_report
+
+    media_warnings_on_stderr()
     with data_errors():
-        path = write_report(run_dir, root=root)
+        path = write_report(run_dir, root=root, log=info)
     click.echo(f"{path}")
 
 
@@ -305,9 +321,11 @@ def report(run_dir: Path, root: Optional[Path]) -> None:
 @click.argument("inputs", metavar="[INPUT]...", nargs=-1, type=click.Path(exists=True, path_type=Path))
 @click.option(
     "--manifest",
+    "manifests",
+    multiple=True,
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="A list of inputs: one path per line, or a .csv with a 'path' column (and 'audio' for "
-    "frame folders); paths relative to its folder.",
+    "frame folders); paths relative to its folder. Repeatable: every manifest's inputs are used, after the INPUTs.",
 )
 @video_run_options
 @set_option
@@ -329,13 +347,13 @@ def report(run_dir: Path, root: Optional[Path]) -> None:
 @click.option("--workers", type=click.IntRange(min=1), help="Ray: model actors. [default: as the cluster allows]")
 @click.option("--gpus-per-worker", type=click.FloatRange(min=0), help="Ray: GPUs per actor. [default: 1 with GPUs]")
 def segment_many_command(
-    inputs: tuple[Path, ...], manifest: Optional[Path], pipeline: Optional[str], out_dir: Path, preset: str,
+    inputs: tuple[Path, ...], manifests: tuple[Path, ...], pipeline: Optional[str], out_dir: Path, preset: str,
     device: Optional[str], dtype: str, num_frames: Optional[int], fps: Optional[float], settings: tuple[str, ...],
     model_overrides: tuple[str, ...], frames_per_batch: Optional[int], threads: Optional[int], engine: str,
     ray_address: Optional[str], workers: Optional[int], gpus_per_worker: Optional[float],
 ) -> None:  # fmt: skip
     """Segment many videos: each INPUT (a video file, or a folder of frames with its audio found
-    as `cmsf segment` finds it) and each path of --manifest gets OUT/<name>/ holding what `cmsf
+    as `cmsf segment` finds it) and each path of every --manifest gets OUT/<name>/ holding what `cmsf
     segment` writes; <name> is the input's stem and a hash of its absolute path (see README).
 
     Resumable: an input whose OUT/<name>/evidence.json exists is skipped, so rerun the command
@@ -349,20 +367,24 @@ def segment_many_command(
       cmsf segment-many --manifest clips.txt -p owod-bind --out out/ --engine ray --ray-address 10.0.0.1:6379
     """
     pipeline = require_pipeline(pipeline)
-    if not inputs and manifest is None:
+    if not inputs and not manifests:
         raise click.UsageError("no input: give INPUT arguments, --manifest, or both.")
     check_sampling(num_frames, fps)
     if engine == "local":
         only_with("--engine ray", {
             "--ray-address": (ray_address, None), "--workers": (workers, None), "--gpus-per-worker": (gpus_per_worker, None),
         })  # fmt: skip
-    spec = RunSpec(out_dir, pipeline, pipeline_settings(pipeline, settings), preset, device, dtype,
+    from cmsf.runs.distributed import require_ray, run_ray
+    from cmsf.runs.many import Engine, RunSpec, plan_jobs, run_local, segment_many, summary_line
+
+    media_warnings_on_stderr()
+    spec = RunSpec(out_dir, pipeline, pipeline_settings(pipeline, settings, preset), preset, device, dtype,
                    model_overrides_of(model_overrides), num_frames, fps, frames_per_batch, threads)  # fmt: skip
     # lazy models (on the CPU for Ray, whose workers hold the real ones): the --set check loads nothing
     models = models_of(preset, "cpu" if engine == "ray" else device, dtype, model_overrides)
     check_bind_modes(models, [spec.settings])
     with data_errors():
-        jobs = plan_jobs(inputs, manifest)
+        jobs = plan_jobs(inputs, manifests)
     if engine == "ray":
         try:
             require_ray()
@@ -383,7 +405,7 @@ def segment_many_command(
 
 
 @main.command(name="models", short_help="List (and with --check, load and try) the models a run would use.")
-@click.option("--pipeline", "-p", "pipelines", multiple=True, type=click.Choice(tuple(PIPELINE_COMPONENTS)),
+@click.option("--pipeline", "-p", "pipelines", multiple=True, type=click.Choice(PIPELINE_NAMES),
               help="Only the components of this pipeline (repeatable). [default: all four]")  # fmt: skip
 @preset_option
 @model_option
@@ -408,6 +430,11 @@ def models_command(
       cmsf models --preset 2025
       cmsf models --preset paper --pipeline owod-bind --check --device cuda
     """
+    from huggingface_hub import constants as hub_constants
+
+    from cmsf.models.inventory import PIPELINE_COMPONENTS, describe_models
+    from cmsf.runs.model_check import check_component
+
     models = models_of(preset, device, dtype, model_overrides)
     offline = hub_constants.HF_HUB_OFFLINE
     with data_errors():

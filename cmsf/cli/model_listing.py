@@ -3,10 +3,11 @@ with its :class:`cmsf.runs.model_check.CheckResult` under ``--check``) and a clo
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
-from cmsf.models.inventory import ModelRow
-from cmsf.runs.model_check import CheckResult
+if TYPE_CHECKING:  # annotations only: the command's module imports no torch (see cmsf/cli/commands.py)
+    from cmsf.models.inventory import ModelRow
+    from cmsf.runs.model_check import CheckResult
 
 __all__ = ["component_block", "missing_message", "size_text"]
 

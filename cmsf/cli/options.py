@@ -14,17 +14,20 @@ import contextlib
 import sys
 import time
 from pathlib import Path
-from typing import Any, Collection, Iterable, Iterator, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Collection, Iterable, Iterator, Mapping, Optional, Sequence
 
 import click
 from tqdm import tqdm
 
-from cmsf.checks import DTYPES
 from cmsf.io.files import FolderInUseError, UnwritableFolderError
-from cmsf.models.loading import PRESETS, ModelLoadError, Models, check_sources, load_models
-from cmsf.pipelines.per_frame import PIPELINES
-from cmsf.pipelines.settings import PipelineSettings, resolve_settings, settings_type
-from cmsf.runs.sweep import parse_sweep, sweep_rows
+from cmsf.names import DTYPE_NAMES, PIPELINE_NAMES, PRESETS
+
+if TYPE_CHECKING:
+    from cmsf.models.loading import Models
+    from cmsf.pipelines.settings import PipelineSettings
+
+# The library (torch, transformers) is imported inside the functions that use it, so that the
+# options can be built and --help, --version and usage errors answered without it.
 
 # ------------------------------------------------------------------------------------ errors and stderr
 
@@ -33,9 +36,13 @@ _OPTIONS = {"num_frames": "--num-frames", "fps": "--fps"}  # a ValueError "num_f
 
 
 @contextlib.contextmanager
-def data_errors(context: str = "") -> Iterator[None]:
+def data_errors(context: str = "", options: Mapping[str, str] = {}) -> Iterator[None]:  # noqa: B006 (read only)
     """Turn the errors bad data raises (ValueError, OSError, ModelLoadError, a folder in use) into a click
-    error: exit 1, one line, no traceback; those about --num-frames, --fps, --out: a usage error (2)."""
+    error: exit 1, one line, no traceback; those about --num-frames, --fps, --out, and a ValueError
+    ``"name: …"`` about an argument ``options`` maps to the command's option (``{"split":
+    "--split"}``): a usage error (2) naming the option."""
+    from cmsf.models.loading import ModelLoadError
+
     try:
         yield
     except click.ClickException:
@@ -45,8 +52,9 @@ def data_errors(context: str = "") -> Iterator[None]:
     except (ValueError, OSError, ModelLoadError, FolderInUseError) as error:
         message = str(error) or type(error).__name__
         argument, colon, detail = message.partition(":")
-        if isinstance(error, ValueError) and colon and argument in _OPTIONS:
-            raise click.BadParameter(detail.strip(), param_hint=_OPTIONS[argument]) from None
+        named = {**_OPTIONS, **options}
+        if isinstance(error, ValueError) and colon and argument in named:
+            raise click.BadParameter(detail.strip(), param_hint=named[argument]) from None
         if isinstance(error, ModelLoadError):
             message += " On the command line, a local copy is passed as --model COMPONENT=PATH."
         raise click.ClickException(f"{context}{message}") from None
@@ -79,6 +87,15 @@ def info(message: str) -> None:
     click.echo(message, err=True)
 
 
+def media_warnings_on_stderr() -> None:
+    """For the rest of the running command, each media warning (a short track, a variable frame
+    rate, …; :func:`cmsf.io.decoding.media_warnings_to`) is one line on stderr. Called by each
+    command once its options are checked, so that ``--help`` and usage errors import no torch."""
+    from cmsf.io.decoding import media_warnings_to
+
+    click.get_current_context().with_resource(media_warnings_to(info))
+
+
 # ------------------------------------------------------------------------------------ option values
 
 
@@ -94,12 +111,41 @@ def parse_pairs(values: Sequence[str], option: str) -> dict[str, str]:
     return pairs
 
 
-def pipeline_settings(pipeline: str, values: Sequence[str]) -> PipelineSettings:
+TINY_SETTINGS: dict[str, dict[str, Any]] = {
+    "owod-bind": {"box_threshold": 0.7135, "bind_threshold": 0.1351},
+    "sam-bind": {"points_per_side": 8, "pred_iou_threshold": 0.0, "stability_score_threshold": 0.0},
+    "at-gdino-sam": {"tag_threshold": 0.5734, "box_threshold": 0.99998},
+    "at-sam3": {"tag_threshold": 0.5734, "instance_threshold": 0.2513},
+}
+"""The command's defaults for ``--preset tiny`` (under any ``--set``): the tiny models have random
+weights, so the paper's thresholds select nothing (OWOD-BIND, SAM-BIND, AT-SAM3) or everything
+(AT-GDINO-SAM). Chosen as the benchmarks choose theirs (``bench/workload.py``): from the tiny
+models' own scores on ``examples/demo.mp4``, in the widest gap near about 8 proposals and 2 kept
+per frame (OWOD-BIND), 3 tags per second and 3 boxes per frame (AT-GDINO-SAM), 2 instances per
+frame (AT-SAM3); SAM-BIND's automatic masks get an 8 × 8 grid with the quality filters off. The
+library's defaults stay the paper's."""
+
+TINY_NOTE = "note: the tiny models have random weights; their masks show that the pipeline runs, not what is sounding"
+
+
+def pipeline_settings(
+    pipeline: str, values: Sequence[str], preset: str = "paper", swept: Collection[str] = ()
+) -> PipelineSettings:
     """The pipeline's settings with ``--set KEY=VALUE`` options
-    (:meth:`cmsf.pipelines.settings.PipelineSettings.parse`: typed after the fields, checked); anything
-    wrong is a usage error naming ``--set``."""
+    (:meth:`cmsf.pipelines.settings.PipelineSettings.parse`: typed after the fields, checked) over
+    the command's defaults for ``preset`` (:data:`TINY_SETTINGS` for ``tiny``, saying on stderr
+    that its models are random, except the ``swept`` keys, which a sweep gives; none otherwise):
+    the settings a command runs with, built here only. Anything wrong is a usage error naming
+    ``--set``."""
+    from cmsf.pipelines.settings import settings_type
+
+    given = parse_pairs(values, "--set")
+    if preset == "tiny":
+        info(TINY_NOTE)
+        tiny = {key: str(value) for key, value in TINY_SETTINGS.get(pipeline, {}).items() if key not in swept}
+        given = {**tiny, **given}
     try:
-        return settings_type(pipeline).parse(parse_pairs(values, "--set"))
+        return settings_type(pipeline).parse(given)
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="--set") from None
 
@@ -109,6 +155,8 @@ def sweep_grid(fixed: PipelineSettings, values: Sequence[str], set_values: Seque
     of the grid, ``fixed`` (from the ``--set`` options ``set_values``) with the swept keys replaced,
     up front (:func:`cmsf.runs.sweep.sweep_rows`); a key both set and swept, or anything else wrong,
     is a usage error naming ``--sweep``."""
+    from cmsf.runs.sweep import parse_sweep, sweep_rows
+
     try:
         grid = parse_sweep(fixed.pipeline, parse_pairs(values, "--sweep"))
         given = parse_pairs(set_values, "--set")
@@ -124,6 +172,8 @@ def sweep_grid(fixed: PipelineSettings, values: Sequence[str], set_values: Seque
 def model_overrides_of(values: Sequence[str]) -> dict[str, str]:
     """Parse ``--model COMPONENT=SOURCE`` options (:func:`cmsf.models.loading.check_sources`); an unknown
     component, or a local path that does not exist, is a usage error."""
+    from cmsf.models.loading import check_sources
+
     try:
         return check_sources(parse_pairs(values, "--model"))
     except ValueError as error:
@@ -133,6 +183,8 @@ def model_overrides_of(values: Sequence[str]) -> dict[str, str]:
 def models_of(preset: str, device: Optional[str], dtype: str, model_overrides: Sequence[str]) -> Models:
     """The models of ``--preset``, ``--device``, ``--dtype`` and ``--model`` options, loaded once for
     the whole command (each component loads on first use); a bad one is a usage error."""
+    from cmsf.models.loading import load_models
+
     overrides = model_overrides_of(model_overrides)
     try:
         return load_models(preset, device=device, dtype=dtype, **overrides)
@@ -148,6 +200,8 @@ def check_bind_modes(models: Models, rows: Iterable[PipelineSettings], option: s
     """The bind mode of each settings of ``rows`` (None: the binder's own) checked against ``models``'
     binder without loading it (:func:`cmsf.pipelines.settings.resolve_settings`); one it cannot give is a
     usage error naming ``option``."""
+    from cmsf.pipelines.settings import resolve_settings
+
     for row in rows:
         try:
             resolve_settings(row, models)
@@ -161,7 +215,7 @@ def check_bind_modes(models: Models, rows: Iterable[PipelineSettings], option: s
 def require_pipeline(pipeline: Optional[str]) -> str:
     """``--pipeline``, which the commands that segment video files need (a usage error without it)."""
     if pipeline is None:
-        raise click.UsageError("Missing option '--pipeline' / '-p' (one of " + ", ".join(PIPELINES) + ").")
+        raise click.UsageError("Missing option '--pipeline' / '-p' (one of " + ", ".join(PIPELINE_NAMES) + ").")
     return pipeline
 
 
@@ -185,7 +239,7 @@ def only_with(requirement: str, options: Mapping[str, tuple[Any, Any]]) -> None:
 pipeline_option = click.option(
     "--pipeline",
     "-p",
-    type=click.Choice(tuple(PIPELINES)),
+    type=click.Choice(PIPELINE_NAMES),
     help="Which CMSF pipeline: owod-bind (the paper's best), sam-bind, at-gdino-sam, or at-sam3 (audio tags as SAM 3 concepts).",
 )
 preset_option = click.option(
@@ -201,7 +255,7 @@ device_option = click.option(
     "--device", default=None, help="Torch device, e.g. cpu, cuda, cuda:1. [default: cuda if available, else cpu]"
 )
 dtype_option = click.option(
-    "--dtype", type=click.Choice(tuple(DTYPES)), default="float32", show_default=True, help="Model precision."
+    "--dtype", type=click.Choice(DTYPE_NAMES), default="float32", show_default=True, help="Model precision."
 )
 set_option = click.option(
     "--set",

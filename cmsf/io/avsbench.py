@@ -51,10 +51,10 @@ from cmsf.io.media import (  # audio_for_frame_folder: AVSBench's layout, re-exp
     read_mask,
     write_png_mask,
 )
+from cmsf.names import SUBSETS
 
 PathLike = Union[str, Path]
 
-SUBSETS = ("s4", "ms3")
 NUM_FRAMES = 5
 """Frames (and seconds of audio, and at most ground-truth masks) per AVSBench video."""
 

@@ -442,6 +442,30 @@ def recorded_kind(record: Mapping[str, Any]) -> Optional[str]:
     return "segment-many" if "num_frames" in record else None
 
 
+class _Missing:
+    def __repr__(self) -> str:
+        return "not recorded"
+
+
+_MISSING: Any = _Missing()
+"""A key one record has and the other lacks."""
+
+
+def record_differences(this: Mapping[str, Any], recorded: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """One line per key whose value differs between the record of ``this`` run and the ``recorded``
+    one, nested mappings (``settings``, ``models``) key by key, e.g. ``"settings.bind_threshold:
+    this run 0.4, the folder's run 0.3"``; equal keys are not named. A key only one side has is
+    "not recorded" on the other."""
+    lines = []
+    for key in [*this, *(k for k in recorded if k not in this)]:
+        new, old = this.get(key, _MISSING), recorded.get(key, _MISSING)
+        if isinstance(new, Mapping) and isinstance(old, Mapping):
+            lines += record_differences(new, old, f"{prefix}{key}.")
+        elif new != old:
+            lines.append(f"{prefix}{key}: this run {new!r}, the folder's run {old!r}")
+    return lines
+
+
 def record_run(
     path: Path, config: Mapping[str, Any], *, kind: str, outputs_exist: bool, outputs: str
 ) -> dict[str, Any]:
@@ -475,9 +499,9 @@ def record_run(
             raise RunConflictError(
                 f"{path}: unreadable (expected a JSON object, got {type(previous).__name__}); delete it to start over"
             )
-        changed = {k: (previous.get(k), v) for k, v in config.items() if previous.get(k) != v}
+        changed = record_differences(config, {k: previous.get(k, _MISSING) for k in config})
         if changed:
-            detail = ", ".join(f"{k}: {old!r} there, {new!r} now" for k, (old, new) in changed.items())
+            detail = "; ".join(changed)
             raise RunConflictError(
                 f"{path.parent} holds {outputs} of another run ({detail}); use another --out, or delete "
                 f"them and {path} to start over"

@@ -45,6 +45,7 @@ from cmsf.models.mavl import MAVL, PAPER_MAVL, TINY_MAVL, load_mavl
 from cmsf.models.random_families import FAMILY_SEEDS
 from cmsf.models.random_models import HUGE_IMAGEBIND_SIZES, SEEDS, TINY_IMAGEBIND_SIZES, build_random
 from cmsf.models.sources import HUB_ID, check_local_source, resolved_source
+from cmsf.names import PRESETS
 
 __all__ = [
     "COMPONENTS",
@@ -59,9 +60,6 @@ __all__ = [
     "component_sources",
     "load_models",
 ]
-
-PRESETS = ("paper", "tiny", "paper-random", "2025", "2025-random")
-"""Known presets of :func:`load_models`."""
 
 COMPONENTS = ("ast", "grounding_dino", "sam", "owlv2", "imagebind", "sam3", "binder", "mavl")
 """Component names, as used by :class:`Models` properties and :func:`load_models` overrides."""

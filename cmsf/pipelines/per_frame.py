@@ -406,8 +406,24 @@ def owod_bind(
     the kept masks. The result's ``sources`` say which proposer ran (``mavl``: ``"not used"`` when
     OWLv2 proposed).
 
-    The settings are :class:`~cmsf.pipelines.settings.OwodBindSettings` (units and ranges there),
-    given as keyword arguments or as one ``settings`` object, not both.
+    Args:
+        frames: the video's T frames, ``Tensor[T, 3, H, W]`` uint8 or a list of T PIL images /
+            ``Tensor[3, H, W]`` uint8, all of one size.
+        waveform: its audio, ``Tensor[C, S]`` or ``Tensor[S]`` float; segment t (the t-th of T
+            equal slices) goes with frame t.
+        sample_rate: ``waveform``'s rate in Hz.
+        models: from :func:`~cmsf.models.loading.load_models` (each component loads on first use).
+        settings: one :class:`~cmsf.pipelines.settings.OwodBindSettings` (units, ranges and defaults
+            there), or its fields as keyword arguments (``box_threshold``, …), not both.
+
+    Returns:
+        a :class:`~cmsf.pipelines.results.SegmentationResult`: ``masks`` (``Tensor[T, H, W]`` bool,
+        CPU, frame resolution); ``frames``, each frame's evidence (proposals: boxes, objectness,
+        masks, bind scores, which were kept); ``settings``, those it ran with (``bind_mode``
+        resolved); ``sources``, where each model came from.
+
+    Raises:
+        ValueError: a bad setting or input, before any model runs; the message names it.
     """
     keywords = OwodBindSettings(
         box_threshold, bind_threshold, bind_mode, proposal_nms_threshold, max_proposals, crop_background
@@ -436,8 +452,27 @@ def sam_bind(
     :func:`~cmsf.stages.segmentation.sam_masks`),
     de-duplicated by NMS at ``nms_threshold`` (the paper's 0.5, where segment-anything's own
     default is 0.7), as proposals; then the same masked crops (``crop_background`` outside the
-    mask) and ImageBind filter as :func:`owod_bind`. The settings are
-    :class:`~cmsf.pipelines.settings.SamBindSettings`, as keyword arguments or as ``settings``."""
+    mask) and ImageBind filter as :func:`owod_bind`.
+
+    Args:
+        frames: the video's T frames, ``Tensor[T, 3, H, W]`` uint8 or a list of T PIL images /
+            ``Tensor[3, H, W]`` uint8, all of one size.
+        waveform: its audio, ``Tensor[C, S]`` or ``Tensor[S]`` float; segment t (the t-th of T
+            equal slices) goes with frame t.
+        sample_rate: ``waveform``'s rate in Hz.
+        models: from :func:`~cmsf.models.loading.load_models` (each component loads on first use).
+        settings: one :class:`~cmsf.pipelines.settings.SamBindSettings` (units, ranges and defaults
+            there), or its fields as keyword arguments (``nms_threshold``, …), not both.
+
+    Returns:
+        a :class:`~cmsf.pipelines.results.SegmentationResult`: ``masks`` (``Tensor[T, H, W]`` bool,
+        CPU, frame resolution); ``frames``, each frame's evidence (automatic masks as proposals:
+        boxes, predicted IoUs, masks, bind scores, which were kept); ``settings``, those it ran with
+        (``bind_mode`` resolved); ``sources``, where each model came from.
+
+    Raises:
+        ValueError: a bad setting or input, before any model runs; the message names it.
+    """
     keywords = SamBindSettings(
         nms_threshold,
         bind_threshold,
@@ -463,8 +498,27 @@ def at_gdino_sam(
 ) -> SegmentationResult:
     """AT-GDINO-SAM: AST tags of segment t (≥ ``tag_threshold`` = τ_AT) → GroundingDINO boxes
     for those tags on frame t → one SAM mask per box → union. A segment with no tag gives an empty
-    mask (and GroundingDINO is not run on its frame). The settings are
-    :class:`~cmsf.pipelines.settings.AtGdinoSamSettings`, as keyword arguments or as ``settings``."""
+    mask (and GroundingDINO is not run on its frame).
+
+    Args:
+        frames: the video's T frames, ``Tensor[T, 3, H, W]`` uint8 or a list of T PIL images /
+            ``Tensor[3, H, W]`` uint8, all of one size.
+        waveform: its audio, ``Tensor[C, S]`` or ``Tensor[S]`` float; segment t (the t-th of T
+            equal slices) goes with frame t.
+        sample_rate: ``waveform``'s rate in Hz.
+        models: from :func:`~cmsf.models.loading.load_models` (each component loads on first use).
+        settings: one :class:`~cmsf.pipelines.settings.AtGdinoSamSettings` (units, ranges and
+            defaults there), or its fields as keyword arguments (``tag_threshold``, …), not both.
+
+    Returns:
+        a :class:`~cmsf.pipelines.results.SegmentationResult`: ``masks`` (``Tensor[T, H, W]`` bool,
+        CPU, frame resolution); ``frames``, each frame's evidence (tags, grounded boxes, their
+        scores, phrases and masks); ``settings``, those it ran with; ``sources``, where each model
+        came from.
+
+    Raises:
+        ValueError: a bad setting or input, before any model runs; the message names it.
+    """
     keywords = AtGdinoSamSettings(tag_threshold, box_threshold, text_threshold)
     return _run_one(frames, waveform, sample_rate, models, keywords, settings)
 
@@ -485,8 +539,26 @@ def at_sam3(
     probability > ``mask_threshold``; :func:`~cmsf.stages.concepts.segment_concepts`) → union. No
     GroundingDINO and no second SAM: SAM 3 both finds and segments. A segment with no tag gives
     an empty mask (and SAM 3 is not run on its frame). The evidence keeps the tags, each
-    instance's box, score and tag (``phrases``); every instance is kept. The settings are
-    :class:`~cmsf.pipelines.settings.AtSam3Settings`, as keyword arguments or as ``settings``."""
+    instance's box, score and tag (``phrases``); every instance is kept.
+
+    Args:
+        frames: the video's T frames, ``Tensor[T, 3, H, W]`` uint8 or a list of T PIL images /
+            ``Tensor[3, H, W]`` uint8, all of one size.
+        waveform: its audio, ``Tensor[C, S]`` or ``Tensor[S]`` float; segment t (the t-th of T
+            equal slices) goes with frame t.
+        sample_rate: ``waveform``'s rate in Hz.
+        models: from :func:`~cmsf.models.loading.load_models` (each component loads on first use).
+        settings: one :class:`~cmsf.pipelines.settings.AtSam3Settings` (units, ranges and defaults
+            there), or its fields as keyword arguments (``tag_threshold``, …), not both.
+
+    Returns:
+        a :class:`~cmsf.pipelines.results.SegmentationResult`: ``masks`` (``Tensor[T, H, W]`` bool,
+        CPU, frame resolution); ``frames``, each frame's evidence (tags, instances' boxes, scores,
+        tags and masks); ``settings``, those it ran with; ``sources``, where each model came from.
+
+    Raises:
+        ValueError: a bad setting or input, before any model runs; the message names it.
+    """
     keywords = AtSam3Settings(tag_threshold, instance_threshold, mask_threshold)
     return _run_one(frames, waveform, sample_rate, models, keywords, settings)
 

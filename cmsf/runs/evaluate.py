@@ -338,8 +338,8 @@ def evaluate(
             "dtype": record["dtype"] if record else None,
             "device": str(models.device) if record and computed else None,
             "settings": record["settings"] if record else None,
-            "root": str(root),
-            "pred_dir": str(predictions),
+            "root": str(Path(root).resolve()),  # absolute: cmsf report finds it from anywhere
+            "pred_dir": str(Path(predictions).resolve()),
             "limit": limit,
             "computed": computed,
             "reused": len(entries) - computed,

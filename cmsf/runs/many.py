@@ -46,13 +46,14 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import os
 import re
 import time
 from contextlib import closing
 from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
-from typing import IO, Any, Callable, Generic, Iterable, Iterator, Mapping, Optional, Sequence, TypeVar
+from typing import IO, Any, Callable, Generic, Iterable, Iterator, Mapping, Optional, Sequence, TypeVar, Union
 
 import torch
 
@@ -218,9 +219,10 @@ def read_manifest(path: Path) -> list[tuple[Path, Optional[Path]]]:
     return entries
 
 
-def plan_jobs(inputs: Sequence[Path], manifest: Optional[Path] = None) -> list[VideoJob]:
+def plan_jobs(inputs: Sequence[Path], manifests: Union[Path, Sequence[Path], None] = None) -> list[VideoJob]:
     """The jobs of the command-line ``inputs`` (relative to the working folder) followed by
-    those of ``manifest`` (:func:`read_manifest`), in order, each input once.
+    those of each of ``manifests`` (one path or several; :func:`read_manifest`), in order, each
+    input once.
 
     An input that does not exist is kept: it fails when it is read (``failures.csv``), like any
     unreadable input, so one bad line does not stop a corpus run.
@@ -230,8 +232,10 @@ def plan_jobs(inputs: Sequence[Path], manifest: Optional[Path] = None) -> list[V
             :data:`HASH_DIGITS`), or a bad manifest (:func:`read_manifest`).
     """
     entries: list[tuple[Path, Optional[Path]]] = [(Path(p), None) for p in inputs]
-    if manifest is not None:
-        entries += read_manifest(manifest)
+    if isinstance(manifests, (str, os.PathLike)):
+        manifests = [Path(manifests)]
+    for manifest in manifests or ():
+        entries += read_manifest(Path(manifest))
     jobs: dict[str, VideoJob] = {}
     for video, audio in entries:
         job = VideoJob(

@@ -15,15 +15,27 @@ index in at least 4 digits + ``.png``); nothing else in the folder is touched.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Union
 
-from cmsf.io.files import TEMP_SUFFIX, atomic_write_json, claim_folder, deferred_interrupts
+import torch
+from torch import Tensor
+
+from cmsf.io.files import (
+    RUN_NAME,
+    TEMP_SUFFIX,
+    RunConflictError,
+    atomic_write_json,
+    claim_folder,
+    deferred_interrupts,
+    recorded_kind,
+)
 from cmsf.io.media import Clip, overlay_mask, write_png_image, write_png_mask
 from cmsf.pipelines.results import SegmentationResult
 from cmsf.runs.progress import Progress, no_progress
@@ -53,6 +65,38 @@ def is_output_name(name: str) -> bool:
         return True
     match = _OUTPUT_NAME.fullmatch(name)
     return match is not None and name == f"{match.group(1)}_{int(match.group(2)):04d}.png"
+
+
+def existing_outputs(out_dir: Path) -> str:
+    """What of an earlier output ``out_dir`` holds, in words (``"evidence.json, 5 masks, 5
+    overlays"``), or ``""`` when it holds none of cmsf's files (or does not exist)."""
+    if not out_dir.is_dir():
+        return ""
+    names = [path.name for path in out_dir.iterdir() if path.is_file() and is_output_name(path.name)]
+    masks = sum(name.startswith("mask_") for name in names)
+    overlays = sum(name.startswith("overlay_") for name in names)
+    parts = [EVIDENCE_NAME] if EVIDENCE_NAME in names else []
+    parts += [f"{count} {what}{'s' if count != 1 else ''}" for count, what in ((masks, "mask"), (overlays, "overlay")) if count]
+    return ", ".join(parts)
+
+
+def refuse_run_folder(out_dir: Path) -> None:
+    """Refuse ``out_dir`` when it is the run folder of ``cmsf eval`` or ``cmsf segment-many`` (its
+    ``run.json`` names such a run): one video's output would be mixed into theirs.
+
+    Raises:
+        RunConflictError: naming the folder and the kind of run it holds.
+    """
+    path = out_dir / RUN_NAME
+    if not path.is_file():
+        return
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        record = {}
+    kind = recorded_kind(record) if isinstance(record, dict) else None
+    holds = f"a `cmsf {kind}` run" if kind else "another command's run"
+    raise RunConflictError(f"{out_dir} holds {holds} ({path} says so), not the output of one video; use another --out")
 
 
 def remove_stale_outputs(out_dir: Path, num_frames: int) -> list[Path]:
@@ -146,7 +190,7 @@ def replace_segmentation(
     Args:
         clip: the input the pipeline ran on; result: what it returned.
         run: ``input``, ``pipeline``, ``preset``, ``device``, ``dtype`` and ``settings`` of
-            the run, recorded in the evidence.
+            the run, recorded in the evidence (:func:`segmentation_evidence`).
         started: ``time.perf_counter()`` when the run began (the evidence records the
             elapsed time up to the evidence itself).
         progress: reports the writing of the frames.
@@ -158,37 +202,60 @@ def replace_segmentation(
     out_dir.mkdir(parents=True, exist_ok=True)
     remove_leftovers(out_dir)
     masks = result.masks.detach().cpu().bool()
-    height, width = clip.frames.shape[-2:]
     staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=out_dir))
     try:
         for t in progress(range(clip.num_frames), "writing", "frame"):
             write_png_mask(staging / mask_name(t), masks[t])
             write_png_image(staging / overlay_name(t), overlay_mask(clip.frames[t], masks[t]))
-        evidence = {
-            "input": run["input"],
-            "source": clip.source,
-            "pipeline": run["pipeline"],
-            "preset": run["preset"],
-            "device": run["device"],
-            "dtype": run["dtype"],
-            "settings": dict(run["settings"]),
-            "frames": clip.num_frames,
-            "frame_size": [int(height), int(width)],
-            "frame_times_s": list(clip.frame_times) if clip.frame_times is not None else None,
-            "sample_rate": clip.sample_rate,
-            "audio_seconds": clip.duration,
-            "coverage": [float(m.float().mean()) for m in masks],
-            "masks": [mask_name(t) for t in range(clip.num_frames)],
-            "overlays": [overlay_name(t) for t in range(clip.num_frames)],
-            "elapsed_s": round(time.perf_counter() - started, 3),
-            "result": result.to_json(),
-        }
+        evidence = segmentation_evidence(clip, result, run, elapsed_s=time.perf_counter() - started)
         atomic_write_json(staging / EVIDENCE_NAME, evidence)
         with deferred_interrupts():
             _swap_in(staging, out_dir, clip.num_frames)
     finally:
         _remove_staging(staging)
     return evidence
+
+
+def segmentation_evidence(clip: Clip, result: SegmentationResult, run: Mapping[str, Any], *, elapsed_s: float) -> dict[str, Any]:
+    """The content of ``evidence.json``: the run (input, pipeline, preset, device, dtype, settings,
+    models, seconds), the video (frame size, audio) and a list ``frames``, one entry per frame:
+    its index, time in the video (seconds, None for image files), mask and overlay file names,
+    coverage (fraction of pixels in the mask), and what :meth:`SegmentationResult.to_json` says
+    of the frame (``mask_pixels``, the proposals' boxes and scores, which were kept, …). Each
+    fact is stated once. See README.md, "What cmsf segment writes", for an example.
+
+    Args:
+        clip: the video (a clip with no audio samples records ``sample_rate`` and
+            ``audio_seconds`` as None, and an empty ``source`` as None).
+        run: ``input``, ``pipeline``, ``preset``, ``device``, ``dtype`` and ``settings`` (each
+            None when unknown; ``pipeline`` defaults to the result's; the result's own
+            ``settings``, those it ran with, bind mode resolved, come before the run's).
+        elapsed_s: seconds from the start of the run to its evidence.
+    """
+    described = result.to_json()
+    masks = result.masks.detach().cpu().bool()
+    height, width = clip.frames.shape[-2:]
+    times = clip.frame_times
+    has_audio = clip.waveform.numel() > 0  # a Clip of frames alone (save_segmentation) has none
+    frames = []
+    for t, frame in enumerate(described.get("frames", [{"index": t} for t in range(clip.num_frames)])):
+        place = {"time_s": times[t] if times is not None else None, "mask": mask_name(t), "overlay": overlay_name(t)}
+        frames.append({"index": t, **place, "coverage": float(masks[t].float().mean()), **frame})
+    return {
+        "input": run.get("input"),
+        "source": clip.source or None,
+        "pipeline": run.get("pipeline", described.get("pipeline")),
+        "preset": run.get("preset"),
+        "device": run.get("device"),
+        "dtype": run.get("dtype"),
+        "settings": dict(described.get("settings", run.get("settings", {}))),
+        "models": dict(described.get("models", {})),
+        "elapsed_s": round(elapsed_s, 3),
+        "frame_size": [int(height), int(width)],
+        "sample_rate": clip.sample_rate if has_audio else None,
+        "audio_seconds": clip.duration if has_audio else None,
+        "frames": frames,
+    }
 
 
 class SegmentOutput:
@@ -201,7 +268,8 @@ class SegmentOutput:
             evidence = output.write(clip, result, run, started=started)
 
     Entering claims the folder (:func:`cmsf.io.files.claim_folder`: raises
-    ``UnwritableFolderError`` / ``FolderInUseError`` before anything runs); leaving releases it.
+    ``UnwritableFolderError`` / ``FolderInUseError`` before anything runs) and refuses the run
+    folder of another command (:func:`refuse_run_folder`: ``RunConflictError``); leaving releases it.
     :meth:`write` replaces the folder's set as one (:func:`replace_segmentation`, which see).
     """
 
@@ -212,6 +280,7 @@ class SegmentOutput:
     def __enter__(self) -> "SegmentOutput":
         with contextlib.ExitStack() as stack:
             stack.enter_context(claim_folder(self.out_dir))
+            refuse_run_folder(self.out_dir)
             self._stack = stack.pop_all()
         return self
 
@@ -255,3 +324,54 @@ def write_segmentation(
     ``with SegmentOutput(out_dir)``, which see. Returns the evidence, as written."""
     with SegmentOutput(out_dir) as output:
         return output.write(clip, result, run, started=started, progress=progress)
+
+
+def save_segmentation(
+    result: SegmentationResult,
+    frames: Union[Clip, Tensor],
+    out: Union[str, Path],
+    *,
+    progress: Progress = no_progress,
+) -> dict[str, Any]:
+    """Save a pipeline's result as ``cmsf segment`` does: ``mask_0000.png …`` (0/255, frame
+    size), ``overlay_0000.png …`` (the mask in red over the frame) and ``evidence.json``
+    (:func:`segmentation_evidence`) into the folder ``out``, created if needed, replacing an
+    earlier output there as one set (:func:`write_segmentation`; the folder is locked meanwhile).
+
+    Args:
+        result: what a pipeline returned for the video (``result.masks``: ``Tensor[T, H, W]`` bool).
+        frames: the video it ran on: the :class:`~cmsf.io.media.Clip` of
+            :func:`~cmsf.io.media.load_clip` (its source, frame times and audio are recorded), or
+            its frames alone, ``Tensor[T, 3, H, W]`` uint8 (the audio fields are then None).
+        out: the output folder.
+        progress: reports the writing of the frames.
+
+    Returns:
+        the evidence, as written (``evidence["frames"][t]["coverage"]``: frame t's fraction of
+        pixels in the mask).
+
+    Raises:
+        ValueError: ``frames`` that are not T uint8 frames of the masks' size.
+        UnwritableFolderError, FolderInUseError: ``out`` cannot be written, or another run holds it.
+    """
+    started = time.perf_counter()
+    clip = frames if isinstance(frames, Clip) else _frames_only(frames)
+    masks = result.masks
+    if clip.frames.ndim != 4 or clip.frames.dtype != torch.uint8 or clip.frames.shape[1] != 3:
+        raise ValueError(f"frames: expected a Clip or Tensor[T, 3, H, W] uint8, got {_describe(clip.frames)}")
+    if clip.frames.shape[0] != masks.shape[0] or clip.frames.shape[-2:] != masks.shape[-2:]:
+        expected = f"Tensor[{masks.shape[0]}, 3, {masks.shape[-2]}, {masks.shape[-1]}] (the result's masks)"
+        raise ValueError(f"frames: expected {expected}, got {_describe(clip.frames)}")
+    run = {"input": str(clip.source) if isinstance(frames, Clip) else None, "pipeline": result.pipeline}
+    return write_segmentation(Path(out), clip, result, run, started=started, progress=progress)
+
+
+def _frames_only(frames: Any) -> Clip:
+    """A :class:`Clip` of ``frames`` alone (no audio), for :func:`save_segmentation`."""
+    if not isinstance(frames, Tensor):
+        raise ValueError(f"frames: expected a Clip or Tensor[T, 3, H, W] uint8, got {type(frames).__name__}")
+    return Clip(frames=frames, waveform=torch.zeros(1, 0), sample_rate=1, source="")  # no audio: see segmentation_evidence
+
+
+def _describe(tensor: Tensor) -> str:
+    return f"Tensor{list(tensor.shape)} {str(tensor.dtype).removeprefix('torch.')}"

@@ -30,6 +30,7 @@ from cmsf.io import avsbench
 from cmsf.io.files import atomic_write_text
 from cmsf.io.media import overlay_mask, read_frames
 from cmsf.metrics import VARIANTS, frame_ious
+from cmsf.runs.progress import Log, no_log
 
 THUMBNAIL = 112
 """Width in pixels of the strips' pictures."""
@@ -205,47 +206,78 @@ def svg_histogram(values: Sequence[float], bins: int = 20, mean: Optional[float]
 
 
 _LINE_COLORS = ("#3b7dd8", "#e07b39", "#5aa469", "#8e6cc2", "#c44e52", "#777777")
+_LINE_DASHES, _CHAR_WIDTH = ("none", "7 4", "2 3", "10 3 2 3"), 7.2  # dash per line; px per char of 12 px text
+
+
+def nice_ticks(low: float, high: float, most: int = 6) -> list[float]:
+    """Round ticks (multiples of 1, 2, 2.5 or 5 × 10^k, at most ``most``) from ≤ ``low`` to ≥ ``high``."""
+    if not high > low:
+        return [low]
+    raw = (high - low) / max(most - 1, 1)
+    power = 10.0 ** math.floor(math.log10(raw))
+    step = next(m * power for m in (1, 2, 2.5, 5, 10) if m * power >= raw * (1 - 1e-9))
+    first = math.floor(low / step + 1e-9)
+    last = math.ceil(high / step - 1e-9)
+    return [round(k * step, 12) for k in range(first, last + 1)]
+
+
+def _tick_text(value: float, ticks: Sequence[float]) -> str:
+    """``value`` with as many decimals as the ticks' step needs (0.05 → 2, 0.1 → 1)."""
+    step = min((b - a for a, b in zip(ticks, ticks[1:])), default=1.0)
+    decimals = max(0, -math.floor(math.log10(step) + 1e-9))
+    return f"{value:.{decimals + (abs(round(step * 10**decimals) - step * 10**decimals) > 1e-6)}f}"  # 0.25: one more
 
 
 def svg_lines(key: str, xs: Sequence[str], series: Mapping[str, Sequence[Optional[float]]], best: int) -> str:
     """An SVG line chart of each of ``series`` (name → one value per x) against the swept values
-    ``xs`` (evenly spaced, in grid order); the best setting's points are ringed."""
-    width, height, left, bottom, top, right = 560, 250, 48, 40, 16, 110
+    ``xs``: placed by value when every one is a number (0.05, 0.1, 0.3 are not evenly spaced),
+    evenly in grid order otherwise; round y ticks; each line its colour, width and dash pattern; a
+    legend as wide as its longest label; the best setting's points are ringed."""
+    names = list(series)  # a line equal to an earlier one says so: "miou_per_frame (= miou)"
+    labels = [next((f"{n} (= {m})" for m in names[:i] if series[m] == series[n]), n) for i, n in enumerate(names)]
+    legend_w = 48 + _CHAR_WIDTH * max((len(label) for label in labels), default=0)
+    width, height, left, bottom, top, right = math.ceil(450 + legend_w), 250, 52, 40, 16, math.ceil(legend_w)
     plot_w, plot_h = width - left - right, height - top - bottom
     values = [v for ys in series.values() for v in ys if v is not None]
     low, high = (min(values), max(values)) if values else (0.0, 1.0)
-    pad = max((high - low) * 0.1, 0.01)
-    low, high = max(0.0, low - pad), min(1.0, high + pad)
-    if high <= low:
-        low, high = 0.0, 1.0
-
+    if high - low < 0.01:
+        low, high = low - 0.005, high + 0.005
+    y_ticks = nice_ticks(max(0.0, low), min(1.0, high)) if min(1.0, high) > max(0.0, low) else [0.0, 0.5, 1.0]
+    low, high = y_ticks[0], y_ticks[-1]
+    numbers = [_number(x) for x in xs]
+    by_value = len(xs) > 1 and all(n is not None for n in numbers) and len(set(numbers)) == len(numbers)
+    x_low, x_high = (min(numbers), max(numbers)) if by_value else (0.0, 0.0)  # type: ignore[type-var]
     def x_of(i: int) -> float:
+        if by_value:
+            return left + (numbers[i] - x_low) / (x_high - x_low) * plot_w  # type: ignore[operator]
         return left + (plot_w / 2 if len(xs) == 1 else i / (len(xs) - 1) * plot_w)
 
     def y_of(v: float) -> float:
         return top + plot_h - (v - low) / (high - low) * plot_h
 
     parts = []
-    for k in range(5):
-        v = low + (high - low) * k / 4
-        parts.append(_tag("line", x1=left, x2=left + plot_w, y1=y_of(v), y2=y_of(v), stroke="#e3e7eb"))
-        parts.append(_text(left - 6, y_of(v) + 4, f"{v:.3f}", "end"))
-    for i, x in enumerate(xs):
-        parts.append(_text(x_of(i), top + plot_h + 16, x, "middle"))
+    for v in y_ticks:
+        grid = _tag("line", x1=left, x2=left + plot_w, y1=y_of(v), y2=y_of(v), stroke="#e3e7eb")
+        parts += [grid, _text(left - 6, y_of(v) + 4, _tick_text(v, y_ticks), "end")]
+    for i, x in enumerate(xs):  # a tick mark and the value
+        tick = _tag("line", x1=x_of(i), x2=x_of(i), y1=top + plot_h, y2=top + plot_h + 4, stroke="#39424c")
+        parts += [tick, _text(x_of(i), top + plot_h + 16, x, "middle")]
     for n, (name, ys) in enumerate(series.items()):
-        color = _LINE_COLORS[n % len(_LINE_COLORS)]
+        color, dash = _LINE_COLORS[n % len(_LINE_COLORS)], _LINE_DASHES[n % len(_LINE_DASHES)]
         points = [(x_of(i), y_of(v)) for i, v in enumerate(ys) if v is not None]
         if len(points) > 1:
             path = " ".join(f"{x:.1f},{y:.1f}" for x, y in points)
-            parts.append(_tag("polyline", points=path, fill="none", stroke=color, stroke_width=2))
+            wide = max(1.5, 3.5 - 0.75 * n)  # the first lines wider: one drawn over an equal one shows inside it
+            parts.append(_tag("polyline", points=path, fill="none", stroke=color, stroke_width=wide, stroke_dasharray=dash))
         for i, v in enumerate(ys):
             if v is None:
                 continue
             ring = {"stroke": "#1d232b", "stroke_width": 2} if i == best else {}
             tip = _tag("title", html.escape(f"{name} {v:.4f}"))
             parts.append(_tag("circle", tip, cx=x_of(i), cy=y_of(v), r=5 if i == best else 3.5, fill=color, **ring))
-        parts.append(_tag("rect", x=width - right + 14, y=top + 4 + n * 18, width=12, height=3, fill=color))
-        parts.append(_text(width - right + 30, top + 9 + n * 18, name))
+        y = top + 8 + n * 18
+        parts.append(_tag("line", x1=width - right + 12, x2=width - right + 34, y1=y, y2=y, stroke=color, stroke_width=2, stroke_dasharray=dash))
+        parts.append(_text(width - right + 40, y + 4, labels[n]))
     parts.append(_text(left + plot_w / 2, height - 6, key, "middle"))
     return _svg(width, height, f"sweep of {key}", parts)
 
@@ -302,9 +334,9 @@ def _data_uri(image: torch.Tensor) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def _strip(title: str, root: Path, subset: str, entry: avsbench.VideoEntry, pred_dir: Path) -> str:
+def _strip(title: str, root: Path, subset: str, entry: avsbench.VideoEntry, pred_dir: Path, log: Log) -> str:
     """One video's strip: its frames, the ground truth over them (green), the prediction (red) and
-    each frame's IoU; a note instead when a file is missing or unreadable."""
+    each frame's IoU; a note instead when a file is missing or unreadable (and a warning to ``log``)."""
     heading = f"<h3>{html.escape(title)}</h3>"
     try:
         gt = avsbench.load_gt_masks(root, subset, entry)
@@ -312,6 +344,7 @@ def _strip(title: str, root: Path, subset: str, entry: avsbench.VideoEntry, pred
         frames = read_frames(avsbench.frame_paths(root, subset, entry)[:count])
         pred = avsbench.read_pred_masks(pred_dir, subset, entry, tuple(gt.shape[1:]), resize=True)[:count]
     except (OSError, ValueError) as error:
+        log(f"warning: {entry.key}: pictures unavailable ({error}); the report shows a note instead. {_ROOT_HINT}")
         return f'<div class="strip">{heading}<p class="note">pictures unavailable: {html.escape(str(error))}</p></div>'
     ious = frame_ious(pred, gt).tolist()
     rows = {
@@ -437,8 +470,11 @@ def _video_table(rows: list[dict[str, str]]) -> str:
     return '<div class="scroll">' + _table(headers, cells) + "</div>"
 
 
+_ROOT_HINT = "If the AVSBench folder or the run moved, pass --root (cmsf report RUN_DIR --root AVSBench)."
+
+
 def _strips_section(
-    summary: Mapping[str, Any], rows: list[dict[str, str]], run_dir: Path, root: Optional[Path], examples: int
+    summary: Mapping[str, Any], rows: list[dict[str, str]], run_dir: Path, root: Optional[Path], examples: int, log: Log
 ) -> str:
     subset = str(summary.get("subset", "s4"))
     split = str(summary.get("split", "test"))
@@ -455,22 +491,25 @@ def _strips_section(
     parts = ["<h2>Best and worst videos</h2>" + _tag("p", html.escape(intro), class_="sub")]
     if not data_root.is_dir():
         missing = f"The AVSBench folder {data_root} is not here: pass --root to show the videos."
+        log(f"warning: the AVSBench folder {data_root} is not here, so the report shows no frames. {_ROOT_HINT}")
         return parts[0] + _tag("p", html.escape(missing), class_="note")
     for label, chosen in (("best", best), ("worst", worst)):
         for row in chosen:
             entry = avsbench.VideoEntry(row["video"], split, row.get("category") or None)
             title = f'{label}: {entry.key} — mIoU {float(row["miou"]):.4f}, F {_fmt(_number(row.get("fscore")))}'
-            parts.append(_strip(title, data_root, subset, entry, pred_dir))
+            parts.append(_strip(title, data_root, subset, entry, pred_dir, log))
     return "".join(parts)
 
 
-def build_report(run_dir: Path, *, root: Optional[Path] = None, examples: int = 3) -> str:
+def build_report(run_dir: Path, *, root: Optional[Path] = None, examples: int = 3, log: Log = no_log) -> str:
     """The HTML text of ``run_dir``'s report (see the module docstring).
 
     Args:
         run_dir: a folder written by ``cmsf eval`` (``summary.json``, ``per_video.csv``, …).
         root: the AVSBench folder for the strips (default: the one the run recorded).
         examples: how many best and how many worst videos get a strip.
+        log: gets a warning (one line, with the ``--root`` hint) when the AVSBench folder is not
+            there or a strip's pictures cannot be read; the page says so too.
 
     Raises:
         FileNotFoundError: ``summary.json`` or ``per_video.csv`` missing.
@@ -486,14 +525,14 @@ def build_report(run_dir: Path, *, root: Optional[Path] = None, examples: int = 
     ious = [v for v in (_number(r.get("miou")) for r in rows) if v is not None]
     parts = [
         f"<main><h1>{html.escape(title)}</h1>",
-        _tag("p", html.escape(f"{len(rows)} videos · cmsf report of {run_dir}"), class_="sub"),
+        _tag("p", html.escape(f"{len(rows)} video{'' if len(rows) == 1 else 's'} · cmsf report of {run_dir}"), class_="sub"),
         _figures_section(summary),
     ]
     if sweep_rows:
         parts.append(_sweep_section(summary, sweep_rows))
     parts.append('<div class="grid2"><div>' + _settings_section(summary) + "</div><div><h2>Per-video mIoU</h2>")
     parts.append(svg_histogram(ious, mean=_number(str(summary.get("miou")))) + "</div></div>")
-    parts.append(_strips_section(summary, rows, run_dir, root, examples))
+    parts.append(_strips_section(summary, rows, run_dir, root, examples, log))
     parts.append(f'<h2>Videos ({len(rows)})</h2><p class="sub">Click a column to sort.</p>{_video_table(rows)}</main>')
     return (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
@@ -503,10 +542,10 @@ def build_report(run_dir: Path, *, root: Optional[Path] = None, examples: int = 
     )
 
 
-def write_report(run_dir: Path, *, root: Optional[Path] = None, examples: int = 3) -> Path:
-    """Write ``run_dir/report.html`` (:func:`build_report`) atomically; returns its path."""
+def write_report(run_dir: Path, *, root: Optional[Path] = None, examples: int = 3, log: Log = no_log) -> Path:
+    """Write ``run_dir/report.html`` (:func:`build_report`, which see) atomically; returns its path."""
     run_dir = Path(run_dir)
-    text = build_report(run_dir, root=root, examples=examples)
+    text = build_report(run_dir, root=root, examples=examples, log=log)
     return atomic_write_text(run_dir / "report.html", text)
 
 

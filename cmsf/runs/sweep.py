@@ -447,8 +447,8 @@ def run_sweep(
             "dtype": identity["dtype"],
             "device": str(models.device) if computed else None,
             "settings": asdict(rows[best]),
-            "root": str(root),
-            "pred_dir": str(out_dir / "pred_masks"),
+            "root": str(Path(root).resolve()),  # absolute: cmsf report finds it from anywhere
+            "pred_dir": str((out_dir / "pred_masks").resolve()),
             "limit": limit,
             "computed": computed,
             "reused": len(entries) - computed,
