@@ -7,7 +7,6 @@ bool. Nothing here moves data between devices except where a docstring says so.
 
 from __future__ import annotations
 
-import math
 from typing import Optional
 
 import numpy as np
@@ -15,7 +14,7 @@ import torch
 from torch import Tensor
 from torchvision.ops import nms as box_nms
 
-from cmsf.checks import check_finite, check_range
+from cmsf.checks import check_finite, check_range, check_unit
 
 BIND_MODES = ("softmax", "cosine", "calibrated")
 
@@ -93,9 +92,10 @@ def nms(items: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
     Args:
         items: boxes ``Tensor[N, 4]`` in pixel (x1, y1, x2, y2), or masks ``Tensor[N, H, W]`` bool.
         scores (Tensor[N]): higher is better; NaN is refused.
-        iou_threshold: an item is suppressed when its IoU with an already kept, higher-scoring
-            item is greater than this (any number but NaN: IoU lies in [0, 1], so ≥ 1 keeps
-            every item).
+        iou_threshold: in [0, 1]: an item is suppressed when its IoU with an already kept,
+            higher-scoring item is greater than this (1 keeps every item). A number outside
+            [0, 1] is refused: IoU lies in [0, 1], so a negative threshold would keep only the
+            top item and one above 1 means the same as 1, either most likely a mistake.
 
     Returns:
         Tensor[K] int64, the indices of the kept items, highest score first (on the items'
@@ -105,7 +105,7 @@ def nms(items: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
     """
     if not isinstance(items, Tensor):
         raise ValueError(f"items: expected boxes Tensor[N, 4] or masks Tensor[N, H, W], got {type(items).__name__}")
-    iou_threshold = check_range(iou_threshold, "iou_threshold", -math.inf, math.inf)  # any number but NaN
+    iou_threshold = check_unit(iou_threshold, "iou_threshold")
     if items.ndim == 2:
         boxes = check_boxes(items, "items")
         _check_scores(scores, boxes.shape[0])

@@ -133,7 +133,7 @@ def test_nms_bad_input():
             nms(torch.zeros(2, 4), torch.zeros(2), bad)
 
 
-def test_nms_iou_threshold_is_any_number_but_nan():
+def test_nms_iou_threshold_is_a_number_in_0_1():
     boxes = torch.tensor([[0.0, 0.0, 4.0, 4.0], [0.0, 0.0, 4.0, 3.0], [10.0, 10.0, 12.0, 12.0]])
     masks = torch.zeros(3, 12, 12, dtype=torch.bool)
     for k, (x1, y1, x2, y2) in enumerate(boxes.long().tolist()):
@@ -141,8 +141,11 @@ def test_nms_iou_threshold_is_any_number_but_nan():
     scores = torch.tensor([0.9, 0.8, 0.7])
     for items in (boxes, masks):
         assert nms(items, scores, np.float32(0.5)).tolist() == [0, 2]  # numpy numbers too
-        assert nms(items, scores, 1).tolist() == nms(items, scores, math.inf).tolist() == [0, 1, 2]
-        assert nms(items, scores, -math.inf).tolist() == [0]  # everything overlaps "more" than -inf
+        assert nms(items, scores, 1).tolist() == [0, 1, 2]
+        assert nms(items, scores, 0).tolist() == [0, 2]  # any overlap suppresses
+        for bad in (-1, -1e-9, 1.0000001, math.inf, -math.inf):
+            with pytest.raises(ValueError, match=r"^iou_threshold: expected a number in \[0, 1\]"):
+                nms(items, scores, bad)
 
 
 # ---------------------------------------------------------------- bind_filter

@@ -9,7 +9,6 @@ Every file is generated in the test (PyAV / PIL / numpy) into ``tmp_path``.
 from __future__ import annotations
 
 import fractions
-import io
 import json
 import math
 import os

@@ -4,7 +4,6 @@ a mix, and never a file that is not cmsf's own touched."""
 
 from __future__ import annotations
 
-import importlib.util
 import inspect
 import json
 import os
@@ -15,7 +14,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 

@@ -130,7 +130,17 @@ def test_batches_hold_at_most_frames_per_batch_in_job_order(models, monkeypatch)
 
 def test_errors_stay_with_their_video(models, monkeypatch):
     batches = recording_stage(monkeypatch)
+    counting = PIPELINE_STAGES["owod-bind"]
+
+    def refuses_two_frames(videos, models, settings):  # a model stage failing on one video of a batch
+        if any(len(video.images) == 2 for video in videos):
+            batches.append([len(video.images) for video in videos])
+            raise ValueError("the model refuses 2-frame videos")
+        return counting.candidates(videos, models, settings)
+
+    monkeypatch.setitem(PIPELINE_STAGES, "owod-bind", PipelineStages(refuses_two_frames, counting.select))
     good = [make_clip(seed) for seed in range(3)]
+    refused = make_clip(7, frames=2)
     short_audio = make_clip(9, seconds=0.03)  # 10 ms per segment: shorter than one fbank window
 
     def unreadable() -> Clip:
@@ -140,19 +150,22 @@ def test_errors_stay_with_their_video(models, monkeypatch):
         Job("a", lambda: good[0]),
         Job("missing", unreadable),
         Job("b", lambda: good[1]),
+        Job("refused", lambda: refused),
         Job("short", lambda: short_audio),
         Job("not a clip", lambda: "frames.png"),
         Job("c", lambda: good[2]),
     ]
     outcomes = list(run_jobs("owod-bind", jobs, models, SETTINGS["owod-bind"], frames_per_batch=100))
     # the four readable videos in one batch, which failed; then each alone
-    assert batches == [[3, 3, 3, 3], [3], [3], [3], [3]]
-    assert [o.key for o in outcomes] == ["a", "missing", "b", "short", "not a clip", "c"]
+    assert batches == [[3, 3, 2, 3], [3], [3], [2], [3]]
+    assert [o.key for o in outcomes] == ["a", "missing", "b", "refused", "short", "not a clip", "c"]
     by_key = {o.key: o for o in outcomes}
     assert by_key["missing"].stage == "load" and isinstance(by_key["missing"].error, FileNotFoundError)
     assert by_key["not a clip"].stage == "load" and "expected a cmsf Clip" in str(by_key["not a clip"].error)
-    assert by_key["short"].stage == "segment" and "fbank window" in str(by_key["short"].error)
+    # a segment too short for the audio models is refused with the inputs, before any model runs
+    assert by_key["short"].stage == "load" and "at least 25 ms" in str(by_key["short"].error)
     assert by_key["short"].clip is short_audio and by_key["short"].result is None
+    assert by_key["refused"].stage == "segment" and "refuses 2-frame" in str(by_key["refused"].error)
     for key, clip in zip("abc", good):
         assert by_key[key].ok and by_key[key].stage is None and by_key[key].clip is clip
         assert by_key[key].result.masks.shape == (3, 48, 64)

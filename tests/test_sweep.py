@@ -18,8 +18,8 @@ from cmsf import load_models
 from cmsf.cli import commands as cli
 from cmsf.io import avsbench
 from cmsf.io.media import read_mask
-from cmsf.models import loading
 from cmsf.metrics import VARIANTS, VariantTotals, score_video
+from cmsf.models import loading
 from cmsf.pipelines.per_frame import FrameCandidates
 from cmsf.pipelines.settings import OwodBindSettings, SamBindSettings, make_settings
 from cmsf.runs.cache import CachePart, TagCache, VideoCache, encode_cache, read_cache, write_cache

@@ -35,14 +35,15 @@ from cmsf.cli.options import (
     model_overrides_of,
     models_of,
     only_with,
-    parse_pairs,
     out_option,
+    parse_pairs,
     pipeline_option,
     pipeline_settings,
     preset_option,
     progress,
     require_pipeline,
     set_option,
+    sigterm_as_interrupt,
     sweep_grid,
     video_run_options,
 )  # fmt: skip
@@ -69,6 +70,7 @@ def main() -> None:
       cmsf eval --root AVSBench --subset s4 --pipeline owod-bind --out runs/s4
     """
     # media warnings go to stderr, one line each: media_warnings_on_stderr(), once a command runs
+    click.get_current_context().with_resource(sigterm_as_interrupt())  # `kill PID` stops a run as Ctrl-C does
 
 
 # ------------------------------------------------------------------------------------ segment

@@ -11,7 +11,9 @@ used by more than one of them. Exit status: 2 for a usage error (``click.UsageEr
 from __future__ import annotations
 
 import contextlib
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Collection, Iterable, Iterator, Mapping, Optional, Sequence
@@ -41,7 +43,7 @@ def data_errors(context: str = "", options: Mapping[str, str] = {}) -> Iterator[
     error: exit 1, one line, no traceback; those about --num-frames, --fps, --out, and a ValueError
     ``"name: …"`` about an argument ``options`` maps to the command's option (``{"split":
     "--split"}``): a usage error (2) naming the option."""
-    from cmsf.models.loading import ModelLoadError
+    from cmsf.models.loading import BadCheckpointError, ModelLoadError
 
     try:
         yield
@@ -55,9 +57,30 @@ def data_errors(context: str = "", options: Mapping[str, str] = {}) -> Iterator[
         named = {**_OPTIONS, **options}
         if isinstance(error, ValueError) and colon and argument in named:
             raise click.BadParameter(detail.strip(), param_hint=named[argument]) from None
-        if isinstance(error, ModelLoadError):
+        if isinstance(error, ModelLoadError) and not isinstance(error, BadCheckpointError):
             message += " On the command line, a local copy is passed as --model COMPONENT=PATH."
         raise click.ClickException(f"{context}{message}") from None
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """While the block runs, SIGTERM (``kill PID``, a scheduler stopping the job) is handled as
+    Ctrl-C: a ``KeyboardInterrupt`` in the main thread, so the run stops the same way (click
+    prints ``Aborted!``, exit 1; a folder's lock is released, renames that belong together are
+    finished first, :func:`cmsf.io.files.deferred_interrupts`). Outside the main thread, or
+    without SIGTERM, it does nothing."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGTERM"):
+        yield
+        return
+
+    def interrupt(number: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
 
 LOG_EVERY = 25
@@ -153,10 +176,15 @@ def pipeline_settings(
 def sweep_grid(fixed: PipelineSettings, values: Sequence[str], set_values: Sequence[str] = ()) -> dict[str, list[Any]]:
     """Parse ``--sweep KEY=V1,V2`` options (:func:`cmsf.runs.sweep.parse_sweep`) and check every setting
     of the grid, ``fixed`` (from the ``--set`` options ``set_values``) with the swept keys replaced,
-    up front (:func:`cmsf.runs.sweep.sweep_rows`); a key both set and swept, or anything else wrong,
-    is a usage error naming ``--sweep``."""
+    up front (:func:`cmsf.runs.sweep.sweep_rows`); a key both set and swept, a key swept twice, or
+    anything else wrong, is a usage error naming ``--sweep``."""
     from cmsf.runs.sweep import parse_sweep, sweep_rows
 
+    keys = [value.partition("=")[0].strip() for value in values]
+    repeated = next((key for key in keys if keys.count(key) > 1), None)
+    if repeated is not None:  # a later one would silently replace the earlier values
+        message = f"{repeated} is given more than once; list all its values in one --sweep {repeated}=V1,V2,..."
+        raise click.BadParameter(message, param_hint="--sweep")
     try:
         grid = parse_sweep(fixed.pipeline, parse_pairs(values, "--sweep"))
         given = parse_pairs(set_values, "--set")

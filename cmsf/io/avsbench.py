@@ -35,6 +35,8 @@ non-zero pixel is foreground (AVSBench's metrics take the ground truth as read, 
 from __future__ import annotations
 
 import csv
+import warnings
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Optional, Sequence, Union
@@ -45,12 +47,14 @@ from torch import Tensor
 from cmsf.io.media import (  # audio_for_frame_folder: AVSBench's layout, re-exported here
     DEFAULT_SAMPLE_RATE,
     Clip,
+    MediaWarning,
     audio_for_frame_folder,  # noqa: F401
     read_audio,
     read_frames,
     read_mask,
     write_png_mask,
 )
+from cmsf.io.paths import check_file
 from cmsf.names import SUBSETS
 
 PathLike = Union[str, Path]
@@ -134,7 +138,7 @@ def read_metadata(root: PathLike, subset: str) -> list[VideoEntry]:
             name; names the csv (and the line).
     """
     subset = check_subset(subset)
-    path = metadata_csv(root, subset)
+    path = check_file(metadata_csv(root, subset), "metadata CSV")  # a FIFO would block the open
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
             rows = list(csv.reader(f))
@@ -160,7 +164,20 @@ def read_metadata(root: PathLike, subset: str) -> list[VideoEntry]:
         if subset == "s4" and not category:
             raise ValueError(f"{path}: line {line} has an empty category")
         entries.append(VideoEntry(name=name, split=row[split_col].strip(), category=category))
-    return entries
+    return _unique(path, entries)
+
+
+def _unique(path: Path, entries: list[VideoEntry]) -> list[VideoEntry]:
+    """``entries`` with repeated rows (same name, split and category) kept once, at their first
+    place, and a :class:`~cmsf.io.decoding.MediaWarning` naming the csv and the repeated videos: a
+    video listed twice would otherwise be scored twice and weigh double in the means."""
+    unique = list(dict.fromkeys(entries))
+    if len(unique) < len(entries):
+        repeated = sorted(entry.key for entry, count in Counter(entries).items() if count > 1)
+        shown = ", ".join(repeated[:5]) + (f" and {len(repeated) - 5} more" if len(repeated) > 5 else "")
+        message = f"{path}: {len(entries) - len(unique)} repeated row(s) ignored, each video scored once: {shown}"
+        warnings.warn(MediaWarning(message), stacklevel=3)
+    return unique
 
 
 def list_videos(root: PathLike, subset: str, split: str = "test") -> list[VideoEntry]:
@@ -235,6 +252,9 @@ def list_paths(paths: Sequence[PathLike], limit: int = 5, *, lines: bool = False
 def _require(paths: Sequence[Path], what: str) -> None:
     missing = [p for p in paths if not p.is_file()]
     if missing:
+        present = [p for p in missing if p.exists()]  # a folder, a FIFO, a device: named as such
+        if present:
+            check_file(present[0], f"file ({what})")
         raise FileNotFoundError(f"missing {what}: {list_paths(missing)}")
 
 

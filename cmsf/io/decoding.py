@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from cmsf.io.inputs import _whole_number, check_sample_rate, resample
+from cmsf.io.paths import check_file, stat_input
 
 DEFAULT_SAMPLE_RATE = 16_000
 """The sample rate (Hz) audio is resampled to when read: what the pipelines' audio models use."""
@@ -69,15 +70,12 @@ class Clip:
 
 
 def _exists(path: Path, what: str) -> Path:
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such {what}")
+    stat_input(path, what)  # a symlink loop, a long name, a NUL byte: a ValueError naming the path
     return path
 
 
 def _open_container(path: Path) -> Any:
-    _exists(path, "file")
-    if path.is_dir():
-        raise ValueError(f"{path}: expected a media file, got a folder")
+    check_file(path, "media file")  # a folder, a FIFO (opening it would block), a device: refused
     try:
         return av.open(str(path), mode="r")
     except (av.FFmpegError, UnicodeDecodeError) as error:

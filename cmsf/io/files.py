@@ -26,11 +26,14 @@ import os
 import secrets
 import signal
 import socket
+import stat
 import sys
 import threading
 import time
 from pathlib import Path
 from typing import IO, Any, Iterator, Mapping, Optional, Union
+
+from cmsf.io.paths import kind_of
 
 try:  # POSIX; elsewhere the lock falls back to O_EXCL creation alone
     import fcntl
@@ -85,9 +88,25 @@ def atomic_open(path: PathLike, mode: str = "wb", *, fsync: bool = True) -> Iter
             if fsync:
                 os.fsync(handle.fileno())
         os.replace(tmp, path)
+    except OSError as error:
+        tmp.unlink(missing_ok=True)
+        raise named_error(error, path) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def named_error(error: OSError, path: Path) -> OSError:
+    """``error`` when it names a file already (a failed rename names both), else the same error
+    (type and errno) naming ``path``: a full disk's ``[Errno 28] No space left on device``, raised
+    by a write or ``fsync``, names no file, and the message must say which one was being written."""
+    if error.filename is not None:
+        return error
+    if error.errno is not None:
+        named = OSError(error.errno, error.strerror or os.strerror(error.errno), str(path))
+        if type(named) is type(error):
+            return named
+    return type(error)(f"{path}: {error}")
 
 
 def atomic_write_bytes(path: PathLike, data: bytes, *, fsync: bool = True) -> Path:
@@ -259,6 +278,7 @@ def _acquire_lock(folder: Path) -> int:
         try:
             fd, created = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666), True
         except FileExistsError:
+            _check_lock_file(folder, path)
             try:
                 fd, created = os.open(path, os.O_RDWR), False
             except FileNotFoundError:  # released in between: try again
@@ -303,6 +323,19 @@ def _acquire_lock(folder: Path) -> int:
                 os.close(fd)
             raise
     raise FolderInUseError(f"{folder}: its lock {path} kept changing hands; try again")
+
+
+def _check_lock_file(folder: Path, path: Path) -> None:
+    """Refuse a ``path`` that is not a regular file (a folder, a symlink, a FIFO named like the lock):
+    not a lock another run holds, but something in the way that only a person can remove."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:  # released in between
+        return
+    if not stat.S_ISREG(mode):
+        raise UnwritableFolderError(
+            f"{folder}: {path} is {kind_of(mode)}, where cmsf keeps its lock file; remove it or use another folder"
+        )
 
 
 def _release_lock(folder: Path, fd: int) -> None:
@@ -467,19 +500,27 @@ def record_differences(this: Mapping[str, Any], recorded: Mapping[str, Any], pre
 
 
 def record_run(
-    path: Path, config: Mapping[str, Any], *, kind: str, outputs_exist: bool, outputs: str
+    path: Path,
+    config: Mapping[str, Any],
+    *,
+    kind: str,
+    outputs_exist: bool,
+    outputs: str,
+    extra: Optional[Mapping[str, Any]] = None,
 ) -> dict[str, Any]:
     """Record a run's settings in ``path`` (a ``run.json``) as ``{"kind": kind, **config}``,
     refusing to mix the outputs of different runs in one folder. Nothing is written when ``path``
     records another kind of run (:func:`recorded_kind`: e.g. ``cmsf eval`` into a folder of
     ``cmsf segment-many``), or when ``outputs_exist`` and ``path`` names other settings or cannot
-    be read. ``outputs`` names the outputs in the message ("predictions"). Returns the record.
+    be read. ``outputs`` names the outputs in the message ("predictions"). ``extra`` is recorded
+    after ``config`` but not compared (its caller checks it: an eval's data root, which older
+    records lack). Returns the record.
 
     Raises:
         RunConflictError: ``path`` records another kind of run; or names other settings, or
             cannot be read, while outputs exist.
     """
-    record = {"kind": kind, **config}
+    record = {"kind": kind, **config, **(extra or {})}
     readable, previous = False, None
     if path.is_file():
         try:

@@ -17,11 +17,11 @@ import math
 import numbers
 from typing import Any, Callable, Optional, Sequence, Union
 
+import numpy as np
 import torch
 import torchaudio.functional as AF
 from PIL import Image
 from torch import Tensor
-from torchvision.transforms.functional import pil_to_tensor
 
 from cmsf.checks import check_positive_int
 
@@ -61,6 +61,7 @@ def as_image_list(images: Images, name: str = "images") -> list[Tensor]:
 
 def _as_image(image: ImageLike, name: str) -> Tensor:
     if isinstance(image, Tensor):
+        _check_device(image, name, "pixels")
         if image.dtype != torch.uint8:
             raise ValueError(f"{name}: expected a uint8 image tensor, got dtype {image.dtype}")
         if image.ndim != 3 or image.shape[0] != 3:
@@ -69,8 +70,48 @@ def _as_image(image: ImageLike, name: str) -> Tensor:
             raise ValueError(f"{name}: empty image of shape {tuple(image.shape)}")
         return image
     if isinstance(image, Image.Image):
-        return pil_to_tensor(image.convert("RGB"))
+        if image.width == 0 or image.height == 0:
+            raise ValueError(f"{name}: empty image of size {image.size} (W, H)")
+        return torch.from_numpy(pil_to_rgb(image, name)).permute(2, 0, 1).contiguous()
     raise ValueError(f"{name}: expected Tensor[3, H, W] uint8 or a PIL image, got {type(image).__name__}")
+
+
+_PIL_RGB_MODES = frozenset({"1", "L", "P", "PA", "LA", "La", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr"})
+"""PIL modes :func:`pil_to_rgb` hands to PIL's own ``convert("RGB")``."""
+
+_SIXTEEN_BIT_GREY_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
+
+
+def pil_to_rgb(image: Image.Image, name: str) -> np.ndarray:
+    """A PIL image as ``uint8 [H, W, 3]`` RGB, one rule per mode wherever the image comes from (a
+    file, :func:`cmsf.io.media.read_image`, or a PIL image passed directly):
+
+    - ``1``, ``L``, ``P``, ``PA``, ``LA``, ``RGB``, ``RGBA``, ``RGBX``, ``CMYK``, ``YCbCr`` (and
+      premultiplied ``La`` / ``RGBa``): PIL's ``convert("RGB")``.
+    - 16-bit grey (``I;16``, ``I;16B``, ``I;16L``): the high byte, ``v >> 8``, repeated to three
+      channels (PIL's own ``convert`` would clip every value above 255 to white).
+    - ``I`` (32-bit integer grey): as 16-bit when every value lies in 0…65535; otherwise refused.
+    - ``F`` and any other mode: refused (range unknown).
+
+    Raises:
+        ValueError: a refused mode; the message starts with ``name`` and names the mode.
+    """
+    mode = image.mode
+    if mode in _PIL_RGB_MODES:
+        return np.array(image.convert("RGB"), dtype=np.uint8)
+    if mode in _SIXTEEN_BIT_GREY_MODES or mode == "I":
+        grey = np.asarray(image).astype(np.int64)
+        if mode == "I" and grey.size and (int(grey.min()) < 0 or int(grey.max()) > 65535):
+            raise ValueError(
+                f"{name}: a 32-bit integer image (PIL mode I) with values {int(grey.min())}…"
+                f"{int(grey.max())}, outside 0…65535; expected an 8- or 16-bit image"
+            )
+        return np.repeat((grey >> 8).astype(np.uint8)[:, :, None], 3, axis=2)
+    raise ValueError(
+        f"{name}: an image of PIL mode {mode} "
+        f"({'floating point, range unknown' if mode == 'F' else 'not supported'}); "
+        "expected a 1-, 8- or 16-bit grey, palette, RGB(A) or CMYK image"
+    )
 
 
 def check_sample_rate(sample_rate: int, name: str = "sample_rate") -> int:
@@ -101,22 +142,48 @@ def _whole_number(value: Any) -> Optional[int]:
 def as_waveform(waveform: Tensor, name: str = "waveform") -> Tensor:
     """Check one waveform and return it as ``Tensor[C, S]`` floating point.
 
-    Accepts ``Tensor[S]`` (mono) or ``Tensor[C, S]``; refuses integer dtypes, empty audio and
-    non-finite samples.
+    Accepts ``Tensor[S]`` (mono) or ``Tensor[C, S]``; refuses integer dtypes, empty audio, a
+    tensor on the meta device, more channels than samples (channels last, ``[S, C]``: named by
+    its shape), non-finite samples and samples above :data:`MAX_AMPLITUDE` in magnitude.
     """
     if not isinstance(waveform, Tensor):
         raise ValueError(f"{name}: expected a Tensor[C, S] or Tensor[S], got {type(waveform).__name__}")
     if not waveform.is_floating_point():
         raise ValueError(f"{name}: expected a floating-point waveform, got dtype {waveform.dtype}")
+    _check_device(waveform, name, "samples")
     if waveform.ndim == 1:
         waveform = waveform.unsqueeze(0)
     if waveform.ndim != 2:
         raise ValueError(f"{name}: expected Tensor[C, S] or Tensor[S], got shape {tuple(waveform.shape)}")
     if waveform.shape[0] == 0 or waveform.shape[1] == 0:
         raise ValueError(f"{name}: empty audio of shape {tuple(waveform.shape)}")
+    if waveform.shape[0] > waveform.shape[1]:
+        raise ValueError(
+            f"{name}: shape {tuple(waveform.shape)} reads as {waveform.shape[0]} channels of "
+            f"{waveform.shape[1]} samples; expected Tensor[C, S], channels first (channels last? pass "
+            f"{name}.T)"
+        )
     if not bool(torch.isfinite(waveform).all()):
         raise ValueError(f"{name}: contains NaN or infinite samples")
+    peak = float(waveform.abs().max())
+    if peak > MAX_AMPLITUDE:
+        raise ValueError(
+            f"{name}: peak amplitude {peak:.3g}; expected samples of at most {MAX_AMPLITUDE:g} in magnitude "
+            "(float audio lies in [-1, 1]; the audio models' filterbanks overflow far above that)"
+        )
     return waveform
+
+
+MAX_AMPLITUDE = 1e6
+"""The largest sample magnitude :func:`as_waveform` accepts. Float audio lies in [-1, 1] (integer
+audio scaled as is, ±32768, passes too); far above, the squared spectra of the audio models'
+filterbanks overflow float32 into NaN embeddings."""
+
+
+def _check_device(tensor: Tensor, name: str, what: str) -> None:
+    """Refuse a tensor on the meta device: it has a shape but no values to compute with."""
+    if tensor.device.type == "meta":
+        raise ValueError(f"{name}: a tensor on the meta device holds no {what}; expected one on the CPU or a GPU")
 
 
 def as_waveform_list(waveforms: Waveforms, name: str = "waveforms") -> list[Tensor]:

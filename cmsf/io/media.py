@@ -32,7 +32,8 @@ from cmsf.io.decoding import (
     read_wav,
 )
 from cmsf.io.files import atomic_write_bytes
-from cmsf.io.inputs import _as_image, as_mask
+from cmsf.io.inputs import _as_image, as_mask, pil_to_rgb
+from cmsf.io.paths import check_file
 
 __all__ = [
     "Clip",
@@ -74,28 +75,25 @@ def list_frame_files(folder: Union[str, Path]) -> list[Path]:
     """The image files (png / jpg / jpeg) directly in ``folder``, sorted naturally.
 
     Raises:
-        FileNotFoundError: no such folder.
-        ValueError: not a folder, or no image in it.
+        FileNotFoundError: no such folder, or a dangling symlink named like a frame.
+        ValueError: not a folder, no image in it, or an entry named like a frame that is not a
+            regular file (a FIFO, a folder); the message names it.
     """
     folder = _exists(Path(folder), "folder")
     if not folder.is_dir():
         raise ValueError(f"{folder}: expected a folder of frames")
-    files = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in FRAME_SUFFIXES]
+    # an entry named like a frame must be one: a FIFO, a folder or a dangling link is refused, not skipped
+    files = [check_file(p, "frame image") for p in folder.iterdir() if p.suffix.lower() in FRAME_SUFFIXES]
     if not files:
         raise ValueError(f"{folder}: no frames in this folder (expected {', '.join(FRAME_SUFFIXES)} files)")
     return sorted(files, key=lambda p: natural_sort_key(p.name))
 
 
-_PIL_RGB_MODES = frozenset({"1", "L", "P", "PA", "LA", "La", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr"})
-"""PIL modes :func:`read_image` hands to PIL's own ``convert("RGB")``."""
-
-_SIXTEEN_BIT_GREY_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
-
-
 def read_image(path: Union[str, Path]) -> Tensor:
     """Read an image file as ``Tensor[3, H, W]`` uint8 RGB.
 
-    How each PIL mode becomes 8-bit RGB:
+    How each PIL mode becomes 8-bit RGB (:func:`cmsf.io.inputs.pil_to_rgb`, the same for a PIL
+    image passed to a pipeline directly):
 
     - ``1``, ``L``, ``P``, ``PA``, ``LA``, ``RGB``, ``RGBA``, ``RGBX``, ``CMYK``, ``YCbCr`` (and
       premultiplied ``La`` / ``RGBa``): PIL's ``convert("RGB")``. Greys are repeated to three
@@ -115,26 +113,11 @@ def read_image(path: Union[str, Path]) -> Tensor:
             its mode.
     """
 
-    path = _exists(Path(path), "file")
+    path = check_file(Path(path), "image file")  # a FIFO or device is refused before it is opened
     try:
         with Image.open(path) as image:
             mode = image.mode
-            if mode in _PIL_RGB_MODES:
-                rgb = np.array(image.convert("RGB"), dtype=np.uint8)
-            elif mode in _SIXTEEN_BIT_GREY_MODES or mode == "I":
-                grey = np.asarray(image).astype(np.int64)
-                if mode == "I" and grey.size and (int(grey.min()) < 0 or int(grey.max()) > 65535):
-                    raise ValueError(
-                        f"{path}: a 32-bit integer image (PIL mode I) with values {int(grey.min())}…"
-                        f"{int(grey.max())}, outside 0…65535; expected an 8- or 16-bit image"
-                    )
-                rgb = np.repeat((grey >> 8).astype(np.uint8)[:, :, None], 3, axis=2)
-            else:
-                raise ValueError(
-                    f"{path}: an image of PIL mode {mode} "
-                    f"({'floating point, range unknown' if mode == 'F' else 'not supported'}); "
-                    "expected a 1-, 8- or 16-bit grey, palette, RGB(A) or CMYK image"
-                )
+            rgb = pil_to_rgb(image, str(path))  # the rules a PIL image passed directly follows too
     except (UnidentifiedImageError, OSError) as error:
         raise ValueError(f"{path}: not a readable image ({error})") from None
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.shape[0] == 0 or rgb.shape[1] == 0:
@@ -263,6 +246,7 @@ def load_clip(
     if path.is_dir():
         if num_frames is not None or fps is not None:
             raise ValueError(f"{path}: num_frames / fps apply to video files; a frame folder's frames are all used")
+        list_frame_files(path)  # a folder without frames is told so, before its audio is looked for
         if audio is None:
             audio = find_audio_for_frames(path)
             if audio is None:
@@ -306,7 +290,7 @@ def read_mask(path: Union[str, Path]) -> Tensor:
     Grey (L, I, 1, …) images: value ≠ 0. Palette images: the colour the index maps to ≠ black.
     RGB(A) images: any colour channel ≠ 0 (alpha is ignored).
     """
-    path = _exists(Path(path), "file")
+    path = check_file(Path(path), "mask image")
     try:
         with Image.open(path) as image:
             image.load()

@@ -321,11 +321,19 @@ def _load_state(path: str) -> object:
     if not os.path.isfile(path):
         raise ValueError(f"checkpoint: no such file {path!r}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except RuntimeError as error:
-        if "mmap" not in str(error):
-            raise
-        return torch.load(path, map_location="cpu", weights_only=True)  # legacy format
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as error:
+            if "mmap" not in str(error):
+                raise
+            return torch.load(path, map_location="cpu", weights_only=True)  # legacy format
+    except Exception as error:  # noqa: BLE001 - pickle, zip, EOF errors: not a checkpoint; one line
+        first = (str(error).strip().splitlines() or [""])[0].split(". ")[0][:100]  # torch's first sentence
+        reason = f"{type(error).__name__}: {first}" if first else f"{type(error).__name__}, empty or cut short"
+        raise ValueError(
+            f"checkpoint: {path} is not a state dict that torch.load reads with weights_only=True ({reason}); "
+            "expected ImageBind's .pth (e.g. imagebind_huge.pth)"
+        ) from None
 
 
 def load_imagebind(

@@ -10,6 +10,7 @@ Each block computes what its counterpart in Meta's ``imagebind.models`` computes
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import torch
 import torch.nn.functional as F

@@ -100,6 +100,11 @@ class ModelLoadError(RuntimeError):
     to make it available."""
 
 
+class BadCheckpointError(ModelLoadError):
+    """A local file given for a component is there but is not what it expects (not a checkpoint,
+    a damaged one); the message names the file and what was expected, and nothing about fetching."""
+
+
 class Component(NamedTuple):
     """One loaded Hugging Face component: the model (eval mode, on ``Models.device`` in
     ``Models.dtype``) and the processor that prepares its inputs."""
@@ -270,6 +275,8 @@ _OWN_REMEDIES = {
 
 def _load_error(name: str, spec: _Spec, error: BaseException) -> ModelLoadError:
     title = COMPONENT_TITLES[name]
+    if isinstance(error, ValueError) and spec.source is not None and os.path.isfile(resolved_source(spec.source)):
+        return BadCheckpointError(f"could not load the {title} (component {name!r}) from {spec.describe()}: {error}")
     how = _OWN_REMEDIES.get(name) or (
         "run once with internet access so that it is cached by Hugging Face (the cache lives under "
         "HF_HOME, default ~/.cache/huggingface), set HF_HOME to a cache that already holds it, or pass a "

@@ -33,7 +33,7 @@ import torch
 from torch import Tensor
 
 from cmsf.io.inputs import Images
-from cmsf.models.loading import Models
+from cmsf.models.loading import Models, check_models
 from cmsf.pipelines.results import FrameCandidates, FrameEvidence, SegmentationResult, VideoInput, prepare_video
 from cmsf.pipelines.selection import select_all, select_at_gdino_sam, select_owod_bind, select_sam_bind
 from cmsf.pipelines.settings import (
@@ -347,6 +347,7 @@ def run_videos(
 def _run_checked(
     pipeline: str, videos: Sequence[VideoInput], models: Models, settings: PipelineSettings
 ) -> list[SegmentationResult]:
+    models = check_models(models)  # None or another object: a ValueError naming models
     if not videos:
         return []
     settings = resolve_settings(settings, models)  # before any model runs

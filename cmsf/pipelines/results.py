@@ -6,11 +6,13 @@ result (:class:`SegmentationResult`) with its JSON form.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
 
 from torch import Tensor
 
+from cmsf.io.decoding import DEFAULT_SAMPLE_RATE, MIN_SEGMENT_SECONDS
 from cmsf.io.inputs import Images, as_image_list, check_sample_rate, split_segments
 from cmsf.pipelines.settings import PipelineSettings
 from cmsf.stages.binding import BindScoring
@@ -155,8 +157,9 @@ def prepare_video(frames: Images, waveform: Tensor, sample_rate: int) -> VideoIn
         sample_rate: Hz.
 
     Raises:
-        ValueError: frames of different sizes, or any input refused by the shared checks; the
-            message names the argument.
+        ValueError: frames of different sizes, an audio segment shorter than
+            :data:`~cmsf.io.decoding.MIN_SEGMENT_SECONDS` (checked here, before any model runs), or
+            any input refused by the shared checks; the message names the argument.
     """
     images = as_image_list(frames, "frames")
     sizes = {tuple(image.shape[-2:]) for image in images}
@@ -164,4 +167,15 @@ def prepare_video(frames: Images, waveform: Tensor, sample_rate: int) -> VideoIn
         raise ValueError(f"frames: expected frames of one size, got sizes {sorted(sizes)}")
     sample_rate = check_sample_rate(sample_rate)
     segments = split_segments(waveform, len(images), "waveform")
+    shortest = min(segment.shape[-1] for segment in segments)
+    if math.ceil(shortest * DEFAULT_SAMPLE_RATE / sample_rate) < round(MIN_SEGMENT_SECONDS * DEFAULT_SAMPLE_RATE):
+        total = sum(segment.shape[-1] for segment in segments)
+        most = int(total / sample_rate / MIN_SEGMENT_SECONDS + 1e-9)
+        advice = f"at most {most} frame(s) for this audio, or longer audio" if most else "longer audio"
+        raise ValueError(
+            f"waveform: {total} samples at {sample_rate} Hz ({total / sample_rate * 1000:.4g} ms) give each of the "
+            f"{len(images)} frames {shortest} samples ({shortest / sample_rate * 1000:.3g} ms); each frame's segment "
+            f"must hold at least {MIN_SEGMENT_SECONDS * 1000:g} ms (one filterbank window of the audio models): "
+            f"{advice}"
+        )
     return VideoInput(images=images, segments=segments, sample_rate=sample_rate)

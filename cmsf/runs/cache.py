@@ -28,10 +28,12 @@ from __future__ import annotations
 
 import io
 import json
+import math
+import re
 import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import IO, Any, Optional
 
 import numpy as np
 import torch
@@ -193,23 +195,102 @@ def _decode_part(
     return CachePart(compute=settings.of(meta["compute"]), frames=frames)
 
 
+_DTYPES = {"header": np.uint8, "boxes": np.float32, "scores": np.float32, "masks": np.uint8,
+           "visual": np.float32, "audio": np.float32}  # fmt: skip
+"""The dtype of each member of a cache file (``p{i}_`` removed from the name)."""
+
+DEFLATE_RATIO = 1100
+"""A member's declared size may be at most this many times its compressed size (deflate cannot
+expand data more than about 1032 times): a header that claims more is damaged."""
+
+
+def _read_npy_header(member: IO[bytes], name: str) -> tuple[tuple[int, ...], np.dtype]:
+    version = np.lib.format.read_magic(member)
+    if version == (1, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_1_0(member)
+    elif version == (2, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_2_0(member)
+    else:
+        raise ValueError(f"{name}: .npy version {version}")
+    if fortran or dtype != np.dtype(_DTYPES[name.split("_", 1)[-1]]):
+        raise ValueError(f"{name}: dtype {dtype}{' (Fortran order)' if fortran else ''}")
+    return tuple(int(n) for n in shape), dtype
+
+
+def member_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """The shape of each member of the cache file ``path``, read from the ``.npy`` headers alone,
+    every member checked before any array is allocated: a known name (``header``, ``p{i}_boxes``
+    …) with its dtype, its data size (shape × item size) what the archive declares for it, and that
+    no larger than the archive's compressed bytes can expand to (:data:`DEFLATE_RATIO`); so a
+    damaged header claiming terabytes is refused, not allocated.
+
+    Raises:
+        ValueError, zipfile.BadZipFile, OSError: a damaged or foreign file.
+    """
+    size = path.stat().st_size
+    shapes: dict[str, tuple[int, ...]] = {}
+    with zipfile.ZipFile(path) as archive:
+        for info in archive.infolist():
+            name = info.filename.removesuffix(".npy")
+            if not re.fullmatch(r"header|p\d+_(boxes|scores|masks|visual|audio)", name) or name in shapes:
+                raise ValueError(f"{path}: unexpected member {info.filename!r}")
+            if info.compress_size > size or info.file_size > DEFLATE_RATIO * info.compress_size + 4096:
+                raise ValueError(f"{path}: {name} declares {info.file_size} bytes from {info.compress_size}")
+            with archive.open(info) as member:
+                shape, dtype = _read_npy_header(member, name)
+                data = math.prod(shape) * dtype.itemsize
+                if member.tell() + data != info.file_size:
+                    raise ValueError(f"{path}: {name} of shape {shape} does not fit its {info.file_size} bytes")
+            shapes[name] = shape
+    return shapes
+
+
+def _check_part(
+    index: int, meta: dict[str, Any], shapes: dict[str, tuple[int, ...]], cache: tuple[int, int, int]
+) -> None:
+    """Part ``index``'s counts and member shapes agree with each other and with the header's
+    ``(frames, height, width)``, before any of its arrays is read."""
+    frames, height, width = cache
+    counts = meta["counts"]
+    if len(counts) != frames or any(isinstance(k, bool) or not isinstance(k, int) or k < 0 for k in counts):
+        raise ValueError(f"part {index}: counts {counts!r:.80} for {frames} frames")
+    total = sum(counts)
+    expected = {"boxes": (total, 4), "scores": (total,), "masks": (total, -(-height * width // 8))}
+    for name, shape in expected.items():
+        if shapes.get(f"p{index}_{name}") != shape:
+            raise ValueError(f"part {index}: {name} of shape {shapes.get(f'p{index}_{name}')}, expected {shape}")
+    visual, audio = shapes.get(f"p{index}_visual"), shapes.get(f"p{index}_audio")
+    if visual is not None and (len(visual) != 2 or visual[0] != total):
+        raise ValueError(f"part {index}: visual of shape {visual} for {total} proposals")
+    if audio is not None and (len(audio) != 2 or audio[0] != frames):
+        raise ValueError(f"part {index}: audio of shape {audio} for {frames} frames")
+
+
 def read_cache(path: Path, identity: dict[str, Any], settings: type[PipelineSettings]) -> Optional[VideoCache]:
     """The cache at ``path``, or None when there is none, it cannot be read (a damaged file is
-    recomputed, not an error), it has another :data:`FORMAT` or another ``identity``. Each part's
-    ``compute`` is read as a ``settings`` object (a part ``settings`` refuses makes the file unread)."""
+    recomputed, not an error: its members' sizes are checked against each other and the file's
+    size before anything is allocated, :func:`member_shapes`), it has another :data:`FORMAT` or
+    another ``identity``. Each part's ``compute`` is read as a ``settings`` object (a part
+    ``settings`` refuses makes the file unread)."""
     if not path.is_file():
         return None
     try:
+        shapes = member_shapes(path)
         with np.load(path, allow_pickle=False) as archive:
             header = json.loads(bytes(archive["header"]).decode("utf-8"))
             if header.get("format") != FORMAT or header.get("identity") != identity:
                 return None
             frame_size = (int(header["frame_size"][0]), int(header["frame_size"][1]))
+            frames = int(header["frames"])
+            if min(*frame_size, frames) < 1 or len(header["frame_size"]) != 2:
+                raise ValueError(f"frame_size {frame_size}, frames {frames}")
+            for i, meta in enumerate(header["parts"]):
+                _check_part(i, meta, shapes, (frames, *frame_size))
             parts = [_decode_part(i, meta, archive, frame_size, settings) for i, meta in enumerate(header["parts"])]
             tags = header["tags"]
             if tags is not None:
                 tags = TagCache(float(tags["tag_threshold"]), [_tags(frame) for frame in tags["frames"]])
             sources = {str(k): str(v) for k, v in header["sources"].items()}
-            return VideoCache(identity, frame_size, int(header["frames"]), parts, tags, sources)
-    except (OSError, ValueError, KeyError, TypeError, IndexError, zipfile.BadZipFile, RuntimeError):
+            return VideoCache(identity, frame_size, frames, parts, tags, sources)
+    except (OSError, ValueError, KeyError, TypeError, IndexError, zipfile.BadZipFile, RuntimeError, AttributeError):
         return None

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import time
 from contextlib import closing
 from dataclasses import asdict
@@ -36,7 +37,7 @@ import torch
 from cmsf.io import avsbench
 from cmsf.io.files import (
     RUN_NAME,
-    RunConflictError,  # noqa: F401 - re-exported: it was defined here
+    RunConflictError,  # also re-exported: it was defined here
     atomic_write_json,
     atomic_write_text,
     claim_folder,
@@ -148,20 +149,53 @@ def per_video_csv(rows: Sequence[Mapping[str, Any]], subset: str) -> str:
     return buffer.getvalue()
 
 
-def claim_run_folder(out_dir: Path, config: Mapping[str, Any]) -> dict[str, Any]:
+def claim_run_folder(out_dir: Path, config: Mapping[str, Any], root: Optional[Path] = None) -> dict[str, Any]:
     """Refuse to mix predictions of different runs in one folder, or to write into another kind of
     run's folder (``cmsf segment-many``'s); record this run's settings in ``out_dir/run.json``
-    (:func:`cmsf.io.files.record_run`, kind ``"eval"``). Returns the record.
+    (:func:`cmsf.io.files.record_run`, kind ``"eval"``), and ``root`` resolved when given
+    (:func:`check_root`). Returns the record.
 
     Raises:
         RunConflictError: ``run.json`` records another kind of run; or names other settings, or
-            cannot be read, while predictions exist.
+            cannot be read, while predictions exist; or another data root while predictions or
+            cached candidates exist.
     """
     predictions = out_dir / "pred_masks"
     has_predictions = predictions.is_dir() and any(p.is_file() for p in predictions.rglob("*.png"))
+    extra: dict[str, Any] = {}
+    if root is not None:
+        extra["root"] = check_root(out_dir, root, has_predictions)
     return record_run(
-        out_dir / RUN_NAME, config, kind="eval", outputs_exist=has_predictions, outputs=f"predictions ({predictions})"
-    )
+        out_dir / RUN_NAME, config, kind="eval", outputs_exist=has_predictions, outputs=f"predictions ({predictions})",
+        extra=extra,
+    )  # fmt: skip
+
+
+def check_root(out_dir: Path, root: Path, has_predictions: bool) -> str:
+    """``root`` resolved, refused when ``out_dir/run.json`` records another AVSBench root while
+    predictions or cached candidates (``out_dir/cache``) exist: they were computed from other
+    data, and a rerun would reuse them without a word. A record without a root (older versions)
+    cannot be told and is accepted.
+
+    Raises:
+        RunConflictError: another root, naming both.
+    """
+    resolved = str(Path(root).resolve())
+    if not (out_dir / RUN_NAME).is_file():  # none yet (or not a file: record_run replaces it, unread)
+        return resolved
+    try:
+        previous = json.loads((out_dir / RUN_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return resolved  # none yet, or unreadable: record_run decides
+    recorded = previous.get("root") if isinstance(previous, dict) else None
+    cache = out_dir / "cache"
+    outputs = has_predictions or (cache.is_dir() and any(cache.rglob("*.npz")))
+    if isinstance(recorded, str) and recorded != resolved and outputs:
+        raise RunConflictError(
+            f"{out_dir} holds predictions or cached candidates computed from the AVSBench root {recorded}, "
+            f"not {resolved} (--root); use another --out, or delete them and {out_dir / RUN_NAME} to start over"
+        )
+    return resolved
 
 
 def segment_videos(
@@ -304,7 +338,7 @@ def evaluate(
                 "settings": record["settings"],
                 "models": record["models"],
             }
-            claim_run_folder(out_dir, run_config)
+            claim_run_folder(out_dir, run_config, root)
             remove_stale_temporaries(out_dir)
             predictions = out_dir / "pred_masks"
             todo = [e for e in entries if not avsbench.is_complete(predictions, subset, e)]

@@ -57,8 +57,9 @@ from typing import IO, Any, Callable, Generic, Iterable, Iterator, Mapping, Opti
 
 import torch
 
-from cmsf.io.files import RUN_NAME, atomic_write_text, claim_folder, record_run
+from cmsf.io.files import RUN_NAME, atomic_write_text, claim_folder, named_error, record_run
 from cmsf.io.media import Clip, load_clip
+from cmsf.io.paths import check_file
 from cmsf.models.loading import Models, load_models
 from cmsf.pipelines.settings import PipelineSettings, settings_for
 from cmsf.runs.outputs import EVIDENCE_NAME, remove_leftovers, replace_segmentation
@@ -159,13 +160,26 @@ Engine = Callable[[RunSpec, Sequence[VideoJob]], Iterator[Outcome]]
 
 
 def output_name(path: Path, audio: Optional[Path] = None) -> str:
-    """The output folder name of an input: ``<stem>-<16 hex>`` (see the module docstring)."""
-    resolved = Path(path).resolve()
-    key = str(resolved) if audio is None else f"{resolved}\n{Path(audio).resolve()}"
+    """The output folder name of an input: ``<stem>-<16 hex>`` (see the module docstring). A path
+    the system cannot resolve (a symlink loop, a name too long, a NUL byte) is named from its
+    absolute path as given; such an input fails when it is read, named in ``failures.csv``."""
+    resolved, is_folder = _resolved(Path(path))
+    key = str(resolved) if audio is None else f"{resolved}\n{_resolved(Path(audio))[0]}"
     digest = hashlib.sha1(key.encode("utf-8", "surrogateescape")).hexdigest()[:HASH_DIGITS]
-    stem = resolved.name if resolved.is_dir() else resolved.stem
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("._")[:STEM_CHARACTERS] or "video"
+    stem = resolved.name if is_folder else resolved.stem
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", stem).lstrip("._-").rstrip("._")[:STEM_CHARACTERS] or "video"
     return f"{safe}-{digest}"
+
+
+def _resolved(path: Path) -> tuple[Path, bool]:
+    """``path`` resolved, and whether it is a folder; a path that cannot be resolved or looked up
+    (``OSError``: a loop, a name too long; ``RuntimeError``: a loop, Python 3.11; ``ValueError``: a
+    NUL byte) is taken absolute as given, not a folder."""
+    try:
+        resolved = path.resolve()
+        return resolved, resolved.is_dir()
+    except (OSError, RuntimeError, ValueError):
+        return path.absolute(), False
 
 
 def _text(path: Path) -> str:
@@ -185,12 +199,11 @@ def read_manifest(path: Path) -> list[tuple[Path, Optional[Path]]]:
 
     Raises:
         FileNotFoundError: no such manifest.
-        ValueError: not UTF-8, a CSV without a ``path`` column, or a CSV row with an empty path;
-            the message names the manifest (and the line).
+        ValueError: not UTF-8, a CSV without a ``path`` column, a CSV row with an empty path, or
+            no input at all (blank lines, comments or a header only); the message names the
+            manifest (and the line).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such manifest file")
+    path = check_file(Path(path), "manifest file")  # a FIFO is refused, not waited on
     base = path.resolve().parent
     text = _text(path)
     entries: list[tuple[Path, Optional[Path]]] = []
@@ -199,7 +212,7 @@ def read_manifest(path: Path) -> list[tuple[Path, Optional[Path]]]:
             line = line.strip()
             if line and not line.startswith("#"):
                 entries.append((base / line, None))
-        return entries
+        return _some(path, entries)
     try:
         reader = csv.DictReader(io.StringIO(text))
         columns = [name.strip() for name in reader.fieldnames or []]
@@ -216,6 +229,14 @@ def read_manifest(path: Path) -> list[tuple[Path, Optional[Path]]]:
             entries.append((base / video, base / audio if audio else None))
     except csv.Error as error:
         raise ValueError(f"{path}: not a readable CSV ({error})") from None
+    return _some(path, entries)
+
+
+def _some(path: Path, entries: list[tuple[Path, Optional[Path]]]) -> list[tuple[Path, Optional[Path]]]:
+    """``entries``, refused when there is none: a manifest listing nothing is more likely the
+    wrong file than a corpus of no videos."""
+    if not entries:
+        raise ValueError(f"{path}: lists no input (expected one path per line, or a CSV row per input)")
     return entries
 
 
@@ -239,8 +260,8 @@ def plan_jobs(inputs: Sequence[Path], manifests: Union[Path, Sequence[Path], Non
     jobs: dict[str, VideoJob] = {}
     for video, audio in entries:
         job = VideoJob(
-            path=video.resolve(),
-            audio=audio.resolve() if audio is not None else None,
+            path=_resolved(video)[0],  # one bad path fails alone, when it is read (failures.csv)
+            audio=_resolved(audio)[0] if audio is not None else None,
             name=output_name(video, audio),
         )
         known = jobs.get(job.name)
@@ -258,7 +279,10 @@ def is_complete(out_dir: Path, job: VideoJob) -> bool:
 def load_job(spec: RunSpec, job: VideoJob) -> Clip:
     """Read one job's input (:func:`cmsf.io.media.load_clip`); the spec's ``num_frames`` / ``fps``
     apply to video files only."""
-    video_file = not job.path.is_dir()
+    try:
+        video_file = not job.path.is_dir()
+    except OSError:  # a name too long: load_clip names the path and the reason
+        video_file = True
     return load_clip(
         job.path,
         audio=job.audio,
@@ -388,8 +412,11 @@ class _FailureLog:
             assert path is not None
             self._file = open(path, "a", encoding="utf-8", newline="")
         else:
-            self._file.write(_failure_rows([outcome]))
-            self._file.flush()
+            try:
+                self._file.write(_failure_rows([outcome]))
+                self._file.flush()
+            except OSError as error:  # a full disk: say which file
+                raise named_error(error, self.out_dir / FAILURES_NAME) from None
 
     def close(self) -> None:
         if self._file is not None:

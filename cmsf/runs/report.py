@@ -12,10 +12,8 @@ masks) and, for the strips, the AVSBench frames and ground truth under the run's
 from __future__ import annotations
 
 import base64
-import csv
 import html
 import io
-import json
 import math
 import shutil
 import subprocess
@@ -31,6 +29,9 @@ from cmsf.io.files import atomic_write_text
 from cmsf.io.media import overlay_mask, read_frames
 from cmsf.metrics import VARIANTS, frame_ious
 from cmsf.runs.progress import Log, no_log
+from cmsf.runs.summaries import check_summary
+from cmsf.runs.summaries import read_json as _read_json
+from cmsf.runs.summaries import read_rows as _read_csv
 
 THUMBNAIL = 112
 """Width in pixels of the strips' pictures."""
@@ -102,28 +103,6 @@ if (wanted) document.querySelectorAll('table.sortable').forEach(table => {
 
 
 # ------------------------------------------------------------------------------ reading the run
-def _read_json(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: missing (expected the folder of a `cmsf eval` run)")
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as error:
-        raise ValueError(f"{path}: unreadable ({error})") from None
-    if not isinstance(value, dict):
-        raise ValueError(f"{path}: expected a JSON object, got {type(value).__name__}")
-    return value
-
-
-def _read_csv(path: Path, required: Sequence[str]) -> list[dict[str, str]]:
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: missing (expected the folder of a `cmsf eval` run)")
-    with path.open(newline="", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle))
-    if rows and any(column not in rows[0] for column in required):
-        raise ValueError(f"{path}: expected the columns {', '.join(required)}")
-    return rows
-
-
 def _number(text: Optional[str]) -> Optional[float]:
     try:
         value = float(text) if text not in (None, "") else None
@@ -513,10 +492,12 @@ def build_report(run_dir: Path, *, root: Optional[Path] = None, examples: int = 
 
     Raises:
         FileNotFoundError: ``summary.json`` or ``per_video.csv`` missing.
-        ValueError: one of them unreadable.
+        ValueError: one of them unreadable (not UTF-8, not JSON / CSV), or a ``summary.json``
+            field of the wrong type (:func:`check_summary`); the message names the file (and
+            the field).
     """
     run_dir = Path(run_dir)
-    summary = _read_json(run_dir / "summary.json")
+    summary = check_summary(run_dir / "summary.json", _read_json(run_dir / "summary.json"))
     rows = _read_csv(run_dir / "per_video.csv", ("video", "miou", "fscore"))
     sweep_path = run_dir / "sweep.csv"
     sweep_rows = _read_csv(sweep_path, ("miou", "fscore")) if sweep_path.is_file() else []

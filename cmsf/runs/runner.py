@@ -38,11 +38,13 @@ from __future__ import annotations
 
 import gc
 import math
+import queue
+import threading
 import time
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator, Optional, Sequence, Union
+from typing import Any, Callable, Iterable, Iterator, Optional, Sequence, Union
 
 import torch
 
@@ -242,8 +244,10 @@ def run_jobs(
             cannot give, bad ``models``, ``frames_per_batch`` or ``workers`` (when called, before any job
             is read).
 
-    Close the iterator (``contextlib.closing``, or exhaust it) to stop early: reading threads
-    finish the video they are reading and the rest is cancelled.
+    Close the iterator (``contextlib.closing``, or exhaust it) to stop early: the videos not yet
+    being read are cancelled, and the reading threads (daemon threads) finish the one they are
+    reading in the background without the caller waiting for them, so a read that never ends
+    (a file that blocks) cannot hold up Ctrl-C, SIGTERM or the process' exit.
     """
     settings = settings_for(pipeline, settings)  # also refuses an unknown pipeline
     models = check_models(models)
@@ -261,7 +265,7 @@ def run_jobs(
 def _run(
     pipeline: str, jobs: Iterator[Job], models: Models, settings: PipelineSettings, frames_per_batch: int, workers: int
 ) -> Iterator[JobOutcome]:
-    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cmsf-read") if workers else None
+    pool = _Readers(workers) if workers else None
     ahead: deque[Union[Future, _Loaded]] = deque()  # read (or being read) in job order
     counter = _Counter()
 
@@ -291,6 +295,7 @@ def _run(
         read_ahead()
         return loaded
 
+    finished = False
     try:
         read_ahead()
         pending: Optional[_Loaded] = None
@@ -315,9 +320,63 @@ def _run(
                 _segment(pipeline, batch, models, settings)
             for item in sorted(batch + failed, key=lambda loaded: loaded.outcome.index):
                 yield item.outcome
+        finished = True
     finally:
+        for item in ahead:
+            if isinstance(item, Future):
+                item.cancel()  # not started yet: never read
         if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
+            pool.shutdown(wait=finished)  # stopped early (closed, Ctrl-C, SIGTERM): wait for no reader
+
+
+_Task = tuple[Future, Callable[..., Any], tuple[Any, ...]]
+"""A reading task: the future to fill, the function and its arguments."""
+
+
+class _Readers:
+    """The reading threads of :func:`run_jobs`: ``workers`` daemon threads taking ``(future,
+    function, args)`` tasks in order. Unlike :class:`~concurrent.futures.ThreadPoolExecutor`,
+    whose threads the interpreter joins before it exits, a reader blocked for good (a file that
+    never delivers, a network share that hangs) holds up neither a stopped run nor the process'
+    exit: Ctrl-C and SIGTERM end the run at once, and the run's cleanup (its folder's lock) runs."""
+
+    def __init__(self, workers: int) -> None:
+        self._tasks: queue.SimpleQueue[Optional[_Task]] = queue.SimpleQueue()
+        self._threads = [
+            threading.Thread(target=self._work, name=f"cmsf-read_{i}", daemon=True) for i in range(workers)
+        ]  # fmt: skip
+        for thread in self._threads:
+            thread.start()
+
+    def submit(self, function: Callable[..., Any], *args: Any) -> Future:
+        future: Future = Future()
+        self._tasks.put((future, function, args))
+        return future
+
+    def _work(self) -> None:
+        while True:
+            task = self._tasks.get()
+            if task is None:
+                return
+            future, function, args = task
+            if not future.set_running_or_notify_cancel():
+                continue  # cancelled before it started
+            try:
+                result = function(*args)
+            except BaseException as error:  # noqa: BLE001 - handed to the waiting caller
+                future.set_exception(error)
+            else:
+                future.set_result(result)
+            del task, future, args  # no reference to the last clip while waiting for the next
+
+    def shutdown(self, *, wait: bool) -> None:
+        """Stop the threads once their current task is done; ``wait``: join them (a run that
+        ended normally, when no task is left), else return at once."""
+        for _ in self._threads:
+            self._tasks.put(None)
+        if wait:
+            for thread in self._threads:
+                thread.join()
 
 
 class _Counter:

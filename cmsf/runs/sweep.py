@@ -387,7 +387,7 @@ def run_sweep(
     with claim_folder(out_dir):  # created, writable, ours until the end: before any model loads
         identity = {"pipeline": pipeline, **models.record()}
         config = {"subset": subset, "split": split, **identity, "sweep": True}
-        config = claim_run_folder(out_dir, config)  # refuses predictions of a plain run or of other models
+        config = claim_run_folder(out_dir, config, root)  # refuses predictions of a plain run, other models or data
         grid_json = {key: list(dict.fromkeys(values)) for key, values in grid.items()}
         atomic_write_json(out_dir / RUN_NAME, {**config, "grid": grid_json, "fixed": fixed, "settings": None})
         remove_stale_temporaries(out_dir)

@@ -121,7 +121,8 @@ def segment_concepts(
     pairs = [(slot, i, j) for slot, i in enumerate(needed) for j in range(len(per_image[i]))]
     found: dict[int, list[tuple[int, dict[str, Tensor]]]] = {i: [] for i in needed}
     with torch.inference_mode():
-        pixel_values = processor(images=[image_list[i].to(device) for i in needed], return_tensors="pt")["pixel_values"]
+        images = [image_list[i].to(device) for i in needed]  # channels first, said so: no warning for 1×1 frames
+        pixel_values = processor(images=images, input_data_format="channels_first", return_tensors="pt")["pixel_values"]
         vision = model.get_vision_features(pixel_values.to(device=device, dtype=models.dtype))
         tokens = processor(text=distinct, return_tensors="pt")
         input_ids = tokens["input_ids"].to(device)

@@ -213,9 +213,8 @@ def ground(
             inputs = processor(
                 images=[image_list[rows[r][0]].to(device) for r in members],
                 text=[". ".join(rows[r][2]) + "." for r in members],
-                return_tensors="pt",
-                padding="longest",
-            )
+                input_data_format="channels_first", return_tensors="pt", padding="longest",  # 1×1: not ambiguous
+            )  # fmt: skip
             inputs = {k: v.to(device) for k, v in inputs.items()}
             inputs["pixel_values"] = inputs["pixel_values"].to(models.dtype)
             raw = model(**inputs)

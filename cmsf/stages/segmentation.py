@@ -193,7 +193,9 @@ def sam_masks(
     family = loaded_family("sam", model)
     recipe = family.segmenter
     with torch.inference_mode():
-        prepared = processor(images=[image_list[i].to(device) for i in needed], return_tensors="pt")
+        prepared = processor(
+            images=[image_list[i].to(device) for i in needed], input_data_format="channels_first", return_tensors="pt"
+        )  # the layout stated: a 1×1 or 3×3 frame is not ambiguous (no warning)
         pixel_values = prepared["pixel_values"].to(device=device, dtype=models.dtype)
         input_size = (int(pixel_values.shape[-2]), int(pixel_values.shape[-1]))
         embeddings = _embed(model, family, pixel_values)
