@@ -250,11 +250,17 @@ FAMILY_TABLE: tuple[Family, ...] = (
     Family(
         "tracker", "sam2_video", ("sam2_video",), "Sam2VideoModel", "Sam2VideoProcessor", "SAM 2 / 2.1 video",
         random=RandomBuild(
-            configs.SAM2_VIDEO_TINY, configs.SAM2_VIDEO_LARGE, configs.sam2_video_processor,
-            "facebook/sam2.1-hiera-large", soften=configs.soften_sam2_video,
+            configs.SAM2_VIDEO_TINY, configs.SAM2_VIDEO_LARGE, configs.tracker_processor, "facebook/sam2.1-hiera-large",
+            soften=configs.soften_tracker,
         ),
     ),
-    Family("tracker", "edgetam_video", ("edgetam_video",), "EdgeTamVideoModel", "Sam2VideoProcessor", "EdgeTAM video"),
+    Family(
+        "tracker", "edgetam_video", ("edgetam_video",), "EdgeTamVideoModel", "Sam2VideoProcessor", "EdgeTAM video",
+        random=RandomBuild(
+            configs.EDGETAM_VIDEO_TINY, configs.EDGETAM_VIDEO_FULL, configs.tracker_processor, "yonigozlan/EdgeTAM-hf",
+            soften=configs.soften_tracker,
+        ),
+    ),
 )
 """Every family of every component; a component's first family with a model class is its
 default (the paper's, or the first one cmsf ran), which its random presets build."""

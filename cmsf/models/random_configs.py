@@ -298,39 +298,25 @@ SAM2_LARGE = ConfigSpec(
 )
 # EdgeTAM: SAM 2's decoder on a timm RepViT backbone
 _REPVIT = dict(model_type="timm_wrapper", architecture="repvit_m1", num_classes=2)
+_TINY_REPVIT = dict(
+    **_REPVIT,
+    model_args=dict(
+        in_chans=3, features_only=True, out_indices=[0, 1, 2, 3], embed_dim=(8, 16, 32, 64), depth=(1, 1, 1, 1)
+    ),
+)
+EDGETAM_VISION_FULL = Sub(  # yonigozlan/EdgeTAM-hf: RepViT-M1 backbone (the config's defaults, architecture fixed)
+    "EdgeTamVisionConfig",
+    dict(backbone_config=dict(**_REPVIT, model_args=dict(in_chans=3, features_only=True, out_indices=[0, 1, 2, 3]))),
+)
 EDGETAM_TINY = ConfigSpec(
     "EdgeTamConfig",
     dict(
-        vision_config=Sub(
-            "EdgeTamVisionConfig",
-            dict(
-                backbone_config=dict(
-                    **_REPVIT,
-                    model_args=dict(
-                        in_chans=3, features_only=True, out_indices=[0, 1, 2, 3], embed_dim=(8, 16, 32, 64),
-                        depth=(1, 1, 1, 1),
-                    ),
-                ),
-                **_TINY_SAM2_VISION,
-            ),
-        ),
+        vision_config=Sub("EdgeTamVisionConfig", dict(backbone_config=_TINY_REPVIT, **_TINY_SAM2_VISION)),
         prompt_encoder_config=Sub("EdgeTamPromptEncoderConfig", _TINY_SAM2_HEADS["prompt_encoder_config"]),
         mask_decoder_config=Sub("EdgeTamMaskDecoderConfig", _TINY_SAM2_HEADS["mask_decoder_config"]),
     ),
 )
-EDGETAM_FULL = ConfigSpec(  # yonigozlan/EdgeTAM-hf: RepViT-M1 backbone (the config's defaults, architecture fixed)
-    "EdgeTamConfig",
-    dict(
-        vision_config=Sub(
-            "EdgeTamVisionConfig",
-            dict(
-                backbone_config=dict(
-                    **_REPVIT, model_args=dict(in_chans=3, features_only=True, out_indices=[0, 1, 2, 3])
-                )
-            ),
-        )
-    ),
-)
+EDGETAM_FULL = ConfigSpec("EdgeTamConfig", dict(vision_config=EDGETAM_VISION_FULL))
 
 
 def sam2_processor(config: transformers.PretrainedConfig, tiny: bool) -> Any:
@@ -342,33 +328,55 @@ def sam2_processor(config: transformers.PretrainedConfig, tiny: bool) -> Any:
     )
 
 
-# ------------------------------------------------------------------ SAM 2.1 video (tracker)
-# Tiny: the tiny SAM 2's Hiera at 64 px (16, 8 and 4 feature tokens a side); the decoder and memory
-# widths are 128 and the memory 64 channels, because transformers' memory attention reads
-# 64-channel memories (its image cross-attention's key width is fixed at 64) and splits object
-# pointers into memory-width pieces only when they are wider than the memory.
+# ------------------------------------------------------- SAM 2.1 video, EdgeTAM video (tracker)
+# Tiny: the tiny SAM 2's Hiera (EdgeTAM: RepViT) at 64 px (16, 8 and 4 feature tokens a side); the
+# decoder and memory widths are 128 and the memory 64 channels, because transformers' memory
+# attention reads 64-channel memories (its image cross-attention's key width is fixed at 64) and
+# splits object pointers into memory-width pieces only when they are wider than the memory.
+_TINY_TRACKER = dict(
+    prompt_encoder_config=dict(hidden_size=128, image_size=_TINY_SIDE, patch_size=16, mask_input_channels=8),
+    mask_decoder_config=dict(hidden_size=128, mlp_dim=128, num_attention_heads=2, iou_head_hidden_dim=32),
+    image_size=_TINY_SIDE, memory_attention_hidden_size=128, memory_attention_num_layers=1,
+    memory_attention_rope_feat_sizes=[_TINY_SIDE // 16, _TINY_SIDE // 16], memory_encoder_hidden_size=128,
+    memory_encoder_output_channels=64, mask_downsampler_embed_dim=128, memory_fuser_embed_dim=128,
+    memory_fuser_intermediate_dim=64, memory_fuser_num_layers=1,
+)
+_TINY_TRACKER_VISION = {**_TINY_SAM2_VISION, "fpn_hidden_size": 128}
 SAM2_VIDEO_TINY = ConfigSpec(
     "Sam2VideoConfig",
     dict(
-        vision_config=Sub(
-            "Sam2VisionConfig",
-            dict(backbone_config=_TINY_HIERA, **{**_TINY_SAM2_VISION, "fpn_hidden_size": 128}),
-        ),
-        prompt_encoder_config=dict(hidden_size=128, image_size=_TINY_SIDE, patch_size=16, mask_input_channels=8),
-        mask_decoder_config=dict(hidden_size=128, mlp_dim=128, num_attention_heads=2, iou_head_hidden_dim=32),
-        image_size=_TINY_SIDE,
-        memory_attention_hidden_size=128, memory_attention_num_layers=1, memory_attention_feed_forward_hidden_size=64,
-        memory_attention_rope_feat_sizes=[_TINY_SIDE // 16, _TINY_SIDE // 16], memory_encoder_hidden_size=128,
-        memory_encoder_output_channels=64, mask_downsampler_embed_dim=128, memory_fuser_embed_dim=128,
-        memory_fuser_intermediate_dim=64, memory_fuser_num_layers=1,
+        vision_config=Sub("Sam2VisionConfig", dict(backbone_config=_TINY_HIERA, **_TINY_TRACKER_VISION)),
+        memory_attention_feed_forward_hidden_size=64,
+        **_TINY_TRACKER,
     ),
 )
 # facebook/sam2.1-hiera-large: its Hiera-L image encoder, the config's memory defaults
 SAM2_VIDEO_LARGE = ConfigSpec("Sam2VideoConfig", dict(vision_config=SAM2_LARGE_VISION))
+# EdgeTAM's perceiver pools the 64-channel memory (4 x 4 tokens) into 8 latents and a 2 x 2 grid
+EDGETAM_VIDEO_TINY = ConfigSpec(
+    "EdgeTamVideoConfig",
+    dict(
+        vision_config=Sub("EdgeTamVisionConfig", dict(backbone_config=_TINY_REPVIT, **_TINY_TRACKER_VISION)),
+        memory_attention_mlp_hidden_size=64, memory_attention_rope_k_sizes=[2, 2], perceiver_resampler_num_latents=8,
+        perceiver_resampler_num_latents_2d=4, perceiver_resampler_hidden_size=64,
+        perceiver_resampler_mlp_intermediate_size=64, perceiver_resampler_attention_head_dim=64,
+        perceiver_resampler_num_layers=1, enable_temporal_pos_encoding_for_object_pointers=False,
+        enable_occlusion_spatial_embedding=False, **_TINY_TRACKER,
+    ),
+)
+EDGETAM_VIDEO_FULL = ConfigSpec(  # yonigozlan/EdgeTAM-hf (transformers' EdgeTAM video conversion script)
+    "EdgeTamVideoConfig",
+    dict(
+        vision_config=EDGETAM_VISION_FULL,
+        enable_temporal_pos_encoding_for_object_pointers=False,
+        enable_occlusion_spatial_embedding=False,
+    ),
+)
 
 
-def sam2_video_processor(config: transformers.PretrainedConfig, tiny: bool) -> Any:
-    """SAM 2's video processor: the image processor prepares prompts, the video processor frames."""
+def tracker_processor(config: transformers.PretrainedConfig, tiny: bool) -> Any:
+    """The trackers' ``Sam2VideoProcessor``: the image processor prepares prompts, the video
+    processor frames."""
     side = config.image_size
     mask_side = 4 * (side // config.prompt_encoder_config.patch_size)
     return transformers.Sam2VideoProcessor(
@@ -379,11 +387,11 @@ def sam2_video_processor(config: transformers.PretrainedConfig, tiny: bool) -> A
     )
 
 
-def soften_sam2_video(model: nn.Module) -> None:
-    """A random SAM 2 video model scores every object near logit 0 (±0.001), so whether a tracked
-    object counts as present (logit > 0, else its mask is emptied) flips with rounding; a bias of
-    2 on its object-score head keeps tracked objects present, as a trained tracker keeps a visible
-    object."""
+def soften_tracker(model: nn.Module) -> None:
+    """A random SAM 2 (or EdgeTAM) video model scores every object near logit 0 (±0.001), so
+    whether a tracked object counts as present (logit > 0, else its mask is emptied) flips with
+    rounding; a bias of 2 on its object-score head keeps tracked objects present, as a trained
+    tracker keeps a visible object."""
     with torch.no_grad():
         model.mask_decoder.pred_obj_score_head.proj_out.bias.fill_(2.0)
 

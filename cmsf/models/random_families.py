@@ -58,7 +58,8 @@ def family_config(component: str, family: str, size: str) -> transformers.Pretra
 def family_processor(component: str, family: str, size: str, config: transformers.PretrainedConfig) -> Any:
     """The processor of a random ``family`` model, built in code to match ``config``: the
     family's image processor (SAM-family segmenters), a ``GroundingDinoProcessor``
-    (MM-GroundingDINO), a ``Sam3Processor`` (SAM 3), a ``PeAudioVideoProcessor`` (PE-AV)."""
+    (MM-GroundingDINO), a ``Sam3Processor`` (SAM 3), a ``PeAudioVideoProcessor`` (PE-AV), a
+    ``Sam2VideoProcessor`` (the trackers)."""
     return _random_family(component, family).random.processor(config, size == "tiny")
 
 
@@ -67,7 +68,8 @@ def soften_family(family: str, model: nn.Module) -> None:
     (:attr:`cmsf.models.families.RandomBuild.soften`): random PE-AV starts with a zero
     audio-video logit scale (every match probability exactly 0.5, whatever the inputs) and gets
     a scale of 10 (bias 0), so that the calibrated scores differ between proposals; a random SAM 2
-    video model gets a bias of 2 on its object-score head, so that tracked objects stay present."""
+    or EdgeTAM video model gets a bias of 2 on its object-score head, so that tracked objects stay
+    present."""
     for entry in FAMILY_TABLE:
         if entry.name == family and entry.random is not None and entry.random.soften is not None:
             entry.random.soften(model)
