@@ -48,6 +48,7 @@ _NAMES: dict[str, tuple[str, ...]] = {
     ),
     "cmsf.pipelines.tracked": ("owod_bind_tracked", "sam_bind_tracked"),
     "cmsf.runs.outputs": ("save_segmentation",),
+    "cmsf.semantic_metrics": ("SemanticTotals",),
     "cmsf.stages.binding": ("Binder", "binder_of", "masked_crops"),
     "cmsf.stages.concepts": ("ConceptMasks", "segment_concepts"),
     "cmsf.stages.grounding": ("Detections", "ground"),
@@ -79,6 +80,7 @@ __all__ = [
     "SamBindSettings",
     "SamBindTrackedSettings",
     "SegmentationResult",
+    "SemanticTotals",
     "TrackEvidence",
     "TrackedMasks",
     "VariantTotals",
@@ -130,6 +132,7 @@ if TYPE_CHECKING:
     )
     from cmsf.pipelines.tracked import owod_bind_tracked, sam_bind_tracked
     from cmsf.runs.outputs import save_segmentation
+    from cmsf.semantic_metrics import SemanticTotals
     from cmsf.stages.binding import Binder, binder_of, masked_crops
     from cmsf.stages.concepts import ConceptMasks, segment_concepts
     from cmsf.stages.grounding import Detections, ground

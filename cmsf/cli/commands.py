@@ -168,14 +168,16 @@ def segment(
 # ------------------------------------------------------------------------------------ eval
 
 
-@main.command(name="eval", short_help="Evaluate on AVSBench S4 / MS3 (mIoU, F-score).")
+@main.command(name="eval", short_help="Evaluate on AVSBench S4 / MS3 / AVSS (mIoU, F-score).")
 @click.option(
     "--root",
     required=True,
     type=click.Path(exists=True, file_okay=False, path_type=Path),
-    help="The AVSBench folder (holding Single-source/ and Multi-sources/).",
+    help="The AVSBench folder (holding Single-source/ and Multi-sources/; for avss the release "
+    "holding metadata.csv and label2idx.json).",
 )
-@click.option("--subset", required=True, type=click.Choice(SUBSETS, case_sensitive=False), help="s4 or ms3.")
+@click.option("--subset", required=True, type=click.Choice((*SUBSETS, "avss"), case_sensitive=False),
+              help="s4, ms3 or avss (AVSBench-semantic).")
 @click.option("--split", default="test", show_default=True, help="The csv's split to evaluate (train, val, test).")
 @pipeline_option
 @click.option(
@@ -202,6 +204,9 @@ def segment(
 )
 @click.option("--sweep", "sweeps", multiple=True, metavar="KEY=V1,V2,...", help="Score every combination of "
               "these values (repeatable) from one model pass per video, cached in OUT/cache. " + SWEEP_HELP)
+@click.option("--label-threshold", type=click.FloatRange(0.0, 1.0), default=None,
+              help="AVSS with a BIND pipeline: a kept mask whose best class score (picture × sound) is "
+              "below this is dropped as background. [default: 0, every kept mask gets a class]")
 @frames_per_batch_option
 def eval_command(
     root: Path,
@@ -218,6 +223,7 @@ def eval_command(
     resize_pred: bool,
     limit: Optional[int],
     sweeps: tuple[str, ...],
+    label_threshold: Optional[float],
     frames_per_batch: Optional[int],
 ) -> None:
     """Evaluate on AVSBench S4 or MS3 with the benchmark's mIoU and F-score.
@@ -243,6 +249,14 @@ def eval_command(
     iou_pooled) and OUT/summary.json (miou, fscore: means over videos; "variants": other ways of
     averaging frames; videos, subset, split, pipeline, preset, …) and prints the figures.
 
+    With --subset avss (AVSBench-semantic, ROOT = the release): predictions are colour masks
+    OUT/pred_masks/{uid}/{uid}_{k}.png, k = 0 … 9, in the AVSS palette; the official mIoU and
+    F-score are per-class means over all 71 classes, with v1 videos padded to 10 frames as the
+    reference does; OUT/per_class.csv is added and summary.json's "variants" holds the means over
+    the classes present, over annotated frames only, without background, and the binary view
+    (foreground = any class). A pipeline's kept masks get their classes by the class decision
+    (BIND: picture and sound against the class prompts; AT: the AudioSet vocabulary of each tag).
+
     With --sweep (and --pipeline): writes OUT/sweep.csv (one row per setting, the best marked)
     and the run of the best setting; a later sweep on OUT reuses the cache. Tune on val, report
     test: a sweep on the test split is an oracle figure, not a result.
@@ -251,12 +265,15 @@ def eval_command(
     Examples:
       cmsf eval --root AVSBench --subset s4 --pipeline owod-bind --out runs/s4-owod
       cmsf eval --root AVSBench --subset ms3 --pred-dir other/pred_masks --out runs/other
+      cmsf eval --root AVSS --subset avss --pred-dir other/pred_masks --resize-pred --out runs/avss
       cmsf eval --root AVSBench --subset s4 -p owod-bind --preset tiny --limit 2 --out /tmp/smoke
       cmsf eval --root AVSBench --subset s4 --split val -p owod-bind --sweep bind_threshold=0.5,0.6,0.7 --out runs/val
     """
     subset = subset.lower()
     if (pipeline is None) == (pred_dir is None):
         raise click.UsageError("give exactly one of --pipeline (run it) and --pred-dir (score existing masks)")
+    if subset != "avss" or pred_dir is not None:
+        only_with("--subset avss and --pipeline", {"--label-threshold": (label_threshold, None)})
     if pred_dir is not None:
         only_with("--pipeline (--pred-dir loads no model)", {
             "--preset": (preset, "paper"), "--device": (device, None), "--dtype": (dtype, "float32"),
@@ -282,6 +299,17 @@ def eval_command(
         split=split, pipeline=pipeline, settings=thresholds, models=models, limit=limit, progress=progress, log=info,
     )  # fmt: skip
     split_option = {"split": "--split"}  # a split the csv does not have is a usage error
+    if subset == "avss":
+        if sweeps:
+            raise click.UsageError("--sweep: not available for --subset avss yet")
+        from cmsf.runs.avss_eval import avss_scores_line, evaluate_avss
+
+        with data_errors(options=split_option):
+            summary = evaluate_avss(root, out_dir, pred_dir=pred_dir, resize_pred=resize_pred,
+                                    label_threshold=label_threshold or 0.0, frames_per_batch=frames_per_batch,
+                                    **run_args)  # fmt: skip
+        click.echo(avss_scores_line(summary))
+        return
     if sweeps:
         with data_errors(options=split_option):
             summary = run_sweep(root, subset, out_dir, grid=grid, **run_args)
@@ -308,7 +336,7 @@ def report(run_dir: Path, root: Optional[Path]) -> None:
     Example:
       cmsf report runs/s4-owod
     """
-    from cmsf.runs.report import write_report
+    from cmsf.runs.report_avss import write_report
 
     media_warnings_on_stderr()
     with data_errors():
