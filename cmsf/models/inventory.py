@@ -33,6 +33,8 @@ PIPELINE_COMPONENTS: dict[str, tuple[str, ...]] = {
     "sam-bind": ("sam", "binder"),
     "at-gdino-sam": ("ast", "grounding_dino", "sam"),
     "at-sam3": ("ast", "sam3"),
+    "owod-bind-tracked": ("proposer", "sam", "binder", "tracker"),
+    "sam-bind-tracked": ("sam", "binder", "tracker"),
 }
 """The components each pipeline loads (``proposer``: OWLv2 or MAVL, :attr:`Models.proposer`;
 ``binder``: ImageBind or PE-AV, :attr:`Models.binder_kind`)."""
