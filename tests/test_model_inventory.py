@@ -14,7 +14,7 @@ from huggingface_hub import constants as hub_constants
 from cmsf.cli import commands as cli
 from cmsf.models.inventory import PIPELINE_COMPONENTS, describe_models
 from cmsf.models.loading import load_models
-from cmsf.pipelines.per_frame import PIPELINES
+from cmsf.pipelines.catalog import PIPELINES
 from cmsf.runs.model_check import check_component
 from tests.hub_checkpoints import HUB_CHECKPOINTS, save_hub_like
 
@@ -40,7 +40,7 @@ def test_every_pipeline_names_its_components():
 def test_the_tiny_rows_count_the_parameters_of_the_loaded_models():
     models = load_models("tiny", device="cpu")
     rows = describe_models(models)
-    assert [r.component for r in rows] == ["owlv2", "sam", "imagebind", "ast", "grounding_dino", "sam3"]
+    assert [r.component for r in rows] == ["owlv2", "sam", "imagebind", "ast", "grounding_dino", "sam3", "tracker"]
     assert models.loaded == ()  # listing loads nothing
     for row in rows:
         loaded = models.get(row.component)
@@ -48,8 +48,10 @@ def test_the_tiny_rows_count_the_parameters_of_the_loaded_models():
         assert row.parameters == sum(p.numel() for p in module.parameters())
         assert row.available and row.dtype == "float32" and row.remedy == ""
     by_name = {r.component: r for r in rows}
-    assert by_name["sam"].pipelines == ("owod-bind", "sam-bind", "at-gdino-sam")
+    assert by_name["sam"].pipelines == ("owod-bind", "sam-bind", "at-gdino-sam", "owod-bind-tracked", "sam-bind-tracked")
     assert by_name["sam"].family == "sam" and by_name["sam"].model_class == "SamModel"
+    assert by_name["tracker"].pipelines == ("owod-bind-tracked", "sam-bind-tracked")
+    assert by_name["tracker"].family == "sam2_video" and by_name["tracker"].model_class == "Sam2VideoModel"
     assert [r.component for r in describe_models(models, ["at-sam3"])] == ["ast", "sam3"]
     with pytest.raises(ValueError, match="pipelines:"):
         describe_models(models, ["owod"])
@@ -105,7 +107,7 @@ def test_check_reports_a_failure_instead_of_raising(empty_cache):
 def test_models_check_with_the_tiny_preset_exits_0():
     result = run("models", "--preset", "tiny", "--check")
     assert result.exit_code == 0, result.output
-    assert result.stdout.count("check:   loaded in") == 6
+    assert result.stdout.count("check:   loaded in") == 7
     assert "peak GPU memory n/a (not CUDA)" in result.stdout
 
 

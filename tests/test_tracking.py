@@ -126,6 +126,30 @@ def test_each_object_is_what_the_video_api_gives_it_alone(models):
         torch.testing.assert_close(result.object_scores[k], torch.sigmoid(logits), rtol=0, atol=1e-5)
 
 
+def test_an_edgetam_video_tracker_is_what_the_video_api_gives(tmp_path):
+    """EdgeTAM's video model (its own ``EdgeTamVideoModel``, with ``Sam2VideoProcessor``) from its
+    seeded tiny config of the family table, saved and loaded back as the tracker."""
+    config = family_config("tracker", "edgetam_video", "tiny")
+    model = build_random(lambda: tf.EdgeTamVideoModel(config), FAMILY_SEEDS["tracker"], CPU).eval()
+    soften_family("edgetam_video", model)
+    model.save_pretrained(tmp_path)
+    family_processor("tracker", "edgetam_video", "tiny", config).save_pretrained(tmp_path)
+    models = load_models("tiny", device="cpu", tracker=str(tmp_path))
+    video = _video()
+    prompts = _prompts(video)[:1] + _prompts(video)[2:3]  # frame 2 and frame 0: two passes
+    result = track_masks(video, prompts, models)
+    model, processor = models.tracker
+    assert isinstance(model, tf.EdgeTamVideoModel) and isinstance(processor, tf.Sam2VideoProcessor)
+    assert models.family("tracker") == "edgetam_video"
+    for k, (frame, mask) in enumerate(prompts):
+        expected, logits = _reference(model, processor, video, frame, mask)
+        assert (logits > 0).all(), "the random tracker must keep the object present in every frame"
+        assert all(expected[t].any() and not expected[t].all() for t in range(5))
+        for t in range(5):
+            assert _iou(result.masks[k, t], expected[t]) >= 0.99, (k, t)
+        torch.testing.assert_close(result.object_scores[k], torch.sigmoid(logits), rtol=0, atol=1e-5)
+
+
 def test_objects_of_one_frame_tracked_together_equal_each_tracked_alone(models):
     video = _video()
     prompts = _prompts(video)[:2]  # both on frame 2: one pass

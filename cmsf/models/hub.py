@@ -23,6 +23,8 @@ from typing import Iterator, Optional
 from huggingface_hub import scan_cache_dir, try_to_load_from_cache
 from huggingface_hub.errors import GatedRepoError
 
+from cmsf.models.families import FAMILY_TABLE
+
 __all__ = [
     "KNOWN_GATED",
     "VIDEO_FAMILIES",
@@ -34,9 +36,10 @@ __all__ = [
     "quiet_type_mismatch",
 ]
 
-VIDEO_FAMILIES = {"sam2_video": "sam2", "edgetam_video": "edgetam", "sam3_video": "sam3"}
+VIDEO_FAMILIES = {t: f.name for f in FAMILY_TABLE for t in f.model_types if t != f.name}
 """The video families (config ``model_type``) of hub checkpoints, and the image family each is
-loaded as (its model and image processor classes)."""
+loaded as (its model and image processor classes), from the family table: ``sam2_video`` →
+``sam2``, ``edgetam_video`` → ``edgetam``, ``sam3_video`` → ``sam3``."""
 
 KNOWN_GATED = frozenset({"facebook/sam3"})
 """Hub ids cmsf names that are gated (a licence to accept on the model page before a download)."""

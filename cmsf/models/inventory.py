@@ -22,10 +22,9 @@ from torch import nn
 from cmsf.checks import dtype_name
 from cmsf.models.hub import KNOWN_GATED, cache_entry, gated_remedy, quiet_type_mismatch
 from cmsf.models.imagebind import CHECKPOINT_URL, ImageBind, checkpoint_candidates, find_checkpoint
-from cmsf.models.loading import FAMILIES, IMAGEBIND_BINDER, Models, family_model_class
+from cmsf.models.families import family_named, family_of
+from cmsf.models.loading import FAMILIES, IMAGEBIND_BINDER, Models
 from cmsf.models.mavl import MAVL, PAPER_MAVL, TINY_MAVL
-from cmsf.models.random_families import RANDOM_FAMILIES, family_config
-from cmsf.models.random_models import random_config
 
 __all__ = ["PIPELINE_COMPONENTS", "ModelRow", "describe_models", "pipeline_components"]
 
@@ -34,11 +33,24 @@ PIPELINE_COMPONENTS: dict[str, tuple[str, ...]] = {
     "sam-bind": ("sam", "binder"),
     "at-gdino-sam": ("ast", "grounding_dino", "sam"),
     "at-sam3": ("ast", "sam3"),
+    "owod-bind-tracked": ("proposer", "sam", "binder", "tracker"),
+    "sam-bind-tracked": ("sam", "binder", "tracker"),
 }
 """The components each pipeline loads (``proposer``: OWLv2 or MAVL, :attr:`Models.proposer`;
 ``binder``: ImageBind or PE-AV, :attr:`Models.binder_kind`)."""
 
 _IMAGEBIND_BYTES = 4_500_000_000  # imagebind_huge.pth, all six modalities: about 4.5 GB
+
+_CHECKPOINT_FILES: dict[str, tuple[Optional[int], Callable[[], str]]] = {
+    "imagebind": (
+        _IMAGEBIND_BYTES,
+        lambda: f"download {CHECKPOINT_URL} to one of {', '.join(checkpoint_candidates())}, "
+        "or pass --model imagebind=PATH",
+    ),
+    "mavl": (None, lambda: "download the authors' checkpoint by hand (README, MAVL)"),
+}
+"""The components that are no Hugging Face model but a checkpoint file: its download size when
+known, and how to get it (said when asked: the candidate paths depend on the environment)."""
 
 
 @dataclass(frozen=True)
@@ -77,8 +89,8 @@ def pipeline_components(models: Models, pipelines: Sequence[str]) -> dict[str, t
     for pipeline in pipelines:
         for role in PIPELINE_COMPONENTS[pipeline]:
             name = models.proposer if role == "proposer" else role
-            if role == "binder" and models.binder_kind == IMAGEBIND_BINDER:
-                name = IMAGEBIND_BINDER
+            if models.spec(name).kind == "component":  # the binder ImageBind: the imagebind component
+                name = str(models.spec(name).source)
             used.setdefault(name, []).append(pipeline)
     return {name: tuple(users) for name, users in used.items()}
 
@@ -94,17 +106,15 @@ def _count(build: Callable[[], nn.Module]) -> Optional[int]:
 
 def _random_row(models: Models, name: str) -> tuple[str, str, Optional[int]]:
     spec = models.spec(name)
-    if name == "imagebind":
-        return IMAGEBIND_BINDER, "ImageBind", _count(lambda: ImageBind(**dict(spec.sizes or ())))
-    if name == "mavl":
-        return "mavl", "MAVL", _count(lambda: MAVL(TINY_MAVL if spec.size == "tiny" else PAPER_MAVL))
-    family = str(spec.family)
-    if family in RANDOM_FAMILIES.get(name, ()):
-        config = family_config(name, family, str(spec.size))
-    else:
-        config = random_config(name, str(spec.size))
-    model_class = family_model_class(family)
-    return family, model_class, _count(lambda: getattr(tf, model_class)(config))
+    own = {
+        "imagebind": lambda: (IMAGEBIND_BINDER, "ImageBind", _count(lambda: ImageBind(**dict(spec.sizes or ())))),
+        "mavl": lambda: ("mavl", "MAVL", _count(lambda: MAVL(TINY_MAVL if spec.size == "tiny" else PAPER_MAVL))),
+    }.get(name)
+    if own is not None:
+        return own()
+    family = family_named(name, str(spec.family))
+    config = family.random.config(str(spec.size))
+    return family.name, family.model_class, _count(lambda: getattr(tf, family.model_class)(config))
 
 
 def _hf_types(name: str, folder: str) -> tuple[Optional[str], Optional[str], Optional[int], str]:
@@ -114,10 +124,11 @@ def _hf_types(name: str, folder: str) -> tuple[Optional[str], Optional[str], Opt
         family = str(tf.AutoConfig.from_pretrained(folder).model_type)
     except Exception as error:  # noqa: BLE001
         return None, None, None, f"its config cannot be read ({type(error).__name__}: {error})"
-    if family not in FAMILIES.get(name, ()):
+    entry = family_of(name, family)
+    if entry is None or entry.model_class is None:
         accepted = ", ".join(FAMILIES[name])
         return family, None, None, f"component {name!r} does not accept model_type {family!r} (accepts {accepted})"
-    model_class = getattr(tf, family_model_class(family))
+    model_class = getattr(tf, entry.model_class)
     with quiet_type_mismatch(family):
         config = model_class.config_class.from_pretrained(folder)
     return family, model_class.__name__, _count(lambda: model_class(config)), ""
@@ -147,14 +158,12 @@ def _hub_remedy(name: str, source: str) -> str:
 def _pretrained_row(models: Models, name: str) -> ModelRow:
     spec = models.spec(name)
     base = dict(component=name, source=models.source(name), dtype=dtype_name(models.dtype))
-    if name in ("imagebind", "mavl"):
+    if name in _CHECKPOINT_FILES:
         path = spec.source if spec.source is not None else find_checkpoint()
         found = path is not None and os.path.isfile(path)
-        size = None if found or name == "mavl" else _IMAGEBIND_BYTES
-        remedy = "" if found else (
-            f"download {CHECKPOINT_URL} to one of {', '.join(checkpoint_candidates())}, or pass --model imagebind=PATH"
-            if name == "imagebind" else "download the authors' checkpoint by hand (README, MAVL)"
-        )  # fmt: skip
+        download_bytes, how = _CHECKPOINT_FILES[name]
+        size = None if found else download_bytes
+        remedy = "" if found else how()
         family, model_class, count = _random_row(models, name) if name == "mavl" else (
             IMAGEBIND_BINDER, "ImageBind", _count(lambda: ImageBind())
         )  # fmt: skip

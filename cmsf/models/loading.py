@@ -1,7 +1,7 @@
 """Loading the foundation models: :func:`load_models` returns a :class:`Models` whose
-components (AST, GroundingDINO, SAM, OWLv2, ImageBind, SAM 3, the binder, and MAVL when asked
-for) are each loaded on first use and then kept, so a pipeline that never grounds text never loads GroundingDINO and one
-``Models`` serves every frame and video.
+components (AST, GroundingDINO, SAM, OWLv2, ImageBind, SAM 3, the binder, the video tracker, and
+MAVL when asked for) are each loaded on first use and then kept, so a pipeline that never grounds
+text never loads GroundingDINO and one ``Models`` serves every frame and video.
 
 Where a component comes from is a preset (``paper``: the paper's checkpoints, :data:`PAPER_SOURCES`;
 ``2025``: the strongest current parts, :data:`SOURCES_2025`; ``tiny`` / ``paper-random`` /
@@ -9,36 +9,42 @@ Where a component comes from is a preset (``paper``: the paper's checkpoints, :d
 or an override (a hub id or a local ``save_pretrained`` folder; for ImageBind a checkpoint; for
 MAVL, which no preset includes, the authors' checkpoint file or ``"random"``). A
 Hugging Face component's family is read from its checkpoint's config (``model_type``) and loaded
-with that family's own model and processor classes (:data:`FAMILIES`); a family the component
-does not accept, or a component that cannot be loaded, raises :class:`ModelLoadError` naming it,
-its source and what to do.
+with that family's own model and processor classes (its entry of the family table,
+:data:`cmsf.models.families.FAMILY_TABLE`); a family the component does not accept, or a
+component that cannot be loaded, raises :class:`ModelLoadError` naming it, its source and what
+to do.
 """
 
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass
 from typing import Any, Mapping, NamedTuple, Optional, Union
 
 import torch
-import transformers as tf
+import transformers
 from torch import nn
 
 from cmsf.checks import dtype_name, resolve_device, resolve_dtype
-from cmsf.models.hub import gated_remedy, image_family, is_gated, quiet_type_mismatch
+from cmsf.models.families import (
+    COMPONENT_TITLES,
+    FAMILY_TABLE,
+    Family,
+    accepted_names,
+    accepted_types,
+    default_family,
+    families_of,
+    family_named,
+    family_of,
+    load_processor,
+    loaded_family,
+)
+from cmsf.models.hub import gated_remedy, is_gated, quiet_type_mismatch
 from cmsf.models.imagebind import ImageBind, load_imagebind
 from cmsf.models.mavl import MAVL, PAPER_MAVL, TINY_MAVL, load_mavl
-from cmsf.models.random_families import FAMILY_SEEDS, RANDOM_FAMILIES, family_config, family_processor, soften_family
-from cmsf.models.random_models import (
-    HUGE_IMAGEBIND_SIZES,
-    SEEDS,
-    TINY_IMAGEBIND_SIZES,
-    build_random,
-    random_config,
-    random_processor,
-    soften_tiny,
-)
+from cmsf.models.random_families import FAMILY_SEEDS
+from cmsf.models.random_models import HUGE_IMAGEBIND_SIZES, SEEDS, TINY_IMAGEBIND_SIZES, build_random
+from cmsf.models.sources import HUB_ID, check_local_source, resolved_source
 from cmsf.names import PRESETS
 
 __all__ = [
@@ -52,68 +58,19 @@ __all__ = [
     "Models",
     "check_models",
     "component_sources",
-    "family_model_class",
     "load_models",
 ]
 
 COMPONENTS = ("ast", "grounding_dino", "sam", "owlv2", "imagebind", "sam3", "binder", "mavl", "tracker")
 """Component names, as used by :class:`Models` properties and :func:`load_models` overrides."""
 
-FAMILIES: Mapping[str, tuple[str, ...]] = {
-    "ast": ("audio-spectrogram-transformer",),
-    "grounding_dino": ("grounding-dino", "mm-grounding-dino"),
-    "sam": ("sam", "sam_hq", "sam2", "edgetam", "sam2_video", "edgetam_video"),
-    "owlv2": ("owlv2",),
-    "sam3": ("sam3", "sam3_video"),
-    "binder": ("pe_audio_video",),
-    "tracker": ("sam2_video", "edgetam_video"),
-}
-"""The model families (config ``model_type``) each Hugging Face component accepts; the
-``binder`` also accepts :data:`IMAGEBIND_BINDER` (ImageBind, the ``imagebind`` component). A video
-family (``sam2_video``, ``edgetam_video``, ``sam3_video``: how the hub ships SAM 2.1, EdgeTAM and
-SAM 3) is loaded into its image family's classes (:data:`cmsf.models.hub.VIDEO_FAMILIES`)."""
+FAMILIES: Mapping[str, tuple[str, ...]] = {f.component: accepted_types(f.component) for f in FAMILY_TABLE}
+"""The config ``model_type`` values each Hugging Face component accepts (:data:`cmsf.models.families.FAMILY_TABLE`;
+video checkpoints of an image family, as the hub ships SAM 2.1, EdgeTAM and SAM 3, load into its
+image classes); the ``binder`` also accepts :data:`IMAGEBIND_BINDER` (the ``imagebind`` component)."""
 
 IMAGEBIND_BINDER = "imagebind"
 """The ``binder`` source that means ImageBind (the paper's binder: the ``imagebind`` component)."""
-
-_FAMILY_MODELS = {
-    "audio-spectrogram-transformer": "ASTForAudioClassification",
-    "grounding-dino": "GroundingDinoForObjectDetection",
-    "mm-grounding-dino": "MMGroundingDinoForObjectDetection",
-    "sam": "SamModel",
-    "sam_hq": "SamHQModel",
-    "sam2": "Sam2Model",
-    "edgetam": "EdgeTamModel",
-    "owlv2": "Owlv2ForObjectDetection",
-    "sam3": "Sam3Model",
-    "pe_audio_video": "PeAudioVideoModel",
-}
-
-_TRACKER_MODELS = {"sam2_video": "Sam2VideoModel", "edgetam_video": "EdgeTamVideoModel"}
-"""The ``tracker`` loads a video family into its own video class (the other components into the
-image class), with ``Sam2VideoProcessor``."""
-
-def family_model_class(family: str) -> str:
-    """The transformers model class a checkpoint of ``family`` (a config ``model_type`` of
-    :data:`FAMILIES`) is loaded with; a video family's is its image family's."""
-    return _FAMILY_MODELS[image_family(family)]
-
-
-def _model_class(name: str, family: str) -> Any:
-    """The transformers class component ``name`` loads a ``family`` checkpoint with."""
-    return getattr(tf, _TRACKER_MODELS[family] if name == "tracker" else family_model_class(family))
-
-
-# the family the paper's own components (and their random presets) have
-_PAPER_FAMILIES = {
-    "ast": "audio-spectrogram-transformer",
-    "grounding_dino": "grounding-dino",
-    "sam": "sam",
-    "owlv2": "owlv2",
-    "sam3": "sam3",
-    "binder": "pe_audio_video",
-    "tracker": "sam2_video",
-}
 
 PAPER_SOURCES: Mapping[str, Optional[str]] = {
     "ast": "MIT/ast-finetuned-audioset-10-10-0.4593",
@@ -139,18 +96,6 @@ SOURCES_2025: Mapping[str, Optional[str]] = {
 (README, "The 2025 preset"): SAM 2.1 Hiera-L segments, MM-GroundingDINO Swin-L grounds, PE-AV
 large binds; AST, OWLv2 and SAM 3 as in :data:`PAPER_SOURCES`."""
 
-_COMPONENT_TITLES = {
-    "ast": "AST audio tagger",
-    "grounding_dino": "GroundingDINO detector",
-    "sam": "SAM segmenter",
-    "owlv2": "OWLv2 proposer",
-    "imagebind": "ImageBind",
-    "sam3": "SAM 3 concept segmenter",
-    "binder": "audio-visual binder",
-    "mavl": "MAVL proposer",
-    "tracker": "SAM 2 video tracker",
-}
-
 
 class ModelLoadError(RuntimeError):
     """A component could not be loaded; the message names the component, its source, and how
@@ -170,20 +115,14 @@ class Component(NamedTuple):
     processor: Any
 
 
-def _resolved(source: str) -> str:
-    """``source`` as an absolute, resolved path when it names an existing local file or folder
-    (``./sam``, ``~/sam`` and ``/home/me/sam`` are one source), else as given (a hub id)."""
-    expanded = os.path.expanduser(source)
-    return os.path.realpath(expanded) if os.path.exists(expanded) else source
-
-
 @dataclass(frozen=True)
 class _Spec:
     """Where a component comes from: ``kind`` is ``"pretrained"`` (``source`` is a hub id, a
     local directory, or for ImageBind a checkpoint path / None for the official download),
     ``"random"`` (``size`` is ``"tiny"``, ``"paper"`` or ``"full"``, ``family`` the config
-    ``model_type``; ImageBind: ``sizes``), ``"imagebind"`` (the binder is the ``imagebind``
-    component), or ``"absent"`` (MAVL when not asked for)."""
+    ``model_type``; ImageBind: ``sizes``), ``"component"`` (the component is the one named
+    ``source``: an ImageBind binder is the ``imagebind`` component), or ``"absent"`` (MAVL when
+    not asked for)."""
 
     kind: str
     source: Optional[str] = None
@@ -194,14 +133,14 @@ class _Spec:
     def describe(self) -> str:
         if self.kind == "absent":
             return "not used"
-        if self.kind == "imagebind":
-            return "ImageBind (the imagebind component)"
+        if self.kind == "component":
+            return f"{family_named('binder', self.source).title} (the {self.source} component)"
         if self.kind == "random":
             if self.sizes is not None:
                 return f"random weights, sizes {dict(self.sizes)}"
             family = f" {self.family}" if self.family is not None else ""
             return f"random weights, {self.size}{family} config"
-        return "official ImageBind checkpoint" if self.source is None else repr(_resolved(self.source))
+        return "official ImageBind checkpoint" if self.source is None else repr(resolved_source(self.source))
 
 
 def _preset_specs(preset: str) -> dict[str, _Spec]:
@@ -211,50 +150,20 @@ def _preset_specs(preset: str) -> dict[str, _Spec]:
     size = "tiny" if preset == "tiny" else "paper"
     family_size = "tiny" if preset == "tiny" else "full"
     specs = {
-        name: _Spec("random", size=size, family=_PAPER_FAMILIES[name])
+        name: _Spec("random", size=size, family=default_family(name).name)
         for name in ("ast", "grounding_dino", "sam", "owlv2")
     }
     sizes = TINY_IMAGEBIND_SIZES if preset == "tiny" else HUGE_IMAGEBIND_SIZES
     specs["imagebind"] = _Spec("random", sizes=tuple(sizes.items()))
     specs["sam3"] = _Spec("random", size=family_size, family="sam3")
-    specs["tracker"] = _Spec("random", size=family_size, family="sam2_video")
-    specs["binder"] = _Spec(IMAGEBIND_BINDER)
+    specs["tracker"] = _Spec("random", size=family_size, family=default_family("tracker").name)
+    specs["binder"] = _Spec("component", IMAGEBIND_BINDER)
     if preset == "2025-random":
         specs["sam"] = _Spec("random", size="full", family="sam2")
         specs["grounding_dino"] = _Spec("random", size="full", family="mm-grounding-dino")
         specs["binder"] = _Spec("random", size="full", family="pe_audio_video")
     specs["mavl"] = _Spec("absent")
     return specs
-
-
-_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
-"""A Hugging Face hub id: ``org/name``."""
-
-
-def check_local_source(name: str, source: str) -> str:
-    """``source`` of component ``name``, with ``~`` expanded, after checking that it exists when
-    it looks like a local path: absolute, starting with ``./``, ``../`` or ``~``, or holding a
-    path separator without being a hub id ``org/name``. Anything else is left to the loader (a
-    hub id, or a relative path that happens to look like one).
-
-    Raises:
-        ValueError: it looks like a local path and nothing is there; the message starts with
-            ``"{name}:"``.
-    """
-    expanded = os.path.expanduser(source)
-    separators = [os.sep] + ([os.altsep] if os.altsep else [])
-    local = (
-        os.path.isabs(expanded)
-        or source.startswith(("~", *(f"{dots}{sep}" for dots in (".", "..") for sep in separators)))
-        or (any(sep in source for sep in separators) and not _HUB_ID.fullmatch(source))
-    )
-    if not local:
-        return source
-    if not os.path.exists(expanded):
-        raise ValueError(
-            f"{name}: the local path {source!r} does not exist (a hub id looks like 'org/name')"
-        )
-    return expanded
 
 
 def check_sources(sources: Mapping[str, str]) -> dict[str, str]:
@@ -280,24 +189,32 @@ def check_sources(sources: Mapping[str, str]) -> dict[str, str]:
 
 
 def _override_spec(name: str, value: Any, preset: str) -> _Spec:
-    if name == "mavl":
-        return _mavl_spec(value, preset)
-    if name == "binder" and value == IMAGEBIND_BINDER:
-        return _Spec(IMAGEBIND_BINDER)
-    if name == "imagebind":
-        if value is None:
-            return _Spec("pretrained", None)
-        if isinstance(value, Mapping):
-            return _Spec("random", sizes=tuple(dict(value).items()))
+    own = _OWN_OVERRIDES.get(name)
+    if own is not None:
+        return own(value, preset)
+    if value in [family.name for family in families_of(name) if family.model_class is None]:
+        return _Spec("component", value)  # the binder "imagebind": the imagebind component
+    return _source_spec(name, value, "a hub id or a local directory (str or path)")
+
+
+def _source_spec(name: str, value: Any, expected: str) -> _Spec:
+    """A component loaded from ``value``: a hub id or a local path (``expected`` says what else
+    ``name`` would take)."""
     if isinstance(value, (str, os.PathLike)):
         source = os.fspath(value)
         if not source:
             raise ValueError(f"{name}: expected a hub id or a local path, got an empty string")
         return _Spec("pretrained", check_local_source(name, source))
-    expected = "a hub id or a local directory (str or path)"
-    if name == "imagebind":
-        expected = "a checkpoint path, None (official download), or a dict of ImageBind sizes"
     raise ValueError(f"{name}: expected {expected}, got {type(value).__name__}")
+
+
+def _imagebind_spec(value: Any, preset: str) -> _Spec:
+    """``imagebind=``: a checkpoint path, None (the official download) or a dict of sizes."""
+    if value is None:
+        return _Spec("pretrained", None)
+    if isinstance(value, Mapping):
+        return _Spec("random", sizes=tuple(dict(value).items()))
+    return _source_spec("imagebind", value, "a checkpoint path, None (official download), or a dict of ImageBind sizes")
 
 
 # ---------------------------------------------------------------- MAVL (asked for, never in a preset)
@@ -337,90 +254,64 @@ def _mavl_load_error(spec: _Spec, error: BaseException) -> ModelLoadError:
     )
 
 
-def _pretrained_processor(family: str, source: str) -> Any:
-    """The processor each family's own documentation loads (SAM-family segmenters: the image
-    processor, which also post-processes the masks); a video family's is its image family's."""
-    family = image_family(family)
-    if family == "audio-spectrogram-transformer":
-        return tf.ASTFeatureExtractor.from_pretrained(source)
-    if family in ("sam", "sam_hq"):
-        return tf.SamImageProcessor.from_pretrained(source)
-    if family in ("sam2", "edgetam"):
-        return tf.Sam2ImageProcessor.from_pretrained(source)
-    if family == "owlv2":
-        return tf.Owlv2ImageProcessor.from_pretrained(source)
-    if family in ("grounding-dino", "mm-grounding-dino"):
-        return tf.GroundingDinoProcessor(
-            image_processor=tf.GroundingDinoImageProcessor.from_pretrained(source),
-            tokenizer=tf.AutoTokenizer.from_pretrained(source),
-        )
-    if family == "sam3":
-        return tf.Sam3Processor.from_pretrained(source)
-    if family == "pe_audio_video":
-        return tf.PeAudioVideoProcessor.from_pretrained(source)
-    raise AssertionError(family)  # pragma: no cover
+_OWN_OVERRIDES = {"mavl": _mavl_spec, "imagebind": _imagebind_spec}
+"""The components that are no Hugging Face model, and how an override of each is read."""
 
 
 def _family_error(name: str, spec: _Spec, found: str) -> ModelLoadError:
-    accepted = list(FAMILIES[name]) + ([IMAGEBIND_BINDER] if name == "binder" else [])
+    accepted = accepted_names(name)
     return ModelLoadError(
-        f"could not load the {_COMPONENT_TITLES[name]} (component {name!r}) from {spec.describe()}: its config "
+        f"could not load the {COMPONENT_TITLES[name]} (component {name!r}) from {spec.describe()}: its config "
         f"says model_type {found!r}, and component {name!r} accepts {', '.join(repr(f) for f in accepted)}. "
         f"Pass a checkpoint of one of those families (e.g. load_models(..., {name}='/path/to/dir'))."
     )
 
 
+_OWN_REMEDIES = {
+    "imagebind": (
+        "pass a local checkpoint: load_models(..., imagebind='/path/to/imagebind_huge.pth'), or run once "
+        "with internet access so that the official checkpoint is downloaded and cached"
+    ),
+}
+"""How to get a component that is no Hugging Face model, when it could not be loaded."""
+
 
 def _load_error(name: str, spec: _Spec, error: BaseException) -> ModelLoadError:
-    title = _COMPONENT_TITLES[name]
-    if isinstance(error, ValueError) and spec.source is not None and os.path.isfile(_resolved(spec.source)):
+    title = COMPONENT_TITLES[name]
+    if isinstance(error, ValueError) and spec.source is not None and os.path.isfile(resolved_source(spec.source)):
         return BadCheckpointError(f"could not load the {title} (component {name!r}) from {spec.describe()}: {error}")
-    if name == "imagebind":
-        how = (
-            "pass a local checkpoint: load_models(..., imagebind='/path/to/imagebind_huge.pth'), or run once "
-            "with internet access so that the official checkpoint is downloaded and cached"
-        )
-    elif spec.source is not None and _HUB_ID.fullmatch(spec.source) and is_gated(error):
+    how = _OWN_REMEDIES.get(name) or (
+        "run once with internet access so that it is cached by Hugging Face (the cache lives under "
+        "HF_HOME, default ~/.cache/huggingface), set HF_HOME to a cache that already holds it, or pass a "
+        f"local directory saved with save_pretrained (model and processor): load_models(..., {name}='/path/to/dir')"
+    )
+    if name not in _OWN_REMEDIES and spec.source is not None and HUB_ID.fullmatch(spec.source) and is_gated(error):
         how = gated_remedy(spec.source)
-    else:
-        how = (
-            "run once with internet access so that it is cached by Hugging Face (the cache lives under "
-            "HF_HOME, default ~/.cache/huggingface), set HF_HOME to a cache that already holds it, or pass a "
-            f"local directory saved with save_pretrained (model and processor): load_models(..., {name}='/path/to/dir')"
-        )
     return ModelLoadError(
         f"could not load the {title} (component {name!r}) from {spec.describe()}: "
         f"{type(error).__name__}: {error}. To get it: {how}."
     )
 
 
-
 class Models:
     """The foundation models of cmsf, each loaded on first use and then kept.
 
-    Create with :func:`load_models`. Components (properties; the first access loads):
+    Create with :func:`load_models`. Components (properties; the first access loads): ``ast``,
+    ``grounding_dino``, ``sam``, ``owlv2``, ``sam3``: a :class:`Component` of the model and
+    processor classes of the family its checkpoint's config names (its entry of
+    :data:`cmsf.models.families.FAMILY_TABLE`; the paper's: ``ASTForAudioClassification``,
+    ``GroundingDinoForObjectDetection``, ``SamModel``, ``Owlv2ForObjectDetection`` of which only
+    the vision tower and the objectness and box heads are used, ``Sam3Model``); :meth:`family`
+    tells which. ``imagebind``: the :class:`cmsf.models.imagebind.ImageBind` module itself.
+    ``binder``: the audio-visual binder of the BIND step, the ImageBind module (the same object as
+    ``imagebind``) or a :class:`Component` (PE-AV), which :func:`cmsf.stages.binding.binder_of`
+    wraps in one interface. ``mavl``: the :class:`cmsf.models.mavl.MAVL` module itself, only when
+    :func:`load_models` was given ``mavl=`` (:attr:`proposer` is then ``"mavl"``). ``tracker``: a
+    :class:`Component` of a video family's own classes (``Sam2VideoModel`` or
+    ``EdgeTamVideoModel``, with ``Sam2VideoProcessor``), the video tracker of
+    :func:`cmsf.stages.tracking.track_masks`.
 
-    - ``ast``: :class:`Component` (``ASTForAudioClassification``, ``ASTFeatureExtractor``)
-    - ``grounding_dino``: :class:`Component` (``GroundingDinoForObjectDetection``,
-      ``GroundingDinoProcessor``)
-    - ``sam``: :class:`Component` (``SamModel``, ``SamImageProcessor``)
-    - ``owlv2``: :class:`Component` (``Owlv2ForObjectDetection``, ``Owlv2ImageProcessor``; only
-      the vision tower and the objectness and box heads are used)
-    - ``imagebind``: the ``cmsf.models.imagebind.ImageBind`` module itself
-    - ``sam3``: :class:`Component` (``Sam3Model``, ``Sam3Processor``), text-concept segmentation
-    - ``binder``: the audio-visual binder of the BIND step: the ImageBind module (the same object
-      as ``imagebind``) or :class:`Component` (``PeAudioVideoModel``, ``PeAudioVideoProcessor``);
-      :func:`cmsf.stages.binding.binder_of` wraps either in one interface
-    - ``mavl``: the :class:`cmsf.models.mavl.MAVL` module itself, only when :func:`load_models` was given
-      ``mavl=`` (:attr:`proposer` is then ``"mavl"``)
-    - ``tracker``: :class:`Component` (``Sam2VideoModel`` or ``EdgeTamVideoModel``,
-      ``Sam2VideoProcessor``), the video tracker of :func:`cmsf.stages.tracking.track_masks`
-
-    The ``grounding_dino`` and ``sam`` components are of the family their checkpoint's config
-    names (:data:`FAMILIES`): ``sam`` may be ``SamModel``, ``SamHQModel``, ``Sam2Model`` or
-    ``EdgeTamModel`` (processor: ``SamImageProcessor`` / ``Sam2ImageProcessor``), ``grounding_dino``
-    ``GroundingDinoForObjectDetection`` or ``MMGroundingDinoForObjectDetection``; :meth:`family`
-    tells which. Every model is in eval mode on :attr:`device` in :attr:`dtype`. :attr:`loaded` lists the
+    Every model is in eval mode on :attr:`device` in :attr:`dtype`. :attr:`loaded` lists the
     components loaded so far. A component that cannot be loaded raises :class:`ModelLoadError`
     at its first access.
     """
@@ -459,7 +350,7 @@ class Models:
 
     def spec(self, name: str) -> _Spec:
         """Where component ``name`` comes from, as given (nothing is loaded): ``kind``
-        (``"pretrained"``, ``"random"``, ``"imagebind"``, ``"absent"``), ``source``, ``size``,
+        (``"pretrained"``, ``"random"``, ``"component"``, ``"absent"``), ``source``, ``size``,
         ``sizes`` and ``family``."""
         return self._specs[self._check_name(name)]
 
@@ -519,15 +410,17 @@ class Models:
         """Which binder the BIND step uses, known without loading it: ``"imagebind"`` (the
         ``imagebind`` component) or ``"pe_audio_video"`` (PE-AV: the only family the ``binder``
         component loads besides ImageBind)."""
-        return IMAGEBIND_BINDER if self._specs["binder"].kind == IMAGEBIND_BINDER else "pe_audio_video"
+        spec = self._specs["binder"]
+        return spec.source if spec.kind == "component" else default_family("binder").name
 
     def family(self, name: str) -> str:
-        """The family of component ``name``: its config's ``model_type`` (``"imagebind"`` for
-        ImageBind and an ImageBind binder). Loads the component."""
+        """The family of component ``name``: its entry's name in the family table, the config's
+        own ``model_type`` (a hub video checkpoint of SAM 2.1 loaded as the segmenter: ``"sam2"``;
+        ``"imagebind"`` for ImageBind and an ImageBind binder). Loads the component."""
         loaded = self.get(name)
         if isinstance(loaded, ImageBind):
             return IMAGEBIND_BINDER
-        return str(loaded.model.config.model_type)
+        return loaded_family(name, loaded.model).name
 
     def get(self, name: str) -> Any:
         """Component ``name`` (one of :data:`COMPONENTS`), loading it on first use."""
@@ -557,50 +450,40 @@ class Models:
 
     def _load(self, name: str) -> Any:
         spec = self._specs[name]
-        if name == "imagebind":
-            return self._load_imagebind(spec)
-        if name == "mavl":
-            return self._load_mavl(spec)
-        if spec.kind == IMAGEBIND_BINDER:
-            return self.get("imagebind")
+        own = {"imagebind": self._load_imagebind, "mavl": self._load_mavl}.get(name)
+        if own is not None:
+            return own(spec)
+        if spec.kind == "component":
+            return self.get(spec.source)
         if spec.kind == "random":
             return self._load_random(name, spec)
         try:
-            family = str(tf.AutoConfig.from_pretrained(spec.source).model_type)
+            model_type = str(transformers.AutoConfig.from_pretrained(spec.source).model_type)
         except Exception as error:  # noqa: BLE001 - every failure becomes one clear error
             raise _load_error(name, spec, error) from error
-        if family not in FAMILIES[name]:
-            raise _family_error(name, spec, family)
-        model_class = _model_class(name, family)
+        family = family_of(name, model_type)
+        if family is None or family.model_class is None:
+            raise _family_error(name, spec, model_type)
         try:
-            with quiet_type_mismatch(family):  # a video checkpoint into its image class: expected
-                model = model_class.from_pretrained(spec.source, dtype=self._dtype)
+            with quiet_type_mismatch(model_type):  # a video checkpoint into its image class: expected
+                model = getattr(transformers, family.model_class).from_pretrained(spec.source, dtype=self._dtype)
             # the image config keeps the folder's model_type ('sam2_video') as an attribute: name its own
             model.config.model_type = type(model.config).model_type
-            if name == "tracker":
-                processor = tf.Sam2VideoProcessor.from_pretrained(spec.source)
-            else:
-                processor = _pretrained_processor(family, spec.source)
+            processor = load_processor(family, spec.source)
         except Exception as error:  # noqa: BLE001
             raise _load_error(name, spec, error) from error
         return Component(self._finish(model), processor)
 
     def _load_random(self, name: str, spec: _Spec) -> Component:
-        family = spec.family or _PAPER_FAMILIES[name]
-        model_class = _model_class(name, family)
-        seed = SEEDS.get(name, FAMILY_SEEDS.get(name))
-        if family in RANDOM_FAMILIES.get(name, ()):
-            config = family_config(name, family, spec.size)
-            model = build_random(lambda: model_class(config), seed, self._device)
-            soften_family(family, model)
-            processor = family_processor(name, family, spec.size, config)
-        else:
-            config = random_config(name, spec.size)
-            model = build_random(lambda: model_class(config), seed, self._device)
-            if spec.size == "tiny":
-                soften_tiny(name, model)
-            processor = random_processor(name, spec.size, config)
-        return Component(self._finish(model), processor)
+        family: Family = family_named(name, spec.family) if spec.family else default_family(name)
+        build, tiny = family.random, spec.size == "tiny"
+        config = build.config(spec.size)
+        model_class = getattr(transformers, family.model_class)
+        model = build_random(lambda: model_class(config), SEEDS.get(name, FAMILY_SEEDS.get(name)), self._device)
+        for soften in (build.soften, build.soften_tiny if tiny else None):
+            if soften is not None:
+                soften(model)
+        return Component(self._finish(model), build.processor(config, tiny))
 
     def _load_imagebind(self, spec: _Spec) -> nn.Module:
         if spec.kind == "random":
@@ -694,13 +577,11 @@ def load_models(
     return Models(specs, resolve_device(device), resolve_dtype(dtype), preset)
 
 
-
 def check_models(models: Any) -> Models:
     """``models`` itself after checking it is a :class:`Models` (what every stage takes)."""
     if not isinstance(models, Models):
         raise ValueError(f"models: expected a cmsf.models.loading.Models (see load_models), got {type(models).__name__}")
     return models
-
 
 
 def component_sources(preset: str, **overrides: Any) -> dict[str, str]:

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from cmsf.io.inputs import mixdown, resample
+from cmsf.models.families import families_of, family_named
 from cmsf.models.imagebind import ImageBind, imagebind_audio_inputs, imagebind_vision_inputs
 from cmsf.models.imagebind_text import imagebind_text_inputs
 from cmsf.models.loading import Component, Models, check_models
@@ -187,8 +188,10 @@ class BindScoring:
         return mode
 
 
-DEFAULT_BIND_MODES = {"imagebind": "softmax", "pe_audio_video": "calibrated"}
-"""The mode each binder (:attr:`cmsf.models.loading.Models.binder_kind`) is read with by default."""
+DEFAULT_BIND_MODES = {family.name: family.binder.bind_mode for family in families_of("binder")}
+"""The mode each binder (:attr:`cmsf.models.loading.Models.binder_kind`) is read with by default
+(its entry of :data:`cmsf.models.families.FAMILY_TABLE`): ImageBind ``"softmax"``, PE-AV
+``"calibrated"``."""
 
 
 def _uncalibrated(default_mode: str) -> str:
@@ -207,10 +210,10 @@ def check_bind_mode(models: Models, bind_mode: Optional[str]) -> str:
         ValueError: ``"calibrated"`` with ImageBind (no calibrated match logit); the message
             starts with ``bind_mode``.
     """
-    default = DEFAULT_BIND_MODES[models.binder_kind]
-    mode = default if bind_mode is None else bind_mode
-    if mode == "calibrated" and models.binder_kind == "imagebind":
-        raise ValueError(_uncalibrated(default))
+    binder = family_named("binder", models.binder_kind).binder
+    mode = binder.bind_mode if bind_mode is None else bind_mode
+    if mode == "calibrated" and not binder.calibrated:
+        raise ValueError(_uncalibrated(binder.bind_mode))
     return mode
 
 

@@ -19,8 +19,8 @@ from torchvision.ops import clip_boxes_to_image
 
 from cmsf.checks import check_unit
 from cmsf.io.inputs import Images, Prompts, as_image_list, as_prompt_lists, collapse_whitespace
+from cmsf.models.families import BERT_PHRASE_TOKENS, PhraseTokens, loaded_family
 from cmsf.models.loading import Models, check_models
-from cmsf.models.random_models import BERT_CLS, BERT_DOT, BERT_QUESTION, BERT_SEP
 
 
 @dataclass(frozen=True)
@@ -74,11 +74,12 @@ def _chunk_prompts(phrases: list[str], tokenizer, max_tokens: int) -> list[tuple
     return groups
 
 
-def _phrase_index_of_tokens(input_ids: Tensor) -> Tensor:
+def _phrase_index_of_tokens(input_ids: Tensor, tokens: PhraseTokens = BERT_PHRASE_TOKENS) -> Tensor:
     """``Tensor[R, N]`` int64: for each token, the index of the phrase it belongs to (phrases are
-    separated by ".", the text starts with [CLS]); -1 for [CLS], [SEP], delimiters, padding."""
-    delimiter = (input_ids == BERT_DOT) | (input_ids == BERT_QUESTION)
-    special = delimiter | (input_ids == BERT_CLS) | (input_ids == BERT_SEP) | (input_ids == 0)
+    separated by ".", the text starts with [CLS]); -1 for [CLS], [SEP], delimiters, padding.
+    ``tokens``: the ids of those (the grounding family's, :class:`cmsf.models.families.PhraseTokens`)."""
+    delimiter = torch.isin(input_ids, torch.tensor(tokens.delimiters, device=input_ids.device))
+    special = delimiter | (input_ids == tokens.cls) | (input_ids == tokens.sep) | (input_ids == tokens.pad)
     phrase = torch.cumsum(delimiter.long(), dim=1) - delimiter.long()
     return torch.where(special, torch.full_like(phrase, -1), phrase)
 
@@ -102,13 +103,14 @@ def _postprocess_grounding(
     sizes: Sequence[tuple[int, int]],
     box_threshold: float,
     text_threshold: float,
+    tokens: PhraseTokens = BERT_PHRASE_TOKENS,
 ) -> list[_GroundingRow]:
     """Per batch row ``r``: boxes and scores from the processor's
     ``post_process_grounded_object_detection`` with ``target_sizes`` = ``sizes[r]`` = (H, W) of
     that row's image (GroundingDINO's normalised boxes are relative to the unpadded image, so
     they scale by (W, H)), clipped to the image; the phrase of each box's most probable prompt
     token; and the box's phrase in GroundingDINO's sense (the prompt tokens with probability
-    > ``text_threshold``, without [CLS], [SEP], delimiters or padding)."""
+    > ``text_threshold``, without [CLS], [SEP], delimiters or padding: ``tokens``)."""
     results = processor.post_process_grounded_object_detection(
         outputs,
         input_ids=input_ids,
@@ -117,7 +119,7 @@ def _postprocess_grounding(
         target_sizes=[(int(h), int(w)) for h, w in sizes],
     )
     input_ids = input_ids.to(outputs.logits.device)
-    token_phrase = _phrase_index_of_tokens(input_ids)
+    token_phrase = _phrase_index_of_tokens(input_ids, tokens)
     num_tokens = token_phrase.shape[1]
     probabilities = torch.sigmoid(outputs.logits)
     rows = []
@@ -195,11 +197,10 @@ def ground(
         return [_empty_detections(device) for _ in image_list]
 
     model, processor = models.grounding_dino
+    tokens = loaded_family("grounding_dino", model).phrase_tokens
     max_tokens = int(getattr(model.config, "max_text_len", 256))
-    rows: list[tuple[int, int, list[str]]] = []  # (image index, first phrase index, phrases)
-    for i, phrases in enumerate(per_image):
-        for start, group in _chunk_prompts(phrases, processor.tokenizer, max_tokens):
-            rows.append((i, start, group))
+    chunks = [(i, _chunk_prompts(phrases, processor.tokenizer, max_tokens)) for i, phrases in enumerate(per_image)]
+    rows = [(i, start, group) for i, groups in chunks for start, group in groups]  # (image, first phrase, phrases)
     sizes = [(int(image_list[i].shape[1]), int(image_list[i].shape[2])) for i, _, _ in rows]
     # the processor pads the images of one call to a common size and the padding goes through
     # the backbone: one forward per image size, so an image's boxes do not depend on the others
@@ -220,7 +221,8 @@ def ground(
             # post-processing walks the boxes one by one: do it on the CPU after one transfer
             outputs = _GroundingOutputs(raw.logits.float().cpu(), raw.pred_boxes.float().cpu())
             results = _postprocess_grounding(
-                processor, outputs, inputs["input_ids"].cpu(), [size] * len(members), box_threshold, text_threshold
+                processor, outputs, inputs["input_ids"].cpu(), [size] * len(members), box_threshold, text_threshold,
+                tokens,
             )
             for r, result in zip(members, results):
                 row_results[r] = result

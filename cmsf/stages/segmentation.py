@@ -3,13 +3,14 @@ masks from a point grid (:func:`sam_masks` without boxes; segment-anything's
 ``SamAutomaticMaskGenerator`` semantics). Both embed each image once and share the geometry
 helpers below (point grid, stability score, mask bounds, logit upscaling).
 
-Families (the ``sam`` component's config ``model_type``, :data:`SEGMENTER_FAMILIES`): SAM
-(``SamModel``), SAM-HQ (``SamHQModel``), SAM 2 / 2.1 (``Sam2Model``) and EdgeTAM
-(``EdgeTamModel``). Each runs as its own transformers documentation runs it: its image
-processor prepares the images, prompts reach the model in the processor's coordinate frame and
-arithmetic, and the low-resolution logits go through its processor's ``post_process_masks``
-(SAM, SAM-HQ: upsample to the padded input, crop, upsample to the image; SAM 2, EdgeTAM:
-upsample straight to the image).
+Families (the ``sam`` component's families in :data:`cmsf.models.families.FAMILY_TABLE`,
+:data:`SEGMENTER_FAMILIES`): SAM (``SamModel``), SAM-HQ (``SamHQModel``), SAM 2 / 2.1
+(``Sam2Model``) and EdgeTAM (``EdgeTamModel``). Each runs as its own transformers documentation
+runs it: its image processor prepares the images, prompts reach the model in the processor's
+coordinate frame and arithmetic, and the low-resolution logits go through its processor's
+``post_process_masks`` (SAM, SAM-HQ: upsample to the padded input, crop, upsample to the image;
+SAM 2, EdgeTAM: upsample straight to the image). Where they differ is data of each family's
+entry (:class:`cmsf.models.families.SegmenterRecipe`).
 
 Conventions (as in the rest of cmsf): images are a list of ``Tensor[3, H, W]`` uint8 or PIL
 images, or one ``Tensor[B, 3, H, W]`` uint8; boxes are ``Tensor[K, 4]`` float32 in pixel
@@ -24,11 +25,11 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cmsf.checks import check_finite, check_positive_int, check_unit
 from cmsf.io.inputs import Images, as_image_list
+from cmsf.models.families import Family, SegmenterRecipe, families_of, family_named, loaded_family
 from cmsf.models.loading import Models, check_models
 from cmsf.models.memory import (
     MAX_IMAGES_PER_FORWARD,
@@ -38,8 +39,8 @@ from cmsf.models.memory import (
 )
 from cmsf.ops import check_boxes, nms
 
-SEGMENTER_FAMILIES = ("sam", "sam_hq", "sam2", "edgetam")
-"""The ``sam`` component's families (config ``model_type``) that :func:`sam_masks` runs."""
+SEGMENTER_FAMILIES = tuple(family.name for family in families_of("sam"))
+"""The ``sam`` component's families (their own config ``model_type``) that :func:`sam_masks` runs."""
 
 @dataclass(frozen=True)
 class MaskSet:
@@ -104,20 +105,6 @@ def mask_bounds(masks: Tensor) -> Tensor:
     boxes = torch.stack([x1, y1, x2, y2], dim=1).to(torch.float32)
     empty = ~rows.any(dim=1)
     return torch.where(empty[:, None], torch.zeros_like(boxes), boxes)
-
-
-def _upscale_logits(
-    low_res: Tensor, input_size: tuple[int, int], resized: tuple[int, int], original: tuple[int, int]
-) -> Tensor:
-    """SAM's mask post-processing: low-res logits ``Tensor[N, h, w]`` → upsample to the padded
-    model input (bilinear) → crop the resized image → upsample to the original ``(H, W)``.
-    Returns float32 logits ``Tensor[N, H, W]``."""
-    if low_res.shape[0] == 0:
-        return torch.zeros(0, *original, dtype=torch.float32, device=low_res.device)
-    x = F.interpolate(low_res.float()[:, None], size=input_size, mode="bilinear", align_corners=False)
-    x = x[..., : resized[0], : resized[1]]
-    x = F.interpolate(x, size=original, mode="bilinear", align_corners=False)
-    return x[:, 0]
 
 
 def _check_box_list(boxes: Any, count: int) -> list[Tensor]:
@@ -203,9 +190,8 @@ def sam_masks(
         return results  # type: ignore[return-value]
 
     model, processor = models.sam
-    family = str(model.config.model_type)
-    if family not in SEGMENTER_FAMILIES:  # pragma: no cover - load_models admits only these
-        raise ValueError(f"models: the sam component is a {family!r} model; sam_masks runs {SEGMENTER_FAMILIES}")
+    family = loaded_family("sam", model)
+    recipe = family.segmenter
     with torch.inference_mode():
         prepared = processor(
             images=[image_list[i].to(device) for i in needed], input_data_format="channels_first", return_tensors="pt"
@@ -215,11 +201,10 @@ def sam_masks(
         embeddings = _embed(model, family, pixel_values)
         for slot, i in enumerate(needed):
             original = (int(image_list[i].shape[1]), int(image_list[i].shape[2]))
-            if family in ("sam", "sam_hq"):
-                resized = tuple(int(v) for v in prepared["reshaped_input_sizes"][slot])
-            else:  # SAM 2's processor resizes to its square input, its prompts scale to it
-                resized = input_size
-            frame = _Frame(family, processor, input_size, resized, original)
+            # SAM 2's processor resizes to its square input, its prompts scale to it
+            reshaped = input_size if recipe.square_input else prepared["reshaped_input_sizes"][slot]
+            resized = tuple(int(v) for v in reshaped)
+            frame = _Frame(recipe, processor, input_size, resized, original)
             embedding = embeddings[slot]
             if box_list is not None:
                 results[i] = _masks_for_boxes(
@@ -235,10 +220,10 @@ def sam_masks(
 
 @dataclass(frozen=True)
 class _Frame:
-    """One image's geometry for a segmenter family: ``input_size`` the model input (H, W),
-    ``resized`` the image inside it, ``original`` the image's (H, W)."""
+    """One image's geometry for a segmenter family (``recipe``, its processor): ``input_size``
+    the model input (H, W), ``resized`` the image inside it, ``original`` the image's (H, W)."""
 
-    family: str
+    recipe: SegmenterRecipe
     processor: Any
     input_size: tuple[int, int]
     resized: tuple[int, int]
@@ -246,71 +231,61 @@ class _Frame:
 
     def to_model(self, coords: Tensor, boxes: bool) -> Tensor:
         """Pixel (x, y) pairs ``Tensor[..., 2]`` → the model's input frame, with the family
-        processor's arithmetic. SAM keeps cmsf's own (float32 boxes × float32 scale, float64
-        points: bit-identical with earlier cmsf releases; SamProcessor multiplies boxes in
-        float64, a difference of at most one float32 ulp of a coordinate); SAM-HQ's processor
-        scales in float64 and hands float64 to the model; SAM 2's scales float32 tensors by
-        ``target_size / old`` per axis."""
+        processor's arithmetic (:class:`cmsf.models.families.SegmenterRecipe`): SAM 2's scales
+        float32 tensors by ``target_size / old`` per axis; SAM's and SAM-HQ's scale by resized /
+        original in float64, boxes in the recipe's ``box_dtype`` (SAM: float32, bit-identical
+        with earlier cmsf releases)."""
         height, width = self.original
-        if self.family in ("sam", "sam_hq"):
-            scale = torch.tensor(
-                [self.resized[1] / width, self.resized[0] / height], dtype=torch.float64, device=coords.device
-            )
-            if self.family == "sam" and boxes:
-                return coords.to(torch.float32) * scale.float()
-            return coords.to(torch.float64) * scale
-        target = self.input_size[0]  # Sam2Processor.target_size: the square input side
-        out = coords.to(torch.float32).clone()
-        out[..., 0] = out[..., 0] * (target / width)
-        out[..., 1] = out[..., 1] * (target / height)
-        return out
+        if self.recipe.square_input:
+            target = self.input_size[0]  # Sam2Processor.target_size: the square input side
+            out = coords.to(torch.float32).clone()
+            out[..., 0] = out[..., 0] * (target / width)
+            out[..., 1] = out[..., 1] * (target / height)
+            return out
+        dtype = self.recipe.box_dtype if boxes else torch.float64
+        scale = [self.resized[1] / width, self.resized[0] / height]
+        scale = torch.tensor(scale, dtype=torch.float64, device=coords.device)
+        return coords.to(dtype) * scale.to(dtype)
 
     def upscale(self, low_res: Tensor) -> Tensor:
         """Low-resolution logits ``Tensor[N, h, w]`` → float32 logits at the image's (H, W),
-        as the family's ``post_process_masks`` (without binarising) computes them."""
-        if self.family == "sam":
-            return _upscale_logits(low_res, self.input_size, self.resized, self.original)
+        as the family's ``post_process_masks`` (without binarising) computes them: SAM's and
+        SAM-HQ's also take the resized size (upsample to the padded input, crop, upsample)."""
         if low_res.shape[0] == 0:
             return torch.zeros(0, *self.original, dtype=torch.float32, device=low_res.device)
-        if self.family == "sam_hq":
-            (logits,) = self.processor.post_process_masks(
-                [low_res.float()[:, None]], [self.original], [self.resized], binarize=False
-            )
-        else:
-            (logits,) = self.processor.post_process_masks([low_res.float()[:, None]], [self.original], binarize=False)
+        sizes = [[self.original]] + ([] if self.recipe.square_input else [[self.resized]])
+        (logits,) = self.processor.post_process_masks([low_res.float()[:, None]], *sizes, binarize=False)
         return logits[:, 0]
 
 
-def _embed(model: nn.Module, family: str, pixel_values: Tensor) -> list[dict[str, Any]]:
+def _embed(model: nn.Module, family: Family, pixel_values: Tensor) -> list[dict[str, Any]]:
     """The image encoder over ``pixel_values`` (in chunks of :func:`encoder_chunk` images),
-    returned as one dict of the decoder's image inputs per image: ``image_embeddings`` (SAM 2,
-    EdgeTAM: the list of feature levels) and, for SAM-HQ, ``intermediate_embeddings``."""
+    returned as one dict of the decoder's image inputs per image, as the family's recipe names
+    them (``family.segmenter.embeddings``): ``image_embeddings`` (SAM 2, EdgeTAM: the list of
+    feature levels) and, for SAM-HQ, ``intermediate_embeddings``."""
     per_image: list[dict[str, Any]] = []
-    for chunk in pixel_values.split(encoder_chunk(model, family, pixel_values.device)):
+    recipe = family.segmenter
+    for chunk in pixel_values.split(encoder_chunk(model, family.name, pixel_values.device)):
         out = model.get_image_embeddings(chunk)
+        parts = out if len(recipe.embeddings) > 1 else (out,)
         for k in range(chunk.shape[0]):
-            if family == "sam":
-                per_image.append({"image_embeddings": out[k : k + 1]})
-            elif family == "sam_hq":
-                embedding, intermediate = out
-                per_image.append(
-                    {
-                        "image_embeddings": embedding[k : k + 1],
-                        "intermediate_embeddings": [level[k : k + 1] for level in intermediate],
-                    }
-                )
-            else:
-                per_image.append({"image_embeddings": [level[k : k + 1] for level in out]})
+            per_image.append(
+                {
+                    key: [level[k : k + 1] for level in part] if levels else part[k : k + 1]
+                    for (key, levels), part in zip(recipe.embeddings, parts)
+                }
+            )
     return per_image
 
 
 def encoder_chunk(model: nn.Module, family: str, device: torch.device) -> int:
-    """Images per forward of the SAM-family image encoder: a video's frames go together, in chunks
-    this size. SAM and SAM-HQ: as many as fit the free memory of a CUDA ``device``
+    """Images per forward of the image encoder of a ``family`` segmenter (the family's name): a
+    video's frames go together, in chunks this size. A family whose recipe says
+    ``encoder_fits_memory`` (SAM, SAM-HQ): as many as fit the free memory of a CUDA ``device``
     (:func:`cmsf.models.memory.images_per_forward` of
     :func:`cmsf.models.memory.sam_encoder_bytes_per_image`; ViT-H in float32 ≈ 3.2 GiB an image);
     otherwise, and on the CPU, :data:`cmsf.models.memory.MAX_IMAGES_PER_FORWARD`."""
-    if family not in ("sam", "sam_hq"):
+    if not family_named("sam", family).segmenter.encoder_fits_memory:
         return MAX_IMAGES_PER_FORWARD
     dtype = next(model.parameters()).dtype
     per_image = sam_encoder_bytes_per_image(model.config.vision_config, dtype)
@@ -357,7 +332,7 @@ def _filter_point_masks(
     Args:
         low_res: ``Tensor[N, h, w]`` mask logits as the decoder gives them; iou: ``Tensor[N]``
             predicted IoU; points: ``Tensor[N, 2]`` the prompt of each mask.
-        upscale: logits → logits at image resolution (:func:`_upscale_logits`).
+        upscale: logits → logits at image resolution (the family's ``post_process_masks``).
 
     Returns:
         ``(masks, iou, stability, points)`` of the masks with iou > ``pred_iou_threshold``

@@ -29,12 +29,14 @@ import torch
 from torch import Tensor
 
 from cmsf.io.inputs import Images, as_image_list, as_mask
+from cmsf.models.families import families_of
 from cmsf.models.loading import Models, check_models
 
 __all__ = ["TRACKER_FAMILIES", "TrackedMasks", "check_prompts", "track_masks"]
 
-TRACKER_FAMILIES = ("sam2_video", "edgetam_video")
-"""The ``tracker`` component's families (config ``model_type``) that :func:`track_masks` runs."""
+TRACKER_FAMILIES = tuple(family.name for family in families_of("tracker"))
+"""The ``tracker`` component's families (config ``model_type``, from
+:data:`cmsf.models.families.FAMILY_TABLE`) that :func:`track_masks` runs."""
 
 
 @dataclass(frozen=True)
