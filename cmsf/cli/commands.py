@@ -283,6 +283,15 @@ def eval_command(
     from cmsf.runs.sweep import run_sweep, sweep_lines, sweep_rows
 
     media_warnings_on_stderr()
+    labels = None  # AVSS: the class decision's label_threshold is swept beside the pipeline's keys
+    if subset == "avss" and pipeline is not None:
+        from cmsf.runs.avss_sweep import split_label_sweep
+
+        try:
+            pipeline_sweeps, labels = split_label_sweep(sweeps)
+        except ValueError as error:
+            raise click.BadParameter(str(error), param_hint="--sweep") from None
+        sweeps = tuple(pipeline_sweeps)
     swept = parse_pairs(sweeps, "--sweep")  # the swept keys get no tiny default (a sweep gives them)
     thresholds = pipeline_settings(pipeline, settings, preset, swept) if pipeline is not None else None
     grid = sweep_grid(thresholds, sweeps, settings) if sweeps and thresholds is not None else {}
@@ -298,8 +307,14 @@ def eval_command(
     )  # fmt: skip
     split_option = {"split": "--split"}  # a split the csv does not have is a usage error
     if subset == "avss":
-        if sweeps:
-            raise click.UsageError("--sweep: not available for --subset avss yet")
+        if sweeps or labels is not None:
+            from cmsf.runs.avss_sweep import run_avss_sweep
+
+            with data_errors(options={**split_option, "label_threshold": "--sweep", "pipeline": "--pipeline"}):
+                summary = run_avss_sweep(root, out_dir, grid=grid, labels=labels, label_threshold=label_threshold,
+                                         **run_args)  # fmt: skip
+            click.echo("\n".join(sweep_lines(summary)))
+            return
         from cmsf.runs.avss_eval import avss_scores_line, evaluate_avss
 
         with data_errors(options=split_option):

@@ -71,7 +71,9 @@ def _tag_classes(frame: FrameEvidence) -> dict[str, int]:
     return out
 
 
-def _tagged_labels(frame: FrameEvidence) -> tuple[Tensor, Tensor]:
+def tagged_labels(frame: FrameEvidence) -> tuple[Tensor, Tensor]:
+    """An AT pipeline's frame: the class (``Tensor[K'] int64``) and score (``Tensor[K'] float32``)
+    of each of its K' kept masks, in kept order (the module docstring's rule)."""
     kept = torch.nonzero(frame.kept).flatten().tolist()
     table = _tag_classes(frame)
     classes = torch.tensor([table.get(frame.phrases[k], 0) for k in kept], dtype=torch.int64)
@@ -132,7 +134,13 @@ def semantic_frames(
         audio = binder_of(models).embed_audio(video.segments, video.sample_rate)
         labels = _bind_labels(evidence, video.images, audio, text, models, threshold, crop_background)
     else:
-        labels = [_tagged_labels(frame) for frame in evidence]
+        labels = [tagged_labels(frame) for frame in evidence]
+    return labelled_frames(evidence, labels)
+
+
+def labelled_frames(evidence: Sequence[FrameEvidence], labels: Sequence[tuple[Tensor, Tensor]]) -> SemanticFrames:
+    """The :class:`SemanticFrames` of a video whose frame t keeps the masks ``evidence[t]`` keeps,
+    labelled ``labels[t]`` (``(classes Tensor[K'] int64, scores Tensor[K'] float)``, in kept order)."""
     maps = torch.stack([
         class_map(frame.masks[frame.kept.bool()].cpu(), classes, scores)
         for frame, (classes, scores) in zip(evidence, labels)

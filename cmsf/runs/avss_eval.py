@@ -26,7 +26,7 @@ import csv
 import io
 import time
 from contextlib import closing
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence
@@ -41,6 +41,7 @@ from cmsf.pipelines.settings import BIND_SETTINGS, PipelineSettings, resolve_set
 from cmsf.pipelines.semantic import BIND_PIPELINES, class_texts, semantic_frames
 from cmsf.runs.evaluate import claim_run_folder, report_failures
 from cmsf.runs.progress import Progress, no_log, no_progress
+from cmsf.runs.records import run_record, run_summary
 from cmsf.runs.runner import Job, run_jobs
 from cmsf.semantic_metrics import DEFAULT_BATCH_SIZE, SemanticTotals, VideoFigures
 
@@ -178,11 +179,9 @@ def _run_pipeline(
 ) -> tuple[int, dict[str, str]]:
     """Claim ``out_dir`` for ``run`` (run.json) and segment the videos whose predictions are not
     all there; returns how many were computed and the failures."""
-    record = run.models.record()
-    config = {"subset": "avss", "split": run.split, "pipeline": run.pipeline, "preset": record["preset"],
-              "dtype": record["dtype"], "settings": asdict(run.settings), "models": record["models"],
-              "label_threshold": run.label_threshold}  # fmt: skip
-    claim_run_folder(out_dir, config)
+    config = run_record("avss-eval", run.pipeline, run.models, run.settings, subset="avss", split=run.split,
+                        label_threshold=run.label_threshold)  # fmt: skip
+    claim_run_folder(out_dir, config, root)
     remove_stale_temporaries(out_dir)
     todo = [v for v in videos if not avss.is_complete(out_dir / "pred_masks", v)]
     log(f"AVSS {run.split}: {len(videos)} videos, {len(videos) - len(todo)} already done, "
@@ -238,7 +237,6 @@ def evaluate_avss(
     _check_files(root, videos, None if pred_dir is None else predictions)
     with claim_folder(out_dir):
         computed, failures = 0, {}
-        record = models.record() if pipeline is not None and models is not None else None
         if pipeline is not None:
             assert models is not None and settings is not None
             run = PipelineRun(
@@ -249,24 +247,30 @@ def evaluate_avss(
         totals, rows, read_failures = score_split(root, scored, predictions, resize=resize_pred,
                                                   batch_size=batch_size, progress=progress)  # fmt: skip
         report_failures(out_dir, {**failures, **read_failures}, len(videos))
-        summary = {
-            **totals.summary(),
-            "label_threshold": label_threshold if pipeline is not None else None,
-            "videos": len(rows), "subset": "avss", "split": split, "pipeline": pipeline,
-            "settings": asdict(settings) if settings is not None and pipeline is not None else None,
-            "preset": record["preset"] if record else None, "dtype": record["dtype"] if record else None,
-            "device": str(models.device) if record and computed else None,
-            "root": str(root), "pred_dir": str(predictions), "limit": limit, "batch_size": batch_size,
-            "computed": computed, "reused": len(videos) - computed,
-            "off_palette_pixels": {"gt": sum(r["off_palette_gt"] for r in rows),
-                                   "pred": sum(r["off_palette_pred"] for r in rows)},
-            "elapsed_s": round(time.perf_counter() - started, 3),
-        }  # fmt: skip
+        summary = run_summary(
+            {**totals.summary(), "videos": len(rows)}, subset="avss", split=split, pipeline=pipeline,
+            models=models if pipeline is not None else None, settings=settings if pipeline is not None else None,
+            root=root, pred_dir=predictions, limit=limit, computed=computed, started=started,
+        )  # fmt: skip
+        summary.update(avss_extras(label_threshold if pipeline is not None else None, batch_size, rows))
         classes = [{"index": c, "name": names[c], **row} for c, row in enumerate(totals.per_class())]
         atomic_write_text(out_dir / "per_video.csv", table_csv(rows, VIDEO_COLUMNS))
         atomic_write_text(out_dir / "per_class.csv", table_csv(classes, CLASS_COLUMNS))
         atomic_write_json(out_dir / "summary.json", summary)
         return summary
+
+
+def avss_extras(label_threshold: Optional[float], batch_size: int, rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """What an AVSS ``summary.json`` holds beyond :func:`~cmsf.runs.records.run_summary`'s: the
+    class decision's threshold (None without a pipeline), the reference's batch size (videos per
+    batch) and the off-palette pixels of the ground truth and the predictions (``rows`` of
+    ``per_video.csv``)."""
+    return {
+        "label_threshold": label_threshold,
+        "batch_size": batch_size,
+        "off_palette_pixels": {"gt": sum(r["off_palette_gt"] for r in rows),
+                               "pred": sum(r["off_palette_pred"] for r in rows)},
+    }  # fmt: skip
 
 
 def avss_scores_line(summary: Mapping[str, Any]) -> str:

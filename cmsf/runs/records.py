@@ -22,6 +22,7 @@ from cmsf.pipelines.settings import PipelineSettings
 
 RECORD_LAYOUTS: dict[str, tuple[str, ...]] = {
     "eval": ("subset", "split", "pipeline", "preset", "dtype", "settings", "models"),
+    "avss-eval": ("subset", "split", "pipeline", "preset", "dtype", "settings", "models", "label_threshold"),
     "sweep": ("subset", "split", "pipeline", "preset", "dtype", "models", "sweep"),
     "sweep-result": (
         "subset", "split", "pipeline", "preset", "dtype", "models", "sweep", "root", "grid", "fixed", "settings"
@@ -32,7 +33,8 @@ RECORD_LAYOUTS: dict[str, tuple[str, ...]] = {
 }
 """The entries of each record, in order:
 
-- ``eval``: ``run.json`` of a ``cmsf eval`` run (a resume must match it);
+- ``eval``: ``run.json`` of a ``cmsf eval`` run (a resume must match it); ``avss-eval`` that of
+  ``cmsf eval --subset avss``, with the class decision's ``label_threshold``;
 - ``sweep``: what a sweep's ``run.json`` must match on a resume (``"sweep": True``), and
   ``sweep-result`` what it holds: that, the data root (resolved, checked by
   :func:`cmsf.runs.evaluate.claim_run_folder`), the grid, the fixed settings and the best row's
@@ -48,7 +50,8 @@ def run_record(
     """The record ``layout`` (a key of :data:`RECORD_LAYOUTS`) of a run of ``pipeline`` on
     ``models`` (nothing is loaded) with ``settings`` (recorded as ``dataclasses.asdict``, None as
     None); ``context`` gives the other entries the layout names (``subset``, ``split``, ``input``,
-    ``num_frames``, ``fps``, ``sweep``, ``root``, ``grid``, ``fixed``) and may replace ``settings``.
+    ``num_frames``, ``fps``, ``sweep``, ``root``, ``grid``, ``fixed``, ``label_threshold``) and may
+    replace ``settings``.
 
     Raises:
         ValueError: an unknown layout, or an entry of it neither computed nor in ``context``.
