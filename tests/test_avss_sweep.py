@@ -138,6 +138,10 @@ def test_owod_bind_rows_equal_separate_runs_and_a_later_sweep_loads_no_model(
     record = json.loads((sweep_dir / "run.json").read_text())
     assert record["label_threshold"] == float(best["label_threshold"]) and Path(record["root"]).is_absolute()
 
+    assert run("report", sweep_dir).exit_code == 0  # the grid as a heat map, under the oracle warning
+    text = (sweep_dir / "report.html").read_text()
+    assert 'class="banner oracle"' in text and "miou heat map" in text and "<h2>Per class</h2>" in text
+
     monkeypatch.setattr(loading, "load_models", lambda *args, **kwargs: lazy)  # the separate runs
     check_rows(release, "owod-bind", sweep_dir, tmp_path, ("bind_threshold", "label_threshold"))
 

@@ -258,7 +258,8 @@ def eval_command(
 
     With --sweep (and --pipeline): writes OUT/sweep.csv (one row per setting, the best marked)
     and the run of the best setting; a later sweep on OUT reuses the cache. Tune on val, report
-    test: a sweep on the test split is an oracle figure, not a result.
+    test: a sweep on the test split is an oracle figure, not a result. With --subset avss, a BIND
+    pipeline's label_threshold (the class decision's) can be swept too: --sweep label_threshold=0,0.1.
 
     \b
     Examples:

@@ -2,7 +2,8 @@
 (AVSS runs here, S4 / MS3 runs by :mod:`cmsf.runs.report`).
 
 An AVSS report shows the run's official figures and every variant, its settings, a per-class
-table (``per_class.csv``: IoU, F and frame count per class, sortable), the best and worst videos
+table (``per_class.csv``: IoU, F and frame count per class, sortable), a sweep's grid
+(``sweep.csv``: curves or heat map, as :mod:`cmsf.runs.report` draws them), the best and worst videos
 as strips of frame / ground-truth colour mask / predicted colour mask in the AVSS palette with
 each frame's mean IoU over the classes present in it, and a sortable table of every video. It
 reads what the run wrote and, for the strips, the release under the run's root (or ``root``);
@@ -127,6 +128,8 @@ def build_avss_report(run_dir: Path, *, root: Optional[Path] = None, examples: i
     summary = report._read_json(run_dir / "summary.json")
     rows = report._read_csv(run_dir / "per_video.csv", ("uid", "label", "miou", "fscore"))
     classes = report._read_csv(run_dir / "per_class.csv", ("index", "name", "iou", "fscore", "frames"))
+    sweep_path = run_dir / "sweep.csv"  # a sweep's grid (cmsf.runs.avss_sweep): curves or heat map, as S4's
+    sweep = report._sweep_section(summary, report._read_csv(sweep_path, ("miou", "fscore"))) if sweep_path.is_file() else ""
     what = summary.get("pipeline") or "predictions"
     title = f'{what} on AVSBench-semantic {summary.get("split", "")}'
     headers = [(c, c) for c in report.row_names(rows)]
@@ -136,7 +139,7 @@ def build_avss_report(run_dir: Path, *, root: Optional[Path] = None, examples: i
     parts = [
         f"<main><h1>{html.escape(title)}</h1>",
         report._tag("p", html.escape(f"{len(rows)} videos · cmsf report of {run_dir}"), class_="sub"),
-        _cards(summary), report._settings_section(summary), _class_table(classes),
+        _cards(summary), sweep, report._settings_section(summary), _class_table(classes),
         _strips(summary, rows, run_dir, root, examples),
         f'<h2>Videos ({len(rows)})</h2><div class="scroll">{report._table(headers, cells)}</div></main>',
     ]  # fmt: skip
