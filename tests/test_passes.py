@@ -243,7 +243,7 @@ def test_run_records_have_their_layouts(models, tmp_path, monkeypatch):
     settings = OwodBindSettings(bind_threshold=0.4)
     common = {"pipeline": "owod-bind", **models.record()}
     context = {"subset": "s4", "split": "val", "num_frames": 5, "fps": None, "input": "x.mp4", "sweep": True,
-               "root": "/data/AVSBench", "grid": {"box_threshold": [0.1]}, "fixed": {}}  # fmt: skip
+               "root": "/data/AVSBench", "grid": {"box_threshold": [0.1]}, "fixed": {}, "label_threshold": 0.2}  # fmt: skip
     values = {**common, "device": "cpu", "settings": asdict(settings), **context}
     for layout, keys in RECORD_LAYOUTS.items():
         record = run_record(layout, "owod-bind", models, settings, **context)
