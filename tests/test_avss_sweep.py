@@ -200,6 +200,9 @@ def test_label_sweep_parsing_and_refusals(tiny) -> None:
         (0.5, 0.0), (0.5, 0.3), (0.6, 0.0), (0.6, 0.3)
     ]  # fmt: skip
     assert plan.keys == ["bind_threshold", "label_threshold"] and len(plan.sweep.passes) == 1
+    fixed = plan_avss_sweep("owod-bind", {"bind_threshold": [0.5, 0.6]}, None, None, tiny, label_threshold=0.2)
+    assert [r.label_threshold for r in fixed.rows] == [0.2, 0.2] and fixed.keys == ["bind_threshold"]
+    assert fixed.sweep.fixed == {"label_threshold": 0.2}
 
 
 def test_usage_errors_before_anything_runs(release, tmp_path) -> None:
