@@ -111,6 +111,8 @@ def test_owod_bind_tracked_sweep_rows_equal_separate_runs_masks_and_evidence(
     cache = read_cache(path, _identity(sweep_dir), OwodBindTrackedSettings)
     assert [part.compute.bind_threshold for part in cache.parts] == [0.1, 0.12]
     assert all(part.tracks is not None and part.frames == [] for part in cache.parts)
+    assert run("report", sweep_dir).exit_code == 0  # the best row's strips show its tracks
+    assert "tracks 1" in (sweep_dir / "report.html").read_text()
 
 
 def test_a_later_sweep_of_free_keys_reads_the_cached_tracks_without_a_model(mini, tmp_path, shared_models, one_thread, monkeypatch):
