@@ -25,9 +25,10 @@ SUBSETS = ("s4", "ms3")
 SWEEP_HELP = (
     "Free keys (scored from the cache, the models run once): owod-bind: box_threshold (≥ the lowest swept), "
     "bind_threshold, bind_mode; sam-bind: pred_iou_threshold (≥ the lowest swept), bind_threshold, bind_mode; "
-    "at-gdino-sam: box_threshold (≥ the lowest swept), text_threshold. The AT pipelines' tag_threshold reruns "
-    "GroundingDINO and SAM (SAM 3) only: AST tags are cached; any other key reruns the models once per value. "
-    "The tracked pipelines are not swept yet."
+    "at-gdino-sam: box_threshold (≥ the lowest swept), text_threshold; owod-bind-tracked: temporal_window, "
+    "track_threshold; sam-bind-tracked: temporal_window, track_threshold. The AT pipelines' tag_threshold reruns "
+    "GroundingDINO and SAM (SAM 3) only: AST tags are cached; any other key reruns the models once per value "
+    "(a tracked pipeline's: the per-frame candidates, the tracker and the binder)."
 )
 """``cmsf eval --sweep``'s help: :func:`cmsf.runs.sweep.free_keys_help` (from the settings' sweep
 metadata) as text, which the tests check equal."""

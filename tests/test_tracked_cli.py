@@ -117,11 +117,3 @@ def test_segment_many_batches_tracked_videos_as_each_alone(tmp_path):
         for track, reference in zip(got["tracks"], expected["tracks"]):
             assert track["bind_scores"] == pytest.approx(reference["bind_scores"], abs=1e-4)
         assert [f["mask_pixels"] for f in got["frames"]] == [f["mask_pixels"] for f in expected["frames"]]
-
-
-def test_a_sweep_of_a_tracked_pipeline_is_refused_up_front(tmp_path):
-    mini = make_avsbench(tmp_path / "avsbench")
-    result = run("eval", "--root", mini.root, "--subset", "s4", "-p", "sam-bind-tracked", "--preset", "tiny",
-                 "--out", tmp_path / "o", "--sweep", "track_threshold=0.2,0.3")  # fmt: skip
-    assert result.exit_code == 2 and "sam-bind-tracked is not swept yet" in result.output
-    assert not (tmp_path / "o").exists()

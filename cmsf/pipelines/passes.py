@@ -2,6 +2,8 @@
 with several settings over one batch of videos, each video asking for the settings it needs
 (:class:`PassRequest`), for a threshold sweep that selects many settings from few model runs
 (:mod:`cmsf.runs.sweep`; the dataset runner's :func:`~cmsf.runs.runner.run_passes` runs it).
+A tracked pipeline's pass is its model stage, :func:`~cmsf.pipelines.tracked.tracked_candidates`:
+each video's tracks (:class:`~cmsf.pipelines.tracked.VideoTracks`) before the sounding threshold.
 
 Every model sees the videos of the batch that need a pass in one call per pass. The AT pipelines'
 audio tags are computed once per video, at the request's ``tag_threshold`` (the lowest of its
@@ -13,17 +15,22 @@ stage run with its settings alone.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional, Sequence, Union
 
 import torch
 
 from cmsf.models.loading import Models
 from cmsf.pipelines.per_frame import PIPELINE_STAGES, find_tagged_concepts, ground_tagged_frames, tag_videos
 from cmsf.pipelines.results import FrameCandidates, VideoInput
-from cmsf.pipelines.settings import PipelineSettings, TaggedSettings
+from cmsf.pipelines.settings import PipelineSettings, TaggedSettings, TrackedSettings
+from cmsf.pipelines.tracked import TRACKED_PIPELINES, VideoTracks, tracked_candidates
 
 Tags = list[tuple[str, float]]
 """One frame's audio tags: (label, probability), most probable first."""
+
+PassOutput = Union[list[FrameCandidates], VideoTracks]
+"""One video's output of one pass: a per-frame pipeline's candidates, one
+:class:`~cmsf.pipelines.results.FrameCandidates` per frame, or a tracked pipeline's tracks."""
 
 TAGGED_STAGES: dict[str, Callable[..., list[list[FrameCandidates]]]] = {
     "at-gdino-sam": ground_tagged_frames,
@@ -53,11 +60,11 @@ class PassRequest:
 
 @dataclass
 class PassCandidates:
-    """What a :class:`PassRequest` got: ``parts``, each pass's settings with its candidates (one
-    :class:`~cmsf.pipelines.results.FrameCandidates` per frame), in the request's order, and, for a
+    """What a :class:`PassRequest` got: ``parts``, each pass's settings with its output
+    (:data:`PassOutput`), in the request's order, and, for a
     tagged pipeline whose tags were computed here, ``tags`` (at the request's ``tag_threshold``)."""
 
-    parts: list[tuple[PipelineSettings, list[FrameCandidates]]] = field(default_factory=list)
+    parts: list[tuple[PipelineSettings, PassOutput]] = field(default_factory=list)
     tags: Optional[list[Tags]] = None
 
 
@@ -91,9 +98,12 @@ def _run_pass(
     tags: Optional[Sequence[list[Tags]]],
     models: Models,
     compute: PipelineSettings,
-) -> list[list[FrameCandidates]]:
+) -> Sequence[PassOutput]:
     """One pass of the model stage over ``videos`` (for a tagged pipeline: after tagging, each
-    video's ``tags`` selected at ``compute.tag_threshold``)."""
+    video's ``tags`` selected at ``compute.tag_threshold``; a tracked one: its tracks)."""
+    if pipeline in TRACKED_PIPELINES:
+        assert isinstance(compute, TrackedSettings)
+        return tracked_candidates(videos, models, compute)
     if pipeline not in TAGGED_STAGES:
         return PIPELINE_STAGES[pipeline].candidates(videos, models, compute)
     assert tags is not None and isinstance(compute, TaggedSettings)
@@ -116,7 +126,7 @@ def candidates_of_passes(
         raise ValueError(f"requests: expected one per video ({len(videos)}), got {len(requests)}")
     tagged = pipeline in TAGGED_STAGES
     tags = _batch_tags(videos, requests, models) if tagged else None
-    found: list[dict[PipelineSettings, list[FrameCandidates]]] = [{} for _ in videos]
+    found: list[dict[PipelineSettings, PassOutput]] = [{} for _ in videos]
     for compute in dict.fromkeys(p for request in requests for p in request.passes):
         indices = [i for i, request in enumerate(requests) if compute in request.passes]
         batch_tags = [tags[i] for i in indices] if tags is not None else None

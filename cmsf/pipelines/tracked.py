@@ -81,6 +81,7 @@ __all__ = [
     "select_tracks",
     "smooth_scores",
     "tracked_candidates",
+    "tracked_result",
 ]
 
 TRACKED_PIPELINES: Mapping[str, str] = {"owod-bind-tracked": "owod-bind", "sam-bind-tracked": "sam-bind"}
@@ -326,13 +327,23 @@ def run_tracked_videos(
     if not videos:
         return []
     sources = models.sources()
-    results = []
-    for video, tracks in zip(videos, tracked_candidates(videos, models, settings)):
-        frames, evidence = select_tracks(tracks, settings)
-        height, width = video.frame_size
-        masks = torch.stack([f.union(height, width) for f in frames])
-        results.append(SegmentationResult(pipeline, masks, frames, settings, dict(sources), evidence))
-    return results
+    return [
+        tracked_result(tracks, settings, video.frame_size, sources)
+        for video, tracks in zip(videos, tracked_candidates(videos, models, settings))
+    ]
+
+
+def tracked_result(
+    tracks: VideoTracks, settings: TrackedSettings, frame_size: tuple[int, int], sources: Mapping[str, str]
+) -> SegmentationResult:
+    """The result of ``settings.pipeline`` on one video from its tracks (:func:`select_tracks`, no
+    model): the frame masks (``Tensor[T, H, W]`` bool, ``frame_size = (H, W)`` pixels) are the
+    union of the sounding tracks'. A sweep (:mod:`cmsf.runs.sweep`) selects its rows with it from
+    cached tracks, as a run does from fresh ones."""
+    frames, evidence = select_tracks(tracks, settings)
+    height, width = frame_size
+    masks = torch.stack([f.union(height, width) for f in frames])
+    return SegmentationResult(settings.pipeline, masks, frames, settings, dict(sources), evidence)
 
 
 def _run_one(

@@ -17,7 +17,9 @@ A file is a numpy ``.npz`` archive (deflate-compressed), read with ``allow_pickl
     p{i}_visual   float32 [ΣK, D]   binder embeddings of the proposals (BIND pipelines)
     p{i}_audio    float32 [T, D]    binder embeddings of the audio segments (BIND pipelines)
 
-Part ``i`` is one model pass (its ``compute`` settings); ``tags`` are AT-GDINO-SAM's audio tags at
+Part ``i`` is one model pass (its ``compute`` settings); a tracked pipeline's part holds its tracks
+instead of per-frame candidates (:mod:`cmsf.runs.cache_tracks`: no boxes, ``"tracks"`` in its
+header entry instead of ``"counts"``); ``tags`` are AT-GDINO-SAM's audio tags at
 the lowest tag threshold computed, which any stricter threshold selects from. Everything is stored
 exactly (float32 as computed), so a selection from the cache equals one from the models' output.
 Before compression a file takes about ``T·D·4 + Σ_parts ΣK·(⌈H·W/8⌉ + 4·D + 20)`` bytes plus the
@@ -40,8 +42,11 @@ import numpy as np
 import torch
 
 from cmsf.io.files import atomic_write_bytes
+from cmsf.pipelines.passes import PassOutput
 from cmsf.pipelines.results import FrameCandidates
 from cmsf.pipelines.settings import PipelineSettings
+from cmsf.pipelines.tracked import VideoTracks
+from cmsf.runs.cache_tracks import check_track_part, decode_tracks, is_track_part, track_arrays, track_meta
 from cmsf.stages.binding import BindScoring
 
 FORMAT = 1
@@ -53,10 +58,17 @@ Tags = list[tuple[str, float]]
 @dataclass
 class CachePart:
     """One model pass over a video: the settings it ran with (``compute``, the pipeline's
-    settings object) and its candidates, one :class:`~cmsf.pipelines.per_frame.FrameCandidates` per frame."""
+    settings object) and its candidates, one :class:`~cmsf.pipelines.per_frame.FrameCandidates` per frame,
+    or for a tracked pipeline its ``tracks`` (``frames`` empty)."""
 
     compute: PipelineSettings
     frames: list[FrameCandidates]
+    tracks: Optional[VideoTracks] = None
+
+    @classmethod
+    def of(cls, compute: PipelineSettings, output: PassOutput) -> CachePart:
+        """The part of a pass's output (:data:`~cmsf.pipelines.passes.PassOutput`)."""
+        return cls(compute, [], output) if isinstance(output, VideoTracks) else cls(compute, list(output))
 
 
 @dataclass
@@ -118,6 +130,12 @@ def encode_cache(cache: VideoCache) -> bytes:
     }
     arrays: dict[str, np.ndarray] = {}
     for index, part in enumerate(cache.parts):
+        if part.tracks is not None:
+            header["parts"].append(
+                {"compute": asdict(part.compute), **track_meta(part.tracks), "scoring": _scoring_json(part.tracks.scoring)}
+            )
+            arrays.update(track_arrays(index, part.tracks, cache.frame_size, cache.num_frames))
+            continue
         if len(part.frames) != cache.num_frames:
             raise ValueError(f"cache part {index}: expected {cache.num_frames} frames, got {len(part.frames)}")
         header["parts"].append(
@@ -165,6 +183,9 @@ def _tags(value: Any) -> Tags:
 def _decode_part(
     index: int, meta: dict[str, Any], archive: Any, frame_size: tuple[int, int], settings: type[PipelineSettings]
 ) -> CachePart:
+    if is_track_part(meta):
+        tracks = decode_tracks(index, meta, archive, frame_size, _scoring(meta["scoring"]))
+        return CachePart(compute=settings.of(meta["compute"]), frames=[], tracks=tracks)
     height, width = frame_size
     counts = [int(k) for k in meta["counts"]]
     total = sum(counts)
@@ -251,6 +272,9 @@ def _check_part(
 ) -> None:
     """Part ``index``'s counts and member shapes agree with each other and with the header's
     ``(frames, height, width)``, before any of its arrays is read."""
+    if is_track_part(meta):
+        check_track_part(index, meta, shapes, cache)
+        return
     frames, height, width = cache
     counts = meta["counts"]
     if len(counts) != frames or any(isinstance(k, bool) or not isinstance(k, int) or k < 0 for k in counts):

@@ -60,7 +60,6 @@ from cmsf.io.decoding import Clip
 from cmsf.models.loading import ModelLoadError, Models, check_models
 from cmsf.pipelines.catalog import run_videos
 from cmsf.pipelines.passes import PassCandidates, PassRequest, candidates_of_passes
-from cmsf.pipelines.per_frame import PIPELINE_STAGES
 from cmsf.pipelines.results import SegmentationResult, VideoInput, prepare_video
 from cmsf.pipelines.settings import PipelineSettings, resolve_settings, settings_for, settings_type
 
@@ -310,7 +309,8 @@ def run_passes(
     """:func:`run_jobs` for the model stage alone: each job's ``request``
     (:class:`~cmsf.pipelines.passes.PassRequest`: the settings its candidates are wanted at) is run
     by :func:`~cmsf.pipelines.passes.candidates_of_passes` over each batch, and each outcome's
-    ``candidates`` holds the video's candidates of every pass it asked for (``result`` is None).
+    ``candidates`` holds the video's candidates of every pass it asked for (``result`` is None; a
+    tracked pipeline's: its tracks).
     Reading, batching, errors and closing are those of :func:`run_jobs`; a threshold sweep
     (:mod:`cmsf.runs.sweep`) selects its rows from these candidates.
 
@@ -319,8 +319,6 @@ def run_passes(
             called), a job without a request or with settings of another pipeline (when it is read).
     """
     expected = settings_type(pipeline)  # refuses an unknown pipeline
-    if pipeline not in PIPELINE_STAGES:
-        raise ValueError(f"pipeline: model passes run {', '.join(PIPELINE_STAGES)}; {pipeline} has none (not swept yet)")
     models = check_models(models)
     frames_per_batch, workers = _batching(models, frames_per_batch, workers)
     checked = (_with_request(job, expected) for job in jobs)

@@ -1,6 +1,7 @@
 """Threshold sweeps from cached evidence, behind ``cmsf eval --sweep``: a pipeline's models run
 once per video, at the loosest settings a grid needs, their candidates are cached in the run
-folder (:mod:`cmsf.runs.cache`), and every setting of the grid is selected and scored from the cache.
+folder (:mod:`cmsf.runs.cache`), and every setting of the grid is selected and scored from the cache
+(a tracked pipeline's pass: its tracks, :mod:`cmsf.runs.cache_tracks`, selected by :func:`tracked_result`).
 
 Which settings a sweep gets for free is the ``"sweep"`` metadata of each field of the pipeline's
 settings (:func:`cmsf.pipelines.settings.sweep_rules`):
@@ -55,8 +56,9 @@ from cmsf.io.files import RUN_NAME, atomic_write_json, atomic_write_text, claim_
 from cmsf.metrics import VARIANTS, VariantTotals, VideoScores, dataset_scores, score_video
 from cmsf.models.loading import Models
 from cmsf.pipelines.passes import PassRequest
-from cmsf.pipelines.per_frame import PIPELINE_STAGES, select_frames
+from cmsf.pipelines.per_frame import select_frames
 from cmsf.pipelines.results import SegmentationResult
+from cmsf.pipelines.tracked import tracked_result
 from cmsf.pipelines.settings import (
     FREE,
     LOWEST,
@@ -64,6 +66,7 @@ from cmsf.pipelines.settings import (
     SETTINGS,
     PipelineSettings,
     TaggedSettings,
+    TrackedSettings,
     resolve_settings,
     settings_for,
     settings_type,
@@ -107,8 +110,6 @@ def free_keys_help() -> str:
     """One paragraph saying which keys each pipeline sweeps without rerunning its models."""
     parts = []
     for pipeline, settings in SETTINGS.items():
-        if pipeline not in PIPELINE_STAGES:  # the tracked pipelines are not swept yet
-            continue
         rules = sweep_rules(settings)
         keys = [f"{key} (≥ the lowest swept)" for key, rule in rules.items() if rule == LOWEST]
         keys += [key for key, rule in rules.items() if rule == FREE]
@@ -117,7 +118,8 @@ def free_keys_help() -> str:
     return (
         "Free keys (scored from the cache, the models run once): " + "; ".join(parts) + ". "
         "The AT pipelines' tag_threshold reruns GroundingDINO and SAM (SAM 3) only: AST tags are "
-        "cached; any other key reruns the models once per value. The tracked pipelines are not swept yet."
+        "cached; any other key reruns the models once per value (a tracked pipeline's: the per-frame "
+        "candidates, the tracker and the binder)."
     )
 
 
@@ -149,13 +151,8 @@ def sweep_rows(fixed: PipelineSettings, grid: Mapping[str, Sequence[Any]]) -> li
     Raises:
         ValueError: an empty grid or value list, a key both swept and fixed (a setting of
             ``fixed`` that is not its default), an unknown key or a value the settings refuse
-            (the message starts with its key); a pipeline a sweep does not run (the tracked ones).
+            (the message starts with its key).
     """
-    if fixed.pipeline not in PIPELINE_STAGES:
-        raise ValueError(
-            f"pipeline: a sweep runs {', '.join(PIPELINE_STAGES)}; {fixed.pipeline} is not swept yet (run it once per "
-            "setting with --set)"
-        )
     changed = fixed.changed()
     if not grid:
         raise ValueError("sweep: expected at least one KEY=V1,V2,... to sweep")
@@ -297,8 +294,8 @@ def store_candidates(path: Path, identity: dict[str, Any], outcome: JobOutcome, 
     if outcome.candidates.tags is not None:
         assert plan.lowest_tag is not None
         cache.tags = TagCache(plan.lowest_tag, outcome.candidates.tags)
-    for compute, frames in outcome.candidates.parts:
-        _add_part(cache, CachePart(compute, frames))
+    for compute, output in outcome.candidates.parts:
+        _add_part(cache, CachePart.of(compute, output))
     write_cache(path, cache)
     return cache
 
@@ -312,6 +309,9 @@ def select_cached(pipeline: str, cache: VideoCache, settings: PipelineSettings) 
     part = covering_part(cache, settings)
     if part is None:
         raise ValueError(f"settings: no cached model pass covers {asdict(settings)}")
+    if part.tracks is not None:
+        assert isinstance(settings, TrackedSettings)
+        return tracked_result(part.tracks, settings, cache.frame_size, cache.sources)
     return select_frames(pipeline, part.frames, settings, cache.frame_size, cache.sources)
 
 
@@ -394,7 +394,7 @@ def run_sweep(
             is cached loads none). The videos whose cache lacks a pass are run by the dataset
             runner (:func:`cmsf.runs.runner.run_passes`: read in background threads, several
             videos per model batch, a failing batch retried video by video), as a plain run's.
-        pipeline: a name of :data:`cmsf.pipelines.per_frame.PIPELINES`.
+        pipeline: a name of :data:`cmsf.pipelines.catalog.PIPELINES` (per-frame or tracked).
         grid: the values of each swept key (e.g. from :func:`parse_sweep`); ``settings`` the
             pipeline's settings the grid varies (None: the defaults; a swept key must be left at
             its default). See :func:`sweep_rows`. ``run.json`` and ``summary.json`` record the
