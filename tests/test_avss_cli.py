@@ -53,7 +53,7 @@ def test_usage_errors(release, tmp_path: Path) -> None:
     assert result.exit_code != 0 and "'nope' has no videos" in result.output
     result = run("eval", "--root", release.root, "--subset", "avss", "-p", "owod-bind-tracked", "--preset", "tiny",
                  "--sweep", "bind_threshold=0.5,0.6", "--out", tmp_path / "o")  # fmt: skip
-    assert result.exit_code == 2 and "--sweep" in result.output and "not swept yet" in result.output
+    assert result.exit_code == 2 and "--pipeline" in result.output and "not swept yet" in result.output
     result = run("eval", "--root", tmp_path, "--subset", "avss", "--pred-dir", tmp_path, "--out", tmp_path / "o")
     assert result.exit_code == 1 and "label2idx.json" in result.output
     result = run("eval", "--root", release.root, "--subset", "avss", "--pred-dir", tmp_path, "--label-threshold",
