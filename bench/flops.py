@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 import torch
-import transformers as tf
+import transformers
 from torch import Tensor
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -68,9 +68,9 @@ def build_on_meta(preset: str) -> dict[str, Any]:
     size = PRESET_SIZES[preset]
     with torch.device("meta"):
         models = {
-            "owlv2": tf.Owlv2ForObjectDetection(random_config("owlv2", size)),
-            "sam": tf.SamModel(random_config("sam", size)),
-            "ast": tf.ASTForAudioClassification(random_config("ast", size)),
+            "owlv2": transformers.Owlv2ForObjectDetection(random_config("owlv2", size)),
+            "sam": transformers.SamModel(random_config("sam", size)),
+            "ast": transformers.ASTForAudioClassification(random_config("ast", size)),
             "imagebind": ImageBind(**(TINY_IMAGEBIND_SIZES if preset == "tiny" else HUGE_IMAGEBIND_SIZES)),
         }
     return {name: model.eval().requires_grad_(False) for name, model in models.items()}
@@ -163,7 +163,7 @@ def report(presets: Sequence[str] = ("paper-random", "tiny")) -> dict[str, Any]:
         "command": "python -m bench.flops --out bench/results/flops.json",
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "torch": torch.__version__,
-        "transformers": tf.__version__,
+        "transformers": transformers.__version__,
         "counter": "torch.utils.flop_counter.FlopCounterMode on the meta device; 2 FLOPs per multiply-add; "
         "matmul, convolution and attention only",
         "presets": {},
@@ -197,7 +197,7 @@ def tracker_flops(preset: str, frames: int = AVSBENCH_FRAMES, side: int = 224) -
     alone), ``per_frame_one_object`` the whole tracking of one object divided by ``frames``."""
     config = family_config("tracker", "sam2_video", TRACKER_SIZES[preset])
     with torch.device("meta"):
-        model = tf.Sam2VideoModel(config).eval()
+        model = transformers.Sam2VideoModel(config).eval()
     processor = family_processor("tracker", "sam2_video", TRACKER_SIZES[preset], config)
     video = torch.zeros(frames, 3, side, side, dtype=torch.uint8)
     mask = torch.zeros(side, side, dtype=torch.bool)

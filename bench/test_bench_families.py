@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 import torch
-import transformers as tf
+import transformers
 
 from bench.harness import run_benchmark
 from bench.test_bench_stages import BOXES_PER_FRAME, PROMPTS, frame_boxes
@@ -33,7 +33,7 @@ from cmsf.stages.binding import binder_of, masked_crops
 from cmsf.stages.concepts import segment_concepts
 from cmsf.stages.segmentation import sam_masks
 
-_CLASSES = {"sam_hq": tf.SamHQModel, "sam2": tf.Sam2Model, "edgetam": tf.EdgeTamModel, "pe_audio_video": tf.PeAudioVideoModel}
+_CLASSES = {"sam_hq": transformers.SamHQModel, "sam2": transformers.Sam2Model, "edgetam": transformers.EdgeTamModel, "pe_audio_video": transformers.PeAudioVideoModel}
 _LOADED: dict[str, Models] = {}
 
 

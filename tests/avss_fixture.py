@@ -14,9 +14,8 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
-from PIL import Image
-
 from avsbench_fixture import tone, write_wav
+from PIL import Image
 
 NUM_CLASSES = 71
 CLASS_NAMES = ["background"] + [f"thing{k:02d}" for k in range(1, NUM_CLASSES - 1)] + ["woman"]

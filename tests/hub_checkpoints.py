@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-import transformers as tf
+import transformers
 
 from cmsf.models.random_families import family_config, family_processor, soften_family, tiny_clip_tokenizer
 from cmsf.models.random_models import build_random, random_config, random_processor, soften_tiny
@@ -128,14 +128,14 @@ HUB_CHECKPOINTS: tuple[HubCheckpoint, ...] = (
 _SEED = 5
 
 
-def _sam2_video_config(image: tf.PretrainedConfig, video_class: type) -> tf.PretrainedConfig:
+def _sam2_video_config(image: transformers.PretrainedConfig, video_class: type) -> transformers.PretrainedConfig:
     """A tiny video config around a tiny image config (memory parts shrunk to 16-32 channels)."""
     small = dict(
         memory_attention_hidden_size=32, memory_attention_mlp_hidden_size=64, memory_attention_num_layers=1,
         memory_encoder_hidden_size=32, memory_encoder_output_channels=16, mask_downsampler_embed_dim=32,
         memory_fuser_embed_dim=32, memory_fuser_intermediate_dim=64, image_size=image.prompt_encoder_config.image_size,
     )  # fmt: skip
-    if video_class is tf.EdgeTamVideoConfig:
+    if video_class is transformers.EdgeTamVideoConfig:
         small.update(perceiver_resampler_hidden_size=16, perceiver_resampler_mlp_intermediate_size=32,
                      perceiver_resampler_attention_head_dim=16, perceiver_resampler_num_latents=16,
                      perceiver_resampler_num_layers=1)  # fmt: skip
@@ -144,9 +144,9 @@ def _sam2_video_config(image: tf.PretrainedConfig, video_class: type) -> tf.Pret
     return video_class(**{key: parts[key] for key in keep}, **small)
 
 
-def _sam3_video_config(image: tf.PretrainedConfig) -> tf.PretrainedConfig:
+def _sam3_video_config(image: transformers.PretrainedConfig) -> transformers.PretrainedConfig:
     side = image.vision_config.backbone_config.image_size
-    tracker = tf.Sam3TrackerVideoConfig(
+    tracker = transformers.Sam3TrackerVideoConfig(
         vision_config=image.vision_config.to_dict(), image_size=side,
         prompt_encoder_config=dict(hidden_size=32, image_size=side, patch_size=14, mask_input_channels=8),
         mask_decoder_config=dict(hidden_size=32, mlp_dim=64, num_attention_heads=2, iou_head_hidden_dim=32),
@@ -154,7 +154,7 @@ def _sam3_video_config(image: tf.PretrainedConfig) -> tf.PretrainedConfig:
         mem_dim=16, memory_attention_num_layers=1, memory_fuser_intermediate_dim=64,
         memory_attention_feed_forward_hidden_size=64,
     )  # fmt: skip
-    return tf.Sam3VideoConfig(detector_config=image.to_dict(), tracker_config=tracker.to_dict())
+    return transformers.Sam3VideoConfig(detector_config=image.to_dict(), tracker_config=tracker.to_dict())
 
 
 def _model_and_processor(entry: HubCheckpoint) -> tuple[Callable[[], Any], Any]:
@@ -164,28 +164,28 @@ def _model_and_processor(entry: HubCheckpoint) -> tuple[Callable[[], Any], Any]:
         config = random_config(name, "tiny")
         processor = random_processor(name, "tiny", config)
         if kind == "sam":
-            processor = tf.SamProcessor(image_processor=processor)
+            processor = transformers.SamProcessor(image_processor=processor)
         if kind == "owlv2":
-            processor = tf.Owlv2Processor(image_processor=processor, tokenizer=tiny_clip_tokenizer())
-        return lambda: getattr(tf, entry.architectures[0])(config), processor
+            processor = transformers.Owlv2Processor(image_processor=processor, tokenizer=tiny_clip_tokenizer())
+        return lambda: getattr(transformers, entry.architectures[0])(config), processor
     image_family = {"sam2_video": "sam2", "edgetam_video": "edgetam", "sam3_video": "sam3"}.get(kind, kind)
     config = family_config(name, image_family, "tiny")
     processor = family_processor(name, image_family, "tiny", config)
     if kind == "sam_hq":
-        processor = tf.SamHQProcessor(image_processor=processor)
+        processor = transformers.SamHQProcessor(image_processor=processor)
     if kind in ("sam2_video", "edgetam_video"):
-        video_class = tf.Sam2VideoConfig if kind == "sam2_video" else tf.EdgeTamVideoConfig
+        video_class = transformers.Sam2VideoConfig if kind == "sam2_video" else transformers.EdgeTamVideoConfig
         config = _sam2_video_config(config, video_class)
-        processor = tf.Sam2VideoProcessor(
-            image_processor=processor, video_processor=tf.Sam2VideoVideoProcessor(size=dict(processor.size))
+        processor = transformers.Sam2VideoProcessor(
+            image_processor=processor, video_processor=transformers.Sam2VideoVideoProcessor(size=dict(processor.size))
         )
     if kind == "sam3_video":
         config = _sam3_video_config(config)
         image_processor = processor.image_processor
-        video = tf.Sam2VideoVideoProcessor(size=dict(image_processor.size), image_mean=[0.5] * 3, image_std=[0.5] * 3)
-        processor = tf.Sam3VideoProcessor(image_processor=image_processor, video_processor=video,
+        video = transformers.Sam2VideoVideoProcessor(size=dict(image_processor.size), image_mean=[0.5] * 3, image_std=[0.5] * 3)
+        processor = transformers.Sam3VideoProcessor(image_processor=image_processor, video_processor=video,
                                           tokenizer=processor.tokenizer)  # fmt: skip
-    return lambda: getattr(tf, entry.architectures[0])(config), processor
+    return lambda: getattr(transformers, entry.architectures[0])(config), processor
 
 
 def save_hub_like(entry: HubCheckpoint, folder: Path) -> Path:

@@ -11,12 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from avss_fixture import CLASS_NAMES, fixture_palette, make_avss, write_colour_png, write_predictions
+from avss_reference import batch_miou_fscore, color_mask_to_label, get_palette, official_figures, video_labels
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from avss_fixture import CLASS_NAMES, fixture_palette, make_avss, write_colour_png, write_predictions
-from avss_reference import batch_miou_fscore, color_mask_to_label, get_palette, official_figures, video_labels
 from cmsf.io import avss
 from cmsf.runs.avss_eval import evaluate_avss
 from cmsf.runs.evaluate import VideoError

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-import transformers as tf
+import transformers
 
 from cmsf import imagebind_text_inputs
 from cmsf.models.loading import build_random, load_models
@@ -19,7 +19,7 @@ TEXTS = ["dog", "man speaking", "a photo of a piano.", "acoustic guitar"]
 def pe_av(tmp_path_factory):
     folder = tmp_path_factory.mktemp("peav")
     config = family_config("binder", "pe_audio_video", "tiny")
-    model = build_random(lambda: tf.PeAudioVideoModel(config), 7, torch.device("cpu")).eval()
+    model = build_random(lambda: transformers.PeAudioVideoModel(config), 7, torch.device("cpu")).eval()
     soften_family("pe_audio_video", model)
     with torch.no_grad():  # random models start with zero text scales: every logit would be the bias
         model.video_model.text_video_logit_scale.fill_(7.0)

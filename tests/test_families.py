@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-import transformers as tf
+import transformers
 
 from cmsf import at_gdino_sam, at_sam3, bind_filter, owod_bind, sam_bind
 from cmsf.models.loading import ModelLoadError, load_models
@@ -24,7 +24,7 @@ from cmsf.stages.grounding import ground
 from cmsf.stages.segmentation import sam_masks
 
 CPU = torch.device("cpu")
-SAM_FAMILIES = {"sam_hq": tf.SamHQModel, "sam2": tf.Sam2Model, "edgetam": tf.EdgeTamModel}
+SAM_FAMILIES = {"sam_hq": transformers.SamHQModel, "sam2": transformers.Sam2Model, "edgetam": transformers.EdgeTamModel}
 
 
 def _save(tmp: Path, component: str, family: str, model_class) -> Path:
@@ -58,7 +58,7 @@ def test_sam_family_masks_equal_the_familys_own_transformers_calls(sam_family):
     family, models = sam_family
     assert models.family("sam") == family and "tmp" in models.source("sam")
     model, image_processor = models.sam
-    processor = tf.SamHQProcessor(image_processor) if family == "sam_hq" else tf.Sam2Processor(image_processor)
+    processor = transformers.SamHQProcessor(image_processor) if family == "sam_hq" else transformers.Sam2Processor(image_processor)
     images = _images()
     boxes = [torch.tensor([[2.3, 3.1, 40.2, 30.7], [10.0, 10.0, 70.0, 45.0]]), torch.tensor([[5.5, 5.2, 50.1, 80.3]])]
     ours = sam_masks(images, models, boxes=boxes)
@@ -87,7 +87,7 @@ def test_sam_family_automatic_masks_equal_one_point_at_a_time_through_the_family
     alone: processor (the point in image pixels) → model (3 masks) → post_process_masks."""
     family, models = sam_family
     model, image_processor = models.sam
-    processor = tf.SamHQProcessor(image_processor) if family == "sam_hq" else tf.Sam2Processor(image_processor)
+    processor = transformers.SamHQProcessor(image_processor) if family == "sam_hq" else transformers.Sam2Processor(image_processor)
     for image in _images():
         ours = sam_masks([image], models, points_per_side=2, points_per_batch=3, pred_iou_threshold=0.0,
                          stability_score_threshold=0.0, nms_threshold=1.0)[0]  # fmt: skip
@@ -123,7 +123,7 @@ def test_pipelines_run_end_to_end_with_each_segmenter(sam_family):
 
 
 def test_an_unsupported_family_is_an_error_naming_it_and_the_accepted_ones(tmp_path):
-    folder = _save(tmp_path, "grounding_dino", "mm-grounding-dino", tf.MMGroundingDinoForObjectDetection)
+    folder = _save(tmp_path, "grounding_dino", "mm-grounding-dino", transformers.MMGroundingDinoForObjectDetection)
     models = load_models("tiny", device="cpu", sam=str(folder), binder=str(folder))
     with pytest.raises(ModelLoadError) as info:
         models.sam
@@ -135,7 +135,7 @@ def test_an_unsupported_family_is_an_error_naming_it_and_the_accepted_ones(tmp_p
 
 
 def test_mm_grounding_dino_scores_equal_its_own_calls(tmp_path):
-    folder = _save(tmp_path, "grounding_dino", "mm-grounding-dino", tf.MMGroundingDinoForObjectDetection)
+    folder = _save(tmp_path, "grounding_dino", "mm-grounding-dino", transformers.MMGroundingDinoForObjectDetection)
     models = load_models("tiny", device="cpu", grounding_dino=str(folder))
     assert models.family("grounding_dino") == "mm-grounding-dino"
     model, processor = models.grounding_dino
@@ -190,7 +190,7 @@ def test_sam3_concepts_equal_its_own_calls_and_at_sam3_runs():
 
 @pytest.fixture(scope="module")
 def pe_av(tmp_path_factory):
-    folder = _save(tmp_path_factory.mktemp("peav"), "binder", "pe_audio_video", tf.PeAudioVideoModel)
+    folder = _save(tmp_path_factory.mktemp("peav"), "binder", "pe_audio_video", transformers.PeAudioVideoModel)
     return load_models("tiny", device="cpu", binder=str(folder))
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx2
 import pytest
 import torch
-import transformers as tf
+import transformers
 from huggingface_hub.errors import GatedRepoError
 
 from cmsf.models.hub import gated_remedy, is_gated, quiet_type_mismatch
@@ -111,8 +111,8 @@ def test_a_checkpoint_saved_as_the_hub_has_it_loads_and_runs(saved):
 @pytest.mark.parametrize(
     ("hub_id", "image_class", "processor_class"),
     [
-        ("facebook/sam2.1-hiera-large", tf.Sam2Model, tf.Sam2Processor),
-        ("yonigozlan/EdgeTAM-hf", tf.EdgeTamModel, tf.Sam2Processor),
+        ("facebook/sam2.1-hiera-large", transformers.Sam2Model, transformers.Sam2Processor),
+        ("yonigozlan/EdgeTAM-hf", transformers.EdgeTamModel, transformers.Sam2Processor),
     ],
 )
 def test_video_checkpoints_give_the_masks_of_transformers_image_classes(hub_id, image_class, processor_class, tmp_path):
@@ -137,8 +137,8 @@ def test_video_checkpoints_give_the_masks_of_transformers_image_classes(hub_id, 
 def test_a_sam3_video_checkpoint_gives_the_instances_of_sam3_model(tmp_path):
     folder = save_hub_like(BY_ID["facebook/sam3"], tmp_path)
     models = load_models("tiny", device="cpu", sam3=str(folder))
-    assert type(models.sam3.model) is tf.Sam3Model
-    reference, processor = tf.Sam3Model.from_pretrained(folder).eval(), tf.Sam3Processor.from_pretrained(folder)
+    assert type(models.sam3.model) is transformers.Sam3Model
+    reference, processor = transformers.Sam3Model.from_pretrained(folder).eval(), transformers.Sam3Processor.from_pretrained(folder)
     images = _images()
     found = segment_concepts(images, [["dog"], ["speech"]], models, threshold=0.0)
     for image, concept, got in zip(images, ["dog", "speech"], found):
@@ -202,7 +202,7 @@ def test_a_gated_checkpoint_says_to_accept_the_licence_and_log_in(monkeypatch):
     def refuse(*args, **kwargs):
         raise wrapped
 
-    monkeypatch.setattr(tf.AutoConfig, "from_pretrained", refuse)
+    monkeypatch.setattr(transformers.AutoConfig, "from_pretrained", refuse)
     models = load_models("paper", device="cpu")
     with pytest.raises(ModelLoadError) as caught:
         models.get("sam3")
@@ -215,7 +215,7 @@ def test_an_ungated_failure_keeps_the_cache_advice(monkeypatch):
     def offline(*args, **kwargs):
         raise OSError("We couldn't connect to 'https://huggingface.co' to load the files")
 
-    monkeypatch.setattr(tf.AutoConfig, "from_pretrained", offline)
+    monkeypatch.setattr(transformers.AutoConfig, "from_pretrained", offline)
     with pytest.raises(ModelLoadError, match="HF_HOME") as caught:
         load_models("paper", device="cpu").get("sam")
     assert "licence" not in str(caught.value)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-import transformers as tf
+import transformers
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -33,10 +33,10 @@ def test_vit_h_needs_3_2_gib_an_image_in_float32_and_2_6_in_bfloat16():
 
 def test_the_score_term_is_the_attention_tensor_of_transformers_global_layer():
     """heads · N² is the size of the [B·heads, N, N] scores transformers' eager attention returns."""
-    config = tf.SamVisionConfig(image_size=128, patch_size=16, hidden_size=32, num_attention_heads=2, mlp_dim=64,
+    config = transformers.SamVisionConfig(image_size=128, patch_size=16, hidden_size=32, num_attention_heads=2, mlp_dim=64,
                                 num_hidden_layers=1, global_attn_indexes=[0], output_channels=16)  # fmt: skip
     config._attn_implementation = "eager"
-    attention = tf.models.sam.modeling_sam.SamVisionAttention(config, window_size=0).eval()
+    attention = transformers.models.sam.modeling_sam.SamVisionAttention(config, window_size=0).eval()
     side = 128 // 16
     with torch.no_grad():
         _, weights = attention(torch.randn(3, side, side, 32))

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-import transformers as tf
+import transformers
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torchvision.ops import box_iou
@@ -81,8 +81,8 @@ def test_large_frame_is_prepared_without_transformers_processor(tiny, monkeypatc
     def refuse(*args, **kwargs):
         raise AssertionError("transformers' Owlv2ImageProcessor must not run")
 
-    monkeypatch.setattr(tf.Owlv2ImageProcessor, "__call__", refuse)
-    monkeypatch.setattr(tf.Owlv2ImageProcessor, "preprocess", refuse)
+    monkeypatch.setattr(transformers.Owlv2ImageProcessor, "__call__", refuse)
+    monkeypatch.setattr(transformers.Owlv2ImageProcessor, "preprocess", refuse)
     frame = _image(1500, 2000, seed=2)
     (proposals,) = propose_boxes([frame], tiny, threshold=0.3)
     assert len(proposals) >= 1

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from cmsf.models.loading import load_models
-from cmsf.pipelines.results import FrameEvidence, SegmentationResult, prepare_video
 from cmsf.pipelines.per_frame import PIPELINES
+from cmsf.pipelines.results import FrameEvidence, SegmentationResult, prepare_video
 from cmsf.pipelines.semantic import class_texts, semantic_frames
 from cmsf.pipelines.settings import settings_for
 from cmsf.stages.binding import binder_of, masked_crops

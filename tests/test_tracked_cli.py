@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-import transformers as tf
+import transformers
 from avsbench_fixture import make_avsbench
 from click.testing import CliRunner
 
@@ -30,7 +30,7 @@ def run(*args):
 def tracker_folder(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("sam2_video")
     config = family_config("tracker", "sam2_video", "tiny")
-    model = build_random(lambda: tf.Sam2VideoModel(config), FAMILY_SEEDS["tracker"], torch.device("cpu"))
+    model = build_random(lambda: transformers.Sam2VideoModel(config), FAMILY_SEEDS["tracker"], torch.device("cpu"))
     soften_family("sam2_video", model)
     model.save_pretrained(folder)
     family_processor("tracker", "sam2_video", "tiny", config).save_pretrained(folder)

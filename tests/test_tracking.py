@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-import transformers as tf
+import transformers
 
 from cmsf import TrackedMasks, track_masks
 from cmsf.models.loading import ModelLoadError, load_models
@@ -27,7 +27,7 @@ CPU = torch.device("cpu")
 def tracker_folder(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("sam2_video")
     config = family_config("tracker", "sam2_video", "tiny")
-    model = build_random(lambda: tf.Sam2VideoModel(config), FAMILY_SEEDS["tracker"], CPU).eval()
+    model = build_random(lambda: transformers.Sam2VideoModel(config), FAMILY_SEEDS["tracker"], CPU).eval()
     soften_family("sam2_video", model)
     model.save_pretrained(folder)
     family_processor("tracker", "sam2_video", "tiny", config).save_pretrained(folder)
@@ -92,8 +92,8 @@ def _prompts(video: torch.Tensor) -> list[tuple[int, torch.Tensor]]:
 
 def test_tracker_checkpoint_is_a_sam2_video_folder_loaded_with_the_video_classes(models, tracker_folder):
     assert json.loads((tracker_folder / "config.json").read_text())["model_type"] == "sam2_video"
-    assert isinstance(models.tracker.model, tf.Sam2VideoModel)
-    assert isinstance(models.tracker.processor, tf.Sam2VideoProcessor)
+    assert isinstance(models.tracker.model, transformers.Sam2VideoModel)
+    assert isinstance(models.tracker.processor, transformers.Sam2VideoProcessor)
     assert models.family("tracker") == "sam2_video" and str(tracker_folder) in models.source("tracker")
     assert load_models("paper").source("tracker") == "'facebook/sam2.1-hiera-large'"
     assert load_models("2025").source("tracker") == "'facebook/sam2.1-hiera-large'"
@@ -102,7 +102,7 @@ def test_tracker_checkpoint_is_a_sam2_video_folder_loaded_with_the_video_classes
 
 def test_tracker_refuses_an_image_checkpoint(tmp_path):
     config = family_config("sam", "sam2", "tiny")
-    build_random(lambda: tf.Sam2Model(config), 7, CPU).save_pretrained(tmp_path)
+    build_random(lambda: transformers.Sam2Model(config), 7, CPU).save_pretrained(tmp_path)
     with pytest.raises(ModelLoadError, match="model_type 'sam2'.*'sam2_video', 'edgetam_video'"):
         load_models("tiny", device="cpu", tracker=str(tmp_path)).get("tracker")
 
@@ -130,7 +130,7 @@ def test_an_edgetam_video_tracker_is_what_the_video_api_gives(tmp_path):
     """EdgeTAM's video model (its own ``EdgeTamVideoModel``, with ``Sam2VideoProcessor``) from its
     seeded tiny config of the family table, saved and loaded back as the tracker."""
     config = family_config("tracker", "edgetam_video", "tiny")
-    model = build_random(lambda: tf.EdgeTamVideoModel(config), FAMILY_SEEDS["tracker"], CPU).eval()
+    model = build_random(lambda: transformers.EdgeTamVideoModel(config), FAMILY_SEEDS["tracker"], CPU).eval()
     soften_family("edgetam_video", model)
     model.save_pretrained(tmp_path)
     family_processor("tracker", "edgetam_video", "tiny", config).save_pretrained(tmp_path)
@@ -139,7 +139,7 @@ def test_an_edgetam_video_tracker_is_what_the_video_api_gives(tmp_path):
     prompts = _prompts(video)[:1] + _prompts(video)[2:3]  # frame 2 and frame 0: two passes
     result = track_masks(video, prompts, models)
     model, processor = models.tracker
-    assert isinstance(model, tf.EdgeTamVideoModel) and isinstance(processor, tf.Sam2VideoProcessor)
+    assert isinstance(model, transformers.EdgeTamVideoModel) and isinstance(processor, transformers.Sam2VideoProcessor)
     assert models.family("tracker") == "edgetam_video"
     for k, (frame, mask) in enumerate(prompts):
         expected, logits = _reference(model, processor, video, frame, mask)

@@ -14,15 +14,15 @@ from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
 import torch
-import transformers as tf
+import transformers
 from huggingface_hub import HfApi
 from huggingface_hub import constants as hub_constants
 from torch import nn
 
 from cmsf.checks import dtype_name
+from cmsf.models.families import family_named, family_of
 from cmsf.models.hub import KNOWN_GATED, cache_entry, gated_remedy, quiet_type_mismatch
 from cmsf.models.imagebind import CHECKPOINT_URL, ImageBind, checkpoint_candidates, find_checkpoint
-from cmsf.models.families import family_named, family_of
 from cmsf.models.loading import FAMILIES, IMAGEBIND_BINDER, Models
 from cmsf.models.mavl import MAVL, PAPER_MAVL, TINY_MAVL
 
@@ -114,21 +114,21 @@ def _random_row(models: Models, name: str) -> tuple[str, str, Optional[int]]:
         return own()
     family = family_named(name, str(spec.family))
     config = family.random.config(str(spec.size))
-    return family.name, family.model_class, _count(lambda: getattr(tf, family.model_class)(config))
+    return family.name, family.model_class, _count(lambda: getattr(transformers, family.model_class)(config))
 
 
 def _hf_types(name: str, folder: str) -> tuple[Optional[str], Optional[str], Optional[int], str]:
     """Family, class and parameter count of the checkpoint in ``folder`` (a local copy or a cached
     snapshot), and what is wrong with it (empty when nothing)."""
     try:
-        family = str(tf.AutoConfig.from_pretrained(folder).model_type)
+        family = str(transformers.AutoConfig.from_pretrained(folder).model_type)
     except Exception as error:  # noqa: BLE001
         return None, None, None, f"its config cannot be read ({type(error).__name__}: {error})"
     entry = family_of(name, family)
     if entry is None or entry.model_class is None:
         accepted = ", ".join(FAMILIES[name])
         return family, None, None, f"component {name!r} does not accept model_type {family!r} (accepts {accepted})"
-    model_class = getattr(tf, entry.model_class)
+    model_class = getattr(transformers, entry.model_class)
     with quiet_type_mismatch(family):
         config = model_class.config_class.from_pretrained(folder)
     return family, model_class.__name__, _count(lambda: model_class(config)), ""

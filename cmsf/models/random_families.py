@@ -15,7 +15,7 @@ from typing import Any, Mapping
 import transformers
 from torch import nn
 
-from cmsf.models.families import FAMILY_TABLE, Family, family_named, families_of
+from cmsf.models.families import FAMILY_TABLE, Family, families_of, family_named
 from cmsf.models.random_configs import tiny_clip_tokenizer
 
 __all__ = [

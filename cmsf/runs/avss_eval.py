@@ -37,8 +37,8 @@ from cmsf.checks import check_unit
 from cmsf.io import avss
 from cmsf.io.files import atomic_write_json, atomic_write_text, claim_folder, remove_stale_temporaries
 from cmsf.models.loading import Models
-from cmsf.pipelines.settings import BIND_SETTINGS, PipelineSettings, resolve_settings, settings_for
 from cmsf.pipelines.semantic import BIND_PIPELINES, class_texts, semantic_frames
+from cmsf.pipelines.settings import BIND_SETTINGS, PipelineSettings, resolve_settings, settings_for
 from cmsf.runs.evaluate import claim_run_folder, report_failures
 from cmsf.runs.progress import Progress, no_log, no_progress
 from cmsf.runs.records import run_record, run_summary

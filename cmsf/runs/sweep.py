@@ -58,7 +58,6 @@ from cmsf.models.loading import Models
 from cmsf.pipelines.passes import PassRequest
 from cmsf.pipelines.per_frame import select_frames
 from cmsf.pipelines.results import SegmentationResult
-from cmsf.pipelines.tracked import tracked_result
 from cmsf.pipelines.settings import (
     FREE,
     LOWEST,
@@ -72,6 +71,7 @@ from cmsf.pipelines.settings import (
     settings_type,
     sweep_rules,
 )
+from cmsf.pipelines.tracked import tracked_result
 from cmsf.runs.cache import (
     CacheIndex,
     CachePart,
