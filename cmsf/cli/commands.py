@@ -60,8 +60,8 @@ def main() -> None:
     """Training-free audio-visual segmentation (Cross-Modality Semantic Filtering).
 
     Segments the objects that are sounding in a video, one mask per frame, by chaining
-    off-the-shelf foundation models (OWOD-BIND, SAM-BIND, AT-GDINO-SAM, AT-SAM3), and scores
-    the results on AVSBench S4 / MS3.
+    off-the-shelf foundation models (OWOD-BIND, SAM-BIND, AT-GDINO-SAM, AT-SAM3, and the tracked
+    OWOD-BIND / SAM-BIND), and scores the results on AVSBench S4 / MS3 / AVSS.
 
     \b
     Examples:
@@ -225,7 +225,7 @@ def eval_command(
     label_threshold: Optional[float],
     frames_per_batch: Optional[int],
 ) -> None:
-    """Evaluate on AVSBench S4 or MS3 with the benchmark's mIoU and F-score.
+    """Evaluate on AVSBench S4, MS3 or AVSS with the benchmark's mIoU and F-score.
 
     With --pipeline: runs it on every video of the split (models loaded once), saves the
     predicted masks as AVSBench's test script does, then scores them:
@@ -446,7 +446,7 @@ def segment_many_command(
 
 @main.command(name="models", short_help="List (and with --check, load and try) the models a run would use.")
 @click.option("--pipeline", "-p", "pipelines", multiple=True, type=click.Choice(PIPELINE_NAMES),
-              help="Only the components of this pipeline (repeatable). [default: all four]")  # fmt: skip
+              help="Only the components of this pipeline (repeatable). [default: all six]")  # fmt: skip
 @preset_option
 @model_option
 @device_option

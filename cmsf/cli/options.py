@@ -272,7 +272,8 @@ pipeline_option = click.option(
     "--pipeline",
     "-p",
     type=click.Choice(PIPELINE_NAMES),
-    help="Which CMSF pipeline: owod-bind (the paper's best), sam-bind, at-gdino-sam, or at-sam3 (audio tags as SAM 3 concepts).",
+    help="Which CMSF pipeline: owod-bind (the paper's best), sam-bind, at-gdino-sam, at-sam3 (audio tags as SAM 3 "
+    "concepts), or owod-bind-tracked / sam-bind-tracked (candidates tracked through the video with SAM 2).",
 )
 preset_option = click.option(
     "--preset",
@@ -301,7 +302,7 @@ model_option = click.option(
     "model_overrides",
     multiple=True,
     metavar="COMPONENT=SOURCE",
-    help="Use another checkpoint for a component (ast, grounding_dino, sam, owlv2, sam3, binder: a hub id or "
+    help="Use another checkpoint for a component (ast, grounding_dino, sam, owlv2, sam3, binder, tracker: a hub id or "
     "a local save_pretrained folder, its family read from its config; binder=imagebind for ImageBind; "
     "imagebind: a .pth path), e.g. --model sam=facebook/sam2.1-hiera-large; --model mavl=PATH (the authors' "
     "MDef_DETR_minus_language_r101_epoch10.pth, or 'random') makes OWOD-BIND propose with MAVL instead of OWLv2.",
