@@ -23,7 +23,7 @@ from cmsf.models.loading import load_models
 from cmsf.pipelines.passes import PassRequest, candidates_of_passes, tags_at
 from cmsf.pipelines.per_frame import PIPELINE_STAGES, PIPELINES, PipelineStages, prepare_video, tag_videos
 from cmsf.pipelines.settings import AtGdinoSamSettings, AtSam3Settings, OwodBindSettings, SamBindSettings
-from cmsf.runs import sweep
+from cmsf.runs import sweep_passes
 from cmsf.runs.cache import read_cache, read_cache_index
 from cmsf.runs.records import RECORD_LAYOUTS, run_record
 from cmsf.runs.runner import Job, run_passes
@@ -224,13 +224,13 @@ def test_a_sweep_batched_across_videos_writes_what_one_video_a_batch_writes(mini
 def test_eval_sweep_takes_frames_per_batch(mini, tmp_path, models, monkeypatch):
     monkeypatch.setattr(loading, "load_models", lambda *a, **k: models)
     seen = []
-    original = sweep.run_passes
+    original = sweep_passes.run_passes  # where a sweep's videos are run from
 
     def spy(*args, **kwargs):
         seen.append(kwargs.get("frames_per_batch"))
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(sweep, "run_passes", spy)
+    monkeypatch.setattr(sweep_passes, "run_passes", spy)
     result = run("eval", "--root", mini.root, "--subset", "s4", "-p", "owod-bind", "--preset", "tiny", "--limit", 1,
                  "--frames-per-batch", 2, "--sweep", "bind_threshold=0.3,0.6", "--out", tmp_path / "o")  # fmt: skip
     assert result.exit_code == 0, result.output

@@ -23,7 +23,8 @@ from cmsf.models import loading
 from cmsf.pipelines.per_frame import FrameCandidates
 from cmsf.pipelines.settings import OwodBindSettings, SamBindSettings, make_settings
 from cmsf.runs.cache import CachePart, TagCache, VideoCache, encode_cache, read_cache, write_cache
-from cmsf.runs.sweep import FREE, LOWEST, RERUN, covers, model_passes, sweep_rows, sweep_rule
+from cmsf.runs.sweep import FREE, LOWEST, RERUN, sweep_rows, sweep_rule
+from cmsf.runs.sweep_passes import covers, model_passes
 from cmsf.stages.binding import BindScoring
 
 FIGURES = ("miou", "fscore", *VARIANTS)

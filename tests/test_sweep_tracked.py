@@ -31,7 +31,8 @@ from cmsf.runs.cache import (
     write_cache,
 )
 from cmsf.runs.evaluate import split_entries
-from cmsf.runs.sweep import FREE, RERUN, covers, model_passes, select_cached, sweep_rows, sweep_rule
+from cmsf.runs.sweep import FREE, RERUN, select_cached, sweep_rows, sweep_rule
+from cmsf.runs.sweep_passes import covers, model_passes
 from cmsf.stages.binding import BindScoring
 
 KEYS = ("bind_threshold", "track_threshold", "temporal_window")

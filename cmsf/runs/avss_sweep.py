@@ -33,7 +33,6 @@ import json
 import time
 import zipfile
 import zlib
-from contextlib import closing
 from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -50,24 +49,14 @@ from cmsf.models.loading import Models
 from cmsf.pipelines.per_frame import PIPELINE_STAGES, select_frames
 from cmsf.pipelines.results import FrameCandidates, SegmentationResult
 from cmsf.pipelines.semantic import BIND_PIPELINES, SemanticFrames, class_texts, labelled_frames, tagged_labels
-from cmsf.pipelines.settings import PipelineSettings, TaggedSettings, resolve_settings, settings_for, settings_type
+from cmsf.pipelines.settings import PipelineSettings, TaggedSettings, resolve_settings, settings_for
 from cmsf.runs.avss_eval import CLASS_COLUMNS, VIDEO_COLUMNS, avss_extras, padded_classes, table_csv, video_row
-from cmsf.runs.cache import VideoCache, cache_path, read_cache, read_cache_index
+from cmsf.runs.cache import VideoCache, cache_path, read_cache
 from cmsf.runs.evaluate import VideoError, claim_run_folder, report_failures
 from cmsf.runs.progress import Progress, no_log, no_progress
 from cmsf.runs.records import run_record, run_summary
-from cmsf.runs.runner import Job, run_passes
-from cmsf.runs.sweep import (
-    ORACLE_NOTE,
-    SweepPlan,
-    best_row,
-    covering_part,
-    model_passes,
-    pass_request,
-    read_covered,
-    store_candidates,
-    sweep_rows,
-)
+from cmsf.runs.sweep import ORACLE_NOTE, best_row, sweep_rows
+from cmsf.runs.sweep_passes import SweepPlan, VideoCaches, covering_part, model_passes
 from cmsf.semantic_metrics import DEFAULT_BATCH_SIZE, SemanticTotals
 from cmsf.stages.binding import TextEmbeddings
 from cmsf.stages.labelling import DEFAULT_CLASS_TEMPLATE, label_masks
@@ -363,35 +352,19 @@ def _score_grid(
         VideoError: the videos whose data is refused, after every other one is cached.
     """
     sweep = plan.sweep
+    loaders = {video.uid: partial(avss.load_video, root, video) for video in videos}
     identity = run_record("cache", sweep.pipeline, models)
-    paths = {v.uid: cache_path(out_dir / "cache", v.uid) for v in videos}
-    kind = settings_type(sweep.pipeline)
-    requests = {}
-    for video in videos:
-        request = pass_request(read_cache_index(paths[video.uid], identity, kind), sweep)
-        if request is not None:
-            requests[video.uid] = request
-    jobs = [Job(v.uid, partial(avss.load_video, root, v), requests[v.uid]) for v in videos if v.uid in requests]
     text = cached_class_texts(out_dir, identity, models) if sweep.pipeline in BIND_PIPELINES else None
     scored = _Grid([SemanticTotals(avss.NUM_CLASSES, batch_size) for _ in plan.rows], [[] for _ in plan.rows])
     failures: dict[str, str] = {}
-    computed = 0
-    with closing(run_passes(sweep.pipeline, jobs, models, **runner)) as outcomes:
+    with VideoCaches(loaders, out_dir, sweep, models, runner) as caches:
         for video in progress(videos, f"sweep of {len(plan.rows)}", "video"):
             try:
-                if video.uid in requests:
-                    outcome = next(outcomes)
-                    if outcome.error is not None:
-                        raise outcome.error
-                    cache = store_candidates(paths[video.uid], identity, outcome, sweep, models)
-                    computed += 1
-                else:
-                    cache = read_covered(paths[video.uid], identity, kind)
-                _score_video(root, video, cache, plan, text, scored)
+                _score_video(root, video, caches.get(video.uid), plan, text, scored)
             except (ValueError, OSError) as error:  # the video's failure: the others go on
                 failures[video.uid] = str(error) or type(error).__name__
     report_failures(out_dir, failures, len(videos))
-    return scored, computed
+    return scored, caches.computed
 
 
 def _score_video(

@@ -43,8 +43,7 @@ import csv
 import io
 import itertools
 import time
-from contextlib import closing
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence
@@ -55,7 +54,6 @@ from cmsf.io import avsbench
 from cmsf.io.files import RUN_NAME, atomic_write_json, atomic_write_text, claim_folder, remove_stale_temporaries
 from cmsf.metrics import VARIANTS, VariantTotals, VideoScores, dataset_scores, score_video
 from cmsf.models.loading import Models
-from cmsf.pipelines.passes import PassRequest
 from cmsf.pipelines.per_frame import select_frames
 from cmsf.pipelines.results import SegmentationResult
 from cmsf.pipelines.settings import (
@@ -73,14 +71,9 @@ from cmsf.pipelines.settings import (
 )
 from cmsf.pipelines.tracked import tracked_result
 from cmsf.runs.cache import (
-    CacheIndex,
-    CachePart,
-    TagCache,
     VideoCache,
     cache_path,
     read_cache,
-    read_cache_index,
-    write_cache,
 )
 from cmsf.runs.evaluate import (
     VideoError,
@@ -92,7 +85,7 @@ from cmsf.runs.evaluate import (
 )
 from cmsf.runs.progress import Progress, no_log, no_progress
 from cmsf.runs.records import run_record, run_summary
-from cmsf.runs.runner import Job, JobOutcome, run_passes
+from cmsf.runs.sweep_passes import SweepPlan, VideoCaches, covering_part, model_passes
 
 ORACLE_NOTE = (
     "tuned on the test split: the best row is an oracle figure (the best of {rows} settings, chosen "
@@ -169,62 +162,6 @@ def sweep_rows(fixed: PipelineSettings, grid: Mapping[str, Sequence[Any]]) -> li
     ]
 
 
-@dataclass(frozen=True)
-class ModelPass:
-    """One run of a pipeline's model stage that serves several settings of a grid: ``compute``
-    (settings, :data:`LOWEST` keys at their lowest among ``rows``) and the indices of the
-    grid's ``rows`` selected from its candidates."""
-
-    compute: PipelineSettings
-    rows: list[int]
-
-
-def model_passes(rows: Sequence[PipelineSettings]) -> list[ModelPass]:
-    """The model passes a grid needs (``rows``: settings of one pipeline): one per distinct
-    combination of its :data:`RERUN` keys."""
-    if not rows:
-        return []
-    rules = sweep_rules(rows[0])
-    groups: dict[tuple, list[int]] = {}
-    for index, row in enumerate(rows):
-        signature = tuple((key, repr(value)) for key, value in asdict(row).items() if rules[key] == RERUN)
-        groups.setdefault(signature, []).append(index)
-    passes = []
-    for indices in groups.values():
-        lowest = {key: min(getattr(rows[i], key) for i in indices) for key, rule in rules.items() if rule == LOWEST}
-        passes.append(ModelPass(replace(rows[indices[0]], **lowest), indices))
-    return passes
-
-
-def covers(computed: PipelineSettings, needed: PipelineSettings) -> bool:
-    """Whether candidates computed with ``computed`` settings select exactly what a run with
-    ``needed`` settings (of the same pipeline) computes."""
-    if type(computed) is not type(needed):
-        return False
-    for item in fields(needed):
-        rule, have, want = item.metadata["sweep"], getattr(computed, item.name), getattr(needed, item.name)
-        if rule == LOWEST and not have <= want:
-            return False
-        if rule == RERUN and have != want:
-            return False
-    return True
-
-
-@dataclass(frozen=True)
-class SweepPlan:
-    """A sweep's grid checked and planned: its ``rows`` (settings resolved for the models), the
-    model ``passes`` they need, the lowest ``tag_threshold`` of a tagged pipeline's rows (where
-    its tags are computed), the ``grid`` (each key's values, a repeated one once) and the
-    ``fixed`` settings (those of the base that differ from the defaults)."""
-
-    pipeline: str
-    grid: dict[str, list[Any]]
-    fixed: dict[str, Any]
-    rows: list[PipelineSettings]
-    passes: list[ModelPass]
-    lowest_tag: Optional[float]
-
-
 def plan_sweep(
     pipeline: str, grid: Mapping[str, Sequence[Any]], settings: Optional[PipelineSettings], models: Models
 ) -> SweepPlan:
@@ -242,64 +179,6 @@ def plan_sweep(
 
 
 # ------------------------------------------------------------------------------ the cache of a video
-def covering_part(cache: Optional[VideoCache], needed: PipelineSettings) -> Optional[CachePart]:
-    """The first cached model pass that covers ``needed`` (:func:`covers`), or None."""
-    if cache is None:
-        return None
-    return next((part for part in cache.parts if covers(part.compute, needed)), None)
-
-
-def _add_part(cache: VideoCache, part: CachePart) -> None:
-    """Add ``part``, dropping the parts it makes redundant (those it covers)."""
-    cache.parts = [old for old in cache.parts if not covers(part.compute, old.compute)] + [part]
-
-
-def pass_request(index: Optional[CacheIndex], plan: SweepPlan) -> Optional[PassRequest]:
-    """What the models must compute for a video whose cache holds ``index``
-    (:func:`~cmsf.runs.cache.read_cache_index`; None: no cache) to cover every pass of ``plan``:
-    the passes no cached part covers, with the tags cached at a threshold ≤ the grid's lowest
-    (else they are computed at that); None when the cache covers them all."""
-    computed = index.computed if index is not None else []
-    missing = tuple(p.compute for p in plan.passes if not any(covers(have, p.compute) for have in computed))
-    if not missing:
-        return None
-    tags = index.tags if index is not None else None
-    usable = tags is not None and plan.lowest_tag is not None and tags.tag_threshold <= plan.lowest_tag
-    return PassRequest(missing, plan.lowest_tag, tags.frames if usable and tags is not None else None)
-
-
-def read_covered(path: Path, identity: dict[str, Any], settings: type[PipelineSettings]) -> VideoCache:
-    """The cache at ``path``, whose index said it covers the grid.
-
-    Raises:
-        ValueError: its candidates cannot be read (damaged behind a readable header): the file is
-            removed, so that a rerun computes the video again.
-    """
-    cache = read_cache(path, identity, settings)
-    if cache is None:
-        path.unlink(missing_ok=True)
-        raise ValueError(f"its cache {path} could not be read (removed: a rerun computes the video again)")
-    return cache
-
-
-def store_candidates(path: Path, identity: dict[str, Any], outcome: JobOutcome, plan: SweepPlan, models: Models) -> VideoCache:
-    """The video's cache (read again from ``path``, or a new one) with the parts and tags the
-    runner computed for it (``outcome``, of :func:`~cmsf.runs.runner.run_passes`) added; written
-    back atomically. Returns it."""
-    assert outcome.clip is not None and outcome.candidates is not None
-    cache = read_cache(path, identity, settings_type(plan.pipeline))
-    if cache is None:
-        height, width = outcome.clip.frames.shape[-2:]
-        cache = VideoCache(identity, (int(height), int(width)), outcome.clip.num_frames, sources=models.sources())
-    if outcome.candidates.tags is not None:
-        assert plan.lowest_tag is not None
-        cache.tags = TagCache(plan.lowest_tag, outcome.candidates.tags)
-    for compute, output in outcome.candidates.parts:
-        _add_part(cache, CachePart.of(compute, output))
-    write_cache(path, cache)
-    return cache
-
-
 def select_cached(pipeline: str, cache: VideoCache, settings: PipelineSettings) -> SegmentationResult:
     """The result of ``pipeline`` with ``settings`` on a cached video (no model runs).
 
@@ -472,34 +351,17 @@ def _score_grid(
         VideoError: videos whose data is refused (reading, a model, their cache), after every
             other video is cached (:func:`~cmsf.runs.evaluate.report_failures`).
     """
-    identity = run_record("cache", plan.pipeline, models)
-    paths = {entry.key: cache_path(out_dir / "cache", entry.key) for entry in entries}
-    settings = settings_type(plan.pipeline)
-    requests = {}
-    for entry in entries:  # from the files' headers: a covered video's candidates are read once, to score it
-        request = pass_request(read_cache_index(paths[entry.key], identity, settings), plan)
-        if request is not None:
-            requests[entry.key] = request
-    jobs = [Job(e.key, partial(avsbench.load_video, root, subset, e), requests[e.key]) for e in entries if e.key in requests]
+    loaders = {entry.key: partial(avsbench.load_video, root, subset, entry) for entry in entries}
     scored = [_RowScores() for _ in plan.rows]
     failures: dict[str, str] = {}
-    computed = 0
-    with closing(run_passes(plan.pipeline, jobs, models, **runner)) as outcomes:
+    with VideoCaches(loaders, out_dir, plan, models, runner) as caches:
         for entry in progress(entries, f"sweep of {len(plan.rows)}", "video"):
             try:
-                if entry.key in requests:
-                    outcome = next(outcomes)
-                    if outcome.error is not None:
-                        raise outcome.error
-                    cache = store_candidates(paths[entry.key], identity, outcome, plan, models)
-                    computed += 1
-                else:
-                    cache = read_covered(paths[entry.key], identity, settings)
-                _score_video(root, subset, entry, cache, plan, scored)
+                _score_video(root, subset, entry, caches.get(entry.key), plan, scored)
             except (ValueError, OSError) as error:  # the video's failure: the others go on
                 failures[entry.key] = str(error) or type(error).__name__
     report_failures(out_dir, failures, len(entries))  # no sweep.csv from part of a split
-    return scored, computed
+    return scored, caches.computed
 
 
 def _score_video(
