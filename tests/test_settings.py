@@ -171,6 +171,10 @@ def test_settings_or_keywords_not_both():
         cmsf.owod_bind(None, None, 16000, models, bind_threshold=7.0)
     with pytest.raises(ValueError, match="settings: expected AtSam3Settings"):
         cmsf.at_sam3(None, None, 16000, models, settings=AtGdinoSamSettings())
+    with pytest.raises(ValueError, match=r"settings: give the settings either .* \(temporal_window=3\)"):
+        cmsf.owod_bind_tracked(None, None, 16000, models, temporal_window=3, settings=cmsf.OwodBindTrackedSettings())
+    with pytest.raises(ValueError, match="settings: expected SamBindTrackedSettings"):
+        cmsf.sam_bind_tracked(None, None, 16000, models, settings=OwodBindSettings())
 
 
 # ---------------------------------------------------------------- parse(text) == construction

@@ -43,6 +43,7 @@ from cmsf.pipelines.settings import (
     OwodBindSettings,
     PipelineSettings,
     SamBindSettings,
+    chosen_settings,
     resolve_settings,
     settings_for,
 )
@@ -368,13 +369,8 @@ def _run_one(
     """Run one video with ``settings`` when given (then the keyword settings, ``keywords``, must
     be left at their defaults), else with ``keywords``; settings first: no model or input work
     for a bad one."""
-    pipeline = keywords.pipeline
-    if settings is not None:
-        if keywords != type(keywords)():
-            given = ", ".join(f"{key}={value!r}" for key, value in keywords.changed().items())
-            raise ValueError(f"settings: give the settings either as settings= or as keyword arguments, not both ({given})")
-        keywords = settings_for(pipeline, settings)
-    return _run_checked(pipeline, [prepare_video(frames, waveform, sample_rate)], models, keywords)[0]
+    chosen = chosen_settings(keywords, settings)
+    return _run_checked(chosen.pipeline, [prepare_video(frames, waveform, sample_rate)], models, chosen)[0]
 
 
 def owod_bind(

@@ -41,6 +41,7 @@ __all__ = [
     "SamBindTrackedSettings",
     "TaggedSettings",
     "TrackedSettings",
+    "chosen_settings",
     "make_settings",
     "resolve_settings",
     "settings_for",
@@ -382,6 +383,23 @@ def settings_for(pipeline: str, settings: Optional[PipelineSettings]) -> Pipelin
             f"settings: expected {cls.__name__} (the settings of {pipeline}) or None, got a {type(settings).__name__}"
         )
     return settings
+
+
+def chosen_settings(keywords: PipelineSettings, settings: Optional[PipelineSettings]) -> PipelineSettings:
+    """What a one-video pipeline function runs with: ``settings`` when given (checked to be its
+    pipeline's by :func:`settings_for`; the keyword arguments, ``keywords``, must then be left at
+    their defaults), else ``keywords``.
+
+    Raises:
+        ValueError: both given (the message lists the keyword arguments that were set), or
+            ``settings`` of another pipeline.
+    """
+    if settings is None:
+        return keywords
+    if keywords != type(keywords)():
+        given = ", ".join(f"{key}={value!r}" for key, value in keywords.changed().items())
+        raise ValueError(f"settings: give the settings either as settings= or as keyword arguments, not both ({given})")
+    return settings_for(keywords.pipeline, settings)
 
 
 def resolve_settings(settings: PipelineSettings, models: Models) -> PipelineSettings:

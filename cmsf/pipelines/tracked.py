@@ -61,6 +61,7 @@ from cmsf.pipelines.settings import (
     PipelineSettings,
     SamBindTrackedSettings,
     TrackedSettings,
+    chosen_settings,
     resolve_settings,
     settings_for,
     settings_type,
@@ -356,15 +357,8 @@ def _run_one(
 ) -> SegmentationResult:
     """One video with ``settings`` when given (the keyword settings, ``keywords``, then left at
     their defaults), else with ``keywords``; settings first: no model or input work for a bad one."""
-    pipeline = keywords.pipeline
-    if settings is not None:
-        if keywords != type(keywords)():
-            given = ", ".join(f"{key}={value!r}" for key, value in keywords.changed().items())
-            raise ValueError(
-                f"settings: give the settings either as settings= or as keyword arguments, not both ({given})"
-            )
-        keywords = settings_for(pipeline, settings)
-    return run_tracked_videos(pipeline, [prepare_video(frames, waveform, sample_rate)], models, keywords)[0]
+    chosen = chosen_settings(keywords, settings)
+    return run_tracked_videos(chosen.pipeline, [prepare_video(frames, waveform, sample_rate)], models, chosen)[0]
 
 
 def owod_bind_tracked(
